@@ -1,0 +1,1 @@
+"""Group-robust training core: datasets, networks, algorithms, training and sweeps."""

@@ -1,0 +1,1 @@
+"""Datasets: the registry, feature/synthetic/image/text datasets, and their preparation."""
