@@ -41,3 +41,13 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+
+
+def append_jsonl(record: dict, path: str | os.PathLike) -> None:
+    """Append ``record`` as one JSON line with a single O_APPEND write (no interleaving)."""
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(handle, line)
+    finally:
+        os.close(handle)

@@ -1,0 +1,55 @@
+"""The dataset contract: three splits of (x, y, a) tensors plus what training needs to know."""
+from dataclasses import dataclass
+
+import torch
+
+SPLITS = ("tr", "va", "te")
+SPLIT_NAMES = {"tr": "train", "va": "validation", "te": "test"}
+
+
+@dataclass
+class SplitTensors:
+    """One split held as tensors: inputs ``x`` [n, ...], labels ``y`` [n] and attributes ``a`` [n].
+
+    ``a`` is the spurious attribute that, with ``y``, defines the group of an example.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    a: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self.y = self.y.reshape(-1).long()
+        self.a = self.a.reshape(-1).long()
+        if not len(self.x) == len(self.y) == len(self.a):
+            raise ValueError(
+                f"x, y and a must have one row per example; got {len(self.x)}, {len(self.y)}, {len(self.a)}")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> "SplitTensors":
+        """The same split with every tensor on ``device``."""
+        return SplitTensors(self.x.to(device), self.y.to(device), self.a.to(device))
+
+
+class GroupDataset:
+    """Base class of every registered dataset.
+
+    Subclasses set the class attributes below and implement :meth:`load_splits`.
+    """
+
+    #: registered name, set by the registry decorator
+    name: str = ""
+    #: number of classes of y
+    num_classes: int = 2
+    #: which hyper-parameter search space and network family the dataset uses
+    #: ("features": linear head on precomputed features, "synthetic", "mlp", ...)
+    family: str = "features"
+    #: training steps and evaluation period of the reference protocol
+    num_steps: int = 1001
+    eval_every: int = 50
+
+    def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
+        """Read (or build) the train/validation/test splits, keyed by ``SPLITS``, on the CPU."""
+        raise NotImplementedError(f"{type(self).__name__} must implement load_splits")

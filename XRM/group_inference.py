@@ -1,0 +1,51 @@
+"""Phase-1 outputs: cross-mistake attributes, held-out logits, degeneracy, and reading them back."""
+from pathlib import Path
+
+import torch
+
+from XRM.errors import UserError
+
+
+def cross_mistakes(twin_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Inferred attribute per example: 1 if either twin misclassifies it w.r.t. its true label."""
+    wrong_first = twin_logits[..., 0].argmax(dim=1) != y
+    wrong_second = twin_logits[..., 1].argmax(dim=1) != y
+    return (wrong_first | wrong_second).long()
+
+
+def is_degenerate(y: torch.Tensor, attributes: torch.Tensor) -> bool:
+    """True when some class present in ``y`` is not split into two non-empty inferred groups."""
+    for label in torch.unique(y):
+        if len(torch.unique(attributes[y == label])) < 2:
+            return True
+    return False
+
+
+def load_phase_1_artifact(path: Path, n_train: int, n_validation: int, num_classes: int) -> dict[str, torch.Tensor]:
+    """Read and check an ``inferred_hpcomb_<k>_seed<s>.pt`` file against the dataset's sizes.
+
+    Returns ``{'tr': long[n_tr], 'va': long[n_va], 'tr_ho': float[n_tr, K]}`` on the CPU
+    (``tr_ho`` only when present). Any mismatch raises a UserError naming the file.
+    """
+    if not path.is_file():
+        raise UserError(f"missing phase-1 file {path}; run phase 1 first: python main.py --phase 1 ...")
+    try:
+        artifact = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read group-label file {path} ({type(exc).__name__}); re-run phase 1 or pass another file") from None
+    if not isinstance(artifact, dict) or "tr" not in artifact or "va" not in artifact:
+        raise UserError(f"group-label file {path} must hold a dict with 'tr' and 'va' tensors")
+    expected = {"tr": (n_train,), "va": (n_validation,)}
+    if "tr_ho" in artifact:
+        expected["tr_ho"] = (n_train, num_classes)
+    checked = {}
+    for key, shape in expected.items():
+        value = torch.as_tensor(artifact[key])
+        if key != "tr_ho":
+            value = value.reshape(-1) if value.numel() == shape[0] else value
+        if tuple(value.shape) != shape:
+            raise UserError(
+                f"group-label file {path}: '{key}' has shape {tuple(value.shape)} but this dataset needs {shape}; "
+                "was it made for another dataset?")
+        checked[key] = value.float() if key == "tr_ho" else value.long()
+    return checked

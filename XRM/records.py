@@ -1,0 +1,112 @@
+"""Where a run's files live, what they are called, and the records inside them.
+
+Layout (compatible with the reference code): ``<out>/<ALGO>/<Dataset>/group_labels_<src>/``
+holds, per run, ``results_hpcomb_<k>_seed<s>.json`` (JSON lines: first the run's
+hyper-parameters, then one record per evaluation), ``ckpt_hpcomb_<k>_seed<s>.pt`` (last),
+``best_hpcomb_<k>_seed<s>.pt`` (model at the best evaluation), phase 1's
+``inferred_hpcomb_<k>_seed<s>.pt`` and ``done_hpcomb_<k>_seed<s>`` (written last).
+"""
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from XRM.fileio import atomic_write_text
+
+# record keys, defined once
+STEP = "step"
+FLIP_RATE = "flip_rate"
+DEGENERATE = "degenerate"
+VA_AVG_ACC, VA_WGA, TE_AVG_ACC, TE_WGA = "va_avg_acc", "va_wga", "te_avg_acc", "te_wga"
+VA_GI_WGA = "va_gi_wga"
+PHASE_2_METRICS = (VA_AVG_ACC, VA_WGA, VA_GI_WGA, TE_AVG_ACC, TE_WGA)
+SELECTION_METRICS = (VA_WGA, VA_GI_WGA, VA_AVG_ACC, FLIP_RATE)
+
+RESULTS_PATTERN = re.compile(r"results_hpcomb_(\d+)_seed(\d+)\.json$")
+
+
+def group_labels_folder(group_labels: str) -> str:
+    """Folder name for a group-label source: 'yes', 'no', or anything else (a file) -> 'inferred'."""
+    return f"group_labels_{group_labels if group_labels in ('yes', 'no') else 'inferred'}"
+
+
+def run_directory(out_dir: str | Path, algorithm: str, dataset: str, group_labels: str) -> Path:
+    """``<out>/<ALGO>/<Dataset>/group_labels_<src>``."""
+    return Path(out_dir) / algorithm / dataset / group_labels_folder(group_labels)
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one run (hyper-parameter combination k, seed s) in its directory."""
+
+    directory: Path
+    hparams_comb: int
+    seed: int
+
+    @property
+    def tag(self) -> str:
+        """``hpcomb_<k>_seed<s>``."""
+        return f"hpcomb_{self.hparams_comb}_seed{self.seed}"
+
+    @property
+    def results(self) -> Path:
+        """JSON-lines records."""
+        return self.directory / f"results_{self.tag}.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        """Last training state."""
+        return self.directory / f"ckpt_{self.tag}.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """Model at the best evaluation by the selection metric."""
+        return self.directory / f"best_{self.tag}.pt"
+
+    @property
+    def inferred(self) -> Path:
+        """Phase-1 artifact: inferred attributes and held-out logits."""
+        return self.directory / f"inferred_{self.tag}.pt"
+
+    @property
+    def done(self) -> Path:
+        """Marker written once everything else is in place."""
+        return self.directory / f"done_{self.tag}"
+
+
+def write_header(path: Path, header: dict) -> None:
+    """Start a results file with its header line (the run's hyper-parameters), replacing any old one."""
+    atomic_write_text(json.dumps(header, sort_keys=True) + "\n", path)
+
+
+def read_results(path: Path) -> tuple[dict, list[dict]]:
+    """The header and evaluation records of a results file.
+
+    A last line cut short by a crash is skipped with a warning naming the file; a broken
+    line elsewhere raises ValueError naming the file and line.
+    """
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    header: dict = {}
+    records: list[dict] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                print(f"warning: skipping the unfinished last line of {path}", file=sys.stderr)
+                break
+            raise ValueError(f"{path}: line {number} is not JSON") from None
+        if STEP in entry:
+            records.append(entry)
+        else:
+            header.update(entry)
+    return header, records
+
+
+def truncate_records(path: Path, last_step: int) -> None:
+    """Keep the header and the records up to ``last_step`` (for resuming from a checkpoint)."""
+    header, records = read_results(path)
+    kept = [record for record in records if record[STEP] <= last_step]
+    lines = [json.dumps(header, sort_keys=True)] + [json.dumps(record, sort_keys=True) for record in kept]
+    atomic_write_text("\n".join(lines) + "\n", path)

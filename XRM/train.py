@@ -1,0 +1,268 @@
+"""One run of phase 1 (XRM) or phase 2 (ERM, GroupDRO, IRM, RWG, SUBG, MAT).
+
+``run(run_args)`` is idempotent and resumable: a finished run returns at once, and with
+``resume`` an interrupted run continues from its last checkpoint and writes the same
+records as an uninterrupted one. Every input is checked before anything is written.
+"""
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from XRM import records
+from XRM.algorithms import Algorithm, TrainingSet, build_algorithm, get_algorithm_class
+from XRM.data.base import SplitTensors
+from XRM.data.registry import get_dataset
+from XRM.errors import UserError
+from XRM.fileio import append_jsonl, atomic_torch_save, atomic_write_text
+from XRM.group_inference import cross_mistakes, is_degenerate, load_phase_1_artifact
+from XRM.groups import accuracy_metrics, group_ids
+from XRM.hparams_registry import default_hparams, random_hparams
+from XRM.networks import build_network
+from XRM.sampling import BatchSampler, group_balancing_weights, subsample_to_smallest_group
+
+#: steps of a --quick_run (debugging: default hyper-parameters, short)
+QUICK_RUN_STEPS = 201
+EVALUATION_BATCH = 8192
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_hparams(run_args: dict, family: str, num_steps: int, eval_every: int) -> dict[str, Any]:
+    """The run's hyper-parameters: a random draw (or defaults for --quick_run), then overrides."""
+    algorithm, comb = run_args["algorithm"], run_args["hparams_comb"]
+    hparams = default_hparams(family, algorithm) if run_args.get("quick_run") else random_hparams(family, algorithm, comb)
+    if run_args.get("adam"):
+        hparams["optimizer"] = "adam"
+    hparams["num_steps"] = min(num_steps, QUICK_RUN_STEPS) if run_args.get("quick_run") else num_steps
+    hparams["eval_every"] = eval_every
+    overrides = run_args.get("hparams_overrides") or {}
+    unknown = sorted(set(overrides) - set(hparams))
+    if unknown:
+        raise UserError(f"unknown hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(hparams))}")
+    hparams.update(overrides)
+    return hparams
+
+
+@dataclass
+class RunInputs:
+    """Everything a run needs, loaded and checked, on the run's device."""
+
+    splits: dict[str, SplitTensors]
+    num_classes: int
+    family: str
+    hparams: dict[str, Any]
+    train_attributes: torch.Tensor
+    inferred_validation_attributes: torch.Tensor | None
+    held_out_logits: torch.Tensor | None
+
+
+def load_run_inputs(run_args: dict, device: torch.device) -> RunInputs:
+    """Load the dataset, the group labels and phase-1 outputs of a run; raises UserError on bad input."""
+    dataset = get_dataset(run_args["dataset"])
+    algorithm_cls = get_algorithm_class(run_args["algorithm"])
+    splits = dataset.load_splits(run_args["data_path"])
+    n_train, n_validation = len(splits["tr"]), len(splits["va"])
+    group_labels = run_args["group_labels"]
+    if algorithm_cls.phase == 1 and group_labels != "no":
+        raise UserError("phase 1 (XRM) infers groups and must not be given group labels; use --group_labels no")
+
+    def artifact(path: str) -> dict[str, torch.Tensor]:
+        return load_phase_1_artifact(Path(path), n_train, n_validation, dataset.num_classes)
+
+    inferred_validation = None
+    if group_labels == "yes":
+        train_attributes = splits["tr"].a
+    elif group_labels == "no":
+        train_attributes = torch.zeros_like(splits["tr"].y)
+    else:
+        labels = artifact(group_labels)
+        train_attributes, inferred_validation = labels["tr"], labels["va"]
+    held_out = None
+    if algorithm_cls.needs_held_out_logits:
+        if not run_args.get("phase_1_file"):
+            raise UserError(f"{algorithm_cls.name} needs phase-1 outputs; run phase 1 first: python main.py --phase 1 ...")
+        outputs = artifact(run_args["phase_1_file"])
+        if "tr_ho" not in outputs:
+            raise UserError(f"{run_args['phase_1_file']} has no held-out logits ('tr_ho'); re-run phase 1 with this toolkit")
+        held_out, inferred_validation = outputs["tr_ho"], outputs["va"]
+    hparams = resolve_hparams(run_args, dataset.family, dataset.num_steps, dataset.eval_every)
+
+    def on_device(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return None if tensor is None else tensor.to(device)
+
+    return RunInputs(
+        splits={name: split.to(device) for name, split in splits.items()},
+        num_classes=dataset.num_classes,
+        family=dataset.family,
+        hparams=hparams,
+        train_attributes=on_device(train_attributes),
+        inferred_validation_attributes=on_device(inferred_validation),
+        held_out_logits=on_device(held_out),
+    )
+
+
+@torch.inference_mode()
+def predict_all(algorithm: Algorithm, x: torch.Tensor) -> torch.Tensor:
+    """Logits of every example of ``x``, in batches, in evaluation mode."""
+    algorithm.network.eval()
+    logits = torch.cat([algorithm.predict(x[start : start + EVALUATION_BATCH]) for start in range(0, len(x), EVALUATION_BATCH)])
+    algorithm.network.train()
+    return logits
+
+
+def evaluate(algorithm: Algorithm, inputs: RunInputs) -> dict[str, float]:
+    """Phase 1: the flip rate. Phase 2: accuracy and worst-group accuracy on va and te (+ va_gi_wga)."""
+    if algorithm.phase == 1:
+        return {records.FLIP_RATE: algorithm.flip_rate().item()}
+    metrics: dict[str, float] = {}
+    for split in ("va", "te"):
+        data = inputs.splits[split]
+        predictions = predict_all(algorithm, data.x).argmax(dim=1)
+        for name, value in accuracy_metrics(predictions, data.y, data.a).items():
+            metrics[f"{split}_{name}"] = value
+        if split == "va" and inputs.inferred_validation_attributes is not None:
+            inferred = accuracy_metrics(predictions, data.y, inputs.inferred_validation_attributes)
+            metrics[records.VA_GI_WGA] = inferred["wga"]
+    return metrics
+
+
+def best_model_metric(inputs: RunInputs) -> str:
+    """The metric the best checkpoint is chosen by: va_gi_wga with inferred validation groups, else va_wga."""
+    return records.VA_GI_WGA if inputs.inferred_validation_attributes is not None else records.VA_WGA
+
+
+def build_sampler(algorithm: Algorithm, groups: torch.Tensor, batch_size: int, generator: torch.Generator) -> BatchSampler:
+    """The training batch sampler the algorithm asks for."""
+    pool = torch.arange(len(groups), device=groups.device)
+    if algorithm.sampling == "group_balanced":
+        return BatchSampler(pool, batch_size, generator, weights=group_balancing_weights(groups))
+    if algorithm.sampling == "group_subsampled":
+        return BatchSampler(subsample_to_smallest_group(groups, generator), batch_size, generator)
+    return BatchSampler(pool, batch_size, generator)
+
+
+def _rng_states() -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it to restart the run from step 0") from None
+
+
+def run(run_args: dict) -> None:
+    """Train one run to completion (see the module docstring)."""
+    files = records.RunFiles(Path(run_args["out_dir"]), run_args["hparams_comb"], run_args["seed"])
+    if files.done.exists():
+        return
+    device = resolve_device(run_args.get("device", "auto"))
+    inputs = load_run_inputs(run_args, device)
+    checkpoint = None
+    if run_args.get("resume") and files.checkpoint.exists():
+        checkpoint = _load_checkpoint(files.checkpoint)
+    hparams = inputs.hparams
+
+    torch.manual_seed(run_args["seed"])
+    generator = torch.Generator(device=device).manual_seed(run_args["seed"])
+    train = inputs.splits["tr"]
+    train_groups = group_ids(train.y, inputs.train_attributes)
+    training_set = TrainingSet(
+        y=train.y,
+        groups=train_groups,
+        num_classes=inputs.num_classes,
+        num_attributes=int(inputs.train_attributes.max().item()) + 1,
+        generator=generator,
+        held_out_logits=inputs.held_out_logits,
+    )
+    input_shape = tuple(train.x.shape[1:])
+
+    def make_network() -> torch.nn.Module:
+        return build_network(inputs.family, input_shape, inputs.num_classes)
+
+    algorithm = build_algorithm(run_args["algorithm"], make_network, training_set, hparams).to(device)
+    sampler = build_sampler(algorithm, train_groups, hparams["batch_size"], generator)
+    best = {"metric": best_model_metric(inputs), "value": -1.0, "step": -1}
+
+    start = 0
+    if checkpoint is not None:
+        algorithm.load_state_dict(checkpoint["algorithm"])
+        algorithm.optimizer.load_state_dict(checkpoint["optimizer"])
+        sampler.load_state_dict(checkpoint["sampler"])
+        _restore_rng_states(checkpoint["rng"])
+        best = checkpoint["best"]
+        start = checkpoint["step"] + 1
+        records.truncate_records(files.results, checkpoint["step"])
+    else:
+        files.directory.mkdir(parents=True, exist_ok=True)
+        header = {"hparams": hparams, **{k: v for k, v in run_args.items() if k != "hparams_overrides"}}
+        records.write_header(files.results, header)
+
+    num_steps, eval_every = hparams["num_steps"], hparams["eval_every"]
+    show = run_args.get("progress", True) and sys.stderr.isatty()
+    bar = tqdm(range(start, num_steps), desc=run_args.get("run_name", files.tag), disable=not show, file=sys.stderr)
+    for step in bar:
+        index = sampler.next()
+        algorithm.update(index, train.x[index], train.y[index], train_groups[index])
+        if step % eval_every == 0 or step == num_steps - 1:
+            metrics = evaluate(algorithm, inputs)
+            append_jsonl({records.STEP: step, **metrics}, files.results)
+            bar.set_postfix({key: round(value, 3) for key, value in metrics.items()})
+            if algorithm.phase == 2 and metrics[best["metric"]] >= best["value"]:
+                best = {"metric": best["metric"], "value": metrics[best["metric"]], "step": step}
+                atomic_torch_save({"model": algorithm.network.state_dict(), **best, "hparams": hparams}, files.best_checkpoint)
+            atomic_torch_save(
+                {
+                    "step": step,
+                    "algorithm": algorithm.state_dict(),
+                    "optimizer": algorithm.optimizer.state_dict(),
+                    "sampler": sampler.state_dict(),
+                    "rng": _rng_states(),
+                    "best": best,
+                    "hparams": hparams,
+                },
+                files.checkpoint,
+            )
+    bar.close()
+    if algorithm.phase == 1:
+        _finish_phase_1(algorithm, inputs, files, num_steps)
+    atomic_write_text("", files.done)
+
+
+def _finish_phase_1(algorithm: Algorithm, inputs: RunInputs, files: records.RunFiles, num_steps: int) -> None:
+    """Infer groups by cross-mistakes over every training and validation example; save them or flag degeneracy."""
+    train, validation = inputs.splits["tr"], inputs.splits["va"]
+    train_logits = predict_all(algorithm, train.x)
+    validation_logits = predict_all(algorithm, validation.x)
+    _, held_out = algorithm.split_logits(train_logits, torch.arange(len(train), device=train.y.device))
+    inferred = {
+        "tr": cross_mistakes(train_logits, train.y).cpu(),
+        "va": cross_mistakes(validation_logits, validation.y).cpu(),
+        "tr_ho": held_out.float().cpu(),
+    }
+    if is_degenerate(train.y, inferred["tr"]) or is_degenerate(validation.y, inferred["va"]):
+        # reported as a zero flip rate at the end so that selection by flip_rate passes it over
+        append_jsonl({records.STEP: num_steps, records.FLIP_RATE: 0.0, records.DEGENERATE: True}, files.results)
+        print(f"warning: {files.directory / files.tag}: degenerate inferred groups (a class not split in two); "
+              "no phase-1 file written", file=sys.stderr)
+        return
+    atomic_torch_save(inferred, files.inferred)
