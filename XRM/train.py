@@ -266,3 +266,17 @@ def _finish_phase_1(algorithm: Algorithm, inputs: RunInputs, files: records.RunF
               "no phase-1 file written", file=sys.stderr)
         return
     atomic_torch_save(inferred, files.inferred)
+
+
+def check_runs(runs: list[dict]) -> None:
+    """Load and check the inputs of every distinct (dataset, algorithm, group labels, phase-1 file) once.
+
+    Raises the first UserError before any run writes a file.
+    """
+    seen = set()
+    for run_args in runs:
+        key = (run_args["dataset"], run_args["algorithm"], run_args["group_labels"], run_args.get("phase_1_file"),
+               run_args["data_path"], run_args["hparams_comb"] if run_args.get("hparams_overrides") else None)
+        if key not in seen:
+            seen.add(key)
+            load_run_inputs(run_args, torch.device("cpu"))

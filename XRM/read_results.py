@@ -1,0 +1,60 @@
+"""Print result tables from a results folder: one row per hyper-parameter combination, then the best.
+
+    python XRM/read_results.py --dir out --datasets Synthetic --algorithms MAT ERM --group_labels no
+"""
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from XRM.cli import run_cli  # noqa: E402
+from XRM.errors import UserError  # noqa: E402
+from XRM.records import SELECTION_METRICS, group_labels_folder  # noqa: E402
+from XRM.results import collect_runs, default_metric, format_table  # noqa: E402
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Arguments of read_results."""
+    parser = argparse.ArgumentParser(description="Summarise the runs under a results folder.")
+    parser.add_argument("--dir", required=True, help="the --out_dir of main.py")
+    parser.add_argument("--datasets", nargs="+", default=None, help="datasets to show (default: all found)")
+    parser.add_argument("--algorithms", nargs="+", default=None, help="algorithms to show (default: all found)")
+    parser.add_argument("--group_labels", nargs="+", default=["yes", "no", "inferred"],
+                        choices=["yes", "no", "inferred"], help="which group-label folders to show")
+    parser.add_argument("--selection_criterion", choices=SELECTION_METRICS, default=None,
+                        help="metric that picks the step and the combination "
+                             "(default: flip_rate for phase 1, va_wga for phase 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed whose runs choose the combination")
+    return parser
+
+
+def _names(root: Path, wanted: list[str] | None) -> list[str]:
+    return wanted if wanted else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print a table per (algorithm, dataset, group-label source) found under --dir."""
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise UserError(f"no results folder {root}; pass the --out_dir you gave main.py")
+    shown = 0
+    for algorithm in _names(root, args.algorithms):
+        for dataset in _names(root / algorithm, args.datasets):
+            for source in args.group_labels:
+                directory = root / algorithm / dataset / group_labels_folder(source)
+                runs = collect_runs(directory) if directory.is_dir() else []
+                if not runs:
+                    continue
+                metric = args.selection_criterion or default_metric(runs)
+                print(f"\n== {algorithm} / {dataset} / {directory.name}  (phase {runs[0].phase}, selected by {metric})")
+                print(format_table(runs, metric, args.seed))
+                shown += 1
+    if not shown:
+        raise UserError(f"no results found under {root} for the datasets, algorithms and group labels asked for")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(get_args_parser(), main)

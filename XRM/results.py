@@ -1,0 +1,110 @@
+"""Reading a folder of runs, selecting hyper-parameters, and formatting result tables. Never trains."""
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from XRM import records
+from XRM.errors import UserError
+from XRM.model_selection import best_candidate, is_phase_1, selected_record
+
+
+@dataclass
+class RunResult:
+    """The records of one run found on disk."""
+
+    hparams_comb: int
+    seed: int
+    header: dict
+    records: list[dict]
+    files: records.RunFiles
+
+    @property
+    def phase(self) -> int:
+        """1 or 2, from the records."""
+        return 1 if is_phase_1(self.records) else 2
+
+
+def collect_runs(directory: Path) -> list[RunResult]:
+    """Every readable run in ``directory``; an unreadable results file is named and skipped."""
+    found = []
+    for path in sorted(directory.glob("results_hpcomb_*_seed*.json")):
+        match = records.RESULTS_PATTERN.search(path.name)
+        if not match:
+            continue
+        try:
+            header, run_records = records.read_results(path)
+        except (OSError, ValueError) as exc:
+            print(f"warning: skipping {path}: {exc}", file=sys.stderr)
+            continue
+        if run_records:
+            comb, seed = int(match.group(1)), int(match.group(2))
+            found.append(RunResult(comb, seed, header, run_records, records.RunFiles(directory, comb, seed)))
+    return found
+
+
+def default_metric(runs: list[RunResult]) -> str:
+    """flip_rate for phase-1 runs, va_wga otherwise."""
+    return records.FLIP_RATE if runs and runs[0].phase == 1 else records.VA_WGA
+
+
+def selection_seed(runs: list[RunResult], seed: int = 0) -> int:
+    """The seed whose runs choose the hyper-parameters: ``seed`` when present, else the smallest."""
+    seeds = sorted({run.seed for run in runs})
+    return seed if seed in seeds else seeds[0]
+
+
+def best_hparams_comb(runs: list[RunResult], metric: str, seed: int = 0) -> int:
+    """The hyper-parameter combination with the best selected ``metric`` among the runs of ``seed``."""
+    check_metric(runs, metric)
+    chosen_seed = selection_seed(runs, seed)
+    scores = {}
+    for run in runs:
+        if run.seed == chosen_seed:
+            record = selected_record(run.records, metric)
+            if record is not None:
+                scores[run.hparams_comb] = record
+    if not scores:
+        raise UserError(f"no run in {runs[0].files.directory} records {metric}; choose another --selection_criterion")
+    return best_candidate(scores, metric)
+
+
+def check_metric(runs: list[RunResult], metric: str) -> None:
+    """A UserError when ``metric`` does not fit the runs' phase."""
+    if not runs:
+        return
+    phase = runs[0].phase
+    if (phase == 1) != (metric == records.FLIP_RATE):
+        valid = records.FLIP_RATE if phase == 1 else ", ".join(m for m in records.SELECTION_METRICS if m != records.FLIP_RATE)
+        raise UserError(f"{metric} does not apply to phase-{phase} runs in {runs[0].files.directory}; use {valid}")
+
+
+def _format(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def format_table(runs: list[RunResult], metric: str, seed: int = 0) -> str:
+    """One row per hyper-parameter combination (best marked '*'), then mean +/- std over seeds of the best."""
+    check_metric(runs, metric)
+    phase = runs[0].phase
+    columns = [records.FLIP_RATE] if phase == 1 else list(records.PHASE_2_METRICS)
+    best = best_hparams_comb(runs, metric, seed)
+    chosen_seed = selection_seed(runs, seed)
+    lines = [f"  {'hpcomb':>7} {'step':>6} " + " ".join(f"{c:>10}" for c in columns)]
+    for run in sorted(runs, key=lambda r: r.hparams_comb):
+        if run.seed != chosen_seed:
+            continue
+        record = selected_record(run.records, metric) or {}
+        mark = "*" if run.hparams_comb == best else " "
+        lines.append(f"{mark} {run.hparams_comb:>7} {record.get(records.STEP, '-'):>6} "
+                     + " ".join(f"{_format(record.get(c)):>10}" for c in columns))
+    best_runs = [run for run in runs if run.hparams_comb == best]
+    summary_columns = [records.FLIP_RATE] if phase == 1 else [records.TE_WGA, records.TE_AVG_ACC]
+    parts = []
+    for column in summary_columns:
+        values = [selected_record(run.records, metric).get(column) for run in best_runs]
+        values = [100 * v for v in values if v is not None]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        parts.append(f"{column} {statistics.mean(values):.1f} +/- {spread:.1f}")
+    lines.append(f"best hpcomb {best} by {metric} (seed {chosen_seed}); over {len(best_runs)} seed(s): " + ", ".join(parts))
+    return "\n".join(lines)

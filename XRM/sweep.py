@@ -1,0 +1,135 @@
+"""Turn a command line into the list of runs to launch (pure: reads results, trains nothing)."""
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from XRM import records
+from XRM.algorithms import get_algorithm_class
+from XRM.data.registry import get_dataset
+from XRM.errors import UserError
+from XRM.results import best_hparams_comb, collect_runs
+
+PHASE_1_GROUP_LABELS = "no"
+
+
+@dataclass
+class SweepSpec:
+    """What to run: the reference code's main.py arguments."""
+
+    phase: int
+    datasets: list[str]
+    algorithms: list[str]
+    group_labels: str
+    data_path: str
+    out_dir: str
+    phase_1_dir: str | None = None
+    hparams_comb: int | None = None
+    num_hparams_combs: int | None = None
+    best_hparams_comb_selection_metric: str | None = None
+    seed: int | None = None
+    num_seeds: int | None = None
+    resume: bool = False
+    quick_run: bool = False
+    adam: bool = False
+    device: str = "auto"
+    hparams_overrides: dict = field(default_factory=dict)
+
+
+def phase_1_runs_directory(phase_1_dir: str | Path, dataset: str) -> Path:
+    """``<phase_1_dir>/<Dataset>/group_labels_no`` (``<phase_1_dir>`` may also be the out_dir holding XRM/)."""
+    phase_1_dir = Path(phase_1_dir)
+    if not (phase_1_dir / dataset).is_dir() and (phase_1_dir / "XRM" / dataset).is_dir():
+        phase_1_dir = phase_1_dir / "XRM"
+    return phase_1_dir / dataset / records.group_labels_folder(PHASE_1_GROUP_LABELS)
+
+
+def select_phase_1_file(phase_1_dir: str | Path, dataset: str, seed: int) -> Path:
+    """The phase-1 file of the best-flip-rate combination for ``seed`` (seed 0's, with a warning, if none)."""
+    directory = phase_1_runs_directory(phase_1_dir, dataset)
+    runs = [run for run in collect_runs(directory) if run.phase == 1 and run.files.inferred.is_file()]
+    if not runs:
+        raise UserError(
+            f"no phase-1 results in {directory} (expected inferred_hpcomb_<k>_seed<s>.pt); run phase 1 first: "
+            f"python main.py --phase 1 --datasets {dataset} --num_hparams_combs 10 --out_dir <out_dir>")
+    if not any(run.seed == seed for run in runs):
+        if not any(run.seed == 0 for run in runs):
+            raise UserError(f"no phase-1 run for seed {seed} or seed 0 in {directory}; run phase 1 with --seed {seed}")
+        print(f"warning: no phase-1 run for seed {seed} in {directory}; using seed 0's", file=sys.stderr)
+        seed = 0
+    comb = best_hparams_comb([run for run in runs if run.seed == seed], records.FLIP_RATE, seed)
+    return records.RunFiles(directory, comb, seed).inferred
+
+
+def _seeds(spec: SweepSpec) -> list[int]:
+    if spec.num_seeds is not None:
+        return list(range(spec.num_seeds))
+    return [spec.seed if spec.seed is not None else 0]
+
+
+def _hparams_combs(spec: SweepSpec, directory: Path) -> list[int]:
+    if spec.best_hparams_comb_selection_metric is not None:
+        runs = collect_runs(directory)
+        if not runs:
+            raise UserError(f"no results in {directory} to select the best combination from; run the sweep first "
+                            "with --num_hparams_combs N")
+        return [best_hparams_comb(runs, spec.best_hparams_comb_selection_metric, seed=0)]
+    if spec.num_hparams_combs is not None:
+        return list(range(spec.num_hparams_combs))
+    return [spec.hparams_comb if spec.hparams_comb is not None else 0]
+
+
+def _group_label_source(spec: SweepSpec, dataset: str, seed: int) -> str:
+    """'yes', 'no', a .pt file, or the best phase-1 file inside a phase-1 directory."""
+    source = spec.group_labels
+    if source in ("yes", "no"):
+        return source
+    path = Path(source)
+    if path.is_dir():
+        return str(select_phase_1_file(path, dataset, seed))
+    if not path.is_file():
+        raise UserError(f"--group_labels {source}: no such file or directory; give yes, no, a .pt file or a phase-1 folder")
+    return str(path)
+
+
+def make_runs(spec: SweepSpec) -> list[dict]:
+    """The runs of a sweep: datasets x algorithms x seeds x hyper-parameter combinations."""
+    for dataset in spec.datasets:
+        get_dataset(dataset)
+    for algorithm in spec.algorithms:
+        cls = get_algorithm_class(algorithm)
+        if cls.phase != spec.phase:
+            raise UserError(f"{algorithm} is a phase-{cls.phase} algorithm; it cannot run with --phase {spec.phase}")
+    if spec.phase == 1 and spec.group_labels != PHASE_1_GROUP_LABELS:
+        raise UserError("phase 1 (XRM) infers groups and must not be given group labels; use --group_labels no")
+    runs = []
+    for dataset in spec.datasets:
+        for algorithm in spec.algorithms:
+            needs_phase_1 = get_algorithm_class(algorithm).needs_held_out_logits
+            for seed in _seeds(spec):
+                group_labels = _group_label_source(spec, dataset, seed)
+                directory = records.run_directory(spec.out_dir, algorithm, dataset, group_labels)
+                phase_1_file = None
+                if needs_phase_1:
+                    phase_1_dir = spec.phase_1_dir or str(Path(spec.out_dir) / "XRM")
+                    phase_1_file = str(select_phase_1_file(phase_1_dir, dataset, seed))
+                for comb in _hparams_combs(spec, directory):
+                    files = records.RunFiles(directory, comb, seed)
+                    runs.append({
+                        "phase": spec.phase,
+                        "dataset": dataset,
+                        "algorithm": algorithm,
+                        "group_labels": group_labels,
+                        "phase_1_file": phase_1_file,
+                        "hparams_comb": comb,
+                        "seed": seed,
+                        "data_path": spec.data_path,
+                        "out_dir": str(directory),
+                        "quick_run": spec.quick_run,
+                        "adam": spec.adam,
+                        "resume": spec.resume,
+                        "device": spec.device,
+                        "hparams_overrides": dict(spec.hparams_overrides),
+                        "run_name": f"{algorithm}/{dataset}/{directory.name}/{files.tag}",
+                        "done_path": str(files.done),
+                    })
+    return runs

@@ -1,0 +1,99 @@
+"""Phase 1 (XRM group inference) and phase 2 (MAT and baselines): arguments -> runs -> launcher.
+
+    python main.py --phase 1 --datasets Synthetic --num_hparams_combs 4 --out_dir out
+    python main.py --phase 2 --datasets Synthetic --algorithms MAT ERM --group_labels no \
+        --num_hparams_combs 4 --out_dir out
+"""
+import argparse
+import json
+from pathlib import Path
+
+from XRM.algorithms import ALGORITHMS
+from XRM.cli import run_cli
+from XRM.data.registry import dataset_names
+from XRM.errors import UserError
+from XRM.records import SELECTION_METRICS
+from XRM.sweep import SweepSpec, make_runs
+from XRM.train import check_runs, run
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The command line of the reference code's main.py, plus a few conveniences."""
+    parser = argparse.ArgumentParser(description="Run phase 1 (XRM) or phase 2 (MAT and baselines).")
+    parser.add_argument("--phase", type=int, choices=[1, 2], required=True,
+                        help="1: infer groups with XRM; 2: train a classifier (MAT, ERM, GroupDRO, ...)")
+    parser.add_argument("--datasets", nargs="+", default=["Waterbirds"], metavar="NAME",
+                        help=f"datasets to run; one of: {', '.join(dataset_names())}")
+    parser.add_argument("--algorithms", nargs="+", default=None, metavar="NAME",
+                        help=f"algorithms (default: XRM for phase 1, GroupDRO for phase 2); one of: {', '.join(sorted(ALGORITHMS))}")
+    parser.add_argument("--group_labels", default=None,
+                        help="training group labels: 'yes' (true), 'no' (none), a phase-1 .pt file, or a phase-1 "
+                             "folder whose best run (by flip_rate) is used (default: 'no' in phase 1, 'yes' in phase 2)")
+    parser.add_argument("--data_path", default="./data", help="folder holding the datasets (see download.py)")
+    parser.add_argument("--out_dir", default="./out", help="results go to <out_dir>/<ALGO>/<Dataset>/group_labels_<src>/")
+    parser.add_argument("--phase_1_dir", default=None,
+                        help="phase-1 results used by MAT: the folder holding <Dataset>/group_labels_no/ "
+                             "(default: <out_dir>/XRM)")
+    combs = parser.add_mutually_exclusive_group()
+    combs.add_argument("--hparams_comb", type=int, help="run this one hyper-parameter combination (default 0)")
+    combs.add_argument("--num_hparams_combs", type=int, help="run combinations 0 .. N-1 of the random search")
+    combs.add_argument("--best_hparams_comb_selection_metric", choices=SELECTION_METRICS,
+                       help="run the combination that is best by this metric among the seed-0 runs already done")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="run this seed (default 0)")
+    seeds.add_argument("--num_seeds", type=int, help="run seeds 0 .. N-1")
+    parser.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
+    parser.add_argument("--quick_run", action="store_true",
+                        help="debugging: default hyper-parameters and at most 201 steps")
+    parser.add_argument("--adam", action="store_true", help="train with Adam instead of the dataset's optimiser")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--hparams", default="{}", metavar="JSON",
+                        help='override hyper-parameters, e.g. \'{"num_steps": 301, "lr": 0.001}\'')
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """The sweep described by the parsed arguments, with phase-dependent defaults filled in."""
+    try:
+        overrides = json.loads(args.hparams)
+    except json.JSONDecodeError:
+        raise UserError(f"--hparams must be a JSON object, e.g. '{{\"lr\": 0.001}}'; got {args.hparams!r}") from None
+    if not isinstance(overrides, dict):
+        raise UserError(f"--hparams must be a JSON object, e.g. '{{\"lr\": 0.001}}'; got {args.hparams!r}")
+    default_algorithms = ["XRM"] if args.phase == 1 else ["GroupDRO"]
+    default_group_labels = "no" if args.phase == 1 else "yes"
+    return SweepSpec(
+        phase=args.phase,
+        datasets=args.datasets,
+        algorithms=args.algorithms or default_algorithms,
+        group_labels=args.group_labels or default_group_labels,
+        data_path=args.data_path,
+        out_dir=args.out_dir,
+        phase_1_dir=args.phase_1_dir,
+        hparams_comb=args.hparams_comb,
+        num_hparams_combs=args.num_hparams_combs,
+        best_hparams_comb_selection_metric=args.best_hparams_comb_selection_metric,
+        seed=args.seed,
+        num_seeds=args.num_seeds,
+        resume=args.resume,
+        quick_run=args.quick_run,
+        adam=args.adam,
+        device=args.device,
+        hparams_overrides=overrides,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Build the runs, check their inputs, then run those not finished yet."""
+    runs = make_runs(spec_from_args(args))
+    check_runs(runs)
+    pending = [r for r in runs if not Path(r["done_path"]).exists()]
+    print(f"{len(runs)} run(s): {len(pending)} to run, {len(runs) - len(pending)} already finished")
+    for run_args in pending:
+        run(run_args)
+        print(f"finished {run_args['run_name']}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(get_args_parser(), main)
