@@ -1,0 +1,24 @@
+"""Shared test fixtures: the repository root on sys.path, one CPU thread, helpers to run the CLIs."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(1)
+
+
+def run_script(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a repository script with this interpreter; returns the completed process (output captured)."""
+    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture
+def script():
+    """The :func:`run_script` helper."""
+    return run_script

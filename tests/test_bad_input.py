@@ -1,0 +1,93 @@
+"""User mistakes: one line on stderr that says what to do, exit status 2, nothing written."""
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def _assert_user_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def _nothing_under(path: Path) -> bool:
+    return not path.exists() or not any(p.is_file() for p in path.rglob("*"))
+
+
+def test_unknown_dataset_lists_the_valid_names(script, tmp_path):
+    result = script("main.py", "--phase", "2", "--datasets", "Nope", "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, "unknown dataset 'Nope'", "Synthetic", "Waterbirds")
+    assert _nothing_under(tmp_path / "out")
+
+
+def test_unknown_algorithm_lists_the_valid_names(script, tmp_path):
+    result = script("main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "Magic",
+                    "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, "unknown algorithm 'Magic'", "GroupDRO", "MAT")
+
+
+def test_missing_features_file_names_the_path_and_the_download_command(script, tmp_path):
+    result = script("main.py", "--phase", "1", "--datasets", "Waterbirds", "--data_path", str(tmp_path / "data"),
+                    "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, str(tmp_path / "data" / "waterbirds" / "features.pt"),
+                       "python download.py --features", "waterbirds")
+    assert _nothing_under(tmp_path / "out")
+
+
+def test_mat_before_phase_1_names_the_expected_files_and_command(script, tmp_path):
+    result = script("main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "MAT",
+                    "--group_labels", "no", "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, str(tmp_path / "out" / "XRM" / "Synthetic" / "group_labels_no"),
+                       "inferred_hpcomb_", "python main.py --phase 1")
+    assert _nothing_under(tmp_path / "out")
+
+
+def test_group_label_folder_without_phase_1_outputs(script, tmp_path):
+    (tmp_path / "phase1").mkdir()
+    result = script("main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "GroupDRO",
+                    "--group_labels", str(tmp_path / "phase1"), "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, "no phase-1 results", "python main.py --phase 1")
+    assert _nothing_under(tmp_path / "out")
+
+
+def test_group_label_file_of_the_wrong_size(script, tmp_path):
+    path = tmp_path / "labels.pt"
+    torch.save({"tr": torch.zeros(10, dtype=torch.long), "va": torch.zeros(1000, dtype=torch.long)}, path)
+    result = script("main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "GroupDRO",
+                    "--group_labels", str(path), "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, str(path), "'tr' has shape (10,)", "(1000,)")
+    assert _nothing_under(tmp_path / "out")
+
+
+def test_corrupt_group_label_file(script, tmp_path):
+    path = tmp_path / "labels.pt"
+    path.write_bytes(b"not a torch file")
+    result = script("main.py", "--phase", "2", "--datasets", "Synthetic", "--group_labels", str(path),
+                    "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, "cannot read group-label file", str(path))
+
+
+@pytest.mark.parametrize("labels", ["yes", "some.pt"])
+def test_phase_1_refuses_group_labels(script, tmp_path, labels):
+    result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--group_labels", labels,
+                    "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, "phase 1 (XRM) infers groups", "--group_labels no")
+    assert _nothing_under(tmp_path / "out")
+
+
+def test_phase_2_algorithm_in_phase_1_and_bad_overrides(script, tmp_path):
+    result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--algorithms", "ERM",
+                    "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, "ERM is a phase-2 algorithm")
+    result = script("main.py", "--phase", "2", "--datasets", "Synthetic", "--hparams", '{"lrr": 1}',
+                    "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, "unknown hyper-parameter(s) lrr")
+    assert _nothing_under(tmp_path / "out")
+
+
+def test_read_results_on_a_missing_folder(script, tmp_path):
+    result = script("XRM/read_results.py", "--dir", str(tmp_path / "none"))
+    _assert_user_error(result, "no results folder", "--out_dir")

@@ -1,0 +1,82 @@
+"""End to end through the command lines: phase 1 -> phase 2 (MAT, ERM, GroupDRO) -> read_results."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+SHORT = '{"num_steps": 301}'
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]
+
+
+def _best_test_wga(read_results_output: str, algorithm: str) -> float:
+    section = read_results_output.split(f"== {algorithm} / Synthetic")[1]
+    return float(re.search(r"te_wga ([0-9.]+) \+/-", section).group(1))
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Phase 1 then phase 2 on the built-in dataset, shortened; returns the output folder and outputs."""
+    from conftest import run_script
+
+    out = tmp_path_factory.mktemp("sweep") / "out"
+    common = ["--datasets", "Synthetic", "--num_hparams_combs", "2", "--out_dir", str(out), "--hparams", SHORT]
+    phase_1 = run_script("main.py", "--phase", "1", *common)
+    assert phase_1.returncode == 0, phase_1.stderr
+    phase_2 = run_script("main.py", "--phase", "2", "--algorithms", "MAT", "ERM", "--group_labels", "no", *common)
+    assert phase_2.returncode == 0, phase_2.stderr
+    return out, common
+
+
+def test_phase_1_writes_records_and_inferred_groups(sweep):
+    out, _ = sweep
+    directory = out / "XRM" / "Synthetic" / "group_labels_no"
+    for comb in (0, 1):
+        for name in (f"results_hpcomb_{comb}_seed0.json", f"ckpt_hpcomb_{comb}_seed0.pt", f"done_hpcomb_{comb}_seed0"):
+            assert (directory / name).is_file(), name
+        run_records = _records(directory / f"results_hpcomb_{comb}_seed0.json")
+        assert [r["step"] for r in run_records] == list(range(0, 301, 50))
+        assert all(set(r) == {"step", "flip_rate"} for r in run_records)
+    inferred = torch.load(directory / "inferred_hpcomb_0_seed0.pt")
+    assert inferred["tr"].shape == (1000,) and inferred["va"].shape == (1000,)
+    assert inferred["tr_ho"].shape == (1000, 2) and inferred["tr_ho"].dtype == torch.float32
+    # the synthetic minority is 10% of training examples: XRM finds it
+    assert 0.05 <= inferred["tr"].float().mean().item() <= 0.2
+
+
+def test_phase_2_records_and_mat_beats_erm(sweep, script):
+    out, _ = sweep
+    mat_dir = out / "MAT" / "Synthetic" / "group_labels_no"
+    header = json.loads((mat_dir / "results_hpcomb_0_seed0.json").read_text().splitlines()[0])
+    assert header["hparams"]["tau"] in (0.001, 0.01, 0.1) and header["algorithm"] == "MAT"
+    assert set(_records(mat_dir / "results_hpcomb_0_seed0.json")[0]) == {
+        "step", "va_avg_acc", "va_wga", "va_gi_wga", "te_avg_acc", "te_wga"}
+    erm_dir = out / "ERM" / "Synthetic" / "group_labels_no"
+    assert set(_records(erm_dir / "results_hpcomb_1_seed0.json")[-1]) == {
+        "step", "va_avg_acc", "va_wga", "te_avg_acc", "te_wga"}
+    assert (mat_dir / "best_hpcomb_0_seed0.pt").is_file()
+    table = script("XRM/read_results.py", "--dir", str(out), "--group_labels", "no")
+    assert table.returncode == 0, table.stderr
+    assert _best_test_wga(table.stdout, "MAT") > _best_test_wga(table.stdout, "ERM") + 30
+
+
+def test_relaunch_is_a_no_op(sweep, script):
+    out, common = sweep
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = script("main.py", "--phase", "2", "--algorithms", "MAT", "ERM", "--group_labels", "no", *common)
+    assert again.returncode == 0
+    assert "4 run(s): 0 to run, 4 already finished" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_group_dro_on_inferred_groups_from_a_phase_1_folder(sweep, script):
+    out, common = sweep
+    result = script("main.py", "--phase", "2", "--algorithms", "GroupDRO", "--group_labels", str(out / "XRM"),
+                    "--hparams_comb", "0", "--datasets", "Synthetic", "--out_dir", str(out), "--hparams", SHORT)
+    assert result.returncode == 0, result.stderr
+    run_records = _records(out / "GroupDRO" / "Synthetic" / "group_labels_inferred" / "results_hpcomb_0_seed0.json")
+    assert "va_gi_wga" in run_records[-1]
