@@ -24,6 +24,15 @@ from XRM.errors import UserError
 _TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
+class ArchiveError(UserError):
+    """An archive that cannot be extracted safely: damaged, incomplete, or with a member
+    that would land outside the target. ``problem`` says what, without advice."""
+
+    def __init__(self, archive: Path, problem: str):
+        super().__init__(f"{archive} {problem}: delete it and download it again")
+        self.archive, self.problem = archive, problem
+
+
 def extraction_marker(archive_name: str, target: Path) -> Path:
     """The file that records that ``archive_name`` was fully unpacked into ``target``."""
     return target / f".{archive_name}.extracted"
@@ -57,8 +66,7 @@ def _check_tar_member(member: tarfile.TarInfo, archive: Path) -> None:
     elif not (member.isfile() or member.isdir()):
         problem = "is a device or pipe"
     if problem is not None:
-        raise UserError(f"{archive} has a member {member.name!r} that {problem}: refusing to "
-                        "extract it (not the expected archive); delete it and download it again")
+        raise ArchiveError(archive, f"has a member {member.name!r} that {problem}; refusing to extract it")
 
 
 def _unpack_tar(archive: Path, workspace: Path) -> None:
@@ -74,9 +82,8 @@ def _unpack_zip(archive: Path, workspace: Path) -> None:
         for member in members:
             # zipfile never creates links, so the member names are all there is to check.
             if not _inside(member.filename):
-                raise UserError(f"{archive} has a member {member.filename!r} that would land "
-                                "outside the target: refusing to extract it (not the expected "
-                                "archive); delete it and download it again")
+                raise ArchiveError(archive, f"has a member {member.filename!r} that would land outside "
+                                            "the target; refusing to extract it")
         for member in tqdm(members, desc=f"extracting {archive.name}", unit=" files"):
             bundle.extract(member, workspace)
 
@@ -109,7 +116,7 @@ def safe_extract(archive: Path, target: Path) -> list[str]:
 
     Returns the top-level names it placed in ``target``. Raises UserError when a member
     would land outside ``target`` or the archive is damaged or incomplete; the target
-    is then left as it was.
+    is then left as it was (ArchiveError, a UserError).
     """
     target.mkdir(parents=True, exist_ok=True)
     workspace = target / f".{archive.name}.extracting"
@@ -120,8 +127,7 @@ def safe_extract(archive: Path, target: Path) -> list[str]:
         _unpacker(archive)(archive, workspace)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
         shutil.rmtree(workspace)
-        raise UserError(f"{archive} is damaged or incomplete ({error}): delete it and "
-                        "download it again") from error
+        raise ArchiveError(archive, f"is damaged or incomplete ({error})") from error
     except BaseException:
         shutil.rmtree(workspace)
         raise

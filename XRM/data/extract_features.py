@@ -21,16 +21,17 @@ DEFAULT_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
 FEATURES_FILE = "features.pt"
 
 
-def weights_file_location(weights: torchvision.models.WeightsEnum) -> Path:
+def weights_file_location(weights) -> Path:
     """Where torch.hub looks for (and caches) a weights file: <TORCH_HOME>/hub/checkpoints/<file>."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
 def load_weights(weights) -> dict[str, torch.Tensor]:
-    """The state dict of ``weights`` from the torch.hub cache, downloading it if absent;
+    """The state dict of ``weights`` (a torchvision WeightsEnum member or Weights) from the torch.hub cache, downloading it if absent;
     raises UserError saying where to put the file when that fails (e.g. offline)."""
     try:
-        return weights.get_state_dict(progress=True, check_hash=True)
+        # What WeightsEnum.get_state_dict does, for any object with a ``url``.
+        return torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, weights_only=True)
     except (urllib.error.URLError, OSError, RuntimeError) as error:
         raise UserError(
             f"could not get the ResNet-50 ImageNet weights {weights.url} ({error}): download that file by "

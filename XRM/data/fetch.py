@@ -68,7 +68,7 @@ def checksum_problem(path: Path, remote: RemoteFile) -> str | None:
         if value is not None and actual[kind] != value:
             return f"{kind} {actual[kind]} where {value} was expected"
     if remote.sha256_unconfirmed is not None and actual["sha256"] != remote.sha256_unconfirmed:
-        print(f"warning: {path.name} has sha256 {actual['sha256']}, not the "
+        print(f"warning: {remote.name} has sha256 {actual['sha256']}, not the "
               f"{remote.sha256_unconfirmed} one unofficial source gives; continuing", file=sys.stderr)
     return None
 

@@ -5,14 +5,13 @@ a dataset whose folder holds the ``.prepared`` marker is skipped, each archive a
 extracted (marker, or its contents placed by hand) is left alone, and features.pt is
 computed only when asked for and absent.
 """
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from XRM.data import metadata, sources
-from XRM.data.extract import is_extracted, safe_extract
+from XRM.data.extract import ArchiveError, is_extracted, safe_extract
 from XRM.data.fetch import checksum_problem, fetch, manual_copy_hint, source_location
 from XRM.data.metadata_table import SPLIT_NAMES, MetadataTable, format_group_counts
 from XRM.data.sources import RemoteFile
@@ -91,12 +90,24 @@ def _place_file(recipe: DatasetRecipe, remote: RemoteFile, folder: Path, downloa
         return
     try:
         safe_extract(stored, folder / remote.extract_to)
-    except UserError:
-        if downloaded:  # a bad download must not stay behind to be mistaken for a good one
-            stored.unlink(missing_ok=True)
-        raise
+    except ArchiveError as error:
+        if not downloaded:
+            raise UserError(f"{stored} {error.problem}: replace it with a good copy of {remote.url}") from error
+        # A bad download must not stay behind to be mistaken for a good one.
+        stored.unlink(missing_ok=True)
+        location = source_location(remote, recipe.name, mirror)
+        raise UserError(f"{remote.name} from {location} {error.problem} (deleted): re-run, or "
+                        f"{manual_copy_hint(location, stored)}") from error
     if downloaded:  # the reference deletes archives too; one placed by hand is the user's
         stored.unlink()
+
+
+def _remove_empty_folders(folder: Path, remove_top: bool) -> None:
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()
+    if remove_top and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mirror: str | None = None) -> Path:
@@ -119,8 +130,7 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
         print(f"{name}: writing metadata in {folder}", file=sys.stderr)
         table = recipe.build_metadata(folder)
     except BaseException:
-        if created and not any(folder.iterdir()):
-            shutil.rmtree(folder)  # leave no empty folder that looks like a start
+        _remove_empty_folders(folder, remove_top=created)  # no empty folders that look like a start
         raise
     if table is not None:
         print(f"{name}: {len(table)} rows; examples per split and (y, a) group:\n"
