@@ -117,3 +117,20 @@ def test_unreachable_server(tmp_path, capsys):
     assert line.startswith(f"error: could not download {url} (")
     assert f"save it as {destination}, and re-run without --download" in line
     _assert_clean(data)
+
+
+def test_interrupted_download_starts_over(tmp_path, capsys):
+    mirror, data = tmp_path / "mirror", tmp_path / "data"
+    fx.make_metashift(mirror, tmp_path / "work")
+    # A killed run leaves a partial file under the temporary name: never taken as the archive.
+    partial = data / "metashift" / ".metashift.tar.gz.part"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"half an archive")
+    code, stderr = fx.run_main(["--data_path", str(data), "metashift"], capsys)
+    assert code == 2 and "missing" in fx.error_lines(stderr)[0]
+    with fx.LocalMirror(mirror) as server:
+        code, stderr = fx.run_main(["--download", "--mirror", server.url, "--data_path", str(data), "metashift"],
+                                   capsys)
+    assert code == 0, stderr
+    assert not partial.exists()
+    assert (data / "metashift" / ".prepared").is_file()
