@@ -1,0 +1,92 @@
+"""ResNet-50 penultimate-layer features of an image dataset, for features.pt.
+
+The backbone carries ImageNet weights through torchvision's weights API
+(``ResNet50_Weights.IMAGENET1K_V1``: the ``pretrained=True`` weights the reference
+used); ``weights=None`` gives a randomly initialised network, for tests.
+"""
+import sys
+import urllib.error
+from pathlib import Path
+
+import torch
+import torchvision
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from XRM.data.feature_file import FEATURE_SPLITS, save_feature_file
+from XRM.data.images import ImageSplitDataset, get_image_layout, load_image_split
+from XRM.errors import UserError
+
+DEFAULT_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
+FEATURES_FILE = "features.pt"
+
+
+def weights_file_location(weights) -> Path:
+    """Where torch.hub looks for (and caches) a weights file: <TORCH_HOME>/hub/checkpoints/<file>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def load_weights(weights) -> dict[str, torch.Tensor]:
+    """The state dict of ``weights`` (a torchvision WeightsEnum member or Weights) from the torch.hub cache, downloading it if absent;
+    raises UserError saying where to put the file when that fails (e.g. offline)."""
+    try:
+        # What WeightsEnum.get_state_dict does, for any object with a ``url``.
+        return torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, weights_only=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        raise UserError(
+            f"could not get the ResNet-50 ImageNet weights {weights.url} ({error}): download that file by "
+            f"hand and put it at {weights_file_location(weights)} (the folder follows TORCH_HOME)") from error
+
+
+def build_feature_extractor(weights=DEFAULT_WEIGHTS, architecture: str = "resnet50") -> torch.nn.Module:
+    """A torchvision ResNet with its classifier replaced by the identity, in eval mode.
+
+    ``architecture`` other than resnet50 (e.g. resnet18) is for quick tests only.
+    """
+    model = getattr(torchvision.models, architecture)(weights=None)
+    if weights is not None:
+        model.load_state_dict(load_weights(weights))
+    model.fc = torch.nn.Identity()
+    return model.eval()
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.inference_mode()
+def embed(model: torch.nn.Module, dataset: torch.utils.data.Dataset, device: torch.device,
+          batch_size: int = 128, num_workers: int = 4, description: str = "features") -> torch.Tensor:
+    """Features [n, d] (float32, on CPU) of every image of ``dataset``, in dataset order."""
+    on_cuda = device.type == "cuda"
+    model = model.to(device, memory_format=torch.channels_last if on_cuda else torch.contiguous_format)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=on_cuda, persistent_workers=False)
+    outputs = []
+    for _, images, _, _ in tqdm(loader, desc=description, unit=" batches", file=sys.stderr):
+        images = images.to(device, non_blocking=True)
+        if on_cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda):
+            outputs.append(model(images).float().cpu())
+    if not outputs:
+        raise UserError(f"{description}: no images in this split; check the metadata file")
+    return torch.cat(outputs)
+
+
+def write_features(data_path: str | Path, name: str, weights=DEFAULT_WEIGHTS, architecture: str = "resnet50",
+                   device: torch.device | None = None, batch_size: int = 128, num_workers: int = 4) -> Path:
+    """Compute features.pt for image dataset ``name`` (tr/va/te in metadata order) and
+    write it atomically to <data_path>/<folder>/features.pt; returns its path."""
+    device = device or default_device()
+    model = build_feature_extractor(weights, architecture)
+    features = {}
+    for split in FEATURE_SPLITS:
+        images = load_image_split(data_path, name, split)
+        x = embed(model, ImageSplitDataset(images), device, batch_size, num_workers, f"{name} {split}")
+        features[split] = {"x": x, "y": torch.as_tensor(images.y, dtype=torch.long).view(-1, 1),
+                           "m": torch.as_tensor(images.a, dtype=torch.long).view(-1, 1)}
+    path = Path(data_path) / get_image_layout(name).folder / FEATURES_FILE
+    save_feature_file(features, path)
+    return path

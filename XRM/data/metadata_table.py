@@ -1,0 +1,95 @@
+"""The metadata CSV format shared by every dataset: ``id,filename,split,y,a``.
+
+``split`` is 0/1/2 for train/val/test (ImagenetBG adds 3/4/5 for its extra test
+variants); ``y`` the label, ``a`` the attribute that, with ``y``, defines the group.
+"""
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from XRM.errors import UserError
+from XRM.fileio import atomic_write_text
+
+COLUMNS = ("id", "filename", "split", "y", "a")
+SPLIT_NAMES = {0: "train", 1: "val", 2: "test"}
+
+
+@dataclass
+class MetadataTable:
+    """Rows of a metadata CSV as parallel arrays, in file order."""
+
+    ids: list[str]
+    filenames: list[str]
+    split: np.ndarray  # int64 [n]
+    y: np.ndarray  # int64 [n]
+    a: np.ndarray  # int64 [n]
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+    def rows_of_split(self, split: int) -> np.ndarray:
+        """Row positions of one split, in file order."""
+        return np.flatnonzero(self.split == split)
+
+
+def table_from_rows(ids: list, filenames: list, split: list, y: list, a: list) -> MetadataTable:
+    """Build a table from Python lists (ids and filenames kept as text)."""
+    return MetadataTable(
+        ids=[str(i) for i in ids],
+        filenames=[str(f) for f in filenames],
+        split=np.asarray(split, dtype=np.int64),
+        y=np.asarray(y, dtype=np.int64),
+        a=np.asarray(a, dtype=np.int64),
+    )
+
+
+def write_metadata_csv(table: MetadataTable, path: Path) -> None:
+    """Write ``table`` as ``id,filename,split,y,a`` atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in zip(table.ids, table.filenames, table.split.tolist(), table.y.tolist(), table.a.tolist()):
+        writer.writerow(row)
+    atomic_write_text(buffer.getvalue(), path)
+
+
+def read_metadata_csv(path: Path) -> MetadataTable:
+    """Read a metadata CSV; raises UserError naming the file when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no metadata file {path}: run `python download.py --data_path <data> <dataset>` first")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path} lacks the column(s) {', '.join(missing)}: re-create it with download.py")
+        rows = list(reader)
+    try:
+        return table_from_rows(
+            [r["id"] for r in rows], [r["filename"] for r in rows],
+            [int(float(r["split"])) for r in rows], [int(float(r["y"])) for r in rows],
+            [int(float(r["a"])) for r in rows])
+    except ValueError as error:
+        raise UserError(f"{path} has a non-numeric split, y or a ({error}): re-create it with download.py") from error
+
+
+def group_counts(table: MetadataTable) -> dict[int, dict[tuple[int, int], int]]:
+    """Examples per (y, a) group, for each split present: {split: {(y, a): count}}."""
+    counts: dict[int, Counter] = {}
+    for split, y, a in zip(table.split.tolist(), table.y.tolist(), table.a.tolist()):
+        counts.setdefault(split, Counter())[(y, a)] += 1
+    return {split: dict(sorted(counts[split].items())) for split in sorted(counts)}
+
+
+def format_group_counts(table: MetadataTable, split_names: dict[int, str] = SPLIT_NAMES) -> str:
+    """One line per split: its size and the count of every (y, a) group."""
+    lines = []
+    for split, groups in group_counts(table).items():
+        name = split_names.get(split, str(split))
+        cells = " ".join(f"(y={y},a={a}):{n}" for (y, a), n in groups.items())
+        lines.append(f"  {name:>10} {sum(groups.values()):>7}  {cells}")
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""Preparing a dataset under --data_path: fetch, verify, extract, metadata, features.
+
+One registry names every dataset download.py knows. ``prepare_dataset`` is idempotent:
+a dataset whose folder holds the ``.prepared`` marker is skipped, each archive already
+extracted (marker, or its contents placed by hand) is left alone, and features.pt is
+computed only when asked for and absent.
+"""
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from XRM.data import metadata, sources
+from XRM.data.extract import ArchiveError, is_extracted, safe_extract
+from XRM.data.fetch import checksum_problem, fetch, manual_copy_hint, source_location
+from XRM.data.metadata_table import SPLIT_NAMES, MetadataTable, format_group_counts
+from XRM.data.sources import RemoteFile
+from XRM.errors import UserError
+
+PREPARED_MARKER = ".prepared"
+
+
+@dataclass(frozen=True)
+class DatasetRecipe:
+    """How to prepare one dataset: its files, its metadata builder, its images."""
+
+    name: str  # the name on download.py's command line (and the mirror's folder)
+    folder: str  # its folder under --data_path
+    files: tuple[RemoteFile, ...]
+    build_metadata: Callable[[Path], MetadataTable | None]
+    image_dataset: str | None = None  # registered in images.py: features can be computed
+    split_names: dict[int, str] | None = None
+
+
+RECIPES: dict[str, DatasetRecipe] = {}
+
+
+def register_recipe(recipe: DatasetRecipe) -> None:
+    """Add a dataset to download.py; a name can be registered once."""
+    if recipe.name in RECIPES:
+        raise ValueError(f"dataset {recipe.name!r} is already registered")
+    RECIPES[recipe.name] = recipe
+
+
+def get_recipe(name: str) -> DatasetRecipe:
+    """The recipe of ``name``; raises UserError listing the valid names."""
+    if name not in RECIPES:
+        raise UserError(f"unknown dataset {name!r}; valid: {' '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+register_recipe(DatasetRecipe("waterbirds", "waterbirds", sources.WATERBIRDS_FILES,
+                              metadata.write_waterbirds_metadata, "waterbirds"))
+register_recipe(DatasetRecipe("celeba", "celeba", sources.CELEBA_FILES, metadata.write_celeba_metadata, "celeba"))
+register_recipe(DatasetRecipe("civilcomments", "civilcomments", sources.CIVILCOMMENTS_FILES,
+                              metadata.write_civilcomments_metadata))
+register_recipe(DatasetRecipe("multinli", "multinli", sources.MULTINLI_FILES, metadata.write_multinli_metadata))
+register_recipe(DatasetRecipe("metashift", "metashift", sources.METASHIFT_FILES,
+                              metadata.write_metashift_metadata, "metashift"))
+register_recipe(DatasetRecipe("imagenetbg", "backgrounds_challenge", sources.IMAGENETBG_FILES,
+                              metadata.write_imagenetbg_metadata, "imagenetbg", metadata.IMAGENETBG_SPLIT_NAMES))
+register_recipe(DatasetRecipe("cmnist", "mnist", sources.MNIST_FILES, metadata.check_mnist))
+
+
+def _in_place(remote: RemoteFile, folder: Path, stored: Path) -> bool:
+    """Whether the file's contents are already where the metadata builder reads them."""
+    provided = all((folder / path).exists() for path in remote.provides)
+    if not remote.is_archive:
+        return provided
+    # An archive still lying there without a marker may have been cut off mid-extraction.
+    return provided and (is_extracted(remote.name, folder / remote.extract_to) or not stored.exists())
+
+
+def _place_file(recipe: DatasetRecipe, remote: RemoteFile, folder: Path, download: bool, mirror: str | None) -> None:
+    stored = folder / remote.directory / remote.name
+    if _in_place(remote, folder, stored):
+        return
+    downloaded = False
+    if not stored.is_file():
+        if not download:
+            raise UserError(f"{recipe.name}: missing {stored}: run with --download, or "
+                            f"{manual_copy_hint(source_location(remote, recipe.name, mirror), stored)}")
+        fetch(remote, recipe.name, stored, mirror)
+        downloaded = True
+    else:
+        problem = checksum_problem(stored, remote)
+        if problem is not None:
+            raise UserError(f"{stored} has {problem}: replace it with a good copy of {remote.url}")
+    if not remote.is_archive:
+        return
+    try:
+        safe_extract(stored, folder / remote.extract_to)
+    except ArchiveError as error:
+        if not downloaded:
+            raise UserError(f"{stored} {error.problem}: replace it with a good copy of {remote.url}") from error
+        # A bad download must not stay behind to be mistaken for a good one.
+        stored.unlink(missing_ok=True)
+        location = source_location(remote, recipe.name, mirror)
+        raise UserError(f"{remote.name} from {location} {error.problem} (deleted): re-run, or "
+                        f"{manual_copy_hint(location, stored)}") from error
+    if downloaded:  # the reference deletes archives too; one placed by hand is the user's
+        stored.unlink()
+
+
+def _remove_empty_folders(folder: Path, remove_top: bool) -> None:
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()
+    if remove_top and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mirror: str | None = None) -> Path:
+    """Bring dataset ``name`` under ``data_path`` to the prepared state: files fetched
+    (when ``download``) or found, archives extracted, metadata written, marker set.
+
+    Returns the dataset's folder. Raises UserError with a one-line explanation; a dataset
+    that fails never gets its marker or metadata.
+    """
+    recipe = get_recipe(name)
+    folder = Path(data_path) / recipe.folder
+    if (folder / PREPARED_MARKER).is_file():
+        print(f"{name}: already prepared in {folder} (delete {PREPARED_MARKER} there to redo it)", file=sys.stderr)
+        return folder
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for remote in recipe.files:
+            _place_file(recipe, remote, folder, download, mirror)
+        print(f"{name}: writing metadata in {folder}", file=sys.stderr)
+        table = recipe.build_metadata(folder)
+    except BaseException:
+        _remove_empty_folders(folder, remove_top=created)  # no empty folders that look like a start
+        raise
+    if table is not None:
+        print(f"{name}: {len(table)} rows; examples per split and (y, a) group:\n"
+              f"{format_group_counts(table, recipe.split_names or SPLIT_NAMES)}", file=sys.stderr)
+    (folder / PREPARED_MARKER).write_text("ok\n")
+    return folder

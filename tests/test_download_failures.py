@@ -1,0 +1,136 @@
+"""download.py failures: one `error:` line, exit status 2, and a data folder left clean."""
+import io
+import tarfile
+from pathlib import Path
+
+import download_fixtures as fx
+
+
+def _assert_clean(data: Path) -> None:
+    """Nothing that looks prepared or half-made: no marker, metadata, extraction or partial file."""
+    leftovers = [path.relative_to(data).as_posix() for path in data.rglob("*")]
+    assert leftovers == [], leftovers
+
+
+def _tar_with(archive: Path, members: list[tarfile.TarInfo]) -> None:
+    """A tar.gz holding a good folder first, then ``members`` (regular files get 4 bytes)."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        good = tarfile.TarInfo("MetaShift-Cat-Dog-indoor-outdoor/ok.txt")
+        good.size = 2
+        tar.addfile(good, io.BytesIO(b"ok"))
+        for member in members:
+            tar.addfile(member, io.BytesIO(b"evil") if member.isfile() else None)
+
+
+def _file_member(name: str) -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.size = 4
+    return member
+
+
+def test_checksum_mismatch(tmp_path, capsys):
+    mirror, data = tmp_path / "mirror", tmp_path / "data"
+    fx.make_mnist(mirror)  # stand-ins: their MD5s cannot be the real MNIST ones
+    code, stderr = fx.run_main(["--download", "--mirror", str(mirror), "--data_path", str(data), "cmnist"], capsys)
+    assert code == 2
+    [line] = fx.error_lines(stderr)
+    assert "train-images-idx3-ubyte.gz" in line and "md5" in line and "f68b3c2dcbeaaa9fbdd348bbdeb94873" in line
+    assert str(data / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz") in line
+    _assert_clean(data)
+
+
+def test_truncated_archive(tmp_path, capsys):
+    mirror, data = tmp_path / "mirror", tmp_path / "data"
+    fx.make_civilcomments(mirror, tmp_path / "work")
+    archive = mirror / "civilcomments" / "civilcomments_v1.0.tar.gz"
+    archive.write_bytes(archive.read_bytes()[:-40])
+    with fx.LocalMirror(mirror) as server:
+        code, stderr = fx.run_main(["--download", "--mirror", server.url, "--data_path", str(data),
+                                    "civilcomments"], capsys)
+    assert code == 2
+    [line] = fx.error_lines(stderr)
+    assert line.startswith(f"error: civilcomments_v1.0.tar.gz from {server.url}/civilcomments/civilcomments_v1.0.tar.gz "
+                           "is damaged or incomplete (")
+    assert "(deleted): re-run, or download" in line
+    _assert_clean(data)
+
+
+def test_member_climbing_out_of_the_target(tmp_path, capsys):
+    mirror, data = tmp_path / "mirror", tmp_path / "data"
+    _tar_with(mirror / "metashift" / "metashift.tar.gz", [_file_member("../../escaped.txt")])
+    with fx.LocalMirror(mirror) as server:
+        code, stderr = fx.run_main(["--download", "--mirror", server.url, "--data_path", str(data), "metashift"],
+                                   capsys)
+    assert code == 2
+    [line] = fx.error_lines(stderr)
+    assert "'../../escaped.txt' that would land outside the target" in line
+    assert not (tmp_path / "escaped.txt").exists() and not (data / "escaped.txt").exists()
+    _assert_clean(data)
+
+
+def test_absolute_member(tmp_path, capsys):
+    mirror, data = tmp_path / "mirror", tmp_path / "data"
+    absolute = tmp_path / "absolute.txt"
+    _tar_with(mirror / "metashift" / "metashift.tar.gz", [_file_member(str(absolute))])
+    code, stderr = fx.run_main(["--download", "--mirror", str(mirror), "--data_path", str(data), "metashift"], capsys)
+    assert code == 2
+    [line] = fx.error_lines(stderr)
+    assert f"{str(absolute)!r} that would land outside the target" in line
+    assert not absolute.exists()
+    _assert_clean(data)
+
+
+def test_hand_placed_bad_archive_is_kept_and_named(tmp_path, capsys):
+    data = tmp_path / "data"
+    link = tarfile.TarInfo("MetaShift-Cat-Dog-indoor-outdoor/link")
+    link.type, link.linkname = tarfile.SYMTYPE, "../../outside"
+    _tar_with(data / "metashift" / "metashift.tar.gz", [link])
+    code, stderr = fx.run_main(["--data_path", str(data), "metashift"], capsys)
+    assert code == 2
+    [line] = fx.error_lines(stderr)
+    assert "is a link to '../../outside', outside the target" in line
+    # The user's own file stays; nothing else appears beside it.
+    assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == ["metashift", "metashift/metashift.tar.gz"]
+
+
+def test_server_dropping_the_connection(tmp_path):
+    mirror, data = tmp_path / "mirror", tmp_path / "data"
+    fx.make_waterbirds(mirror, tmp_path / "work")
+    with fx.LocalMirror(mirror, drop_connections=True) as server:
+        result = fx.run_download(["--download", "--mirror", server.url, "--data_path", str(data), "waterbirds"])
+    assert result.returncode == 2
+    [line] = fx.error_lines(result.stderr)
+    assert "waterbird_complete95_forest2water2.tar.gz" in line and "incomplete" in line
+    _assert_clean(data)
+
+
+def test_unreachable_server(tmp_path, capsys):
+    data = tmp_path / "data"
+    with fx.LocalMirror(tmp_path) as server:  # serves an empty folder: every file is a 404
+        code, stderr = fx.run_main(["--download", "--mirror", server.url, "--data_path", str(data), "multinli"],
+                                   capsys)
+    assert code == 2
+    [line] = fx.error_lines(stderr)
+    url = f"{server.url}/multinli/multinli_bert_features.tar.gz"
+    destination = data / "multinli" / "glue_data" / "MNLI" / "multinli_bert_features.tar.gz"
+    assert line.startswith(f"error: could not download {url} (")
+    assert f"save it as {destination}, and re-run without --download" in line
+    _assert_clean(data)
+
+
+def test_interrupted_download_starts_over(tmp_path, capsys):
+    mirror, data = tmp_path / "mirror", tmp_path / "data"
+    fx.make_metashift(mirror, tmp_path / "work")
+    # A killed run leaves a partial file under the temporary name: never taken as the archive.
+    partial = data / "metashift" / ".metashift.tar.gz.part"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"half an archive")
+    code, stderr = fx.run_main(["--data_path", str(data), "metashift"], capsys)
+    assert code == 2 and "missing" in fx.error_lines(stderr)[0]
+    with fx.LocalMirror(mirror) as server:
+        code, stderr = fx.run_main(["--download", "--mirror", server.url, "--data_path", str(data), "metashift"],
+                                   capsys)
+    assert code == 0, stderr
+    assert not partial.exists()
+    assert (data / "metashift" / ".prepared").is_file()

@@ -1,0 +1,87 @@
+"""Image datasets over a metadata CSV, the features file, and where ResNet weights come from."""
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from XRM.data.extract_features import build_feature_extractor, load_weights, weights_file_location
+from XRM.data.feature_file import load_feature_file, save_feature_file
+from XRM.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSplitDataset, load_image_split
+from XRM.data.metadata_table import table_from_rows, write_metadata_csv
+from XRM.errors import UserError
+
+
+@pytest.fixture
+def metashift_folder(tmp_path):
+    """A MetaShift-like folder: 3 flat-grey images with filenames relative to metashift/."""
+    folder = tmp_path / "metashift"
+    names = [f"imgs/{i}.jpg" for i in range(3)]
+    for i, name in enumerate(names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), (128, 128, 128)).save(folder / name, quality=100)
+    write_metadata_csv(table_from_rows([0, 1, 2], names, [0, 2, 0], [1, 0, 1], [0, 1, 1]),
+                       folder / "metadata_metashift.csv")
+    return tmp_path
+
+
+def test_image_split_in_metadata_order(metashift_folder):
+    split = load_image_split(metashift_folder, "metashift", "tr")
+    assert split.paths == [str(metashift_folder / "metashift" / f"imgs/{i}.jpg") for i in (0, 2)]
+    assert split.y.tolist() == [1, 1] and split.a.tolist() == [0, 1]
+    index, pixels, y, a = ImageSplitDataset(split)[1]
+    assert (index, y.item(), a.item()) == (1, 1, 1)
+    assert pixels.shape == (3, 224, 224) and pixels.dtype == torch.float32
+    # Grey 128 normalised with the ImageNet statistics, channel by channel.
+    expected = (128 / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    assert np.allclose(pixels.mean(dim=(1, 2)).numpy(), expected, atol=0.02)
+
+
+def test_dataloader_with_workers(metashift_folder):
+    dataset = ImageSplitDataset(load_image_split(metashift_folder, "metashift", "tr"))
+    batches = list(torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1))
+    assert batches[0][0].tolist() == [0, 1] and batches[0][1].shape == (2, 3, 224, 224)
+
+
+def test_unknown_split_and_dataset(metashift_folder):
+    with pytest.raises(UserError, match="valid: tr, va, te"):
+        load_image_split(metashift_folder, "metashift", "train")
+    with pytest.raises(UserError, match="valid: celeba, imagenetbg, metashift, waterbirds"):
+        load_image_split(metashift_folder, "cub", "tr")
+
+
+def test_feature_file_round_trip_and_checks(tmp_path):
+    part = {"x": torch.randn(3, 4), "y": torch.tensor([[0], [1], [1]]), "m": torch.tensor([[1], [0], [1]])}
+    save_feature_file({"tr": part, "va": part, "te": part}, tmp_path / "features.pt")
+    loaded = load_feature_file(tmp_path / "features.pt")
+    assert torch.equal(loaded["va"]["x"], part["x"]) and loaded["te"]["m"].tolist() == [[1], [0], [1]]
+    with pytest.raises(ValueError, match="te.y must be long"):
+        save_feature_file({"tr": part, "va": part, "te": {**part, "y": torch.tensor([0, 1, 1])}}, tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def _fake_weights(url: str) -> torchvision.models.Weights:
+    return torchvision.models.Weights(url=url, transforms=None, meta={})
+
+
+def test_weights_come_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = _fake_weights("http://127.0.0.1:9/resnet18-test.pth")
+    reference = torchvision.models.resnet18(weights=None)
+    assert weights_file_location(weights) == tmp_path / "hub" / "checkpoints" / "resnet18-test.pth"
+    weights_file_location(weights).parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), weights_file_location(weights))
+    model = build_feature_extractor(weights, architecture="resnet18")
+    assert torch.equal(model.conv1.weight, reference.conv1.weight)
+    assert isinstance(model.fc, torch.nn.Identity) and not model.training
+
+
+def test_missing_weights_offline_say_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = _fake_weights("http://127.0.0.1:9/resnet50-0676ba61.pth")  # nothing listens on port 9
+    with pytest.raises(UserError) as caught:
+        load_weights(weights)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"put it at {tmp_path / 'hub' / 'checkpoints' / 'resnet50-0676ba61.pth'}" in message
+    assert "TORCH_HOME" in message
