@@ -42,7 +42,7 @@ class TwinNetwork(nn.Module):
         return torch.stack([twin(x) for twin in self.twins], dim=-1)
 
 
-def build_network(family: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def build_network(family: str, input_shape: tuple[int, ...], num_classes: int, hparams: dict | None = None) -> nn.Module:
     """The classifier for a dataset family, sized for inputs of ``input_shape`` (one example)."""
     in_features = int(torch.tensor(input_shape).prod().item())
     if family in ("features", "synthetic"):

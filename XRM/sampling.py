@@ -1,58 +1,51 @@
-"""Mini-batch index draws made on the training device, with a resumable state."""
+"""Mini-batch index draws as a pure function of the step: resuming needs no sampler state.
+
+The batch of step ``t`` depends only on (seed, t), so a run resumed at step t draws exactly
+the batches an uninterrupted run draws, and data-loader workers may prefetch ahead freely.
+"""
+import zlib
+
 import torch
 
 
-class BatchSampler:
-    """Draws batches of example indices from a fixed pool.
+def _stream_seed(seed: int, *keys: int) -> int:
+    return zlib.crc32(":".join(str(k) for k in (seed, *keys)).encode())
 
-    Without ``weights`` it walks through random permutations of the pool (every example once
-    per epoch, full batches only); with ``weights`` it draws with replacement in proportion
-    to them (group- or class-balanced batches). All draws use ``generator`` on the pool's
-    device, so there is no host synchronisation and the state can be checkpointed.
+
+class StepSampler:
+    """The indices of the batch of any training step, drawn from a fixed pool.
+
+    Without ``weights`` it walks through random permutations of the pool (every example
+    once per epoch, full batches only); with ``weights`` it draws with replacement in
+    proportion to them (group- or class-balanced batches). Draws happen on the pool's
+    device, without host synchronisation.
     """
 
-    def __init__(
-        self,
-        pool: torch.Tensor,
-        batch_size: int,
-        generator: torch.Generator,
-        weights: torch.Tensor | None = None,
-    ) -> None:
+    def __init__(self, pool: torch.Tensor, batch_size: int, seed: int, weights: torch.Tensor | None = None) -> None:
         if len(pool) == 0:
             raise ValueError("cannot draw batches from an empty training set")
         self.pool = pool
-        self.batch_size = min(batch_size, len(pool)) if weights is None else batch_size
-        self.generator = generator
-        self.weights = None if weights is None else weights.double() / weights.sum()
-        self._permutation = pool[:0]
-        self._position = 0
+        self.seed = seed
+        self.weights = None if weights is None else (weights.double() / weights.sum()).to(pool.device)
+        self.batch_size = batch_size if weights is not None else min(batch_size, len(pool))
+        self.batches_per_epoch = len(pool) // self.batch_size
+        self._epoch = -1
+        self._permutation = pool
 
-    def next(self) -> torch.Tensor:
-        """The next batch of indices (a 1-D long tensor on the pool's device)."""
+    def _generator(self, *keys: int) -> torch.Generator:
+        return torch.Generator(device=self.pool.device).manual_seed(_stream_seed(self.seed, *keys))
+
+    def batch(self, step: int) -> torch.Tensor:
+        """The indices (a 1-D long tensor on the pool's device) of training step ``step``."""
         if self.weights is not None:
-            drawn = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self.generator)
+            drawn = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self._generator(step))
             return self.pool[drawn]
-        if self._position + self.batch_size > len(self._permutation):
-            order = torch.randperm(len(self.pool), generator=self.generator, device=self.pool.device)
-            self._permutation = self.pool[order]
-            self._position = 0
-        batch = self._permutation[self._position : self._position + self.batch_size]
-        self._position += self.batch_size
-        return batch
-
-    def state_dict(self) -> dict:
-        """Everything needed to continue the same sequence of batches."""
-        return {
-            "generator": self.generator.get_state(),
-            "permutation": self._permutation,
-            "position": self._position,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from a :meth:`state_dict`."""
-        self.generator.set_state(state["generator"].cpu() if hasattr(state["generator"], "cpu") else state["generator"])
-        self._permutation = state["permutation"].to(self.pool.device)
-        self._position = int(state["position"])
+        epoch, position = divmod(step, self.batches_per_epoch)
+        if epoch != self._epoch:
+            order = torch.randperm(len(self.pool), generator=self._generator(-1, epoch), device=self.pool.device)
+            self._permutation, self._epoch = self.pool[order], epoch
+        start = position * self.batch_size
+        return self._permutation[start : start + self.batch_size]
 
 
 def group_balancing_weights(groups: torch.Tensor) -> torch.Tensor:
@@ -66,8 +59,5 @@ def subsample_to_smallest_group(groups: torch.Tensor, generator: torch.Generator
     present, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
     smallest = int(counts.min().item())
     order = torch.randperm(len(groups), generator=generator, device=groups.device)
-    kept = []
-    for group in range(len(present)):
-        members = order[inverse[order] == group]
-        kept.append(members[:smallest])
+    kept = [order[inverse[order] == group][:smallest] for group in range(len(present))]
     return torch.sort(torch.cat(kept)).values

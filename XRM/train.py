@@ -22,7 +22,8 @@ from XRM.group_inference import cross_mistakes, is_degenerate, load_phase_1_arti
 from XRM.groups import accuracy_metrics, group_ids
 from XRM.hparams_registry import default_hparams, random_hparams
 from XRM.networks import build_network
-from XRM.sampling import BatchSampler, group_balancing_weights, subsample_to_smallest_group
+from XRM.batches import evaluation_batches, input_shape, training_batches
+from XRM.sampling import StepSampler, group_balancing_weights, subsample_to_smallest_group
 
 #: steps of a --quick_run (debugging: default hyper-parameters, short)
 QUICK_RUN_STEPS = 201
@@ -59,10 +60,12 @@ class RunInputs:
     splits: dict[str, SplitTensors]
     num_classes: int
     family: str
+    mixed_precision: bool
     hparams: dict[str, Any]
     train_attributes: torch.Tensor
     inferred_validation_attributes: torch.Tensor | None
     held_out_logits: torch.Tensor | None
+    num_workers: int = 4
 
 
 def load_run_inputs(run_args: dict, device: torch.device) -> RunInputs:
@@ -103,20 +106,29 @@ def load_run_inputs(run_args: dict, device: torch.device) -> RunInputs:
         splits={name: split.to(device) for name, split in splits.items()},
         num_classes=dataset.num_classes,
         family=dataset.family,
+        mixed_precision=dataset.mixed_precision,
         hparams=hparams,
         train_attributes=on_device(train_attributes),
         inferred_validation_attributes=on_device(inferred_validation),
         held_out_logits=on_device(held_out),
+        num_workers=run_args.get("num_workers", 4),
     )
 
 
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
 @torch.inference_mode()
-def predict_all(algorithm: Algorithm, x: torch.Tensor) -> torch.Tensor:
-    """Logits of every example of ``x``, in batches, in evaluation mode."""
+def predict_all(algorithm: Algorithm, inputs: RunInputs, split: str) -> torch.Tensor:
+    """Logits of every example of ``split``, in order, in batches, in evaluation mode (float32)."""
+    device = inputs.splits[split].y.device
     algorithm.network.eval()
-    logits = torch.cat([algorithm.predict(x[start : start + EVALUATION_BATCH]) for start in range(0, len(x), EVALUATION_BATCH)])
+    with _autocast(device, inputs.mixed_precision):
+        logits = [algorithm.predict(x).float() for x in evaluation_batches(
+            inputs.splits[split].x, EVALUATION_BATCH, device, inputs.num_workers)]
     algorithm.network.train()
-    return logits
+    return torch.cat(logits)
 
 
 def evaluate(algorithm: Algorithm, inputs: RunInputs) -> dict[str, float]:
@@ -126,7 +138,7 @@ def evaluate(algorithm: Algorithm, inputs: RunInputs) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for split in ("va", "te"):
         data = inputs.splits[split]
-        predictions = predict_all(algorithm, data.x).argmax(dim=1)
+        predictions = predict_all(algorithm, inputs, split).argmax(dim=1)
         for name, value in accuracy_metrics(predictions, data.y, data.a).items():
             metrics[f"{split}_{name}"] = value
         if split == "va" and inputs.inferred_validation_attributes is not None:
@@ -140,25 +152,27 @@ def best_model_metric(inputs: RunInputs) -> str:
     return records.VA_GI_WGA if inputs.inferred_validation_attributes is not None else records.VA_WGA
 
 
-def build_sampler(algorithm: Algorithm, groups: torch.Tensor, batch_size: int, generator: torch.Generator) -> BatchSampler:
+def build_sampler(algorithm: Algorithm, groups: torch.Tensor, batch_size: int, seed: int) -> StepSampler:
     """The training batch sampler the algorithm asks for."""
     pool = torch.arange(len(groups), device=groups.device)
     if algorithm.sampling == "group_balanced":
-        return BatchSampler(pool, batch_size, generator, weights=group_balancing_weights(groups))
+        return StepSampler(pool, batch_size, seed, weights=group_balancing_weights(groups))
     if algorithm.sampling == "group_subsampled":
-        return BatchSampler(subsample_to_smallest_group(groups, generator), batch_size, generator)
-    return BatchSampler(pool, batch_size, generator)
+        subset_generator = torch.Generator(device=groups.device).manual_seed(seed)
+        return StepSampler(subsample_to_smallest_group(groups, subset_generator), batch_size, seed)
+    return StepSampler(pool, batch_size, seed)
 
 
-def _rng_states() -> dict[str, Any]:
-    states = {"torch": torch.get_rng_state()}
+def _rng_states(generator: torch.Generator) -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state(), "run": generator.get_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
-def _restore_rng_states(states: dict[str, Any]) -> None:
+def _restore_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
     torch.set_rng_state(states["torch"])
+    generator.set_state(states["run"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
@@ -194,21 +208,20 @@ def run(run_args: dict) -> None:
         generator=generator,
         held_out_logits=inputs.held_out_logits,
     )
-    input_shape = tuple(train.x.shape[1:])
+    shape = input_shape(train.x)
 
     def make_network() -> torch.nn.Module:
-        return build_network(inputs.family, input_shape, inputs.num_classes)
+        return build_network(inputs.family, shape, inputs.num_classes, hparams)
 
     algorithm = build_algorithm(run_args["algorithm"], make_network, training_set, hparams).to(device)
-    sampler = build_sampler(algorithm, train_groups, hparams["batch_size"], generator)
+    sampler = build_sampler(algorithm, train_groups, hparams["batch_size"], run_args["seed"])
     best = {"metric": best_model_metric(inputs), "value": -1.0, "step": -1}
 
     start = 0
     if checkpoint is not None:
         algorithm.load_state_dict(checkpoint["algorithm"])
         algorithm.optimizer.load_state_dict(checkpoint["optimizer"])
-        sampler.load_state_dict(checkpoint["sampler"])
-        _restore_rng_states(checkpoint["rng"])
+        _restore_rng_states(checkpoint["rng"], generator)
         best = checkpoint["best"]
         start = checkpoint["step"] + 1
         records.truncate_records(files.results, checkpoint["step"])
@@ -219,10 +232,12 @@ def run(run_args: dict) -> None:
 
     num_steps, eval_every = hparams["num_steps"], hparams["eval_every"]
     show = run_args.get("progress", True) and sys.stderr.isatty()
-    bar = tqdm(range(start, num_steps), desc=run_args.get("run_name", files.tag), disable=not show, file=sys.stderr)
-    for step in bar:
-        index = sampler.next()
-        algorithm.update(index, train.x[index], train.y[index], train_groups[index])
+    bar = tqdm(total=num_steps, initial=start, desc=run_args.get("run_name", files.tag), disable=not show, file=sys.stderr)
+    batches = training_batches(train.x, sampler, start, num_steps, device, inputs.num_workers)
+    for step, (index, x) in zip(range(start, num_steps), batches):
+        with _autocast(device, inputs.mixed_precision):
+            algorithm.update(index, x, train.y[index], train_groups[index])
+        bar.update()
         if step % eval_every == 0 or step == num_steps - 1:
             metrics = evaluate(algorithm, inputs)
             append_jsonl({records.STEP: step, **metrics}, files.results)
@@ -235,8 +250,7 @@ def run(run_args: dict) -> None:
                     "step": step,
                     "algorithm": algorithm.state_dict(),
                     "optimizer": algorithm.optimizer.state_dict(),
-                    "sampler": sampler.state_dict(),
-                    "rng": _rng_states(),
+                    "rng": _rng_states(generator),
                     "best": best,
                     "hparams": hparams,
                 },
@@ -251,8 +265,8 @@ def run(run_args: dict) -> None:
 def _finish_phase_1(algorithm: Algorithm, inputs: RunInputs, files: records.RunFiles, num_steps: int) -> None:
     """Infer groups by cross-mistakes over every training and validation example; save them or flag degeneracy."""
     train, validation = inputs.splits["tr"], inputs.splits["va"]
-    train_logits = predict_all(algorithm, train.x)
-    validation_logits = predict_all(algorithm, validation.x)
+    train_logits = predict_all(algorithm, inputs, "tr")
+    validation_logits = predict_all(algorithm, inputs, "va")
     _, held_out = algorithm.split_logits(train_logits, torch.arange(len(train), device=train.y.device))
     inferred = {
         "tr": cross_mistakes(train_logits, train.y).cpu(),

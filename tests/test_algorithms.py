@@ -6,7 +6,7 @@ import torch
 
 from XRM.algorithms import ALGORITHMS, GroupDRO, TrainingSet, build_algorithm
 from XRM.networks import LinearHead
-from XRM.sampling import BatchSampler, group_balancing_weights, subsample_to_smallest_group
+from XRM.sampling import StepSampler, group_balancing_weights, subsample_to_smallest_group
 
 HPARAMS = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "eta": 0.1, "lambda": 10.0,
            "penalty_anneal_iters": 2, "tau": 0.1}
@@ -68,10 +68,11 @@ def test_samplers_balance_and_subsample_groups():
     assert weights[6:8].sum().item() == pytest.approx(1.0)
     subset = subsample_to_smallest_group(groups, torch.Generator().manual_seed(1))
     assert torch.bincount(groups[subset]).tolist() == [2, 2, 2]
-    sampler = BatchSampler(torch.arange(12), 4, torch.Generator().manual_seed(2))
-    epoch = torch.cat([sampler.next() for _ in range(3)])
+    sampler = StepSampler(torch.arange(12), 4, seed=2)
+    epoch = torch.cat([sampler.batch(step) for step in range(3)])
     assert sorted(epoch.tolist()) == list(range(12))  # one epoch sees every example once
-    state = sampler.state_dict()
-    following = [sampler.next() for _ in range(4)]
-    sampler.load_state_dict(state)
-    assert all(torch.equal(a, sampler.next()) for a in following)
+    assert not torch.equal(epoch, torch.cat([sampler.batch(step) for step in range(3, 6)]))  # reshuffled
+    # a batch depends on (seed, step) only: a fresh sampler resumed at step 7 draws the same
+    assert torch.equal(StepSampler(torch.arange(12), 4, seed=2).batch(7), sampler.batch(7))
+    balanced = StepSampler(torch.arange(12), 3000, seed=0, weights=weights)
+    assert torch.bincount(groups[balanced.batch(0)]).tolist() == pytest.approx([1000, 1000, 1000], abs=100)

@@ -8,7 +8,7 @@ from XRM.data.registry import get_dataset
 from XRM.errors import UserError
 
 
-def _write_features(data_path, folder="waterbirds", n=(60, 30, 30), dim=8, classes=2):
+def _write_features(data_path, folder="waterbirds", n=(200, 100, 100), dim=8, classes=2):
     generator = torch.Generator().manual_seed(0)
     content = {}
     for split, size in zip(("tr", "va", "te"), n):
@@ -24,8 +24,8 @@ def _write_features(data_path, folder="waterbirds", n=(60, 30, 30), dim=8, class
 def test_feature_dataset_loads_the_three_splits(tmp_path):
     content = _write_features(tmp_path)
     splits = get_dataset("Waterbirds").load_splits(str(tmp_path))
-    assert [len(splits[s]) for s in ("tr", "va", "te")] == [60, 30, 30]
-    assert splits["tr"].y.shape == (60,) and splits["tr"].x.shape == (60, 8)
+    assert [len(splits[s]) for s in ("tr", "va", "te")] == [200, 100, 100]
+    assert splits["tr"].y.shape == (200,) and splits["tr"].x.shape == (200, 8)
     assert torch.equal(splits["va"].a, content["va"]["m"].reshape(-1))
 
 
@@ -39,11 +39,11 @@ def test_malformed_features_file_is_a_user_error(tmp_path):
 def test_phase_1_and_mat_on_a_feature_dataset(tmp_path, script):
     _write_features(tmp_path / "data", folder="metashift")
     common = ["--datasets", "MetaShift", "--data_path", str(tmp_path / "data"), "--out_dir", str(tmp_path / "out"),
-              "--hparams", '{"num_steps": 21, "eval_every": 10, "lr": 0.01}']
+              "--hparams", '{"num_steps": 61, "eval_every": 30, "lr": 0.05}']
     assert script("main.py", "--phase", "1", *common).returncode == 0
     inferred = torch.load(tmp_path / "out" / "XRM" / "MetaShift" / "group_labels_no" / "inferred_hpcomb_0_seed0.pt")
-    assert inferred["tr_ho"].shape == (60, 2) and inferred["va"].shape == (30,)
+    assert inferred["tr_ho"].shape == (200, 2) and inferred["va"].shape == (100,)
     result = script("main.py", "--phase", "2", "--algorithms", "MAT", "--group_labels", "no", *common)
     assert result.returncode == 0, result.stderr
     lines = (tmp_path / "out" / "MAT" / "MetaShift" / "group_labels_no" / "results_hpcomb_0_seed0.json").read_text()
-    assert [json.loads(line)["step"] for line in lines.splitlines()[1:]] == [0, 10, 20]
+    assert [json.loads(line)["step"] for line in lines.splitlines()[1:]] == [0, 30, 60]

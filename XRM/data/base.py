@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import Dataset
 
 SPLITS = ("tr", "va", "te")
 SPLIT_NAMES = {"tr": "train", "va": "validation", "te": "test"}
@@ -9,12 +10,14 @@ SPLIT_NAMES = {"tr": "train", "va": "validation", "te": "test"}
 
 @dataclass
 class SplitTensors:
-    """One split held as tensors: inputs ``x`` [n, ...], labels ``y`` [n] and attributes ``a`` [n].
+    """One split: inputs ``x``, labels ``y`` [n] and attributes ``a`` [n].
 
+    ``x`` is a tensor [n, ...] (features, tokens, small images), or a Dataset whose item
+    ``i`` is the input tensor of example ``i`` (e.g. an image decoded from disk).
     ``a`` is the spurious attribute that, with ``y``, defines the group of an example.
     """
 
-    x: torch.Tensor
+    x: torch.Tensor | Dataset
     y: torch.Tensor
     a: torch.Tensor
 
@@ -29,8 +32,9 @@ class SplitTensors:
         return len(self.y)
 
     def to(self, device: torch.device | str) -> "SplitTensors":
-        """The same split with every tensor on ``device``."""
-        return SplitTensors(self.x.to(device), self.y.to(device), self.a.to(device))
+        """The same split with every tensor on ``device`` (a Dataset of inputs stays where it is)."""
+        x = self.x.to(device) if isinstance(self.x, torch.Tensor) else self.x
+        return SplitTensors(x, self.y.to(device), self.a.to(device))
 
 
 class GroupDataset:
@@ -49,6 +53,8 @@ class GroupDataset:
     #: training steps and evaluation period of the reference protocol
     num_steps: int = 1001
     eval_every: int = 50
+    #: bf16 autocast on CUDA (backbones); linear heads on features train in float32
+    mixed_precision: bool = False
 
     def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
         """Read (or build) the train/validation/test splits, keyed by ``SPLITS``, on the CPU."""

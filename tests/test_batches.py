@@ -1,0 +1,60 @@
+"""Inputs read through a DataLoader (images from disk) train exactly like the same inputs held as a tensor."""
+import json
+
+import torch
+from torch.utils.data import Dataset
+
+from XRM.data.base import GroupDataset, SplitTensors
+from XRM.data.registry import register_dataset
+from XRM.records import RunFiles
+from XRM.train import run
+
+
+def _splits() -> dict[str, SplitTensors]:
+    generator = torch.Generator().manual_seed(3)
+    out = {}
+    for split, n in (("tr", 64), ("va", 32), ("te", 32)):
+        y = torch.randint(0, 2, (n,), generator=generator)
+        x = torch.randn(n, 2, 3, generator=generator) + y[:, None, None]  # 2-D inputs, like tiny images
+        out[split] = SplitTensors(x, y, torch.randint(0, 2, (n,), generator=generator))
+    return out
+
+
+class _ListInputs(Dataset):
+    def __init__(self, x: torch.Tensor) -> None:
+        self.rows = [row.clone() for row in x]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.rows[index]
+
+
+@register_dataset("TestTensorInputs")
+class _TensorInputs(GroupDataset):
+    family, num_steps, eval_every = "mlp", 31, 10
+
+    def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
+        return _splits()
+
+
+@register_dataset("TestDatasetInputs")
+class _DatasetInputs(_TensorInputs):
+    def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
+        return {k: SplitTensors(_ListInputs(s.x), s.y, s.a) for k, s in _splits().items()}
+
+
+def _records(tmp_path, dataset: str, workers: int) -> list[dict]:
+    out = tmp_path / f"{dataset}{workers}"
+    run({"dataset": dataset, "algorithm": "RWG", "group_labels": "yes", "hparams_comb": 0, "seed": 0,
+         "data_path": ".", "out_dir": str(out), "device": "cpu", "num_workers": workers, "quick_run": True})
+    lines = RunFiles(out, 0, 0).results.read_text().splitlines()[1:]
+    return [json.loads(line) for line in lines]
+
+
+def test_loader_inputs_match_tensor_inputs(tmp_path):
+    reference = _records(tmp_path, "TestTensorInputs", 0)
+    assert [r["step"] for r in reference] == [0, 10, 20, 30]
+    assert _records(tmp_path, "TestDatasetInputs", 0) == reference
+    assert _records(tmp_path, "TestDatasetInputs", 1) == reference  # a worker process changes nothing
