@@ -21,11 +21,14 @@ GIF_FILE = "good_bad_ugly.gif"
 METRICS_FILE = "metrics.json"
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks and shows every option's default."""
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options; the defaults are the paper's set-up."""
     defaults = ExperimentConfig()
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--out_dir", default="./figures", help="where the outputs go")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seed of the data (label noise, eps) and of the network's init")
