@@ -1,0 +1,111 @@
+"""Figure 3 of the paper: good, bad and ugly memorisation on a toy regression.
+
+Trains three regressors until they memorise the same noisy points, each seeing its own
+scale sigma of example-specific input noise, and writes to --out_dir:
+good_bad_ugly.png (the figure), good_bad_ugly.gif (training, animated) and metrics.json.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from XRM.errors import UserError
+from XRM.fileio import atomic_write_json
+from mat.toy_regression import DEFAULT_SIGMAS, ExperimentConfig, run_case
+from mat.toy_regression_figure import save_fit_png, save_training_gif
+
+FIGURE_FILE = "good_bad_ugly.png"
+GIF_FILE = "good_bad_ugly.gif"
+METRICS_FILE = "metrics.json"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks and shows every option's default."""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line options; the defaults are the paper's set-up."""
+    defaults = ExperimentConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--out_dir", default="./figures", help="where the outputs go")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed of the data (label noise, eps) and of the network's init")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs,
+                        help="maximum number of full-batch training steps per case")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate")
+    parser.add_argument("--loss_threshold", type=float, default=defaults.loss_threshold,
+                        help="stop a case once its training MSE is below this (0: never)")
+    parser.add_argument("--check_every", type=int, default=defaults.check_every,
+                        help="steps between loss checks and GIF snapshots")
+    parser.add_argument("--sigmas", type=float, nargs=len(DEFAULT_SIGMAS),
+                        metavar=tuple(name.upper() for name in DEFAULT_SIGMAS),
+                        default=list(DEFAULT_SIGMAS.values()),
+                        help="std of the example-specific eps for the "
+                             + " / ".join(DEFAULT_SIGMAS) + " cases")
+    parser.add_argument("--noise_std", type=float, default=defaults.noise_std,
+                        help="std of the label noise on the training points")
+    parser.add_argument("--n_train", type=int, default=defaults.n_train,
+                        help="number of evenly spaced training points")
+    parser.add_argument("--eps_dim", type=int, default=defaults.eps_dim,
+                        help="dimension of the example-specific eps input")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: CUDA when available, else CPU")
+    parser.add_argument("--no_gif", action="store_true", help="skip the training animation")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The experiment the options ask for, checked (UserError if it cannot run)."""
+    config = ExperimentConfig(
+        sigmas=dict(zip(DEFAULT_SIGMAS, args.sigmas)), n_train=args.n_train,
+        eps_dim=args.eps_dim, noise_std=args.noise_std, lr=args.lr, epochs=args.epochs,
+        loss_threshold=args.loss_threshold, check_every=args.check_every, seed=args.seed,
+    )
+    config.check()
+    return config
+
+
+def device_from_args(name: str) -> torch.device:
+    """The torch device for --device (UserError if CUDA is asked for but absent)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is visible: use --device cpu")
+    return torch.device(name)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the three cases and write the figure, the GIF and metrics.json; 2 on bad input."""
+    out_dir = Path(args.out_dir)
+    try:
+        config = config_from_args(args)
+        device = device_from_args(args.device)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"--out_dir {out_dir} is a file: pass a directory")
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    cases = {}
+    for name, sigma in config.sigmas.items():
+        with tqdm(total=config.epochs, desc=f"{name} (sigma={sigma:g})", unit="epoch") as bar:
+            def advance(epoch: int, loss: float) -> None:
+                bar.update(epoch - bar.n)
+                bar.set_postfix(loss=f"{loss:.1e}", refresh=False)
+            cases[name] = run_case(config, sigma, device, on_check=advance)
+    atomic_write_json({name: case.metrics.as_dict() for name, case in cases.items()},
+                      out_dir / METRICS_FILE)
+    save_fit_png(cases, out_dir / FIGURE_FILE)
+    if not args.no_gif:
+        save_training_gif(cases, out_dir / GIF_FILE)
+    for name, case in cases.items():
+        metrics = case.metrics
+        print(f"{name:>5}: sigma {metrics.sigma:g}, {metrics.epochs} epochs, "
+              f"train loss {metrics.train_loss:.1e}, mse {metrics.mse:.2e}")
+    print(f"wrote {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
