@@ -268,17 +268,15 @@ def _finish_phase_1(algorithm: Algorithm, inputs: RunInputs, files: records.RunF
     train_logits = predict_all(algorithm, inputs, "tr")
     validation_logits = predict_all(algorithm, inputs, "va")
     _, held_out = algorithm.split_logits(train_logits, torch.arange(len(train), device=train.y.device))
-    inferred = {
-        "tr": cross_mistakes(train_logits, train.y).cpu(),
-        "va": cross_mistakes(validation_logits, validation.y).cpu(),
-        "tr_ho": held_out.float().cpu(),
-    }
-    if is_degenerate(train.y, inferred["tr"]) or is_degenerate(validation.y, inferred["va"]):
+    train_attributes = cross_mistakes(train_logits, train.y)
+    validation_attributes = cross_mistakes(validation_logits, validation.y)
+    if is_degenerate(train.y, train_attributes) or is_degenerate(validation.y, validation_attributes):
         # reported as a zero flip rate at the end so that selection by flip_rate passes it over
         append_jsonl({records.STEP: num_steps, records.FLIP_RATE: 0.0, records.DEGENERATE: True}, files.results)
         print(f"warning: {files.directory / files.tag}: degenerate inferred groups (a class not split in two); "
               "no phase-1 file written", file=sys.stderr)
         return
+    inferred = {"tr": train_attributes.cpu(), "va": validation_attributes.cpu(), "tr_ho": held_out.float().cpu()}
     atomic_torch_save(inferred, files.inferred)
 
 
