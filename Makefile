@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo venv clean
+.PHONY: test test-slurm demo venv clean
 
 venv: $(VENV)/.installed
 
@@ -14,6 +14,13 @@ $(VENV)/.installed: requirements.txt
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# The SLURM tests, inside a throw-away one-node cluster (root, Debian 12; see tests/slurm/cluster.sh).
+# XRM_REQUIRE_SLURM turns a skipped SLURM test into a failure.
+SLURM_RUN_DIR ?= .slurm_cluster
+test-slurm: venv
+	rm -rf $(SLURM_RUN_DIR)
+	tests/slurm/cluster.sh $(SLURM_RUN_DIR) -- env XRM_REQUIRE_SLURM=1 $(PY) -m pytest -q tests/slurm
 
 clean:
 	rm -rf $(VENV) .pytest_cache
