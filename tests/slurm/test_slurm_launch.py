@@ -72,7 +72,15 @@ def wait_for_state(run, slurm_dir: str, state: str) -> None:
         time.sleep(0.5)
 
 
-def test_a_requeued_job_resumes_from_its_checkpoint(tmp_path):
+# Two ways a cluster stops a job that should go on: the admin requeues it, or SLURM sends
+# the preemption / time-out signal (USR2) and submitit checkpoints and requeues the job.
+# With 10-minute jobs submitit counts any USR2 as a time-out, which only a job with a
+# checkpoint() survives: this case goes through RunJob.checkpoint.
+INTERRUPTIONS = {"scontrol requeue": ["scontrol", "requeue"], "preemption signal": ["scancel", "--signal=USR2"]}
+
+
+@pytest.mark.parametrize("interruption", INTERRUPTIONS)
+def test_an_interrupted_job_resumes_from_its_checkpoint(tmp_path, interruption):
     unbroken = make_runs(tmp_path / "local", 1, n_steps=40)[0]
     toy_run(unbroken)
     run = make_runs(tmp_path / "slurm", 1, n_steps=40, step_seconds=0.25)[0]
@@ -83,7 +91,7 @@ def test_a_requeued_job_resumes_from_its_checkpoint(tmp_path):
     second = launch([run], toy_run, "slurm", options)
     assert (second.launched, second.skipped_queued) == ([], ["toy/seed0"])
 
-    subprocess.run(["scontrol", "requeue", report.job_ids[0]], check=True)
+    subprocess.run(INTERRUPTIONS[interruption] + [report.job_ids[0]], check=True)
     assert wait_for(report).failures == []
     attempts = starts(run)
     assert [attempt["slurm_restart_count"] for attempt in attempts] == [0, 1]
