@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 
 DEMO_OUT ?= demo_out
 
-.PHONY: test demo venv clean
+.PHONY: test test-slurm demo venv clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,13 @@ demo: venv
 	$(PY) main.py --phase 2 --datasets Synthetic --algorithms MAT ERM --group_labels no \
 		--num_hparams_combs 4 --out_dir $(DEMO_OUT)
 	$(PY) XRM/read_results.py --dir $(DEMO_OUT) --datasets Synthetic --group_labels no
+
+# The SLURM tests, inside a throw-away one-node cluster (root, Debian 12; see tests/slurm/cluster.sh).
+# XRM_REQUIRE_SLURM turns a skipped SLURM test into a failure.
+SLURM_RUN_DIR ?= .slurm_cluster
+test-slurm: venv
+	rm -rf $(SLURM_RUN_DIR)
+	tests/slurm/cluster.sh $(SLURM_RUN_DIR) -- env XRM_REQUIRE_SLURM=1 $(PY) -m pytest -q tests/slurm
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -49,11 +49,21 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
 
 
-def append_jsonl(record: dict, path: str | os.PathLike) -> None:
-    """Append ``record`` as one JSON line with a single O_APPEND write (no interleaving)."""
+def append_jsonl(path: str | os.PathLike, record: Any) -> None:
+    """Append ``record`` as one JSON line to ``path``, safely beside other writers.
+
+    The line goes out in a single ``write`` on a file opened with ``O_APPEND``: the
+    kernel places each such write at the end of the file as a whole, so lines from
+    several processes appending at once neither interleave nor overwrite each other.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
     handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(handle, line)
+        written = os.write(handle, line)
     finally:
         os.close(handle)
+    if written != len(line):
+        # A second write could land after another process's line: report, never split a line.
+        raise OSError(f"short write appending to {path}: {written} of {len(line)} bytes (disk full?)")

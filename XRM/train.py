@@ -240,7 +240,7 @@ def run(run_args: dict) -> None:
         bar.update()
         if step % eval_every == 0 or step == num_steps - 1:
             metrics = evaluate(algorithm, inputs)
-            append_jsonl({records.STEP: step, **metrics}, files.results)
+            append_jsonl(files.results, {records.STEP: step, **metrics})
             bar.set_postfix({key: round(value, 3) for key, value in metrics.items()})
             if algorithm.phase == 2 and metrics[best["metric"]] >= best["value"]:
                 best = {"metric": best["metric"], "value": metrics[best["metric"]], "step": step}
@@ -272,7 +272,7 @@ def _finish_phase_1(algorithm: Algorithm, inputs: RunInputs, files: records.RunF
     validation_attributes = cross_mistakes(validation_logits, validation.y)
     if is_degenerate(train.y, train_attributes) or is_degenerate(validation.y, validation_attributes):
         # reported as a zero flip rate at the end so that selection by flip_rate passes it over
-        append_jsonl({records.STEP: num_steps, records.FLIP_RATE: 0.0, records.DEGENERATE: True}, files.results)
+        append_jsonl(files.results, {records.STEP: num_steps, records.FLIP_RATE: 0.0, records.DEGENERATE: True})
         print(f"warning: {files.directory / files.tag}: degenerate inferred groups (a class not split in two); "
               "no phase-1 file written", file=sys.stderr)
         return

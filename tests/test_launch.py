@@ -1,0 +1,183 @@
+"""Launchers without a cluster: registry, dry run, serial and local-GPU runs, resubmission."""
+from pathlib import Path
+
+import pytest
+import submitit
+
+from launch_toy import ToyPreemption, make_runs, outputs, read_jsonl, starts, toy_run
+from XRM import launch as launch_module
+from XRM import sweep_status
+from XRM.launch import LaunchOptions, LaunchReport, RunJob, format_report, get_launcher, launch, register_launcher
+
+# The toy recurrence v <- (31 v + 7) mod 1009 from v = seed, worked out by hand.
+SEED0_VALUES = [7, 224, 897, 571, 555, 59]
+SEED1_VALUES = [38, 176, 418, 857, 340, 457]
+
+
+def values(run):
+    return [record["value"] for record in outputs(run)]
+
+
+def test_unknown_launcher_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown launcher 'nope'; valid launchers: dry_run, local, local_gpus, slurm"):
+        get_launcher("nope")
+    with pytest.raises(ValueError, match="valid launchers"):
+        launch([], toy_run, "nope")
+
+
+def test_a_launcher_name_is_registered_once():
+    before = dict(launch_module.LAUNCHERS)
+    with pytest.raises(ValueError, match="'local' is already registered"):
+        register_launcher("local")(lambda runs, run_fn, options: None)
+    assert launch_module.LAUNCHERS == before
+
+
+def test_runs_need_a_unique_name_and_a_done_path(tmp_path):
+    runs = make_runs(tmp_path, 2)
+    with pytest.raises(ValueError, match="repeated: toy/seed0"):
+        launch([runs[0], runs[0]], toy_run, "local")
+    del runs[1]["done_path"]
+    with pytest.raises(ValueError, match=r"runs \[1\] lack 'run_name' or 'done_path'"):
+        launch(runs, toy_run, "dry_run")
+
+
+def test_dry_run_lists_the_runs_and_runs_nothing(tmp_path):
+    runs = make_runs(tmp_path, 3)
+    Path(runs[0]["done_path"]).parent.mkdir(parents=True)
+    Path(runs[0]["done_path"]).touch()
+    report = launch(runs, toy_run, "dry_run")
+    assert report.launched == ["toy/seed1", "toy/seed2"]
+    assert report.skipped_done == ["toy/seed0"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["seed0"]
+    assert format_report(report) == (
+        "dry run: 2 runs would be launched, 1 skipped (done)\n  toy/seed1\n  toy/seed2")
+
+
+def test_local_runs_every_run_then_skips_the_done_ones(tmp_path):
+    runs = make_runs(tmp_path, 2)
+    report = launch(runs, toy_run, "local")
+    assert (report.launched, report.skipped_done, report.failures) == (["toy/seed0", "toy/seed1"], [], [])
+    assert values(runs[0]) == SEED0_VALUES
+    assert values(runs[1]) == SEED1_VALUES
+    again = launch(runs, toy_run, "local")
+    assert (again.launched, again.skipped_done) == ([], ["toy/seed0", "toy/seed1"])
+    assert [len(starts(run)) for run in runs] == [1, 1]
+
+
+def test_local_reports_a_failed_run_by_its_last_error_line_and_goes_on(tmp_path):
+    runs = make_runs(tmp_path, 3)
+    runs[1]["fail_at_step"] = 2
+    report = launch(runs, toy_run, "local")
+    assert report.failures == [sweep_status.RunState("toy/seed1", "failed", "ValueError: toy failure at step 2")]
+    assert [Path(run["done_path"]).exists() for run in runs] == [True, False, True]
+    assert format_report(report) == (
+        "local: launched 3 runs, 0 skipped (done)\n"
+        "failed: 1 of 3\n"
+        "  toy/seed1: ValueError: toy failure at step 2")
+
+
+def test_a_run_that_forgets_its_done_file_is_a_failure(tmp_path):
+    runs = make_runs(tmp_path, 1)
+    report = launch(runs, lambda run_args: None, "local")
+    assert report.failures == [sweep_status.RunState("toy/seed0", "failed", sweep_status.NO_DONE_FILE)]
+
+
+def test_checkpoint_resubmits_the_same_run_which_resumes(tmp_path):
+    unbroken, interrupted = make_runs(tmp_path / "unbroken", 1) + make_runs(tmp_path / "interrupted", 1)
+    toy_run(unbroken)
+    job = RunJob(toy_run, {**interrupted, "preempt_at_step": 3})
+    with pytest.raises(ToyPreemption):
+        job()
+    resubmission = job.checkpoint()
+    assert isinstance(resubmission, submitit.helpers.DelayedSubmission)
+    assert resubmission.function.run_fn is toy_run
+    assert resubmission.function.run_args == job.run_args
+    resubmission.result()
+    assert [start["step"] for start in starts(interrupted)] == [0, 3]
+    assert outputs(interrupted) == outputs(unbroken)
+
+
+def test_submitit_debug_executor_runs_a_run_job(tmp_path):
+    run = make_runs(tmp_path / "out", 1)[0]
+    job = submitit.DebugExecutor(folder=tmp_path / "jobs").submit(RunJob(toy_run, run))
+    assert job.result() is None
+    assert values(run) == SEED0_VALUES
+
+
+@pytest.fixture(scope="module")
+def two_gpu_sweep(tmp_path_factory):
+    """Four runs (one failing) through local_gpus as if this machine had 2 GPUs, plus one not launched.
+
+    Each run is a submitit local job (a fresh Python); CUDA_VISIBLE_DEVICES names the GPU it got.
+    """
+    tmp = tmp_path_factory.mktemp("two_gpus")
+    runs = make_runs(tmp / "out", 5, n_steps=4, step_seconds=0.05)
+    runs[2]["fail_at_step"] = 1
+    options = LaunchOptions(slurm_dir=str(tmp / "submitit"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(launch_module, "visible_gpu_count", lambda: 2)
+        report = launch(runs[:4], toy_run, "local_gpus", options)
+    return runs, options, report
+
+
+def test_local_gpus_runs_one_run_per_gpu_at_a_time(two_gpu_sweep):
+    runs, _, report = two_gpu_sweep
+    assert report.launched == ["toy/seed0", "toy/seed1", "toy/seed2", "toy/seed3"]
+    assert len(set(report.job_ids)) == 4
+    assert report.failures == [sweep_status.RunState("toy/seed2", "failed", "ValueError: toy failure at step 1")]
+    assert values(runs[0]) == SEED0_VALUES[:4]
+    spans = {}
+    for run in runs[:4]:
+        events = read_jsonl(Path(run["out_dir"]) / "events.jsonl")
+        assert events[0]["gpus"] in ("0", "1")
+        spans.setdefault(events[0]["gpus"], []).append((events[0]["time"], events[-1]["time"]))
+    # Runs given the same GPU never overlap in time.
+    for gpu_spans in spans.values():
+        gpu_spans.sort()
+        assert all(end <= next_start for (_, end), (next_start, _) in zip(gpu_spans, gpu_spans[1:]))
+
+
+def test_status_reads_states_back_from_disk_and_the_index(two_gpu_sweep):
+    runs, options, _ = two_gpu_sweep
+    states = sweep_status.sweep_status(runs, options.slurm_dir)
+    assert [(state.run_name, state.state, state.last_error_line) for state in states] == [
+        ("toy/seed0", "done", ""),
+        ("toy/seed1", "done", ""),
+        ("toy/seed2", "failed", "ValueError: toy failure at step 1"),
+        ("toy/seed3", "done", ""),
+        ("toy/seed4", "not launched", ""),
+    ]
+    assert sweep_status.format_status(states).splitlines() == [
+        "done          toy/seed0",
+        "done          toy/seed1",
+        "failed        toy/seed2  ValueError: toy failure at step 1",
+        "done          toy/seed3",
+        "not launched  toy/seed4",
+        "3 done, 0 running, 0 pending, 1 failed, 1 not launched (5 runs)",
+    ]
+
+
+def test_local_gpus_on_a_cpu_machine_runs_serially_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch_module, "visible_gpu_count", lambda: 0)
+    runs = make_runs(tmp_path / "out", 2)
+    report = launch(runs, toy_run, "local_gpus", LaunchOptions(slurm_dir=str(tmp_path / "submitit")))
+    assert report.notes == ["no GPU visible: the runs ran one after another in this process"]
+    assert report.failures == [] and report.job_ids == []
+    assert values(runs[1]) == SEED1_VALUES
+    assert format_report(report).splitlines()[1] == "note: no GPU visible: the runs ran one after another in this process"
+
+
+def test_slurm_without_sbatch_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch_module.shutil, "which", lambda name: None)
+    runs = make_runs(tmp_path / "out", 1)
+    with pytest.raises(launch_module.UserError, match="sbatch not found"):
+        launch(runs, toy_run, "slurm", LaunchOptions(slurm_dir=str(tmp_path / "submitit")))
+
+
+def test_report_lists_job_ids_and_logs():
+    report = LaunchReport("slurm", ["a", "b"], skipped_done=["c"], skipped_queued=["d"],
+                          job_ids=["7_0", "7_1"], log_dir="/x/submitit")
+    assert format_report(report) == (
+        "slurm: launched 2 runs, 1 skipped (done), 1 skipped (already queued)\n"
+        "job ids: 7_0 7_1\n"
+        "logs: /x/submitit/<job id>/")
