@@ -12,8 +12,10 @@ from XRM.algorithms import ALGORITHMS
 from XRM.cli import run_cli
 from XRM.data.registry import dataset_names
 from XRM.errors import UserError
+from XRM.launch import LaunchOptions, format_report, launch, visible_gpu_count
 from XRM.records import SELECTION_METRICS
 from XRM.sweep import SweepSpec, make_runs
+from XRM.sweep_status import format_status, sweep_status
 from XRM.train import check_runs, run
 
 
@@ -49,7 +51,53 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--hparams", default="{}", metavar="JSON",
                         help='override hyper-parameters, e.g. \'{"num_steps": 301, "lr": 0.001}\'')
+    add_launch_arguments(parser)
     return parser
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where and how the runs execute: here, on this machine's GPUs, or as SLURM job arrays."""
+    group = parser.add_argument_group("launching")
+    defaults = LaunchOptions()
+    group.add_argument("--slurm_partition", default=None, help="submit the runs as SLURM job arrays to this partition")
+    group.add_argument("--slurm_dir", default=defaults.slurm_dir, help="job logs and the run -> job index")
+    group.add_argument("--slurm_time", type=int, default=defaults.slurm_time, help="minutes per job")
+    group.add_argument("--slurm_gpus_per_node", type=int, default=defaults.slurm_gpus_per_node, help="GPUs per job (0: none)")
+    group.add_argument("--slurm_cpus_per_task", type=int, default=defaults.slurm_cpus_per_task, help="CPU cores per job")
+    group.add_argument("--slurm_mem_gb", type=int, default=None, help="memory per job (default: the cluster's)")
+    group.add_argument("--constraint", default=None, help="SLURM --constraint, e.g. a GPU type")
+    group.add_argument("--slurm_account", default=None, help="SLURM account")
+    group.add_argument("--slurm_qos", default=None, help="SLURM quality of service")
+    group.add_argument("--array_parallelism", type=int, default=defaults.array_parallelism,
+                       help="at most this many jobs of an array at once")
+    group.add_argument("--wait", action="store_true", help="wait for the SLURM jobs, then list the failed runs")
+    group.add_argument("--local_gpus", default=None, metavar="N|auto",
+                       help="run on this machine, one run per GPU at a time (auto: every visible GPU)")
+    group.add_argument("--dry_run", action="store_true", help="list the runs that would be launched; run nothing")
+    group.add_argument("--status", action="store_true",
+                       help="show each run of the sweep as done / running / pending / failed / not launched")
+
+
+def launch_options(args: argparse.Namespace) -> tuple[str, LaunchOptions]:
+    """The launcher named by the arguments and its options."""
+    local_gpus = None
+    if args.local_gpus is not None:
+        if args.local_gpus != "auto" and not args.local_gpus.isdigit():
+            raise UserError(f"--local_gpus takes a number or 'auto', not {args.local_gpus!r}")
+        local_gpus = visible_gpu_count() if args.local_gpus == "auto" else int(args.local_gpus)
+    if args.slurm_partition and args.local_gpus is not None:
+        raise UserError("choose one of --slurm_partition and --local_gpus")
+    options = LaunchOptions(
+        slurm_partition=args.slurm_partition, slurm_dir=args.slurm_dir, slurm_time=args.slurm_time,
+        slurm_gpus_per_node=args.slurm_gpus_per_node, slurm_cpus_per_task=args.slurm_cpus_per_task,
+        slurm_mem_gb=args.slurm_mem_gb, constraint=args.constraint, slurm_account=args.slurm_account,
+        slurm_qos=args.slurm_qos, array_parallelism=args.array_parallelism, wait=args.wait, local_gpus=local_gpus,
+    )
+    if args.dry_run:
+        return "dry_run", options
+    if args.slurm_partition:
+        return "slurm", options
+    return ("local_gpus" if args.local_gpus is not None else "local"), options
 
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
@@ -84,15 +132,16 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Build the runs, check their inputs, then run those not finished yet."""
+    """Build the runs, check their inputs, then launch those not finished yet (or show their status)."""
+    launcher, options = launch_options(args)
     runs = make_runs(spec_from_args(args))
+    if args.status:
+        print(format_status(sweep_status(runs, options.slurm_dir)))
+        return 0
     check_runs(runs)
-    pending = [r for r in runs if not Path(r["done_path"]).exists()]
-    print(f"{len(runs)} run(s): {len(pending)} to run, {len(runs) - len(pending)} already finished")
-    for run_args in pending:
-        run(run_args)
-        print(f"finished {run_args['run_name']}")
-    return 0
+    report = launch(runs, run, launcher, options)
+    print(format_report(report))
+    return 1 if report.failures else 0
 
 
 if __name__ == "__main__":

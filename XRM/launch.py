@@ -7,6 +7,7 @@ and resumes an interrupted one from its checkpoint, so every launcher may simply
 again: after a failure, a preemption or a time-out.
 """
 import dataclasses
+import os
 import shlex
 import shutil
 import sys
@@ -103,11 +104,13 @@ class RunJob(submitit.helpers.Checkpointable):
         self.run_args = run_args
 
     def __call__(self) -> None:
-        self.run_fn(self.run_args)
+        # A job SLURM restarts (requeue, node failure) continues the run it had started.
+        restarted = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+        self.run_fn({**self.run_args, "resume": True} if restarted else self.run_args)
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:  # type: ignore[override]
-        """A resubmission of the same run; nothing but the arguments needs saving."""
-        return submitit.helpers.DelayedSubmission(RunJob(self.run_fn, self.run_args))
+        """A resubmission of the same run, told to resume from the checkpoint it keeps on disk."""
+        return submitit.helpers.DelayedSubmission(RunJob(self.run_fn, {**self.run_args, "resume": True}))
 
 
 def launch(runs: list[RunArgs], run_fn: RunFn, launcher: str,
@@ -174,6 +177,8 @@ def _run_in_this_process(runs: list[RunArgs], run_fn: RunFn, options: LaunchOpti
     for run in runs:
         try:
             run_fn(run)
+        except UserError:
+            raise  # the user's mistake (a corrupt checkpoint, say) stops the sweep with its one line
         except Exception as error:  # one bad run must not stop the others; it is reported
             failures.append(_failure_of(run, error))
             continue
@@ -266,7 +271,11 @@ def _submit_to_slurm(runs: list[RunArgs], run_fn: RunFn, options: LaunchOptions)
     queued = [run for run, state in zip(runs, states) if state.state in live]
     to_submit = [run for run, state in zip(runs, states) if state.state not in live]
     executor = _slurm_executor(options, run_fn)
-    array = executor.submit_array([RunJob(run_fn, run) for run in to_submit]) if to_submit else []
+    try:
+        array = executor.submit_array([RunJob(run_fn, run) for run in to_submit]) if to_submit else []
+    except submitit.core.utils.FailedJobError as error:
+        reason = sweep_status.last_line(str(error))
+        raise UserError(f"sbatch refused the job array ({reason}); check --slurm_partition and the cluster") from None
     folder = str(executor.folder)
     sweep_status.record_jobs(options.slurm_dir, {
         run["run_name"]: sweep_status.JobEntry("slurm", job.job_id, folder) for run, job in zip(to_submit, array)})

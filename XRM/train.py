@@ -225,6 +225,7 @@ def run(run_args: dict) -> None:
         best = checkpoint["best"]
         start = checkpoint["step"] + 1
         records.truncate_records(files.results, checkpoint["step"])
+        print(f"resuming {run_args.get('run_name', files.tag)} from step {start}", file=sys.stderr)
     else:
         files.directory.mkdir(parents=True, exist_ok=True)
         header = {"hparams": hparams, **{k: v for k, v in run_args.items() if k != "hparams_overrides"}}

@@ -91,7 +91,7 @@ def test_checkpoint_resubmits_the_same_run_which_resumes(tmp_path):
     resubmission = job.checkpoint()
     assert isinstance(resubmission, submitit.helpers.DelayedSubmission)
     assert resubmission.function.run_fn is toy_run
-    assert resubmission.function.run_args == job.run_args
+    assert resubmission.function.run_args == {**job.run_args, "resume": True}  # the same run, told to resume
     resubmission.result()
     assert [start["step"] for start in starts(interrupted)] == [0, 3]
     assert outputs(interrupted) == outputs(unbroken)

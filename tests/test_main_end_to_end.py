@@ -69,7 +69,7 @@ def test_relaunch_is_a_no_op(sweep, script):
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     again = script("main.py", "--phase", "2", "--algorithms", "MAT", "ERM", "--group_labels", "no", *common)
     assert again.returncode == 0
-    assert "4 run(s): 0 to run, 4 already finished" in again.stdout
+    assert "local: launched 0 runs, 4 skipped (done)" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
 
 

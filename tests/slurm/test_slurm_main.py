@@ -1,0 +1,92 @@
+"""main.py through --slurm_partition on a real cluster: the same results as local runs, and resuming.
+
+Run inside tests/slurm/cluster.sh (``make test-slurm``); see test_slurm_launch.py.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+HAVE_CLUSTER = "SLURM_CONF" in os.environ
+pytestmark = pytest.mark.skipif(not HAVE_CLUSTER and not os.environ.get("XRM_REQUIRE_SLURM"),
+                                reason="needs a SLURM cluster: run `make test-slurm`")
+TIMEOUT_S = 240
+
+
+@pytest.fixture(autouse=True)
+def require_cluster():
+    if not HAVE_CLUSTER:
+        pytest.fail("SLURM_CONF is not set: run these tests through tests/slurm/cluster.sh")
+
+
+def main_py(*args: str) -> subprocess.CompletedProcess:
+    # One thread everywhere, so that local and SLURM runs compute bit-identical results.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def slurm_args(tmp_path: Path) -> list[str]:
+    return ["--slurm_partition", "debug", "--slurm_dir", str(tmp_path / "submitit"), "--slurm_gpus_per_node", "0",
+            "--slurm_cpus_per_task", "1", "--slurm_time", "10"]
+
+
+def records_by_file(out: Path) -> dict[str, list[str]]:
+    """Every results file under ``out``: its evaluation lines (the header names paths, which differ)."""
+    return {str(p.relative_to(out)): p.read_text().splitlines()[1:] for p in sorted(out.rglob("results_*.json"))}
+
+
+def test_phase_1_then_mat_sweeps_on_slurm_equal_local_sweeps(tmp_path):
+    common = ["--datasets", "Synthetic", "--num_hparams_combs", "2", "--hparams", '{"num_steps": 201}']
+    phases = [["--phase", "1"], ["--phase", "2", "--algorithms", "MAT", "--group_labels", "no"]]
+    for phase in phases:
+        result = main_py(*phase, *common, "--out_dir", str(tmp_path / "slurm"), *slurm_args(tmp_path), "--wait")
+        assert "slurm: launched 2 runs, 0 skipped (done)" in result.stdout
+        assert "failed: 0 of 2" in result.stdout
+        main_py(*phase, *common, "--out_dir", str(tmp_path / "local"))
+    on_slurm, local = records_by_file(tmp_path / "slurm"), records_by_file(tmp_path / "local")
+    assert len(on_slurm) == 4 and on_slurm == local
+    for comb in (0, 1):
+        name = Path("XRM/Synthetic/group_labels_no") / f"inferred_hpcomb_{comb}_seed0.pt"
+        slurm_inferred, local_inferred = torch.load(tmp_path / "slurm" / name), torch.load(tmp_path / "local" / name)
+        assert all(torch.equal(slurm_inferred[k], local_inferred[k]) for k in ("tr", "va", "tr_ho"))
+    again = main_py(*phases[1], *common, "--out_dir", str(tmp_path / "slurm"), *slurm_args(tmp_path))
+    assert "slurm: launched 0 runs, 2 skipped (done)" in again.stdout
+
+
+def _checkpoint_step(path: Path) -> int:
+    try:
+        return torch.load(path)["step"]
+    except (OSError, RuntimeError, EOFError):  # not written yet
+        return -1
+
+
+def test_a_requeued_run_resumes_from_its_checkpoint(tmp_path):
+    run = ["--phase", "2", "--datasets", "Synthetic", "--algorithms", "GroupDRO", "--group_labels", "yes",
+           "--hparams", '{"num_steps": 30001, "eval_every": 250}']
+    submitted = main_py(*run, "--out_dir", str(tmp_path / "slurm"), *slurm_args(tmp_path))
+    job_id = re.search(r"job ids: (\S+)", submitted.stdout).group(1)
+    run_dir = tmp_path / "slurm" / "GroupDRO" / "Synthetic" / "group_labels_yes"
+    deadline = time.monotonic() + TIMEOUT_S
+    while _checkpoint_step(run_dir / "ckpt_hpcomb_0_seed0.pt") < 500:
+        assert time.monotonic() < deadline, "the job never reached step 500"
+        time.sleep(0.1)
+    assert not (run_dir / "done_hpcomb_0_seed0").exists(), "the run finished before it could be requeued"
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    while not (run_dir / "done_hpcomb_0_seed0").exists():
+        assert time.monotonic() < deadline + TIMEOUT_S, "the requeued job never finished"
+        time.sleep(0.5)
+    logs = "".join(p.read_text() for p in (tmp_path / "submitit").rglob("*_log.err"))
+    resumed_at = [int(step) for step in re.findall(r"resuming \S+ from step (\d+)", logs)]
+    assert len(resumed_at) == 1 and resumed_at[0] > 500, logs[-2000:]
+    main_py(*run, "--out_dir", str(tmp_path / "local"))
+    assert records_by_file(tmp_path / "slurm") == records_by_file(tmp_path / "local")
