@@ -19,7 +19,8 @@ def write_tiny_bert(folder: Path) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     vocab += [f"tok{i}" for i in range(140 - len(vocab))]  # ids up to 139: MultiNLI fixtures use 101..107
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    # from the folder's vocab.txt: the one way that works on transformers 4 and 5 alike
+    BertTokenizerFast.from_pretrained(str(folder)).save_pretrained(folder)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=37, max_position_embeddings=256)
