@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 from XRM.algorithms import ALGORITHMS
+from XRM.backbones import DEFAULT_IMAGE_BACKBONE, TEXT_MODEL_VARIABLE
+from XRM.data.base import INPUT_CHOICES
 from XRM.cli import run_cli
 from XRM.data.registry import dataset_names
 from XRM.errors import UserError
@@ -25,7 +27,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--phase", type=int, choices=[1, 2], required=True,
                         help="1: infer groups with XRM; 2: train a classifier (MAT, ERM, GroupDRO, ...)")
     parser.add_argument("--datasets", nargs="+", default=["Waterbirds"], metavar="NAME",
-                        help=f"datasets to run; one of: {', '.join(dataset_names())}")
+                        help=f"datasets to run: {', '.join(dataset_names())}, or the path of a custom dataset "
+                             "(a features .pt, or a .csv with id,filename,split,y,a or id,text,split,y,a)")
     parser.add_argument("--algorithms", nargs="+", default=None, metavar="NAME",
                         help=f"algorithms (default: XRM for phase 1, GroupDRO for phase 2); one of: {', '.join(sorted(ALGORITHMS))}")
     parser.add_argument("--group_labels", default=None,
@@ -49,6 +52,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="debugging: default hyper-parameters and at most 201 steps")
     parser.add_argument("--adam", action="store_true", help="train with Adam instead of the dataset's optimiser")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--inputs", default="auto", choices=INPUT_CHOICES,
+                        help="image datasets: train on precomputed 'features' or fine-tune on 'images'; 'auto' as the "
+                             "reference: features in phase 1 (when features.pt exists), images in phase 2, "
+                             "Waterbirds features in both")
+    parser.add_argument("--image_backbone", default=DEFAULT_IMAGE_BACKBONE, metavar="NAME",
+                        help="torchvision model fine-tuned on images (default resnet50; resnet18 for quick checks)")
+    parser.add_argument("--text_model", default=None, metavar="NAME_OR_DIR",
+                        help=f"text model and tokenizer: a Hugging Face name or a local folder (default: "
+                             f"${TEXT_MODEL_VARIABLE}, else bert-base-uncased)")
+    parser.add_argument("--backbone_weights", default="pretrained", choices=["pretrained", "none"],
+                        help="'none' starts the backbone from random weights (debugging, benchmarks; no download)")
+    parser.add_argument("--num_workers", type=int, default=4,
+                        help="DataLoader worker processes reading images from disk")
     parser.add_argument("--hparams", default="{}", metavar="JSON",
                         help='override hyper-parameters, e.g. \'{"num_steps": 301, "lr": 0.001}\'')
     add_launch_arguments(parser)
@@ -128,6 +144,11 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         adam=args.adam,
         device=args.device,
         hparams_overrides=overrides,
+        inputs=args.inputs,
+        image_backbone=args.image_backbone,
+        text_model=args.text_model,
+        backbone_weights=args.backbone_weights,
+        num_workers=args.num_workers,
     )
 
 

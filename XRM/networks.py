@@ -1,6 +1,8 @@
-"""Networks: zero-initialised linear heads, MLPs, and twin networks for XRM."""
+"""Networks: zero-initialised linear heads, MLPs, ResNet and BERT classifiers, and twin networks for XRM."""
 import torch
 from torch import nn
+
+from XRM.backbones import DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_MODEL, BackboneSpec, build_text_encoder, build_torchvision_backbone
 
 
 class LinearHead(nn.Linear):
@@ -30,6 +32,42 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+class ImageClassifier(nn.Module):
+    """A torchvision ResNet whose ``fc`` is a zero-initialised head; channels_last on CUDA."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        backbone.fc = LinearHead(backbone.fc.in_features, num_classes)
+        # A layout, not a device: harmless on CPU, and the fast path of cuDNN convolutions in bf16.
+        self.backbone = backbone.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [n, num_classes] of images [n, 3, H, W]."""
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+
+class TextClassifier(nn.Module):
+    """A transformers encoder, dropout, and a zero-initialised head on the pooled output.
+
+    Inputs are token tensors [n, L, 3]: input ids, attention mask and token type ids, the
+    layout of the reference (MultiNLI's cached features, CivilComments' tokens).
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = LinearHead(encoder.config.hidden_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [n, num_classes]; token tensors are cached as int32 and widened here, per batch."""
+        x = x.long()
+        output = self.encoder(input_ids=x[..., 0], attention_mask=x[..., 1], token_type_ids=x[..., 2])
+        return self.head(self.dropout(output.pooler_output))
+
+
 class TwinNetwork(nn.Module):
     """Two independent networks evaluated on the same inputs; logits stacked as [n, K, 2]."""
 
@@ -42,11 +80,21 @@ class TwinNetwork(nn.Module):
         return torch.stack([twin(x) for twin in self.twins], dim=-1)
 
 
-def build_network(family: str, input_shape: tuple[int, ...], num_classes: int, hparams: dict | None = None) -> nn.Module:
-    """The classifier for a dataset family, sized for inputs of ``input_shape`` (one example)."""
+def build_network(family: str, input_shape: tuple[int, ...], num_classes: int, hparams: dict | None = None,
+                  backbone: BackboneSpec | None = None) -> nn.Module:
+    """The classifier for a dataset family, sized for inputs of ``input_shape`` (one example).
+
+    ``backbone`` chooses the pretrained model of the "image" and "text" families (default:
+    ResNet-50 and bert-base-uncased with pretrained weights).
+    """
     in_features = int(torch.tensor(input_shape).prod().item())
     if family in ("features", "synthetic"):
         return LinearHead(in_features, num_classes)
     if family == "mlp":
         return MLP(in_features, 390, num_classes)
+    if family == "image":
+        return ImageClassifier(build_torchvision_backbone(backbone or BackboneSpec(DEFAULT_IMAGE_BACKBONE)), num_classes)
+    if family == "text":
+        dropout = (hparams or {}).get("last_layer_dropout", 0.0)
+        return TextClassifier(build_text_encoder(backbone or BackboneSpec(DEFAULT_TEXT_MODEL)), num_classes, dropout)
     raise ValueError(f"no network for dataset family {family!r}")

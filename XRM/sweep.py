@@ -5,7 +5,7 @@ from pathlib import Path
 
 from XRM import records
 from XRM.algorithms import get_algorithm_class
-from XRM.data.registry import get_dataset
+from XRM.data.registry import dataset_label, dataset_names, get_dataset
 from XRM.errors import UserError
 from XRM.results import best_hparams_comb, collect_runs
 
@@ -33,6 +33,11 @@ class SweepSpec:
     adam: bool = False
     device: str = "auto"
     hparams_overrides: dict = field(default_factory=dict)
+    inputs: str = "auto"
+    image_backbone: str | None = None
+    text_model: str | None = None
+    backbone_weights: str = "pretrained"
+    num_workers: int = 4
 
 
 def phase_1_runs_directory(phase_1_dir: str | Path, dataset: str) -> Path:
@@ -45,6 +50,7 @@ def phase_1_runs_directory(phase_1_dir: str | Path, dataset: str) -> Path:
 
 def select_phase_1_file(phase_1_dir: str | Path, dataset: str, seed: int) -> Path:
     """The phase-1 file of the best-flip-rate combination for ``seed`` (seed 0's, with a warning, if none)."""
+    dataset = dataset_label(dataset)
     directory = phase_1_runs_directory(phase_1_dir, dataset)
     runs = [run for run in collect_runs(directory) if run.phase == 1 and run.files.inferred.is_file()]
     if not runs:
@@ -102,12 +108,15 @@ def make_runs(spec: SweepSpec) -> list[dict]:
     if spec.phase == 1 and spec.group_labels != PHASE_1_GROUP_LABELS:
         raise UserError("phase 1 (XRM) infers groups and must not be given group labels; use --group_labels no")
     runs = []
-    for dataset in spec.datasets:
+    for name in spec.datasets:
+        # a custom dataset file is run by absolute path and filed under its stem
+        dataset = name if name in dataset_names() else str(Path(name).resolve())
+        label = dataset_label(name)
         for algorithm in spec.algorithms:
             needs_phase_1 = get_algorithm_class(algorithm).needs_held_out_logits
             for seed in _seeds(spec):
                 group_labels = _group_label_source(spec, dataset, seed)
-                directory = records.run_directory(spec.out_dir, algorithm, dataset, group_labels)
+                directory = records.run_directory(spec.out_dir, algorithm, label, group_labels)
                 phase_1_file = None
                 if needs_phase_1:
                     phase_1_dir = spec.phase_1_dir or str(Path(spec.out_dir) / "XRM")
@@ -129,7 +138,12 @@ def make_runs(spec: SweepSpec) -> list[dict]:
                         "resume": spec.resume,
                         "device": spec.device,
                         "hparams_overrides": dict(spec.hparams_overrides),
-                        "run_name": f"{algorithm}/{dataset}/{directory.name}/{files.tag}",
+                        "inputs": spec.inputs,
+                        "image_backbone": spec.image_backbone,
+                        "text_model": spec.text_model,
+                        "backbone_weights": spec.backbone_weights,
+                        "num_workers": spec.num_workers,
+                        "run_name": f"{algorithm}/{label}/{directory.name}/{files.tag}",
                         "done_path": str(files.done),
                     })
     return runs

@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from XRM import records
 from XRM.algorithms import Algorithm, TrainingSet, build_algorithm, get_algorithm_class
-from XRM.data.base import SplitTensors
+from XRM.backbones import BackboneSpec
+from XRM.data.base import InputOptions, SplitTensors
 from XRM.data.registry import get_dataset
 from XRM.errors import UserError
 from XRM.fileio import append_jsonl, atomic_torch_save, atomic_write_text
@@ -66,12 +67,16 @@ class RunInputs:
     inferred_validation_attributes: torch.Tensor | None
     held_out_logits: torch.Tensor | None
     num_workers: int = 4
+    inputs: str = "features"
+    backbone: BackboneSpec | None = None
+    balanced_batches: bool = False
 
 
 def load_run_inputs(run_args: dict, device: torch.device) -> RunInputs:
     """Load the dataset, the group labels and phase-1 outputs of a run; raises UserError on bad input."""
-    dataset = get_dataset(run_args["dataset"])
     algorithm_cls = get_algorithm_class(run_args["algorithm"])
+    dataset = get_dataset(run_args["dataset"]).resolve(
+        run_args["data_path"], algorithm_cls.phase, InputOptions.from_run_args(run_args))
     splits = dataset.load_splits(run_args["data_path"])
     n_train, n_validation = len(splits["tr"]), len(splits["va"])
     group_labels = run_args["group_labels"]
@@ -112,6 +117,9 @@ def load_run_inputs(run_args: dict, device: torch.device) -> RunInputs:
         inferred_validation_attributes=on_device(inferred_validation),
         held_out_logits=on_device(held_out),
         num_workers=run_args.get("num_workers", 4),
+        inputs=dataset.inputs,
+        backbone=dataset.backbone,
+        balanced_batches=dataset.balanced_batches,
     )
 
 
@@ -152,14 +160,18 @@ def best_model_metric(inputs: RunInputs) -> str:
     return records.VA_GI_WGA if inputs.inferred_validation_attributes is not None else records.VA_WGA
 
 
-def build_sampler(algorithm: Algorithm, groups: torch.Tensor, batch_size: int, seed: int) -> StepSampler:
-    """The training batch sampler the algorithm asks for."""
+def build_sampler(algorithm: Algorithm, groups: torch.Tensor, batch_size: int, seed: int,
+                  classes: torch.Tensor | None = None) -> StepSampler:
+    """The training batch sampler the algorithm asks for; with ``classes`` (a dataset that
+    wants class-balanced batches), uniform sampling draws every class equally often."""
     pool = torch.arange(len(groups), device=groups.device)
     if algorithm.sampling == "group_balanced":
         return StepSampler(pool, batch_size, seed, weights=group_balancing_weights(groups))
     if algorithm.sampling == "group_subsampled":
         subset_generator = torch.Generator(device=groups.device).manual_seed(seed)
         return StepSampler(subsample_to_smallest_group(groups, subset_generator), batch_size, seed)
+    if classes is not None:
+        return StepSampler(pool, batch_size, seed, weights=group_balancing_weights(classes))
     return StepSampler(pool, batch_size, seed)
 
 
@@ -211,10 +223,11 @@ def run(run_args: dict) -> None:
     shape = input_shape(train.x)
 
     def make_network() -> torch.nn.Module:
-        return build_network(inputs.family, shape, inputs.num_classes, hparams)
+        return build_network(inputs.family, shape, inputs.num_classes, hparams, inputs.backbone)
 
     algorithm = build_algorithm(run_args["algorithm"], make_network, training_set, hparams).to(device)
-    sampler = build_sampler(algorithm, train_groups, hparams["batch_size"], run_args["seed"])
+    sampler = build_sampler(algorithm, train_groups, hparams["batch_size"], run_args["seed"],
+                            train.y if inputs.balanced_batches else None)
     best = {"metric": best_model_metric(inputs), "value": -1.0, "step": -1}
 
     start = 0
@@ -228,7 +241,8 @@ def run(run_args: dict) -> None:
         print(f"resuming {run_args.get('run_name', files.tag)} from step {start}", file=sys.stderr)
     else:
         files.directory.mkdir(parents=True, exist_ok=True)
-        header = {"hparams": hparams, **{k: v for k, v in run_args.items() if k != "hparams_overrides"}}
+        header = {"hparams": hparams, **{k: v for k, v in run_args.items() if k != "hparams_overrides"},
+                  "inputs_used": inputs.inputs, "backbone_used": None if inputs.backbone is None else inputs.backbone.name}
         records.write_header(files.results, header)
 
     num_steps, eval_every = hparams["num_steps"], hparams["eval_every"]
@@ -289,7 +303,11 @@ def check_runs(runs: list[dict]) -> None:
     seen = set()
     for run_args in runs:
         key = (run_args["dataset"], run_args["algorithm"], run_args["group_labels"], run_args.get("phase_1_file"),
-               run_args["data_path"], run_args["hparams_comb"] if run_args.get("hparams_overrides") else None)
+               run_args["data_path"], run_args["hparams_comb"] if run_args.get("hparams_overrides") else None,
+               InputOptions.from_run_args(run_args))
         if key not in seen:
             seen.add(key)
-            load_run_inputs(run_args, torch.device("cpu"))
+            inputs = load_run_inputs(run_args, torch.device("cpu"))
+            if inputs.backbone is not None:  # missing pretrained weights surface now, not mid-sweep
+                build_network(inputs.family, input_shape(inputs.splits["tr"].x), inputs.num_classes, inputs.hparams,
+                              inputs.backbone)

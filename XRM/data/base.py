@@ -4,8 +4,40 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from XRM.backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, default_text_model
+from XRM.errors import UserError
+
 SPLITS = ("tr", "va", "te")
 SPLIT_NAMES = {"tr": "train", "va": "validation", "te": "test"}
+#: what a run may ask a dataset to train on; "auto" lets the dataset choose (see ``resolve``)
+INPUT_CHOICES = ("auto", "features", "images")
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """A run's choices about its inputs and backbone (main.py's --inputs, --image_backbone,
+    --text_model, --backbone_weights)."""
+
+    inputs: str = "auto"
+    image_backbone: str = DEFAULT_IMAGE_BACKBONE
+    text_model: str | None = None  # None: $XRM_TEXT_MODEL or bert-base-uncased
+    pretrained: bool = True
+
+    @classmethod
+    def from_run_args(cls, run_args: dict) -> "InputOptions":
+        """The options recorded in a run's arguments (absent keys take the defaults)."""
+        return cls(inputs=run_args.get("inputs") or "auto",
+                   image_backbone=run_args.get("image_backbone") or DEFAULT_IMAGE_BACKBONE,
+                   text_model=run_args.get("text_model"),
+                   pretrained=run_args.get("backbone_weights", "pretrained") != "none")
+
+    def image_spec(self) -> BackboneSpec:
+        """The image backbone to build."""
+        return BackboneSpec(self.image_backbone, self.pretrained)
+
+    def text_spec(self) -> BackboneSpec:
+        """The text model to tokenise with and build."""
+        return BackboneSpec(self.text_model or default_text_model(), self.pretrained)
 
 
 @dataclass
@@ -55,6 +87,21 @@ class GroupDataset:
     eval_every: int = 50
     #: bf16 autocast on CUDA (backbones); linear heads on features train in float32
     mixed_precision: bool = False
+    #: what the network reads: "features", "images", "tokens", "pixels", "vectors"
+    inputs: str = "features"
+    #: the pretrained model of the "image" and "text" families (None: a head on the inputs)
+    backbone: BackboneSpec | None = None
+    #: draw training batches balanced over classes (CivilComments, as the reference's
+    #: balanced_batch) unless the algorithm draws them its own way (RWG, SUBG)
+    balanced_batches: bool = False
+
+    def resolve(self, data_path: str, phase: int, options: InputOptions) -> "GroupDataset":
+        """The dataset as a run of ``phase`` trains on it: datasets with one kind of input
+        return themselves; those with several (images or their features) return a view
+        with ``inputs``, ``family``, ``backbone`` and ``mixed_precision`` set."""
+        if options.inputs not in ("auto", self.inputs):
+            raise UserError(f"{self.name} trains on {self.inputs} only; drop --inputs {options.inputs}")
+        return self
 
     def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
         """Read (or build) the train/validation/test splits, keyed by ``SPLITS``, on the CPU."""

@@ -5,7 +5,6 @@ The backbone carries ImageNet weights through torchvision's weights API
 used); ``weights=None`` gives a randomly initialised network, for tests.
 """
 import sys
-import urllib.error
 from pathlib import Path
 
 import torch
@@ -13,29 +12,13 @@ import torchvision
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from XRM.backbones import load_weights, weights_file_location  # noqa: F401 (re-exported)
 from XRM.data.feature_file import FEATURE_SPLITS, save_feature_file
 from XRM.data.images import ImageSplitDataset, get_image_layout, load_image_split
 from XRM.errors import UserError
 
 DEFAULT_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
 FEATURES_FILE = "features.pt"
-
-
-def weights_file_location(weights) -> Path:
-    """Where torch.hub looks for (and caches) a weights file: <TORCH_HOME>/hub/checkpoints/<file>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-
-
-def load_weights(weights) -> dict[str, torch.Tensor]:
-    """The state dict of ``weights`` (a torchvision WeightsEnum member or Weights) from the torch.hub cache, downloading it if absent;
-    raises UserError saying where to put the file when that fails (e.g. offline)."""
-    try:
-        # What WeightsEnum.get_state_dict does, for any object with a ``url``.
-        return torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, weights_only=True)
-    except (urllib.error.URLError, OSError, RuntimeError) as error:
-        raise UserError(
-            f"could not get the ResNet-50 ImageNet weights {weights.url} ({error}): download that file by "
-            f"hand and put it at {weights_file_location(weights)} (the folder follows TORCH_HOME)") from error
 
 
 def build_feature_extractor(weights=DEFAULT_WEIGHTS, architecture: str = "resnet50") -> torch.nn.Module:

@@ -1,0 +1,125 @@
+"""The image datasets (Waterbirds, CelebA, MetaShift, ImagenetBG): on features or on images.
+
+As the reference does, phase 1 trains a linear head on the precomputed ResNet-50 features
+(``<folder>/features.pt``) and phase 2 fine-tunes ResNet-50 on the images, except on
+Waterbirds, which stays on features in both phases. ``--inputs features|images``
+overrides that choice; with ``auto``, a dataset that has only one of the two uses it.
+"""
+import copy
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from XRM.data.base import INPUT_CHOICES, SPLITS, GroupDataset, InputOptions, SplitTensors
+from XRM.data.features import load_features_file
+from XRM.data.images import ImageSplit, ImageSplitDataset, get_image_layout, load_image_split
+from XRM.data.registry import register_dataset
+from XRM.errors import UserError
+
+FEATURES_FILE = "features.pt"
+
+
+class ImageInputs(Dataset):
+    """Item i = the image tensor of example i (what the training loop's DataLoader reads)."""
+
+    def __init__(self, split: ImageSplit) -> None:
+        self.images = ImageSplitDataset(split)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index][1]
+
+
+def image_split_tensors(split: ImageSplit) -> SplitTensors:
+    """A split whose inputs are decoded from disk, item by item, with labels and attributes as tensors."""
+    return SplitTensors(ImageInputs(split), torch.as_tensor(split.y), torch.as_tensor(split.a))
+
+
+def on_images(dataset: GroupDataset, options: InputOptions) -> GroupDataset:
+    """A copy of ``dataset`` set up to fine-tune the image backbone (bf16 autocast on CUDA)."""
+    view = copy.copy(dataset)
+    view.inputs, view.family, view.mixed_precision, view.backbone = "images", "image", True, options.image_spec()
+    return view
+
+
+def on_features(dataset: GroupDataset) -> GroupDataset:
+    """A copy of ``dataset`` set up to train a linear head on precomputed features (float32)."""
+    view = copy.copy(dataset)
+    view.inputs, view.family, view.mixed_precision, view.backbone = "features", "features", False, None
+    return view
+
+
+class ImageDataset(GroupDataset):
+    """An image dataset of ``images.py``'s layouts, trained on its features or its images.
+
+    Unresolved (``get_dataset(name).load_splits``) it reads features, as before phase 2
+    fine-tuning existed.
+    """
+
+    layout_name: str = ""  # the name in images.IMAGE_LAYOUTS
+    download_name: str = ""  # the name on download.py's command line
+    #: the reference keeps this dataset on features in phase 2 too (Waterbirds)
+    phase_2_on_features: bool = False
+    inputs, family = "features", "features"
+
+    def _folder(self, data_path: str) -> Path:
+        return Path(data_path) / get_image_layout(self.layout_name).folder
+
+    def resolve(self, data_path: str, phase: int, options: InputOptions) -> GroupDataset:
+        """Features or images (see the module docstring); UserError when neither is there."""
+        if options.inputs not in INPUT_CHOICES:
+            raise UserError(f"unknown --inputs {options.inputs!r}; choose from: {', '.join(INPUT_CHOICES)}")
+        folder = self._folder(data_path)
+        features, metadata = folder / FEATURES_FILE, folder / get_image_layout(self.layout_name).metadata
+        has_features, has_images = features.is_file(), metadata.is_file()
+        if not has_features and not has_images:
+            raise UserError(f"{self.name}: neither {features} nor {metadata} exists; run: python download.py "
+                            f"--features --download --data_path {data_path} {self.download_name}")
+        chosen = options.inputs
+        if chosen == "auto":
+            wants_features = phase == 1 or self.phase_2_on_features
+            chosen = "features" if has_features and (wants_features or not has_images) else "images"
+        return on_features(self) if chosen == "features" else on_images(self, options)
+
+    def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
+        """The three splits: features from features.pt, or images listed by the metadata CSV."""
+        if self.inputs == "features":
+            return load_features_file(self._folder(data_path) / FEATURES_FILE, self.download_name)
+        return {split: image_split_tensors(load_image_split(data_path, self.layout_name, split)) for split in SPLITS}
+
+
+@register_dataset("Waterbirds")
+class Waterbirds(ImageDataset):
+    """Waterbirds: y landbird/waterbird, a land/water background; features in both phases."""
+
+    layout_name = download_name = "waterbirds"
+    phase_2_on_features = True
+    num_steps, eval_every = 1001, 50
+
+
+@register_dataset("CelebA")
+class CelebA(ImageDataset):
+    """CelebA: y Blond_Hair, a Male."""
+
+    layout_name = download_name = "celeba"
+    num_steps, eval_every = 10001, 50
+
+
+@register_dataset("MetaShift")
+class MetaShift(ImageDataset):
+    """MetaShift cat/dog: a indoor/outdoor."""
+
+    layout_name = download_name = "metashift"
+    num_steps, eval_every = 5001, 50
+
+
+@register_dataset("ImagenetBG")
+class ImagenetBG(ImageDataset):
+    """ImageNet backgrounds challenge: 9 super-classes (test = mixed_rand)."""
+
+    layout_name = download_name = "imagenetbg"
+    num_classes = 9
+    num_steps, eval_every = 10001, 100

@@ -1,0 +1,135 @@
+"""Text datasets on BERT: CivilComments (tokenised once, cached) and MultiNLI (cached features).
+
+Inputs are token tensors [n, L, 3] (ids, attention mask, token type ids) held on the
+device like features; nothing is tokenised per item at train time.
+"""
+import copy
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from XRM.backbones import BackboneSpec, load_tokenizer
+from XRM.data.base import SPLITS, GroupDataset, InputOptions, SplitTensors
+from XRM.data.images import SPLIT_IDS
+from XRM.data.metadata_table import MetadataTable, read_metadata_csv
+from XRM.data.multinli import load_multinli_features
+from XRM.data.registry import register_dataset
+from XRM.data.sources import MULTINLI_CACHED_FEATURES
+from XRM.data.token_cache import cache_name, cached_text_tokens, cached_tokens
+from XRM.errors import UserError
+
+CIVILCOMMENTS_MAX_LENGTH = 220
+
+
+def require_file(path: Path, data_path: str, download_name: str) -> Path:
+    """``path`` if it exists; else a UserError naming the download.py command that makes it."""
+    if not path.is_file():
+        raise UserError(f"missing {path}; run: python download.py --download --data_path {data_path} {download_name}")
+    return path
+
+
+def read_text_column(path: Path, column: str) -> Callable[[], list[str]]:
+    """A function reading one column of a CSV (empty cells as empty strings), for lazy use."""
+
+    def read() -> list[str]:
+        csv.field_size_limit(1 << 30)  # some comments exceed csv's default field limit
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if column not in (reader.fieldnames or []):
+                raise UserError(f"{path} has no {column!r} column")
+            return [row[column] or "" for row in reader]
+
+    return read
+
+
+def token_splits(table: MetadataTable, tokens: torch.Tensor, positions: np.ndarray, origin: Path) -> dict[str, SplitTensors]:
+    """The three splits of ``table``; row r's input is ``tokens[positions[r]]``."""
+    if len(positions) and (positions.min() < 0 or positions.max() >= len(tokens)):
+        raise UserError(f"{origin} refers to text rows up to {positions.max()}, but there are {len(tokens)}: "
+                        "re-create the dataset's files")
+    splits = {}
+    for split in SPLITS:
+        rows = table.rows_of_split(SPLIT_IDS[split])
+        splits[split] = SplitTensors(tokens[torch.as_tensor(positions[rows])], torch.as_tensor(table.y[rows]),
+                                     torch.as_tensor(table.a[rows]))
+    return splits
+
+
+def tokens_for(table_path: Path, texts: Callable[[], list[str]], text_sources: list[Path], spec: BackboneSpec,
+               max_length: int, prefix: str = "tokens") -> torch.Tensor:
+    """Tokens of every text row with ``spec``'s tokenizer, through the cache beside ``table_path``."""
+    tokenizer = load_tokenizer(spec.name)
+    return cached_text_tokens(table_path.parent, texts, text_sources, spec.name, tokenizer, max_length, prefix)
+
+
+class TextDataset(GroupDataset):
+    """A dataset of token tensors for a BERT classifier (AdamW, bf16 autocast on CUDA)."""
+
+    family, inputs = "text", "tokens"
+    mixed_precision = True
+    num_steps, eval_every = 60001, 250
+
+    def resolve(self, data_path: str, phase: int, options: InputOptions) -> GroupDataset:
+        """A copy that knows which text model to tokenise with and fine-tune."""
+        super().resolve(data_path, phase, options)
+        view = copy.copy(self)
+        view.backbone = options.text_spec()
+        return view
+
+    def text_spec(self) -> BackboneSpec:
+        """The text model (the default one when the dataset was not resolved)."""
+        return self.backbone or InputOptions().text_spec()
+
+
+@register_dataset("CivilComments")
+class CivilComments(TextDataset):
+    """CivilComments (WILDS, coarse groups): y toxic, a identity; class-balanced batches."""
+
+    balanced_batches = True
+    max_length = CIVILCOMMENTS_MAX_LENGTH
+
+    def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
+        """Metadata rows with the cached tokens of civilcomments_coarse.csv (tokenised on first use)."""
+        folder = Path(data_path) / "civilcomments"
+        metadata = require_file(folder / "metadata_civilcomments_coarse.csv", data_path, "civilcomments")
+        texts = require_file(folder / "civilcomments_coarse.csv", data_path, "civilcomments")
+        table = read_metadata_csv(metadata)
+        tokens = tokens_for(metadata, read_text_column(texts, "comment_text"), [texts], self.text_spec(),
+                            self.max_length)
+        return token_splits(table, tokens, _positions(table, metadata), metadata)
+
+
+@register_dataset("MultiNLI")
+class MultiNLI(TextDataset):
+    """MultiNLI: y entailment/neutral/contradiction, a negation in sentence 2; group_DRO's cached features."""
+
+    num_classes = 3
+
+    def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
+        """Metadata rows with the cached features stacked as [n, 128, 3] (read once into a token cache)."""
+        folder = Path(data_path) / "multinli"
+        metadata = require_file(folder / "metadata_multinli.csv", data_path, "multinli")
+        sources = [require_file(folder / "glue_data" / "MNLI" / name, data_path, "multinli")
+                   for name in MULTINLI_CACHED_FEATURES]
+        table = read_metadata_csv(metadata)
+
+        def stack() -> torch.Tensor:
+            features = load_multinli_features(folder)
+            return torch.stack([features["input_ids"], features["input_mask"], features["segment_ids"]],
+                               dim=2).to(torch.int32)
+
+        key = {"source_bytes": [source.stat().st_size for source in sources]}
+        tokens = cached_tokens(folder / cache_name("cached_features", 128), key, stack)
+        return token_splits(table, tokens, _positions(table, metadata), metadata)
+
+
+def _positions(table: MetadataTable, origin: Path) -> np.ndarray:
+    # ``filename`` is the row's position in the text (or cached features) file.
+    try:
+        return np.asarray([int(name) for name in table.filenames], dtype=np.int64)
+    except ValueError:
+        raise UserError(f"{origin}: 'filename' must be the row number of the text file; re-create it with "
+                        "download.py") from None

@@ -1,0 +1,93 @@
+"""Text datasets: tokens cached once beside the data, BERT fine-tuning, class-balanced batches, offline errors."""
+import torch
+
+import backbone_fixtures as fx
+import download_fixtures as dfx
+from XRM.algorithms import ERM
+from XRM.data.metadata_table import table_from_rows, write_metadata_csv
+from XRM.train import build_sampler
+
+SHORT = '{"num_steps": 3, "eval_every": 2, "batch_size": 4}'
+
+
+def test_civilcomments_tokenised_once_then_reused(tmp_path):
+    from transformers import AutoTokenizer
+
+    bert = fx.write_tiny_bert(tmp_path / "tiny-bert")
+    texts = fx.write_civilcomments(tmp_path / "data")
+    common = ["--phase", "2", "--datasets", "CivilComments", "--data_path", str(tmp_path / "data"),
+              "--text_model", str(bert), "--hparams", SHORT]
+    assert fx.run_main(fx.main_args(*common, "--algorithms", "ERM", "--out_dir", str(tmp_path / "out"))) == 0
+    cache = tmp_path / "data" / "civilcomments" / "tokens_tiny-bert_220.pt"
+    tokens = torch.load(cache)["tokens"]
+    assert tokens.shape == (12, 220, 3) and tokens.dtype == torch.int32
+    expected = AutoTokenizer.from_pretrained(str(bert))(texts[5], padding="max_length", max_length=220)
+    assert tokens[5, :, 0].tolist() == expected["input_ids"] and tokens[5, :, 1].tolist() == expected["attention_mask"]
+    header, rows = fx.records(tmp_path / "out" / "ERM" / "CivilComments" / "group_labels_yes" / "results_hpcomb_0_seed0.json")
+    assert header["hparams"]["optimizer"] == "adamw" and header["backbone_used"] == str(bert)
+    assert [r["step"] for r in rows] == [0, 2] and 0.0 <= rows[-1]["te_wga"] <= 1.0
+
+    written = cache.stat().st_mtime_ns
+    assert fx.run_main(fx.main_args(*common, "--algorithms", "GroupDRO", "--out_dir", str(tmp_path / "out2"))) == 0
+    assert cache.stat().st_mtime_ns == written  # reused, not rewritten
+    assert [p.name for p in cache.parent.iterdir() if p.name.startswith("tokens")] == [cache.name]
+
+
+def test_class_balanced_batches_draw_each_class_equally():
+    y = torch.tensor([0] * 90 + [1] * 10)
+    network = torch.nn.Linear(1, 2)
+    algorithm = ERM(network, _training_set(y), {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0})
+    balanced = build_sampler(algorithm, y, 50, seed=0, classes=y)
+    drawn = torch.cat([balanced.batch(step) for step in range(40)])
+    assert abs(y[drawn].float().mean().item() - 0.5) < 0.05
+    uniform = build_sampler(algorithm, y, 50, seed=0)
+    assert y[torch.cat([uniform.batch(step) for step in range(40)])].sum().item() == 200  # 20 epochs x 10
+
+
+def _training_set(y):
+    from XRM.algorithms import TrainingSet
+
+    return TrainingSet(y=y, groups=y, num_classes=2, num_attributes=1, generator=torch.Generator())
+
+
+def test_multinli_cached_features_train_without_utils_glue(tmp_path):
+    bert = fx.write_tiny_bert(tmp_path / "tiny-bert")
+    folder = tmp_path / "data" / "multinli"
+    rows = []
+    for number, (name, file_rows) in enumerate(dfx.MULTINLI_FILES.items()):
+        dfx.save_cached_features(folder / "glue_data" / "MNLI" / name, [r[0] for r in file_rows],
+                                 legacy_format=number == 1)
+        rows += file_rows
+    positions = list(range(len(rows)))
+    write_metadata_csv(table_from_rows(positions, positions, [r[2] for r in rows], [r[0] for r in rows],
+                                       [r[1] for r in rows]), folder / "metadata_multinli.csv")
+    out = tmp_path / "out"
+    assert fx.run_main(fx.main_args("--phase", "2", "--datasets", "MultiNLI", "--data_path", str(tmp_path / "data"),
+                                    "--algorithms", "ERM", "--text_model", str(bert), "--out_dir", str(out),
+                                    "--hparams", SHORT)) == 0
+    tokens = torch.load(folder / "tokens_cached_features_128.pt")["tokens"]
+    assert tokens.shape == (7, 128, 3) and tokens[:, 0, 0].tolist() == [101, 102, 103, 104, 101, 102, 101]
+    _, records = fx.records(out / "ERM" / "MultiNLI" / "group_labels_yes" / "results_hpcomb_0_seed0.json")
+    assert [r["step"] for r in records] == [0, 2]
+    assert records[-1]["va_avg_acc"] in (0.0, 1.0)  # one validation example
+
+
+def _user_error(result) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_missing_text_model_offline_says_how_to_provide_it(tmp_path, script, monkeypatch):
+    fx.write_civilcomments(tmp_path / "data")
+    monkeypatch.delenv("XRM_TEXT_MODEL", raising=False)
+    common = ["main.py", "--phase", "2", "--datasets", "CivilComments", "--data_path", str(tmp_path / "data"),
+              "--out_dir", str(tmp_path / "out"), "--device", "cpu"]
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TRANSFORMERS_OFFLINE": "1"}
+    message = _user_error(script(*common, env=env))
+    assert "could not load text model 'bert-base-uncased'" in message
+    assert "--text_model DIR" in message and "XRM_TEXT_MODEL=DIR" in message and "HF_HOME" in message
+    message = _user_error(script(*common, "--text_model", str(tmp_path / "no" / "bert"), env=env))
+    assert f"text model folder {tmp_path / 'no' / 'bert'} does not exist" in message
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "data" / "civilcomments").glob("tokens*"))
