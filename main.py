@@ -5,8 +5,8 @@
         --num_hparams_combs 4 --out_dir out
 """
 import argparse
+import dataclasses
 import json
-from pathlib import Path
 
 from XRM.algorithms import ALGORITHMS
 from XRM.backbones import DEFAULT_IMAGE_BACKBONE, TEXT_MODEL_VARIABLE
@@ -126,30 +126,14 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         raise UserError(f"--hparams must be a JSON object, e.g. '{{\"lr\": 0.001}}'; got {args.hparams!r}")
     default_algorithms = ["XRM"] if args.phase == 1 else ["GroupDRO"]
     default_group_labels = "no" if args.phase == 1 else "yes"
-    return SweepSpec(
-        phase=args.phase,
-        datasets=args.datasets,
-        algorithms=args.algorithms or default_algorithms,
-        group_labels=args.group_labels or default_group_labels,
-        data_path=args.data_path,
-        out_dir=args.out_dir,
-        phase_1_dir=args.phase_1_dir,
-        hparams_comb=args.hparams_comb,
-        num_hparams_combs=args.num_hparams_combs,
-        best_hparams_comb_selection_metric=args.best_hparams_comb_selection_metric,
-        seed=args.seed,
-        num_seeds=args.num_seeds,
-        resume=args.resume,
-        quick_run=args.quick_run,
-        adam=args.adam,
-        device=args.device,
-        hparams_overrides=overrides,
-        inputs=args.inputs,
-        image_backbone=args.image_backbone,
-        text_model=args.text_model,
-        backbone_weights=args.backbone_weights,
-        num_workers=args.num_workers,
-    )
+    # every other SweepSpec field is the argument of the same name
+    same_name = {f.name: getattr(args, f.name) for f in dataclasses.fields(SweepSpec) if hasattr(args, f.name)}
+    return SweepSpec(**{
+        **same_name,
+        "algorithms": args.algorithms or default_algorithms,
+        "group_labels": args.group_labels or default_group_labels,
+        "hparams_overrides": overrides,
+    })
 
 
 def main(args: argparse.Namespace) -> int:

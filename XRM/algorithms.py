@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mat.shift import memorization_aware_shift
-from XRM.errors import UserError
+from XRM.registry import Registry
 from XRM.networks import TwinNetwork
 from XRM.optimizers import build_optimizer
 
-ALGORITHMS: dict[str, type["Algorithm"]] = {}
+ALGORITHMS: Registry[type["Algorithm"]] = Registry("algorithm")
 A = TypeVar("A", bound=type["Algorithm"])
 
 
@@ -24,20 +24,15 @@ def register_algorithm(name: str) -> Callable[[A], A]:
     """Class decorator that registers an algorithm under ``name`` (names are unique)."""
 
     def decorator(cls: A) -> A:
-        if name in ALGORITHMS:
-            raise ValueError(f"algorithm {name!r} is registered twice")
         cls.name = name
-        ALGORITHMS[name] = cls
-        return cls
+        return ALGORITHMS.add(name, cls)
 
     return decorator
 
 
 def get_algorithm_class(name: str) -> type["Algorithm"]:
     """The algorithm registered as ``name``; a UserError listing the valid names otherwise."""
-    if name not in ALGORITHMS:
-        raise UserError(f"unknown algorithm {name!r}; choose from: {', '.join(sorted(ALGORITHMS))}")
-    return ALGORITHMS[name]
+    return ALGORITHMS.lookup(name)
 
 
 def phase_algorithm_names(phase: int) -> list[str]:

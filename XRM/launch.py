@@ -21,6 +21,7 @@ import torch
 
 from XRM import sweep_status
 from XRM.errors import UserError
+from XRM.registry import Registry
 
 RunArgs = dict[str, Any]
 RunFn = Callable[[RunArgs], None]
@@ -69,26 +70,17 @@ class LaunchReport:
 
 
 Launcher = Callable[[list[RunArgs], RunFn, LaunchOptions], LaunchReport]
-LAUNCHERS: dict[str, Launcher] = {}
+LAUNCHERS: Registry[Launcher] = Registry("launcher")
 
 
 def register_launcher(name: str) -> Callable[[Launcher], Launcher]:
     """Decorator adding a launcher under ``name``; a name can be registered once."""
-
-    def add(launcher: Launcher) -> Launcher:
-        if name in LAUNCHERS:
-            raise ValueError(f"a launcher named {name!r} is already registered")
-        LAUNCHERS[name] = launcher
-        return launcher
-
-    return add
+    return LAUNCHERS.register(name)
 
 
 def get_launcher(name: str) -> Launcher:
-    """The launcher registered under ``name``; ValueError listing the valid names otherwise."""
-    if name not in LAUNCHERS:
-        raise ValueError(f"unknown launcher {name!r}; valid launchers: {', '.join(sorted(LAUNCHERS))}")
-    return LAUNCHERS[name]
+    """The launcher registered under ``name``; a UserError listing the valid names otherwise."""
+    return LAUNCHERS.lookup(name)
 
 
 class RunJob(submitit.helpers.Checkpointable):

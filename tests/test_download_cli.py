@@ -144,7 +144,7 @@ def test_unknown_dataset_lists_the_valid_ones(tmp_path, capsys):
     code, stderr = fx.run_main(["--data_path", str(tmp_path), "waterbirds", "imagenet"], capsys)
     assert code == 2
     assert fx.error_lines(stderr) == [
-        "error: unknown dataset 'imagenet'; valid: waterbirds celeba civilcomments multinli metashift imagenetbg cmnist"]
+        "error: unknown dataset 'imagenet'; choose from: celeba, civilcomments, cmnist, imagenetbg, metashift, multinli, waterbirds"]
     assert list(tmp_path.iterdir()) == []
 
 

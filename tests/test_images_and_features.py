@@ -5,7 +5,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from XRM.data.extract_features import build_feature_extractor, load_weights, weights_file_location
+from XRM.backbones import load_weights, weights_file_location
+from XRM.data.extract_features import build_feature_extractor
 from XRM.data.feature_file import load_feature_file, save_feature_file
 from XRM.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSplitDataset, load_image_split
 from XRM.data.metadata_table import table_from_rows, write_metadata_csv
@@ -46,7 +47,7 @@ def test_dataloader_with_workers(metashift_folder):
 def test_unknown_split_and_dataset(metashift_folder):
     with pytest.raises(UserError, match="valid: tr, va, te"):
         load_image_split(metashift_folder, "metashift", "train")
-    with pytest.raises(UserError, match="valid: celeba, imagenetbg, metashift, waterbirds"):
+    with pytest.raises(UserError, match="choose from: celeba, imagenetbg, metashift, waterbirds"):
         load_image_split(metashift_folder, "cub", "tr")
 
 

@@ -8,6 +8,7 @@ from launch_toy import ToyPreemption, make_runs, outputs, read_jsonl, starts, to
 from XRM import launch as launch_module
 from XRM import sweep_status
 from XRM.launch import LaunchOptions, LaunchReport, RunJob, format_report, get_launcher, launch, register_launcher
+from XRM.errors import UserError
 
 # The toy recurrence v <- (31 v + 7) mod 1009 from v = seed, worked out by hand.
 SEED0_VALUES = [7, 224, 897, 571, 555, 59]
@@ -19,15 +20,15 @@ def values(run):
 
 
 def test_unknown_launcher_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown launcher 'nope'; valid launchers: dry_run, local, local_gpus, slurm"):
+    with pytest.raises(UserError, match="unknown launcher 'nope'; choose from: dry_run, local, local_gpus, slurm"):
         get_launcher("nope")
-    with pytest.raises(ValueError, match="valid launchers"):
+    with pytest.raises(UserError, match="choose from: dry_run"):
         launch([], toy_run, "nope")
 
 
 def test_a_launcher_name_is_registered_once():
     before = dict(launch_module.LAUNCHERS)
-    with pytest.raises(ValueError, match="'local' is already registered"):
+    with pytest.raises(ValueError, match="launcher 'local' is registered twice"):
         register_launcher("local")(lambda runs, run_fn, options: None)
     assert launch_module.LAUNCHERS == before
 

@@ -12,7 +12,7 @@ import torchvision
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from XRM.backbones import load_weights, weights_file_location  # noqa: F401 (re-exported)
+from XRM.backbones import load_weights
 from XRM.data.feature_file import FEATURE_SPLITS, save_feature_file
 from XRM.data.images import ImageSplitDataset, get_image_layout, load_image_split
 from XRM.errors import UserError

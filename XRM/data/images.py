@@ -17,6 +17,7 @@ from torchvision import transforms
 from XRM.data.metadata import CELEBA_IMAGES, WATERBIRDS_IMAGES
 from XRM.data.metadata_table import read_metadata_csv
 from XRM.errors import UserError
+from XRM.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,21 +53,17 @@ class ImageLayout:
     transform: Callable[[], transforms.Compose]
 
 
-IMAGE_LAYOUTS: dict[str, ImageLayout] = {}
+IMAGE_LAYOUTS: Registry[ImageLayout] = Registry("image dataset")
 
 
 def register_image_layout(name: str, layout: ImageLayout) -> None:
     """Add an image dataset; a name can be registered once."""
-    if name in IMAGE_LAYOUTS:
-        raise ValueError(f"image dataset {name!r} is already registered")
-    IMAGE_LAYOUTS[name] = layout
+    IMAGE_LAYOUTS.add(name, layout)
 
 
 def get_image_layout(name: str) -> ImageLayout:
     """The layout of a registered image dataset; raises UserError listing the valid names."""
-    if name not in IMAGE_LAYOUTS:
-        raise UserError(f"unknown image dataset {name!r}; valid: {', '.join(sorted(IMAGE_LAYOUTS))}")
-    return IMAGE_LAYOUTS[name]
+    return IMAGE_LAYOUTS.lookup(name)
 
 
 register_image_layout("waterbirds", ImageLayout("waterbirds", "metadata_waterbirds.csv", WATERBIRDS_IMAGES,

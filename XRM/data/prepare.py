@@ -16,6 +16,7 @@ from XRM.data.fetch import checksum_problem, fetch, manual_copy_hint, source_loc
 from XRM.data.metadata_table import SPLIT_NAMES, MetadataTable, format_group_counts
 from XRM.data.sources import RemoteFile
 from XRM.errors import UserError
+from XRM.registry import Registry
 
 PREPARED_MARKER = ".prepared"
 
@@ -32,21 +33,17 @@ class DatasetRecipe:
     split_names: dict[int, str] | None = None
 
 
-RECIPES: dict[str, DatasetRecipe] = {}
+RECIPES: Registry[DatasetRecipe] = Registry("dataset")
 
 
 def register_recipe(recipe: DatasetRecipe) -> None:
     """Add a dataset to download.py; a name can be registered once."""
-    if recipe.name in RECIPES:
-        raise ValueError(f"dataset {recipe.name!r} is already registered")
-    RECIPES[recipe.name] = recipe
+    RECIPES.add(recipe.name, recipe)
 
 
 def get_recipe(name: str) -> DatasetRecipe:
     """The recipe of ``name``; raises UserError listing the valid names."""
-    if name not in RECIPES:
-        raise UserError(f"unknown dataset {name!r}; valid: {' '.join(RECIPES)}")
-    return RECIPES[name]
+    return RECIPES.lookup(name)
 
 
 register_recipe(DatasetRecipe("waterbirds", "waterbirds", sources.WATERBIRDS_FILES,

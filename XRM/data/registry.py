@@ -4,8 +4,9 @@ from typing import Callable, TypeVar
 
 from XRM.data.base import GroupDataset
 from XRM.errors import UserError
+from XRM.registry import Registry
 
-DATASETS: dict[str, type[GroupDataset]] = {}
+DATASETS: Registry[type[GroupDataset]] = Registry("dataset")
 T = TypeVar("T", bound=type[GroupDataset])
 
 
@@ -13,11 +14,8 @@ def register_dataset(name: str) -> Callable[[T], T]:
     """Class decorator that registers a dataset under ``name`` (names are unique)."""
 
     def decorator(cls: T) -> T:
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} is registered twice")
         cls.name = name
-        DATASETS[name] = cls
-        return cls
+        return DATASETS.add(name, cls)
 
     return decorator
 

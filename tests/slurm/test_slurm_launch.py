@@ -5,7 +5,6 @@ it these tests are skipped, unless XRM_REQUIRE_SLURM is set: then a skip would h
 nothing was tested, so they fail instead.
 """
 import json
-import os
 import re
 import subprocess
 import time
@@ -17,17 +16,8 @@ from launch_toy import make_runs, outputs, starts, toy_run
 from XRM import sweep_status
 from XRM.launch import LaunchOptions, launch, wait_for
 
-HAVE_CLUSTER = "SLURM_CONF" in os.environ
-pytestmark = pytest.mark.skipif(not HAVE_CLUSTER and not os.environ.get("XRM_REQUIRE_SLURM"),
-                                reason="needs a SLURM cluster: run `make test-slurm`")
 # Waiting longer than this for a run to reach a step means the cluster is stuck.
 STEP_TIMEOUT_S = 120
-
-
-@pytest.fixture(autouse=True)
-def require_cluster():
-    if not HAVE_CLUSTER:
-        pytest.fail("SLURM_CONF is not set: run these tests through tests/slurm/cluster.sh")
 
 
 def slurm_options(tmp_path: Path, **changes) -> LaunchOptions:

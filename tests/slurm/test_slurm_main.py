@@ -9,21 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from conftest import ROOT
 
-HAVE_CLUSTER = "SLURM_CONF" in os.environ
-pytestmark = pytest.mark.skipif(not HAVE_CLUSTER and not os.environ.get("XRM_REQUIRE_SLURM"),
-                                reason="needs a SLURM cluster: run `make test-slurm`")
 TIMEOUT_S = 240
-
-
-@pytest.fixture(autouse=True)
-def require_cluster():
-    if not HAVE_CLUSTER:
-        pytest.fail("SLURM_CONF is not set: run these tests through tests/slurm/cluster.sh")
 
 
 def main_py(*args: str) -> subprocess.CompletedProcess:
