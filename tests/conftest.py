@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 def run_script(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a repository script with this interpreter (extra ``env`` variables added); returns the
     completed process (output captured)."""
-    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1", **(env or {})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
