@@ -6,11 +6,10 @@ good_bad_ugly.png (the figure), good_bad_ugly.gif (training, animated) and metri
 """
 import argparse
 import sys
-from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
+from XRM.cli import device_from_option, figure_script_parser, output_folder
 from XRM.errors import UserError
 from XRM.fileio import atomic_write_json
 from mat.toy_regression import DEFAULT_SIGMAS, ExperimentConfig, run_case
@@ -21,15 +20,10 @@ GIF_FILE = "good_bad_ugly.gif"
 METRICS_FILE = "metrics.json"
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's line breaks and shows every option's default."""
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options; the defaults are the paper's set-up."""
     defaults = ExperimentConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--out_dir", default="./figures", help="where the outputs go")
+    parser = figure_script_parser(__doc__, out_dir="./figures/figure3")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seed of the data (label noise, eps) and of the network's init")
     parser.add_argument("--epochs", type=int, default=defaults.epochs,
@@ -50,9 +44,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="number of evenly spaced training points")
     parser.add_argument("--eps_dim", type=int, default=defaults.eps_dim,
                         help="dimension of the example-specific eps input")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto: CUDA when available, else CPU")
-    parser.add_argument("--no_gif", action="store_true", help="skip the training animation")
     return parser
 
 
@@ -67,23 +58,12 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return config
 
 
-def device_from_args(name: str) -> torch.device:
-    """The torch device for --device (UserError if CUDA is asked for but absent)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA device is visible: use --device cpu")
-    return torch.device(name)
-
-
 def main(args: argparse.Namespace) -> int:
     """Run the three cases and write the figure, the GIF and metrics.json; 2 on bad input."""
-    out_dir = Path(args.out_dir)
     try:
         config = config_from_args(args)
-        device = device_from_args(args.device)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UserError(f"--out_dir {out_dir} is a file: pass a directory")
+        device = device_from_option(args.device)
+        out_dir = output_folder(args.out_dir)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

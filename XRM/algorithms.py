@@ -14,7 +14,7 @@ from torch import nn
 from mat.shift import memorization_aware_shift
 from XRM.registry import Registry
 from XRM.networks import TwinNetwork
-from XRM.optimizers import build_optimizer
+from XRM.optimizers import SGD_MOMENTUM, build_optimizer
 
 ALGORITHMS: Registry[type["Algorithm"]] = Registry("algorithm")
 A = TypeVar("A", bound=type["Algorithm"])
@@ -67,7 +67,9 @@ class Algorithm(nn.Module):
         self.network = network
         self.num_classes = training_set.num_classes
         self.hparams = hparams
-        self.optimizer = build_optimizer(network, hparams["optimizer"], hparams["lr"], hparams["weight_decay"])
+        # sgd_momentum is optional: main.py's hparams leave it out and get SGD_MOMENTUM
+        self.optimizer = build_optimizer(network, hparams["optimizer"], hparams["lr"], hparams["weight_decay"],
+                                         momentum=hparams.get("sgd_momentum", SGD_MOMENTUM))
 
     def loss(self, logits: torch.Tensor, index: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of the batch."""

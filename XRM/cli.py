@@ -1,11 +1,47 @@
 """What every command-line entry point shares: user errors become one line and exit status 2."""
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable
+
+import torch
 
 from XRM.errors import UserError
 
 USER_ERROR_EXIT = 2
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Help for a script whose description is its docstring: keeps its line breaks, shows every default."""
+
+
+def device_from_option(name: str) -> torch.device:
+    """The torch device for a --device option of auto, cpu or cuda (auto: CUDA when
+    available, else CPU); a UserError if CUDA is asked for but absent."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is visible: use --device cpu")
+    return torch.device(name)
+
+
+def figure_script_parser(description: str, out_dir: str) -> argparse.ArgumentParser:
+    """A figure script's parser with the options all of them share: --out_dir (default
+    ``out_dir``), --device and --no_gif; the script adds what its experiment varies."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    parser.add_argument("--out_dir", default=out_dir, help="where the outputs go")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: CUDA when available, else CPU")
+    parser.add_argument("--no_gif", action="store_true", help="skip the training animation")
+    return parser
+
+
+def output_folder(path: str) -> Path:
+    """``path`` as a folder to write into (it may not exist yet); a UserError if it is a file."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out_dir {folder} is a file: pass a directory")
+    return folder
 
 
 def run_cli(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace], int | None]) -> None:

@@ -76,3 +76,21 @@ def test_samplers_balance_and_subsample_groups():
     assert torch.equal(StepSampler(torch.arange(12), 4, seed=2).batch(7), sampler.batch(7))
     balanced = StepSampler(torch.arange(12), 3000, seed=0, weights=weights)
     assert torch.bincount(groups[balanced.batch(0)]).tolist() == pytest.approx([1000, 1000, 1000], abs=100)
+
+
+def test_sgd_momentum_defaults_to_0_9_and_zero_gives_plain_gradient_steps():
+    training_set, x = _training_set()
+    default = build_algorithm("ERM", lambda: LinearHead(3, 2), training_set, HPARAMS)
+    assert [group["momentum"] for group in default.optimizer.param_groups] == [0.9, 0.9]
+    plain = build_algorithm("ERM", lambda: LinearHead(3, 2), training_set, {**HPARAMS, "sgd_momentum": 0.0})
+    index, y = torch.arange(len(x)), training_set.y
+    weight, bias = torch.zeros(2, 3, requires_grad=True), torch.zeros(2, requires_grad=True)
+    for _ in range(2):
+        plain.update(index, x, y, training_set.groups)
+        loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, y)
+        grad_weight, grad_bias = torch.autograd.grad(loss, [weight, bias])
+        with torch.no_grad():  # w <- w - lr * grad: no velocity carried over
+            weight -= HPARAMS["lr"] * grad_weight
+            bias -= HPARAMS["lr"] * grad_bias
+    assert torch.allclose(plain.network.weight, weight, atol=1e-6)
+    assert torch.allclose(plain.network.bias, bias, atol=1e-6)

@@ -145,3 +145,8 @@ def test_main_rejects_a_file_as_out_dir(tmp_path, capsys):
     assert script.main(args) == 2
     assert capsys.readouterr().err.startswith("error: --out_dir")
     assert target.read_text() == "keep me"
+
+
+def test_default_output_folder_is_figure3s_own():
+    # not ./figures itself: Figure 1 writes its metrics.json to ./figures/figure1
+    assert script.get_args_parser().parse_args([]).out_dir == "./figures/figure3"
