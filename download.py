@@ -4,7 +4,7 @@ import sys
 
 from XRM.data.extract_features import FEATURES_FILE, write_features
 from XRM.data.prepare import RECIPES, get_recipe, prepare_dataset
-from XRM.errors import UserError
+from XRM.cli import run_cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -26,23 +26,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Prepare each dataset in turn; on a user error print one line and return 2."""
-    try:
-        recipes = [get_recipe(name) for name in args.datasets]  # reject typos before any work
-        for recipe in recipes:
-            folder = prepare_dataset(recipe.name, args.data_path, args.download, args.mirror)
-            if args.features and recipe.image_dataset is not None:
-                if (folder / FEATURES_FILE).is_file():
-                    print(f"{recipe.name}: {folder / FEATURES_FILE} exists (delete it to recompute)", file=sys.stderr)
-                else:
-                    path = write_features(args.data_path, recipe.image_dataset,
-                                          batch_size=args.batch_size, num_workers=args.num_workers)
-                    print(f"{recipe.name}: wrote {path}", file=sys.stderr)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """Prepare each dataset in turn (a UserError stops at the first problem)."""
+    recipes = [get_recipe(name) for name in args.datasets]  # reject typos before any work
+    for recipe in recipes:
+        folder = prepare_dataset(recipe.name, args.data_path, args.download, args.mirror)
+        if args.features and recipe.image_dataset is not None:
+            if (folder / FEATURES_FILE).is_file():
+                print(f"{recipe.name}: {folder / FEATURES_FILE} exists (delete it to recompute)", file=sys.stderr)
+            else:
+                path = write_features(args.data_path, recipe.image_dataset,
+                                      batch_size=args.batch_size, num_workers=args.num_workers)
+                print(f"{recipe.name}: wrote {path}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    run_cli(get_args_parser(), main)

@@ -5,12 +5,10 @@ scale sigma of example-specific input noise, and writes to --out_dir:
 good_bad_ugly.png (the figure), good_bad_ugly.gif (training, animated) and metrics.json.
 """
 import argparse
-import sys
 
 from tqdm import tqdm
 
-from XRM.cli import device_from_option, figure_script_parser, output_folder
-from XRM.errors import UserError
+from XRM.cli import device_from_option, figure_script_parser, output_folder, run_cli
 from XRM.fileio import atomic_write_json
 from mat.toy_regression import DEFAULT_SIGMAS, ExperimentConfig, run_case
 from mat.toy_regression_figure import save_fit_png, save_training_gif
@@ -60,13 +58,9 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 def main(args: argparse.Namespace) -> int:
     """Run the three cases and write the figure, the GIF and metrics.json; 2 on bad input."""
-    try:
-        config = config_from_args(args)
-        device = device_from_option(args.device)
-        out_dir = output_folder(args.out_dir)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)
+    device = device_from_option(args.device)
+    out_dir = output_folder(args.out_dir)
     cases = {}
     for name, sigma in config.sigmas.items():
         with tqdm(total=config.epochs, desc=f"{name} (sigma={sigma:g})", unit="epoch") as bar:
@@ -88,4 +82,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    run_cli(get_args_parser(), main)

@@ -44,15 +44,24 @@ def output_folder(path: str) -> Path:
     return folder
 
 
-def run_cli(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace], int | None]) -> None:
-    """Parse argv with ``parser``, call ``main``, and exit; a UserError prints ``error: ...`` and exits 2."""
-    args = parser.parse_args()
+Main = Callable[[argparse.Namespace], int | None]
+
+
+def call_main(main: Main, args: argparse.Namespace) -> int:
+    """Call a script's ``main`` and return its exit status; a UserError prints ``error: ...`` and gives 2."""
     try:
-        status = main(args)
+        return main(args) or 0
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT)
+        return USER_ERROR_EXIT
+
+
+def run_cli(parser: argparse.ArgumentParser, main: Main) -> None:
+    """Parse argv with ``parser``, call ``main`` through :func:`call_main`, and exit with its status."""
+    args = parser.parse_args()
+    try:
+        status = call_main(main, args)
     except KeyboardInterrupt:
         print("interrupted; finished runs are kept, unfinished ones continue with --resume", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(status or 0)
+        status = 130
+    sys.exit(status)

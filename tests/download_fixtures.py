@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from XRM.cli import call_main
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -290,7 +292,7 @@ def run_main(args: list[str], capsys) -> tuple[int, str]:
     """Run download.py's main in this process; returns (exit code, what it wrote to stderr)."""
     import download
     capsys.readouterr()
-    code = download.main(download.get_args_parser().parse_args(args))
+    code = call_main(download.main, download.get_args_parser().parse_args(args))
     return code, capsys.readouterr().err
 
 

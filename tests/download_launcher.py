@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import download  # noqa: E402
+from XRM.cli import run_cli  # noqa: E402
 from XRM.data import prepare  # noqa: E402
 
 if __name__ == "__main__":
@@ -21,4 +22,4 @@ if __name__ == "__main__":
         files = tuple(dataclasses.replace(remote, md5=None, git_sha1=None, sha256_unconfirmed=None,
                                           sha256=fixture_sha256.get(remote.name)) for remote in recipe.files)
         prepare.RECIPES[name] = dataclasses.replace(recipe, files=files)
-    sys.exit(download.main(download.get_args_parser().parse_args()))
+    run_cli(download.get_args_parser(), download.main)

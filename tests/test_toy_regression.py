@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 
 import good_bad_ugly_memorization as script
+from XRM.cli import call_main
+from XRM.errors import UserError
 from mat.full_batch_fit import fit_full_batch
 from mat.toy_regression import (
     DEFAULT_SIGMAS, MSE_GRID_POINTS, ExperimentConfig, grid_inputs, make_mlp,
@@ -97,11 +99,11 @@ def test_mse_read_from_the_final_snapshot_equals_the_model_mse():
 
 
 def test_config_check_names_the_bad_setting():
-    with pytest.raises(script.UserError, match="epochs is 0"):
+    with pytest.raises(UserError, match="epochs is 0"):
         ExperimentConfig(epochs=0).check()
-    with pytest.raises(script.UserError, match="sigma for 'bad' is -0.1"):
+    with pytest.raises(UserError, match="sigma for 'bad' is -0.1"):
         ExperimentConfig(sigmas={"good": 0.0, "bad": -0.1}).check()
-    with pytest.raises(script.UserError, match="lr is nan"):
+    with pytest.raises(UserError, match="lr is nan"):
         ExperimentConfig(lr=math.nan).check()
 
 
@@ -142,7 +144,7 @@ def test_main_rejects_a_file_as_out_dir(tmp_path, capsys):
     target = tmp_path / "taken"
     target.write_text("keep me")
     args = script.get_args_parser().parse_args(["--out_dir", str(target), "--no_gif"])
-    assert script.main(args) == 2
+    assert call_main(script.main, args) == 2
     assert capsys.readouterr().err.startswith("error: --out_dir")
     assert target.read_text() == "keep me"
 
