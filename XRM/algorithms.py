@@ -13,6 +13,7 @@ from torch import nn
 
 from mat.shift import memorization_aware_shift
 from XRM.registry import Registry
+from XRM.groups import sum_by_index
 from XRM.networks import TwinNetwork
 from XRM.optimizers import SGD_MOMENTUM, build_optimizer
 
@@ -117,8 +118,8 @@ class GroupDRO(Algorithm):
     def loss(self, logits: torch.Tensor, index: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """q-weighted sum of per-group mean losses, after the q update on this batch."""
         losses = F.cross_entropy(logits, y, reduction="none")
-        totals = torch.zeros_like(self.q).index_add(0, groups, losses)
-        counts = torch.zeros_like(self.q).index_add(0, groups, torch.ones_like(losses))
+        totals = sum_by_index(losses, groups, len(self.q))
+        counts = sum_by_index(torch.ones_like(losses), groups, len(self.q))
         group_losses = totals / counts.clamp_min(1)
         present = counts > 0
         with torch.no_grad():
@@ -190,8 +191,8 @@ class MAT(Algorithm):
 def class_balanced_cross_entropy(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Sum over the classes present in the batch of the mean loss within the class."""
     losses = F.cross_entropy(logits, y, reduction="none")
-    totals = logits.new_zeros(num_classes).index_add(0, y, losses)
-    counts = logits.new_zeros(num_classes).index_add(0, y, torch.ones_like(losses))
+    totals = sum_by_index(losses, y, num_classes)
+    counts = sum_by_index(torch.ones_like(losses), y, num_classes)
     return (totals / counts.clamp_min(1)).sum()
 
 

@@ -10,6 +10,8 @@ train on x_i), the shift is log p_ho(y | x_i), where
 """
 import torch
 
+from XRM.groups import sum_by_index
+
 #: floor on probabilities before the log: keeps the shift finite when the held-out model
 #: never predicts some class (an all-zero column of p(y, y_ho)) or tau is tiny
 PROBABILITY_FLOOR = 1e-12
@@ -19,9 +21,7 @@ def held_out_joint(held_out_logits: torch.Tensor, y: torch.Tensor, tau: float) -
     """The K x K table p(y, y_ho), rows indexed by y, estimated over all given examples."""
     num_classes = held_out_logits.shape[1]
     p_y_ho_given_x = torch.softmax(held_out_logits.double() / tau, dim=1)
-    joint = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=held_out_logits.device)
-    joint.index_add_(0, y.long(), p_y_ho_given_x)
-    return joint / len(y)
+    return sum_by_index(p_y_ho_given_x, y.long(), num_classes) / len(y)
 
 
 def calibrated_held_out_probabilities(held_out_logits: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
