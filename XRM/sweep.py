@@ -56,7 +56,7 @@ def select_phase_1_file(phase_1_dir: str | Path, dataset: str, seed: int) -> Pat
     if not runs:
         raise UserError(
             f"no phase-1 results in {directory} (expected inferred_hpcomb_<k>_seed<s>.pt); run phase 1 first: "
-            f"python main.py --phase 1 --datasets {dataset} --num_hparams_combs 10 --out_dir <out_dir>")
+            f"python main.py --phase 1 --datasets {dataset} --num_hparams_combs 10 --out_dir {directory.parents[2]}")
     if not any(run.seed == seed for run in runs):
         if not any(run.seed == 0 for run in runs):
             raise UserError(f"no phase-1 run for seed {seed} or seed 0 in {directory}; run phase 1 with --seed {seed}")

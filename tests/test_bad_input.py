@@ -41,7 +41,7 @@ def test_mat_before_phase_1_names_the_expected_files_and_command(script, tmp_pat
     result = script("main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "MAT",
                     "--group_labels", "no", "--out_dir", str(tmp_path / "out"))
     _assert_user_error(result, str(tmp_path / "out" / "XRM" / "Synthetic" / "group_labels_no"),
-                       "inferred_hpcomb_", "python main.py --phase 1")
+                       "inferred_hpcomb_", f"python main.py --phase 1 --datasets Synthetic --num_hparams_combs 10 --out_dir {tmp_path / 'out'}")
     assert _nothing_under(tmp_path / "out")
 
 
