@@ -9,13 +9,11 @@ import argparse
 from tqdm import tqdm
 
 from XRM.cli import device_from_option, figure_script_parser, output_folder, run_cli
-from XRM.fileio import atomic_write_json
 from mat.toy_regression import DEFAULT_SIGMAS, ExperimentConfig, run_case
+from mat.plotting import write_figure_outputs
 from mat.toy_regression_figure import save_fit_png, save_training_gif
 
-FIGURE_FILE = "good_bad_ugly.png"
-GIF_FILE = "good_bad_ugly.gif"
-METRICS_FILE = "metrics.json"
+OUTPUT_STEM = "good_bad_ugly"  # good_bad_ugly.png, good_bad_ugly.gif
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -68,11 +66,9 @@ def main(args: argparse.Namespace) -> int:
                 bar.update(epoch - bar.n)
                 bar.set_postfix(loss=f"{loss:.1e}", refresh=False)
             cases[name] = run_case(config, sigma, device, on_check=advance)
-    atomic_write_json({name: case.metrics.as_dict() for name, case in cases.items()},
-                      out_dir / METRICS_FILE)
-    save_fit_png(cases, out_dir / FIGURE_FILE)
-    if not args.no_gif:
-        save_training_gif(cases, out_dir / GIF_FILE)
+    write_figure_outputs(out_dir, OUTPUT_STEM, {name: case.metrics.as_dict() for name, case in cases.items()},
+                         lambda path: save_fit_png(cases, path),
+                         None if args.no_gif else lambda path: save_training_gif(cases, path))
     for name, case in cases.items():
         metrics = case.metrics
         print(f"{name:>5}: sigma {metrics.sigma:g}, {metrics.epochs} epochs, "

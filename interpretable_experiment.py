@@ -11,13 +11,11 @@ import argparse
 from tqdm import tqdm
 
 from XRM.cli import device_from_option, figure_script_parser, output_folder, run_cli
-from XRM.fileio import atomic_write_json
 from mat.interpretable import RUNS, InterpretableConfig, run, total_epochs
 from mat.interpretable_figure import save_figure_png, save_training_gif
+from mat.plotting import write_figure_outputs
 
-FIGURE_FILE = "interpretable.png"
-GIF_FILE = "interpretable.gif"
-METRICS_FILE = "metrics.json"
+OUTPUT_STEM = "interpretable"  # interpretable.png, interpretable.gif
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -67,10 +65,9 @@ def main(args: argparse.Namespace) -> int:
             if twins is not None:
                 bar.write(f"XRM twins: flip rate {twins.flip_rate:.3f}; cross-mistakes find the true "
                           f"minority with precision {twins.precision:.2f}, recall {twins.recall:.2f}")
-    atomic_write_json({name: result.metrics() for name, result in runs.items()}, out_dir / METRICS_FILE)
-    save_figure_png(runs, out_dir / FIGURE_FILE)
-    if not args.no_gif:
-        save_training_gif(runs, out_dir / GIF_FILE)
+    write_figure_outputs(out_dir, OUTPUT_STEM, {name: result.metrics() for name, result in runs.items()},
+                         lambda path: save_figure_png(runs, path),
+                         None if args.no_gif else lambda path: save_training_gif(runs, path))
     for name, result in runs.items():
         metrics = result.metrics()
         print(f"{name:>10} (sigma {metrics['sigma']:g}): majority/minority train "

@@ -7,13 +7,14 @@ import io
 import math
 from bisect import bisect_left
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from XRM.fileio import atomic_write_bytes
+from XRM.fileio import atomic_write_bytes, atomic_write_json
 
 
 def new_figure(width: float, height: float, dpi: float) -> Figure:
@@ -87,3 +88,13 @@ def frame_steps(steps: Sequence[int], max_count: int) -> list[int]:
         latest = len(steps) - (max_count - k)
         chosen.append(min(max(position, earliest), latest))
     return [steps[position] for position in chosen]
+
+
+def write_figure_outputs(
+    out_dir: Path, stem: str, metrics: dict, save_figure: Callable[[Path], None], save_animation: Callable[[Path], None] | None
+) -> None:
+    """A figure script's outputs in ``out_dir``: metrics.json, ``<stem>.png`` and, unless skipped, ``<stem>.gif``."""
+    atomic_write_json(metrics, out_dir / "metrics.json")
+    save_figure(out_dir / f"{stem}.png")
+    if save_animation is not None:
+        save_animation(out_dir / f"{stem}.gif")

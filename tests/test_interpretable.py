@@ -126,7 +126,7 @@ def test_cli_writes_metrics_figure_and_gif(tmp_path):
     result = run_cli("--out_dir", str(out_dir), "--epochs", "30", "--xrm_epochs", "30",
                      "--n", "100", "--noise_dim", "200", "--sigma", "1")
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((out_dir / script.METRICS_FILE).read_text())
+    metrics = json.loads((out_dir / "metrics.json").read_text())
     assert set(metrics) == set(RUNS) == {"ERM_sigma0", "ERM_sigma", "MAT_sigma"}
     for name, values in metrics.items():
         assert set(values) == {"sigma", *ACCURACY_KEYS}
@@ -134,12 +134,12 @@ def test_cli_writes_metrics_figure_and_gif(tmp_path):
         assert all(0.0 <= values[key] <= 1.0 for key in ACCURACY_KEYS)
         # 90 majority / 10 minority training examples: accuracies are multiples of 1/90, 1/10
         assert values["min_tr"] * 10 == pytest.approx(round(values["min_tr"] * 10))
-    with Image.open(out_dir / script.FIGURE_FILE) as png:
+    with Image.open(out_dir / "interpretable.png") as png:
         assert png.format == "PNG" and png.width > png.height
-    with Image.open(out_dir / script.GIF_FILE) as gif:
+    with Image.open(out_dir / "interpretable.gif") as gif:
         assert gif.n_frames == 31  # epochs 0 to 30: fewer than the 60-frame cap
     assert sorted(path.name for path in out_dir.iterdir()) == sorted(
-        [script.METRICS_FILE, script.FIGURE_FILE, script.GIF_FILE])
+        ["metrics.json", "interpretable.png", "interpretable.gif"])
     assert "MAT_sigma (sigma 1)" in result.stdout
 
 

@@ -116,7 +116,7 @@ def test_cli_writes_metrics_figure_and_gif(tmp_path):
     out_dir = tmp_path / "figs"
     result = run_cli("--out_dir", str(out_dir), "--epochs", "40", "--check_every", "10")
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((out_dir / script.METRICS_FILE).read_text())
+    metrics = json.loads((out_dir / "metrics.json").read_text())
     assert set(metrics) == {"good", "bad", "ugly"}
     for name, sigma in DEFAULT_SIGMAS.items():
         assert set(metrics[name]) == {"sigma", "epochs", "train_loss", "mse"}
@@ -124,12 +124,12 @@ def test_cli_writes_metrics_figure_and_gif(tmp_path):
         assert 0 < metrics[name]["mse"] < 1 and 0 < metrics[name]["train_loss"] < 1
     # The same network and data up to eps: sigma 0 and 1e-4 barely differ after 40 steps.
     assert metrics["good"]["mse"] == pytest.approx(metrics["ugly"]["mse"], rel=0.05)
-    with Image.open(out_dir / script.FIGURE_FILE) as png:
+    with Image.open(out_dir / "good_bad_ugly.png") as png:
         assert png.format == "PNG" and png.width > png.height
-    with Image.open(out_dir / script.GIF_FILE) as gif:
+    with Image.open(out_dir / "good_bad_ugly.gif") as gif:
         assert gif.n_frames == 5  # epochs 0, 10, 20, 30, 40
     assert sorted(path.name for path in out_dir.iterdir()) == sorted(
-        [script.METRICS_FILE, script.FIGURE_FILE, script.GIF_FILE])
+        ["metrics.json", "good_bad_ugly.png", "good_bad_ugly.gif"])
 
 
 def test_cli_rejects_negative_epochs_with_one_line_and_writes_nothing(tmp_path):
