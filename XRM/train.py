@@ -28,7 +28,10 @@ from XRM.sampling import StepSampler, group_balancing_weights, subsample_to_smal
 
 #: steps of a --quick_run (debugging: default hyper-parameters, short)
 QUICK_RUN_STEPS = 201
+#: examples per evaluation batch: linear heads and MLPs take many at once; a backbone's
+#: activations (ResNet-50 at 224 px, BERT at 220 tokens) need small batches to fit the GPU
 EVALUATION_BATCH = 8192
+BACKBONE_EVALUATION_BATCH = 256
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -131,10 +134,11 @@ def _autocast(device: torch.device, enabled: bool):
 def predict_all(algorithm: Algorithm, inputs: RunInputs, split: str) -> torch.Tensor:
     """Logits of every example of ``split``, in order, in batches, in evaluation mode (float32)."""
     device = inputs.splits[split].y.device
+    batch_size = EVALUATION_BATCH if inputs.backbone is None else BACKBONE_EVALUATION_BATCH
     algorithm.network.eval()
     with _autocast(device, inputs.mixed_precision):
         logits = [algorithm.predict(x).float() for x in evaluation_batches(
-            inputs.splits[split].x, EVALUATION_BATCH, device, inputs.num_workers)]
+            inputs.splits[split].x, batch_size, device, inputs.num_workers)]
     algorithm.network.train()
     return torch.cat(logits)
 
