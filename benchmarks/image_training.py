@@ -4,7 +4,8 @@ python benchmarks/image_training.py --images 4096 --steps 201 --num_workers 12
 Writes a Waterbirds-layout folder of random 256x256 JPEGs (as feature_extraction.py does),
 then times train.run (ERM, random weights: the same cost as ImageNet ones) through the real
 data path: PIL decoding and transforms in DataLoader workers, pinned memory, bf16 autocast.
-Evaluation runs at the first and last step only, and is timed apart.
+Training speed is the difference between a short and a long run, so start-up and evaluation
+(first and last step only) cancel out.
 """
 import argparse
 import sys
@@ -21,7 +22,7 @@ from XRM.train import resolve_device, run  # noqa: E402
 
 
 def main() -> None:
-    """Time one fine-tuning run and print training images per second."""
+    """Time two fine-tuning runs and print training steps and images per second."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--images", type=int, default=4096, help="synthetic images (60/20/20 split)")
@@ -35,20 +36,20 @@ def main() -> None:
     common = {"dataset": "Waterbirds", "algorithm": "ERM", "group_labels": "yes", "seed": 0,
               "data_path": str(root / "data"), "device": str(device), "inputs": "images", "backbone_weights": "none",
               "num_workers": args.num_workers, "progress": False}
-    timings = {}
-    for name, steps in (("evaluation only", 1), ("training", args.steps)):
+    # Two runs that differ only in length: start-up and their two evaluations (first and
+    # last step) cancel out of the difference, which is pure training.
+    short, long = 21, args.steps
+    seconds = {}
+    for steps in (short, long):
         overrides = {"num_steps": steps, "eval_every": 10 ** 9, "batch_size": args.batch_size}
         start = time.perf_counter()
         run({**common, "hparams_comb": steps, "hparams_overrides": overrides,
              "out_dir": str(run_directory(root / "out", "ERM", "Waterbirds", "yes"))})
-        timings[name] = time.perf_counter() - start
-    # the training run evaluates twice (first and last step); the 1-step run once
-    train_seconds = timings["training"] - 2 * timings["evaluation only"]
-    images = (args.steps - 1) * args.batch_size
+        seconds[steps] = time.perf_counter() - start
+    per_step = (seconds[long] - seconds[short]) / (long - short)
     print(f"device {device}, {args.images} images, batch {args.batch_size}, {args.num_workers} workers: "
-          f"{(args.steps - 1) / train_seconds:.1f} steps/s, {images / train_seconds:.0f} training images/s; "
-          f"one evaluation of {args.images * 2 // 5} images (plus start-up) {timings['evaluation only']:.1f} s")
-
+          f"{1 / per_step:.1f} steps/s, {args.batch_size / per_step:.0f} training images/s; "
+          f"a {short}-step run with its 2 evaluations of {args.images * 2 // 5} images: {seconds[short]:.1f} s")
 
 if __name__ == "__main__":
     main()
