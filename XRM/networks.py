@@ -32,8 +32,17 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+def bf16_on_cuda(x: torch.Tensor) -> torch.autocast:
+    """bf16 autocast for a backbone's forward pass when its input is on CUDA (a no-op on CPU).
+
+    Only the forward pass: the loss, the backward pass and the optimiser step run outside
+    it, as PyTorch recommends, and logits leave the backbone in float32.
+    """
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda)
+
+
 class ImageClassifier(nn.Module):
-    """A torchvision ResNet whose ``fc`` is a zero-initialised head; channels_last on CUDA."""
+    """A torchvision ResNet whose ``fc`` is a zero-initialised head; channels_last and bf16 on CUDA."""
 
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
@@ -45,11 +54,12 @@ class ImageClassifier(nn.Module):
         """Logits [n, num_classes] of images [n, 3, H, W]."""
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.backbone(x)
+        with bf16_on_cuda(x):
+            return self.backbone(x).float()
 
 
 class TextClassifier(nn.Module):
-    """A transformers encoder, dropout, and a zero-initialised head on the pooled output.
+    """A transformers encoder, dropout, and a zero-initialised head on the pooled output; bf16 on CUDA.
 
     Inputs are token tensors [n, L, 3]: input ids, attention mask and token type ids, the
     layout of the reference (MultiNLI's cached features, CivilComments' tokens).
@@ -64,8 +74,9 @@ class TextClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [n, num_classes]; token tensors are cached as int32 and widened here, per batch."""
         x = x.long()
-        output = self.encoder(input_ids=x[..., 0], attention_mask=x[..., 1], token_type_ids=x[..., 2])
-        return self.head(self.dropout(output.pooler_output))
+        with bf16_on_cuda(x):
+            output = self.encoder(input_ids=x[..., 0], attention_mask=x[..., 1], token_type_ids=x[..., 2])
+            return self.head(self.dropout(output.pooler_output)).float()
 
 
 class TwinNetwork(nn.Module):

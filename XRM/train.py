@@ -64,7 +64,6 @@ class RunInputs:
     splits: dict[str, SplitTensors]
     num_classes: int
     family: str
-    mixed_precision: bool
     hparams: dict[str, Any]
     train_attributes: torch.Tensor
     inferred_validation_attributes: torch.Tensor | None
@@ -114,7 +113,6 @@ def load_run_inputs(run_args: dict, device: torch.device) -> RunInputs:
         splits={name: split.to(device) for name, split in splits.items()},
         num_classes=dataset.num_classes,
         family=dataset.family,
-        mixed_precision=dataset.mixed_precision,
         hparams=hparams,
         train_attributes=on_device(train_attributes),
         inferred_validation_attributes=on_device(inferred_validation),
@@ -126,19 +124,14 @@ def load_run_inputs(run_args: dict, device: torch.device) -> RunInputs:
     )
 
 
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
-
-
 @torch.inference_mode()
 def predict_all(algorithm: Algorithm, inputs: RunInputs, split: str) -> torch.Tensor:
     """Logits of every example of ``split``, in order, in batches, in evaluation mode (float32)."""
     device = inputs.splits[split].y.device
     batch_size = EVALUATION_BATCH if inputs.backbone is None else BACKBONE_EVALUATION_BATCH
     algorithm.network.eval()
-    with _autocast(device, inputs.mixed_precision):
-        logits = [algorithm.predict(x).float() for x in evaluation_batches(
-            inputs.splits[split].x, batch_size, device, inputs.num_workers)]
+    logits = [algorithm.predict(x).float() for x in evaluation_batches(
+        inputs.splits[split].x, batch_size, device, inputs.num_workers)]
     algorithm.network.train()
     return torch.cat(logits)
 
@@ -254,8 +247,7 @@ def run(run_args: dict) -> None:
     bar = tqdm(total=num_steps, initial=start, desc=run_args.get("run_name", files.tag), disable=not show, file=sys.stderr)
     batches = training_batches(train.x, sampler, start, num_steps, device, inputs.num_workers)
     for step, (index, x) in zip(range(start, num_steps), batches):
-        with _autocast(device, inputs.mixed_precision):
-            algorithm.update(index, x, train.y[index], train_groups[index])
+        algorithm.update(index, x, train.y[index], train_groups[index])
         bar.update()
         if step % eval_every == 0 or step == num_steps - 1:
             metrics = evaluate(algorithm, inputs)
