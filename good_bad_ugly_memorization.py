@@ -8,7 +8,8 @@ import argparse
 
 from tqdm import tqdm
 
-from XRM.cli import device_from_option, figure_script_parser, output_folder, run_cli
+from XRM.cli import figure_script_parser, output_folder, run_cli
+from XRM.devices import resolve_device
 from mat.toy_regression import DEFAULT_SIGMAS, ExperimentConfig, run_case
 from mat.plotting import write_figure_outputs
 from mat.toy_regression_figure import save_fit_png, save_training_gif
@@ -57,7 +58,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 def main(args: argparse.Namespace) -> int:
     """Run the three cases and write the figure, the GIF and metrics.json; 2 on bad input."""
     config = config_from_args(args)
-    device = device_from_option(args.device)
+    device = resolve_device(args.device)
     out_dir = output_folder(args.out_dir)
     cases = {}
     for name, sigma in config.sigmas.items():

@@ -10,7 +10,8 @@ import argparse
 
 from tqdm import tqdm
 
-from XRM.cli import device_from_option, figure_script_parser, output_folder, run_cli
+from XRM.cli import figure_script_parser, output_folder, run_cli
+from XRM.devices import resolve_device
 from mat.interpretable import RUNS, InterpretableConfig, run, total_epochs
 from mat.interpretable_figure import save_figure_png, save_training_gif
 from mat.plotting import write_figure_outputs
@@ -55,7 +56,7 @@ def config_from_args(args: argparse.Namespace) -> InterpretableConfig:
 def main(args: argparse.Namespace) -> int:
     """Run the three trainings and write the figure, the GIF and metrics.json."""
     config = config_from_args(args)
-    device = device_from_option(args.device)
+    device = resolve_device(args.device)
     out_dir = output_folder(args.out_dir)
     runs = {}
     with tqdm(total=total_epochs(config), desc="Figure 1", unit="epoch") as bar:

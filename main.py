@@ -7,12 +7,14 @@
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
 from XRM.algorithms import ALGORITHMS
 from XRM.backbones import DEFAULT_IMAGE_BACKBONE, TEXT_MODEL_VARIABLE
 from XRM.data.base import INPUT_CHOICES
 from XRM.cli import run_cli
 from XRM.data.registry import dataset_names
+from XRM.devices import resolve_device
 from XRM.errors import UserError
 from XRM.launch import LaunchOptions, format_report, launch, visible_gpu_count
 from XRM.records import SELECTION_METRICS
@@ -143,7 +145,8 @@ def main(args: argparse.Namespace) -> int:
     if args.status:
         print(format_status(sweep_status(runs, options.slurm_dir)))
         return 0
-    check_runs(runs)
+    resolve_device(args.device)
+    check_runs([run_args for run_args in runs if not Path(run_args["done_path"]).exists()])
     report = launch(runs, run, launcher, options)
     print(format_report(report))
     return 1 if report.failures else 0

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mat.shift import memorization_aware_shift
+from XRM.errors import UserError
 from XRM.registry import Registry
 from XRM.groups import sum_by_index
 from XRM.networks import TwinNetwork
@@ -36,9 +37,10 @@ def get_algorithm_class(name: str) -> type["Algorithm"]:
     return ALGORITHMS.lookup(name)
 
 
-def phase_algorithm_names(phase: int) -> list[str]:
-    """The algorithms of phase 1 (group inference) or phase 2 (robust training), sorted."""
-    return sorted(name for name, cls in ALGORITHMS.items() if cls.phase == phase)
+def check_group_labels(algorithm: type["Algorithm"], group_labels: str) -> None:
+    """A UserError when a phase-1 algorithm (which infers groups) is given group labels."""
+    if algorithm.phase == 1 and group_labels != "no":
+        raise UserError("phase 1 (XRM) infers groups and must not be given group labels; use --group_labels no")
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Algorithm(nn.Module):
         self.network = network
         self.num_classes = training_set.num_classes
         self.hparams = hparams
-        # sgd_momentum is optional: main.py's hparams leave it out and get SGD_MOMENTUM
+        # hparams_registry gives sgd_momentum to every SGD family; callers of this API may omit it
         self.optimizer = build_optimizer(network, hparams["optimizer"], hparams["lr"], hparams["weight_decay"],
                                          momentum=hparams.get("sgd_momentum", SGD_MOMENTUM))
 

@@ -4,8 +4,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from XRM.errors import UserError
 
 USER_ERROR_EXIT = 2
@@ -13,16 +11,6 @@ USER_ERROR_EXIT = 2
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Help for a script whose description is its docstring: keeps its line breaks, shows every default."""
-
-
-def device_from_option(name: str) -> torch.device:
-    """The torch device for a --device option of auto, cpu or cuda (auto: CUDA when
-    available, else CPU); a UserError if CUDA is asked for but absent."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA device is visible: use --device cpu")
-    return torch.device(name)
 
 
 def figure_script_parser(description: str, out_dir: str) -> argparse.ArgumentParser:

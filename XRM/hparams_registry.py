@@ -9,6 +9,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from XRM.errors import UserError
+from XRM.optimizers import OPTIMIZERS
+
 Sampler = Callable[[np.random.RandomState], Any]
 
 
@@ -16,7 +19,8 @@ def _log_uniform(low: float, high: float) -> Sampler:
     return lambda rs: float(10 ** rs.uniform(low, high))
 
 
-def _power_of_two(low: float, high: float) -> Sampler:
+def _log2_uniform_int(low: float, high: float) -> Sampler:
+    # int(2 ** U(low, high)), the reference's batch-size draw (not always a power of two)
     return lambda rs: int(2 ** rs.uniform(low, high))
 
 
@@ -32,33 +36,36 @@ def _fixed(value: Any) -> Sampler:
 FAMILY_SPACES: dict[str, dict[str, tuple[Any, Sampler]]] = {
     "features": {
         "optimizer": ("sgd", _fixed("sgd")),
+        "sgd_momentum": (0.9, _fixed(0.9)),
         "lr": (1e-3, _log_uniform(-5, -3)),
-        "batch_size": (64, _power_of_two(5, 7)),
+        "batch_size": (64, _log2_uniform_int(5, 7)),
         "weight_decay": (1e-4, _log_uniform(-6, -3)),
     },
     "synthetic": {
         "optimizer": ("sgd", _fixed("sgd")),
+        "sgd_momentum": (0.9, _fixed(0.9)),
         "lr": (3e-3, _log_uniform(-3, -2)),
-        "batch_size": (64, _power_of_two(5, 7)),
+        "batch_size": (64, _log2_uniform_int(5, 7)),
         "weight_decay": (1e-4, _log_uniform(-6, -3)),
     },
     "mlp": {
         "optimizer": ("adam", _fixed("adam")),
         "lr": (1e-3, _log_uniform(-5, -3)),
-        "batch_size": (32, _power_of_two(3, 6)),
+        "batch_size": (32, _log2_uniform_int(3, 6)),
         "weight_decay": (1e-4, _log_uniform(-6, -3)),
     },
     "text": {
         "optimizer": ("adamw", _fixed("adamw")),
         "lr": (1e-5, _log_uniform(-6, -4)),
-        "batch_size": (32, _power_of_two(4, 6)),
+        "batch_size": (32, _log2_uniform_int(4, 6)),
         "weight_decay": (1e-4, _log_uniform(-6, -3)),
         "last_layer_dropout": (0.0, _choice([0.0, 0.1, 0.5])),
     },
     "image": {
         "optimizer": ("sgd", _fixed("sgd")),
+        "sgd_momentum": (0.9, _fixed(0.9)),
         "lr": (1e-4, _log_uniform(-5, -3)),
-        "batch_size": (64, _power_of_two(5, 7)),
+        "batch_size": (64, _log2_uniform_int(5, 7)),
         "weight_decay": (1e-4, _log_uniform(-6, -3)),
     },
 }
@@ -95,3 +102,26 @@ def random_hparams(family: str, algorithm: str, hparams_comb: int) -> dict[str, 
         name: sampler(np.random.RandomState(_draw_seed(hparams_comb, name)))
         for name, (_, sampler) in _space(family, algorithm).items()
     }
+
+
+_POSITIVE_INTEGERS = ("num_steps", "eval_every", "batch_size")
+_POSITIVE = ("lr", "tau", "eta")
+_NON_NEGATIVE = ("weight_decay", "lambda", "penalty_anneal_iters", "sgd_momentum", "last_layer_dropout")
+
+
+def check_hparams(hparams: dict[str, Any]) -> None:
+    """A UserError naming the first value that cannot train (after user overrides)."""
+    def bad(name: str, need: str) -> UserError:
+        return UserError(f"hyper-parameter {name} = {hparams[name]!r}: it must be {need}")
+
+    if "optimizer" in hparams and hparams["optimizer"] not in OPTIMIZERS:
+        raise bad("optimizer", "one of " + ", ".join(OPTIMIZERS))
+    for name in _POSITIVE_INTEGERS:
+        if name in hparams and not (isinstance(hparams[name], int) and hparams[name] >= 1):
+            raise bad(name, "an integer >= 1")
+    for name in _POSITIVE:
+        if name in hparams and not (isinstance(hparams[name], (int, float)) and hparams[name] > 0):
+            raise bad(name, "a number > 0")
+    for name in _NON_NEGATIVE:
+        if name in hparams and not (isinstance(hparams[name], (int, float)) and hparams[name] >= 0):
+            raise bad(name, "a number >= 0")

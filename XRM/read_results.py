@@ -12,7 +12,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from XRM.cli import run_cli  # noqa: E402
 from XRM.errors import UserError  # noqa: E402
 from XRM.records import SELECTION_METRICS, group_labels_folder  # noqa: E402
-from XRM.results import collect_runs, default_metric, format_table  # noqa: E402
+from XRM.results import collect_runs, criterion_for, format_table  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -24,8 +24,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--group_labels", nargs="+", default=["yes", "no", "inferred"],
                         choices=["yes", "no", "inferred"], help="which group-label folders to show")
     parser.add_argument("--selection_criterion", choices=SELECTION_METRICS, default=None,
-                        help="metric that picks the step and the combination "
-                             "(default: flip_rate for phase 1, va_wga for phase 2)")
+                        help="metric that picks the step and the combination of phase-2 runs "
+                             "(default va_wga; phase-1 runs are always selected by flip_rate)")
     parser.add_argument("--seed", type=int, default=0, help="seed whose runs choose the combination")
     return parser
 
@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
                 runs = collect_runs(directory) if directory.is_dir() else []
                 if not runs:
                     continue
-                metric = args.selection_criterion or default_metric(runs)
+                metric = criterion_for(runs, args.selection_criterion)
                 print(f"\n== {algorithm} / {dataset} / {directory.name}  (phase {runs[0].phase}, selected by {metric})")
                 print(format_table(runs, metric, args.seed))
                 shown += 1

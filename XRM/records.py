@@ -21,6 +21,14 @@ DEGENERATE = "degenerate"
 VA_AVG_ACC, VA_WGA, TE_AVG_ACC, TE_WGA = "va_avg_acc", "va_wga", "te_avg_acc", "te_wga"
 VA_GI_WGA = "va_gi_wga"
 PHASE_2_METRICS = (VA_AVG_ACC, VA_WGA, VA_GI_WGA, TE_AVG_ACC, TE_WGA)
+
+
+def metric_key(split: str, metric: str) -> str:
+    """The record key of ``metric`` ('avg_acc' or 'wga') on ``split`` ('va' or 'te'), e.g. 'va_wga'."""
+    key = f"{split}_{metric}"
+    if key not in PHASE_2_METRICS:
+        raise ValueError(f"no record key {key!r}; keys: {', '.join(PHASE_2_METRICS)}")
+    return key
 SELECTION_METRICS = (VA_WGA, VA_GI_WGA, VA_AVG_ACC, FLIP_RATE)
 
 RESULTS_PATTERN = re.compile(r"results_hpcomb_(\d+)_seed(\d+)\.json$")

@@ -48,6 +48,20 @@ def default_metric(runs: list[RunResult]) -> str:
     return records.FLIP_RATE if runs and runs[0].phase == 1 else records.VA_WGA
 
 
+def criterion_for(runs: list[RunResult], requested: str | None) -> str:
+    """The criterion for one folder: ``requested`` where its runs record it, else their default.
+
+    A results root holds phase-1 (XRM) folders beside phase-2 ones, and only some phase-2
+    runs record ``va_gi_wga``: a criterion asked for on the command line must not stop
+    the tables it does not apply to.
+    """
+    if requested is None or not runs or (requested == records.FLIP_RATE) != (runs[0].phase == 1):
+        return default_metric(runs)
+    if not any(selected_record(run.records, requested) is not None for run in runs):
+        return default_metric(runs)
+    return requested
+
+
 def selection_seed(runs: list[RunResult], seed: int = 0) -> int:
     """The seed whose runs choose the hyper-parameters: ``seed`` when present, else the smallest."""
     seeds = sorted({run.seed for run in runs})
@@ -65,7 +79,7 @@ def best_hparams_comb(runs: list[RunResult], metric: str, seed: int = 0) -> int:
             if record is not None:
                 scores[run.hparams_comb] = record
     if not scores:
-        raise UserError(f"no run in {runs[0].files.directory} records {metric}; choose another --selection_criterion")
+        raise UserError(f"no run in {runs[0].files.directory} records {metric}; choose another selection metric")
     return best_candidate(scores, metric)
 
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from XRM import records
-from XRM.algorithms import get_algorithm_class
+from XRM.algorithms import check_group_labels, get_algorithm_class
 from XRM.data.registry import dataset_label, dataset_names, get_dataset
 from XRM.errors import UserError
 from XRM.results import best_hparams_comb, collect_runs
@@ -74,10 +74,10 @@ def _seeds(spec: SweepSpec) -> list[int]:
 
 def _hparams_combs(spec: SweepSpec, directory: Path) -> list[int]:
     if spec.best_hparams_comb_selection_metric is not None:
-        runs = collect_runs(directory)
+        runs = [run for run in collect_runs(directory) if run.files.done.exists()]
         if not runs:
-            raise UserError(f"no results in {directory} to select the best combination from; run the sweep first "
-                            "with --num_hparams_combs N")
+            raise UserError(f"no finished runs in {directory} to select the best combination from; run the sweep "
+                            "first with --num_hparams_combs N")
         return [best_hparams_comb(runs, spec.best_hparams_comb_selection_metric, seed=0)]
     if spec.num_hparams_combs is not None:
         return list(range(spec.num_hparams_combs))
@@ -105,8 +105,7 @@ def make_runs(spec: SweepSpec) -> list[dict]:
         cls = get_algorithm_class(algorithm)
         if cls.phase != spec.phase:
             raise UserError(f"{algorithm} is a phase-{cls.phase} algorithm; it cannot run with --phase {spec.phase}")
-    if spec.phase == 1 and spec.group_labels != PHASE_1_GROUP_LABELS:
-        raise UserError("phase 1 (XRM) infers groups and must not be given group labels; use --group_labels no")
+        check_group_labels(cls, spec.group_labels)
     runs = []
     for name in spec.datasets:
         # a custom dataset file is run by absolute path and filed under its stem

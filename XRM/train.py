@@ -13,15 +13,16 @@ import torch
 from tqdm import tqdm
 
 from XRM import records
-from XRM.algorithms import Algorithm, TrainingSet, build_algorithm, get_algorithm_class
+from XRM.algorithms import Algorithm, TrainingSet, build_algorithm, check_group_labels, get_algorithm_class
 from XRM.backbones import BackboneSpec
 from XRM.data.base import InputOptions, SplitTensors
 from XRM.data.registry import get_dataset
+from XRM.devices import resolve_device
 from XRM.errors import UserError
 from XRM.fileio import append_jsonl, atomic_torch_save, atomic_write_text
 from XRM.group_inference import cross_mistakes, is_degenerate, load_phase_1_artifact
 from XRM.groups import accuracy_metrics, group_ids
-from XRM.hparams_registry import default_hparams, random_hparams
+from XRM.hparams_registry import check_hparams, default_hparams, random_hparams
 from XRM.networks import build_network
 from XRM.batches import evaluation_batches, input_shape, training_batches
 from XRM.sampling import StepSampler, group_balancing_weights, subsample_to_smallest_group
@@ -32,13 +33,6 @@ QUICK_RUN_STEPS = 201
 #: activations (ResNet-50 at 224 px, BERT at 220 tokens) need small batches to fit the GPU
 EVALUATION_BATCH = 8192
 BACKBONE_EVALUATION_BATCH = 256
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def resolve_hparams(run_args: dict, family: str, num_steps: int, eval_every: int) -> dict[str, Any]:
@@ -54,6 +48,7 @@ def resolve_hparams(run_args: dict, family: str, num_steps: int, eval_every: int
     if unknown:
         raise UserError(f"unknown hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(hparams))}")
     hparams.update(overrides)
+    check_hparams(hparams)
     return hparams
 
 
@@ -82,8 +77,7 @@ def load_run_inputs(run_args: dict, device: torch.device) -> RunInputs:
     splits = dataset.load_splits(run_args["data_path"])
     n_train, n_validation = len(splits["tr"]), len(splits["va"])
     group_labels = run_args["group_labels"]
-    if algorithm_cls.phase == 1 and group_labels != "no":
-        raise UserError("phase 1 (XRM) infers groups and must not be given group labels; use --group_labels no")
+    check_group_labels(algorithm_cls, group_labels)
 
     def artifact(path: str) -> dict[str, torch.Tensor]:
         return load_phase_1_artifact(Path(path), n_train, n_validation, dataset.num_classes)
@@ -145,7 +139,7 @@ def evaluate(algorithm: Algorithm, inputs: RunInputs) -> dict[str, float]:
         data = inputs.splits[split]
         predictions = predict_all(algorithm, inputs, split).argmax(dim=1)
         for name, value in accuracy_metrics(predictions, data.y, data.a).items():
-            metrics[f"{split}_{name}"] = value
+            metrics[records.metric_key(split, name)] = value
         if split == "va" and inputs.inferred_validation_attributes is not None:
             inferred = accuracy_metrics(predictions, data.y, inputs.inferred_validation_attributes)
             metrics[records.VA_GI_WGA] = inferred["wga"]
@@ -223,12 +217,18 @@ def run(run_args: dict) -> None:
         return build_network(inputs.family, shape, inputs.num_classes, hparams, inputs.backbone)
 
     algorithm = build_algorithm(run_args["algorithm"], make_network, training_set, hparams).to(device)
-    sampler = build_sampler(algorithm, train_groups, hparams["batch_size"], run_args["seed"],
-                            train.y if inputs.balanced_batches else None)
+    # Inputs read through a DataLoader take their index batches on the CPU, in the loader's
+    # main process: a sampler on the GPU would make every prefetch wait for the GPU.
+    sampler_device = train.y.device if isinstance(train.x, torch.Tensor) else torch.device("cpu")
+    sampler = build_sampler(algorithm, train_groups.to(sampler_device), hparams["batch_size"], run_args["seed"],
+                            train.y.to(sampler_device) if inputs.balanced_batches else None)
     best = {"metric": best_model_metric(inputs), "value": -1.0, "step": -1}
 
     start = 0
     if checkpoint is not None:
+        if checkpoint["hparams"] != hparams:
+            raise UserError(f"{files.checkpoint} was trained with other hyper-parameters ({checkpoint['hparams']}); "
+                            "resume with the same --hparams/--quick_run/--adam, or delete it to start over")
         algorithm.load_state_dict(checkpoint["algorithm"])
         algorithm.optimizer.load_state_dict(checkpoint["optimizer"])
         _restore_rng_states(checkpoint["rng"], generator)
@@ -298,9 +298,9 @@ def check_runs(runs: list[dict]) -> None:
     """
     seen = set()
     for run_args in runs:
+        # hyper-parameter names do not depend on the combination: one check per data source suffices
         key = (run_args["dataset"], run_args["algorithm"], run_args["group_labels"], run_args.get("phase_1_file"),
-               run_args["data_path"], run_args["hparams_comb"] if run_args.get("hparams_overrides") else None,
-               InputOptions.from_run_args(run_args))
+               run_args["data_path"], InputOptions.from_run_args(run_args))
         if key not in seen:
             seen.add(key)
             inputs = load_run_inputs(run_args, torch.device("cpu"))

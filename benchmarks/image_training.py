@@ -17,7 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
 from benchmarks.feature_extraction import make_folder  # noqa: E402
 from XRM.records import run_directory  # noqa: E402
-from XRM.train import resolve_device, run  # noqa: E402
+from XRM.devices import resolve_device  # noqa: E402
+from XRM.train import run  # noqa: E402
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
 from XRM.records import run_directory  # noqa: E402
 from XRM.sweep import select_phase_1_file  # noqa: E402
-from XRM.train import resolve_device, run  # noqa: E402
+from XRM.devices import resolve_device  # noqa: E402
+from XRM.train import run  # noqa: E402
 
 
 def write_random_features(data_path: Path, n_train: int, dim: int) -> None:

@@ -17,22 +17,29 @@ from XRM.groups import sum_by_index
 PROBABILITY_FLOOR = 1e-12
 
 
+def _held_out_predictions(held_out_logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """p(y_ho | x_i) = softmax(f_ho(x_i) / tau), in float64 (tau may be 0.001)."""
+    return torch.softmax(held_out_logits.double() / tau, dim=1)
+
+
+def _joint(p_y_ho_given_x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return sum_by_index(p_y_ho_given_x, y.long(), p_y_ho_given_x.shape[1]) / len(y)
+
+
 def held_out_joint(held_out_logits: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
     """The K x K table p(y, y_ho), rows indexed by y, estimated over all given examples."""
-    num_classes = held_out_logits.shape[1]
-    p_y_ho_given_x = torch.softmax(held_out_logits.double() / tau, dim=1)
-    return sum_by_index(p_y_ho_given_x, y.long(), num_classes) / len(y)
+    return _joint(_held_out_predictions(held_out_logits, tau), y)
 
 
 def calibrated_held_out_probabilities(held_out_logits: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
     """p_ho(y | x_i) for every example: an [n, K] matrix whose rows sum to one."""
-    joint = held_out_joint(held_out_logits, y, tau)
+    p_y_ho_given_x = _held_out_predictions(held_out_logits, tau)
+    joint = _joint(p_y_ho_given_x, y)
     column_mass = joint.sum(dim=0, keepdim=True)
     # A class the held-out model never predicts has no mass: its column is uninformative,
     # so it gets the class prior instead of 0/0.
     prior = joint.sum(dim=1, keepdim=True).expand_as(joint)
     y_given_y_ho = torch.where(column_mass > 0, joint / column_mass.clamp_min(PROBABILITY_FLOOR), prior)
-    p_y_ho_given_x = torch.softmax(held_out_logits.double() / tau, dim=1)
     return p_y_ho_given_x @ y_given_y_ho.T
 
 

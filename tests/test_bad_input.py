@@ -91,3 +91,33 @@ def test_phase_2_algorithm_in_phase_1_and_bad_overrides(script, tmp_path):
 def test_read_results_on_a_missing_folder(script, tmp_path):
     result = script("XRM/read_results.py", "--dir", str(tmp_path / "none"))
     _assert_user_error(result, "no results folder", "--out_dir")
+
+
+def test_a_device_that_does_not_exist(script, tmp_path):
+    result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--device", "tpu",
+                    "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, "--device tpu", "auto, cpu, cuda or cuda:N")
+    assert _nothing_under(tmp_path / "out")
+
+
+def test_resume_with_other_hyper_parameters_is_refused(script, tmp_path):
+    common = ["main.py", "--phase", "1", "--datasets", "Synthetic", "--out_dir", str(tmp_path / "out")]
+    assert script(*common, "--hparams", '{"num_steps": 21, "eval_every": 10}').returncode == 0
+    directory = tmp_path / "out" / "XRM" / "Synthetic" / "group_labels_no"
+    (directory / "done_hpcomb_0_seed0").unlink()  # as if it had been interrupted after its last checkpoint
+    before = (directory / "results_hpcomb_0_seed0.json").read_text()
+    result = script(*common, "--hparams", '{"num_steps": 41, "eval_every": 10}', "--resume")
+    _assert_user_error(result, "ckpt_hpcomb_0_seed0.pt was trained with other hyper-parameters", "delete it")
+    assert (directory / "results_hpcomb_0_seed0.json").read_text() == before
+
+
+@pytest.mark.parametrize("override, message", [
+    ('{"optimizer": "rmsprop"}', "hyper-parameter optimizer = 'rmsprop': it must be one of sgd, adam, adamw"),
+    ('{"batch_size": 0}', "hyper-parameter batch_size = 0: it must be an integer >= 1"),
+    ('{"lr": -0.1}', "hyper-parameter lr = -0.1: it must be a number > 0"),
+])
+def test_override_values_that_cannot_train(script, tmp_path, override, message):
+    result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--hparams", override,
+                    "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, message)
+    assert _nothing_under(tmp_path / "out")

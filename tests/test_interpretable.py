@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import interpretable_experiment as script
-from XRM.cli import device_from_option
+from XRM.devices import resolve_device
 from XRM.errors import UserError
 from mat.interpretable import (ACCURACY_KEYS, RUNS, GroupCorrect, InterpretableConfig, make_splits, run,
                                total_epochs)
@@ -111,9 +111,9 @@ def test_config_check_names_the_bad_setting():
 
 def test_cuda_asked_for_without_cuda_is_a_user_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert device_from_option("auto") == CPU
+    assert resolve_device("auto") == CPU
     with pytest.raises(UserError, match="--device cpu"):
-        device_from_option("cuda")
+        resolve_device("cuda")
 
 
 def run_cli(*options: str) -> subprocess.CompletedProcess:

@@ -62,6 +62,12 @@ def test_phase_2_records_and_mat_beats_erm(sweep, script):
     table = script("XRM/read_results.py", "--dir", str(out), "--group_labels", "no")
     assert table.returncode == 0, table.stderr
     assert _best_test_wga(table.stdout, "MAT") > _best_test_wga(table.stdout, "ERM") + 30
+    # a phase-2 criterion selects the phase-2 tables; the phase-1 table keeps flip_rate
+    by_inferred = script("XRM/read_results.py", "--dir", str(out), "--selection_criterion", "va_gi_wga")
+    assert by_inferred.returncode == 0, by_inferred.stderr
+    assert "== MAT / Synthetic / group_labels_no  (phase 2, selected by va_gi_wga)" in by_inferred.stdout
+    assert "== ERM / Synthetic / group_labels_no  (phase 2, selected by va_wga)" in by_inferred.stdout  # has no va_gi_wga
+    assert "== XRM / Synthetic / group_labels_no  (phase 1, selected by flip_rate)" in by_inferred.stdout
 
 
 def test_relaunch_is_a_no_op(sweep, script):
