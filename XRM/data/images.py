@@ -15,13 +15,12 @@ from PIL import Image
 from torchvision import transforms
 
 from XRM.data.metadata import CELEBA_IMAGES, WATERBIRDS_IMAGES
-from XRM.data.metadata_table import read_metadata_csv
+from XRM.data.metadata_table import SPLIT_IDS, read_metadata_csv
 from XRM.errors import UserError
 from XRM.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SPLIT_IDS = {"tr": 0, "va": 1, "te": 2}
 
 
 def _to_normalised_tensor() -> list:

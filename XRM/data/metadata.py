@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from XRM.data.metadata_table import MetadataTable, table_from_rows, write_metadata_csv
+from XRM.data.metadata_table import SPLIT_IDS_BY_NAME, MetadataTable, table_from_rows, write_metadata_csv
 from XRM.errors import UserError
 from XRM.fileio import atomic_write_text
 
@@ -98,7 +98,6 @@ def write_civilcomments_metadata(folder: Path) -> MetadataTable:
     csv.field_size_limit(1 << 30)  # some comments are longer than csv's default limit
     source = _read_csv_rows(folder / "all_data_with_identities.csv")
     texts, split, y, a = [], [], [], []
-    split_ids = {"train": 0, "val": 1, "test": 2}
     train = [row for row in source if row["split"] == "train"]
     for row in train:
         texts.append(row["comment_text"])
@@ -111,7 +110,7 @@ def write_civilcomments_metadata(folder: Path) -> MetadataTable:
             for row in rows:
                 if _at_least_half(row[name]):
                     texts.append(row["comment_text"])
-                    split.append(split_ids[split_name])
+                    split.append(SPLIT_IDS_BY_NAME[split_name])
                     y.append(int(_at_least_half(row["toxicity"])))
                     a.append(identity)
     positions = list(range(len(texts)))

@@ -15,7 +15,12 @@ from XRM.errors import UserError
 from XRM.fileio import atomic_write_text
 
 COLUMNS = ("id", "filename", "split", "y", "a")
+#: the ``split`` code of each split a run uses (tr/va/te: train, validation, test)
+SPLIT_IDS = {"tr": 0, "va": 1, "te": 2}
+#: the name of each split code, as printed and as the reference's raw files spell them
 SPLIT_NAMES = {0: "train", 1: "val", 2: "test"}
+#: split code by name, for files that spell the split out (CivilComments' raw CSV)
+SPLIT_IDS_BY_NAME = {name: code for code, name in SPLIT_NAMES.items()}
 
 
 @dataclass

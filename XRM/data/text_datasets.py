@@ -13,8 +13,7 @@ import torch
 
 from XRM.backbones import BackboneSpec, load_tokenizer
 from XRM.data.base import SPLITS, GroupDataset, InputOptions, SplitTensors
-from XRM.data.images import SPLIT_IDS
-from XRM.data.metadata_table import MetadataTable, read_metadata_csv
+from XRM.data.metadata_table import SPLIT_IDS, MetadataTable, read_metadata_csv
 from XRM.data.multinli import load_multinli_features
 from XRM.data.registry import register_dataset
 from XRM.data.sources import MULTINLI_CACHED_FEATURES
