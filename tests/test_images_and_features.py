@@ -7,7 +7,7 @@ from PIL import Image
 
 from XRM.backbones import load_weights, weights_file_location
 from XRM.data.extract_features import build_feature_extractor
-from XRM.data.feature_file import load_feature_file, save_feature_file
+from XRM.data.feature_file import load_features_file, save_feature_file
 from XRM.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSplitDataset, load_image_split
 from XRM.data.metadata_table import table_from_rows, write_metadata_csv
 from XRM.errors import UserError
@@ -54,8 +54,8 @@ def test_unknown_split_and_dataset(metashift_folder):
 def test_feature_file_round_trip_and_checks(tmp_path):
     part = {"x": torch.randn(3, 4), "y": torch.tensor([[0], [1], [1]]), "m": torch.tensor([[1], [0], [1]])}
     save_feature_file({"tr": part, "va": part, "te": part}, tmp_path / "features.pt")
-    loaded = load_feature_file(tmp_path / "features.pt")
-    assert torch.equal(loaded["va"]["x"], part["x"]) and loaded["te"]["m"].tolist() == [[1], [0], [1]]
+    loaded = load_features_file(tmp_path / "features.pt", "waterbirds")
+    assert torch.equal(loaded["va"].x, part["x"]) and loaded["te"].a.tolist() == [1, 0, 1]
     with pytest.raises(ValueError, match="te.y must be long"):
         save_feature_file({"tr": part, "va": part, "te": {**part, "y": torch.tensor([0, 1, 1])}}, tmp_path / "bad.pt")
     assert not (tmp_path / "bad.pt").exists()

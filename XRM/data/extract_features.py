@@ -13,12 +13,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from XRM.backbones import load_weights
-from XRM.data.feature_file import FEATURE_SPLITS, save_feature_file
+from XRM.data.base import SPLITS
+from XRM.data.feature_file import FEATURES_FILE, save_feature_file
 from XRM.data.images import ImageSplitDataset, get_image_layout, load_image_split
 from XRM.errors import UserError
 
 DEFAULT_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
-FEATURES_FILE = "features.pt"
 
 
 def build_feature_extractor(weights=DEFAULT_WEIGHTS, architecture: str = "resnet50") -> torch.nn.Module:
@@ -65,7 +65,7 @@ def write_features(data_path: str | Path, name: str, weights=DEFAULT_WEIGHTS, ar
     device = device or default_device()
     model = build_feature_extractor(weights, architecture)
     features = {}
-    for split in FEATURE_SPLITS:
+    for split in SPLITS:
         images = load_image_split(data_path, name, split)
         x = embed(model, ImageSplitDataset(images), device, batch_size, num_workers, f"{name} {split}")
         features[split] = {"x": x, "y": torch.as_tensor(images.y, dtype=torch.long).view(-1, 1),

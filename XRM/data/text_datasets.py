@@ -13,8 +13,9 @@ import torch
 
 from XRM.backbones import BackboneSpec, load_tokenizer
 from XRM.data.base import SPLITS, GroupDataset, InputOptions, SplitTensors
+from XRM.data.files import download_hint, open_csv, require_file
 from XRM.data.metadata_table import SPLIT_IDS, MetadataTable, read_metadata_csv
-from XRM.data.multinli import load_multinli_features
+from XRM.data.multinli import CACHED_FEATURES_DIR, load_multinli_features
 from XRM.data.registry import register_dataset
 from XRM.data.sources import MULTINLI_CACHED_FEATURES
 from XRM.data.token_cache import cache_name, cached_text_tokens, cached_tokens
@@ -23,19 +24,11 @@ from XRM.errors import UserError
 CIVILCOMMENTS_MAX_LENGTH = 220
 
 
-def require_file(path: Path, data_path: str, download_name: str) -> Path:
-    """``path`` if it exists; else a UserError naming the download.py command that makes it."""
-    if not path.is_file():
-        raise UserError(f"missing {path}; run: python download.py --download --data_path {data_path} {download_name}")
-    return path
-
-
 def read_text_column(path: Path, column: str) -> Callable[[], list[str]]:
     """A function reading one column of a CSV (empty cells as empty strings), for lazy use."""
 
     def read() -> list[str]:
-        csv.field_size_limit(1 << 30)  # some comments exceed csv's default field limit
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open_csv(path) as handle:
             reader = csv.DictReader(handle)
             if column not in (reader.fieldnames or []):
                 raise UserError(f"{path} has no {column!r} column")
@@ -93,8 +86,9 @@ class CivilComments(TextDataset):
     def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
         """Metadata rows with the cached tokens of civilcomments_coarse.csv (tokenised on first use)."""
         folder = Path(data_path) / "civilcomments"
-        metadata = require_file(folder / "metadata_civilcomments_coarse.csv", data_path, "civilcomments")
-        texts = require_file(folder / "civilcomments_coarse.csv", data_path, "civilcomments")
+        how = download_hint(data_path, "civilcomments")
+        metadata = require_file(folder / "metadata_civilcomments_coarse.csv", "metadata file", how)
+        texts = require_file(folder / "civilcomments_coarse.csv", "text file", how)
         table = read_metadata_csv(metadata)
         tokens = tokens_for(metadata, read_text_column(texts, "comment_text"), [texts], self.text_spec(),
                             self.max_length)
@@ -110,8 +104,9 @@ class MultiNLI(TextDataset):
     def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
         """Metadata rows with the cached features stacked as [n, 128, 3] (read once into a token cache)."""
         folder = Path(data_path) / "multinli"
-        metadata = require_file(folder / "metadata_multinli.csv", data_path, "multinli")
-        sources = [require_file(folder / "glue_data" / "MNLI" / name, data_path, "multinli")
+        how = download_hint(data_path, "multinli")
+        metadata = require_file(folder / "metadata_multinli.csv", "metadata file", how)
+        sources = [require_file(folder / CACHED_FEATURES_DIR / name, "cached features file", how)
                    for name in MULTINLI_CACHED_FEATURES]
         table = read_metadata_csv(metadata)
 
