@@ -59,32 +59,52 @@ register_recipe(DatasetRecipe("imagenetbg", "backgrounds_challenge", sources.IMA
 register_recipe(DatasetRecipe("cmnist", "mnist", sources.MNIST_FILES, metadata.check_mnist))
 
 
-def _in_place(remote: RemoteFile, folder: Path, stored: Path) -> bool:
-    """Whether the file's contents are already where the metadata builder reads them."""
+def _extracted(remote: RemoteFile, folder: Path, stored: Path) -> bool:
+    """Whether an archive's contents are already where the metadata builder reads them."""
     provided = all((folder / path).exists() for path in remote.provides)
-    if not remote.is_archive:
-        return provided
     # An archive still lying there without a marker may have been cut off mid-extraction.
     return provided and (is_extracted(remote.name, folder / remote.extract_to) or not stored.exists())
 
 
+def _missing(recipe: DatasetRecipe, remote: RemoteFile, stored: Path, mirror: str | None) -> UserError:
+    return UserError(f"{recipe.name}: missing {stored}: run with --download, or "
+                     f"{manual_copy_hint(source_location(remote, recipe.name, mirror), stored)}")
+
+
+def _place_plain_file(recipe: DatasetRecipe, remote: RemoteFile, stored: Path, download: bool,
+                      mirror: str | None) -> None:
+    # A file used as it is is checked every time: one placed by hand may be a wrong copy.
+    if stored.is_file():
+        problem = checksum_problem(stored, remote)
+        if problem is None:
+            return
+        if not download:
+            raise UserError(f"{stored} has {problem}: replace it with a good copy of "
+                            f"{source_location(remote, recipe.name, mirror)}, or re-run with --download")
+        print(f"{stored} has {problem}: downloading it again", file=sys.stderr)
+        stored.unlink()
+    elif not download:
+        raise _missing(recipe, remote, stored, mirror)
+    fetch(remote, recipe.name, stored, mirror)
+
+
 def _place_file(recipe: DatasetRecipe, remote: RemoteFile, folder: Path, download: bool, mirror: str | None) -> None:
     stored = folder / remote.directory / remote.name
-    if _in_place(remote, folder, stored):
+    if not remote.is_archive:
+        _place_plain_file(recipe, remote, stored, download, mirror)
+        return
+    if _extracted(remote, folder, stored):
         return
     downloaded = False
     if not stored.is_file():
         if not download:
-            raise UserError(f"{recipe.name}: missing {stored}: run with --download, or "
-                            f"{manual_copy_hint(source_location(remote, recipe.name, mirror), stored)}")
+            raise _missing(recipe, remote, stored, mirror)
         fetch(remote, recipe.name, stored, mirror)
         downloaded = True
     else:
         problem = checksum_problem(stored, remote)
         if problem is not None:
             raise UserError(f"{stored} has {problem}: replace it with a good copy of {remote.url}")
-    if not remote.is_archive:
-        return
     try:
         safe_extract(stored, folder / remote.extract_to)
     except ArchiveError as error:
