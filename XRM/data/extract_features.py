@@ -16,7 +16,7 @@ from XRM.backbones import load_weights
 from XRM.data.base import SPLITS
 from XRM.data.feature_file import FEATURES_FILE, save_feature_file
 from XRM.data.images import ImageSplitDataset, get_image_layout, load_image_split
-from XRM.errors import UserError
+from XRM.errors import UserError, unwrap_worker_errors
 
 DEFAULT_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
 
@@ -47,7 +47,8 @@ def embed(model: torch.nn.Module, dataset: torch.utils.data.Dataset, device: tor
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=on_cuda, persistent_workers=False)
     outputs = []
-    for _, images, _, _ in tqdm(loader, desc=description, unit=" batches", file=sys.stderr):
+    for _, images, _, _ in tqdm(unwrap_worker_errors(loader), total=len(loader), desc=description, unit=" batches",
+                                file=sys.stderr):
         images = images.to(device, non_blocking=True)
         if on_cuda:
             images = images.contiguous(memory_format=torch.channels_last)

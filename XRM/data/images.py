@@ -113,6 +113,11 @@ class ImageSplitDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
-        with Image.open(self.paths[index]) as image:
-            pixels = self.transform(image.convert("RGB"))
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                pixels = self.transform(image.convert("RGB"))
+        except OSError as error:  # missing, unreadable or truncated (PIL's errors are OSErrors)
+            raise UserError(f"cannot read image {path} ({type(error).__name__}: {error}): put a good copy there, "
+                            "or prepare the dataset again with download.py") from None
         return index, pixels, self.y[index], self.a[index]

@@ -13,6 +13,7 @@ from pathlib import Path
 from XRM.data import metadata, sources
 from XRM.data.extract import ArchiveError, is_extracted, safe_extract
 from XRM.data.fetch import checksum_problem, fetch, manual_copy_hint, source_location
+from XRM.data.images import get_image_layout
 from XRM.data.metadata_table import SPLIT_NAMES, MetadataTable, format_group_counts
 from XRM.data.sources import RemoteFile
 from XRM.errors import UserError
@@ -46,16 +47,20 @@ def get_recipe(name: str) -> DatasetRecipe:
     return RECIPES.lookup(name)
 
 
-register_recipe(DatasetRecipe("waterbirds", "waterbirds", sources.WATERBIRDS_FILES,
-                              metadata.write_waterbirds_metadata, "waterbirds"))
-register_recipe(DatasetRecipe("celeba", "celeba", sources.CELEBA_FILES, metadata.write_celeba_metadata, "celeba"))
+def image_recipe(name: str, files: tuple[RemoteFile, ...], build_metadata: Callable[[Path], MetadataTable],
+                 split_names: dict[int, str] | None = None) -> DatasetRecipe:
+    """The recipe of image dataset ``name`` (registered in images.py), in the folder training reads."""
+    return DatasetRecipe(name, get_image_layout(name).folder, files, build_metadata, name, split_names)
+
+
+register_recipe(image_recipe("waterbirds", sources.WATERBIRDS_FILES, metadata.write_waterbirds_metadata))
+register_recipe(image_recipe("celeba", sources.CELEBA_FILES, metadata.write_celeba_metadata))
 register_recipe(DatasetRecipe("civilcomments", "civilcomments", sources.CIVILCOMMENTS_FILES,
                               metadata.write_civilcomments_metadata))
 register_recipe(DatasetRecipe("multinli", "multinli", sources.MULTINLI_FILES, metadata.write_multinli_metadata))
-register_recipe(DatasetRecipe("metashift", "metashift", sources.METASHIFT_FILES,
-                              metadata.write_metashift_metadata, "metashift"))
-register_recipe(DatasetRecipe("imagenetbg", "backgrounds_challenge", sources.IMAGENETBG_FILES,
-                              metadata.write_imagenetbg_metadata, "imagenetbg", metadata.IMAGENETBG_SPLIT_NAMES))
+register_recipe(image_recipe("metashift", sources.METASHIFT_FILES, metadata.write_metashift_metadata))
+register_recipe(image_recipe("imagenetbg", sources.IMAGENETBG_FILES, metadata.write_imagenetbg_metadata,
+                             metadata.IMAGENETBG_SPLIT_NAMES))
 register_recipe(DatasetRecipe("cmnist", "mnist", sources.MNIST_FILES, metadata.check_mnist))
 
 
@@ -119,6 +124,18 @@ def _place_file(recipe: DatasetRecipe, remote: RemoteFile, folder: Path, downloa
         stored.unlink()
 
 
+def _check_images(recipe: DatasetRecipe, folder: Path, table: MetadataTable) -> None:
+    """Every image the metadata lists must be there (one stat each), or the metadata goes."""
+    layout = get_image_layout(recipe.image_dataset)
+    root = folder / layout.image_root
+    missing = [name for name in table.filenames if not (root / name).is_file()]
+    if missing:
+        (folder / layout.metadata).unlink(missing_ok=True)  # no metadata that looks prepared
+        raise UserError(f"{recipe.name}: {len(missing)} of the {len(table)} images the metadata lists are "
+                        f"missing, e.g. {root / missing[0]}: put them there, or delete {folder} and run: "
+                        f"python download.py --download --data_path {folder.parent} {recipe.name}")
+
+
 def _remove_empty_folders(folder: Path, remove_top: bool) -> None:
     for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
@@ -146,6 +163,8 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
             _place_file(recipe, remote, folder, download, mirror)
         print(f"{name}: writing metadata in {folder}", file=sys.stderr)
         table = recipe.build_metadata(folder)
+        if recipe.image_dataset is not None:
+            _check_images(recipe, folder, table)
     except BaseException:
         _remove_empty_folders(folder, remove_top=created)  # no empty folders that look like a start
         raise
