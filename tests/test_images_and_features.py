@@ -135,3 +135,17 @@ def test_image_recipes_use_the_folder_training_reads():
     assert {name: recipe.folder for name, recipe in image_recipes.items()} == {
         name: IMAGE_LAYOUTS.lookup(name).folder for name in image_recipes}
     assert image_recipes["imagenetbg"].folder == "backgrounds_challenge"
+
+
+def test_features_are_extracted_in_float32_without_autocast(metashift_folder, monkeypatch):
+    from XRM.data.extract_features import embed
+
+    requested = []
+    monkeypatch.setattr(torch, "autocast", lambda *args, **kwargs: requested.append(kwargs) or pytest.fail("autocast"))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 224 * 224, 5)).eval()
+    dataset = ImageSplitDataset(load_image_split(metashift_folder, "metashift", "tr"))
+    features = embed(model, dataset, torch.device("cpu"), batch_size=2, num_workers=0)
+    expected = model(torch.stack([dataset[i][1] for i in range(2)])).detach()
+    assert requested == [] and features.dtype == torch.float32 and features.shape == (2, 5)
+    assert torch.equal(features, expected)

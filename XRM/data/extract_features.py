@@ -41,7 +41,8 @@ def default_device() -> torch.device:
 @torch.inference_mode()
 def embed(model: torch.nn.Module, dataset: torch.utils.data.Dataset, device: torch.device,
           batch_size: int = 128, num_workers: int = 4, description: str = "features") -> torch.Tensor:
-    """Features [n, d] (float32, on CPU) of every image of ``dataset``, in dataset order."""
+    """Features [n, d] of every image of ``dataset``, in dataset order, computed in float32
+    (channels_last on CUDA) and returned on the CPU."""
     on_cuda = device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last if on_cuda else torch.contiguous_format)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -52,8 +53,9 @@ def embed(model: torch.nn.Module, dataset: torch.utils.data.Dataset, device: tor
         images = images.to(device, non_blocking=True)
         if on_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda):
-            outputs.append(model(images).float().cpu())
+        # float32, as the reference extracted: the features are computed once and every
+        # linear head trains on them, so bf16 rounding would be baked into every run.
+        outputs.append(model(images).float().cpu())
     if not outputs:
         raise UserError(f"{description}: no images in this split; check the metadata file")
     return torch.cat(outputs)
