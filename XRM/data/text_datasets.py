@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from XRM.backbones import BackboneSpec, load_tokenizer
+from XRM.backbones import TEXT_MODEL_VARIABLE, BackboneSpec, load_tokenizer
 from XRM.data.base import SPLITS, GroupDataset, InputOptions, SplitTensors
 from XRM.data.files import download_hint, open_csv, require_file
 from XRM.data.metadata_table import SPLIT_IDS, MetadataTable, read_metadata_csv
@@ -22,6 +22,27 @@ from XRM.data.token_cache import cache_name, cached_text_tokens, cached_tokens
 from XRM.errors import UserError
 
 CIVILCOMMENTS_MAX_LENGTH = 220
+# MultiNLI's cached inputs are bert-base-uncased token ids (group_DRO's files): a text model
+# must read the same ids, which its tokenizer's vocabulary size and special ids tell cheaply.
+BERT_UNCASED_NAMES = ("bert-base-uncased", "google-bert/bert-base-uncased")
+BERT_UNCASED_IDS = {"vocab_size": 30522, "pad_token_id": 0, "cls_token_id": 101, "sep_token_id": 102}
+
+
+def require_bert_uncased_ids(name: str) -> None:
+    """A UserError unless text model ``name`` reads bert-base-uncased token ids: that hub
+    model, or a local folder whose tokenizer has its vocabulary size and special ids."""
+    if name in BERT_UNCASED_NAMES:
+        return
+    problem = "only bert-base-uncased or a local folder holding a model with its vocabulary can"
+    if Path(name).expanduser().is_dir():
+        tokenizer = load_tokenizer(name)
+        found = {key: getattr(tokenizer, key) for key in BERT_UNCASED_IDS}
+        if found == BERT_UNCASED_IDS:
+            return
+        problem = "its tokenizer has " + ", ".join(f"{key} {value}" for key, value in found.items())
+    raise UserError(f"MultiNLI's cached inputs are bert-base-uncased token ids, which text model {name!r} cannot "
+                    f"read ({problem}): drop --text_model and unset {TEXT_MODEL_VARIABLE}, or pass a folder "
+                    "holding bert-base-uncased")
 
 
 def read_text_column(path: Path, column: str) -> Callable[[], list[str]]:
@@ -103,6 +124,7 @@ class MultiNLI(TextDataset):
 
     def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
         """Metadata rows with the cached features stacked as [n, 128, 3] (read once into a token cache)."""
+        require_bert_uncased_ids(self.text_spec().name)
         folder = Path(data_path) / "multinli"
         how = download_hint(data_path, "multinli")
         metadata = require_file(folder / "metadata_multinli.csv", "metadata file", how)
