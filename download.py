@@ -2,7 +2,8 @@
 import argparse
 import sys
 
-from XRM.data.extract_features import FEATURES_FILE, write_features
+from XRM.data.extract_features import write_features
+from XRM.data.feature_file import FEATURES_FILE
 from XRM.data.prepare import RECIPES, get_recipe, prepare_dataset
 from XRM.cli import run_cli
 

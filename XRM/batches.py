@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from XRM.errors import unwrap_worker_errors
 from XRM.sampling import StepSampler
 
 Inputs = torch.Tensor | Dataset
@@ -62,7 +63,7 @@ def training_batches(
             yield index, inputs[index]
         return
     loader = _loader(inputs, num_workers, device, batch_sampler=_StepBatches(sampler, start, stop))
-    for index, x in loader:
+    for index, x in unwrap_worker_errors(loader):
         yield index.to(device, non_blocking=True), x.to(device, non_blocking=True)
 
 
@@ -74,7 +75,7 @@ def evaluation_batches(
         for start in range(0, len(inputs), batch_size):
             yield inputs[start : start + batch_size]
         return
-    for _, x in _loader(inputs, num_workers, device, batch_size=batch_size, shuffle=False):
+    for _, x in unwrap_worker_errors(_loader(inputs, num_workers, device, batch_size=batch_size, shuffle=False)):
         yield x.to(device, non_blocking=True)
 
 

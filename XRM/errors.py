@@ -1,4 +1,8 @@
 """The one exception type for mistakes a user can fix."""
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class UserError(Exception):
@@ -7,3 +11,20 @@ class UserError(Exception):
     Command-line entry points catch it, print ``error: <message>`` to stderr and exit
     with status 2; nothing else should be written once it is raised.
     """
+
+
+def unwrap_worker_errors(batches: Iterable[T]) -> Iterator[T]:
+    """``batches`` (a DataLoader) as they come, with a UserError raised in a worker process
+    turned back into its own one line.
+
+    DataLoader re-raises a worker's exception in the main process with a message of several
+    lines ("Caught UserError in DataLoader worker process 0. Original Traceback ..."); the
+    user's line is the traceback's last.
+    """
+    try:
+        yield from batches
+    except UserError as error:
+        lines = str(error).strip().splitlines()
+        if len(lines) < 2:
+            raise
+        raise UserError(lines[-1].removeprefix(f"{UserError.__module__}.{UserError.__name__}: ")) from None

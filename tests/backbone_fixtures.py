@@ -11,13 +11,21 @@ from XRM.data.metadata_table import table_from_rows, write_metadata_csv
 WORDS = ["you", "are", "awful", "nice", "day", "bad", "ok", "good", "people", "hate", "love", "this"]
 
 
-def write_tiny_bert(folder: Path) -> Path:
-    """A local text-model folder (config, random weights, tokenizer) of a 1-layer, 32-wide BERT."""
+def write_tiny_bert(folder: Path, uncased_ids: bool = False) -> Path:
+    """A local text-model folder (config, random weights, tokenizer) of a 1-layer, 32-wide BERT.
+
+    ``uncased_ids``: a vocabulary laid out as bert-base-uncased's (30,522 entries, [PAD] 0,
+    [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103), the only kind MultiNLI's cached ids accept.
+    """
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    vocab += [f"tok{i}" for i in range(140 - len(vocab))]  # ids up to 139: MultiNLI fixtures use 101..107
+    if uncased_ids:
+        vocab = ["[PAD]", *[f"[unused{i}]" for i in range(99)], "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+        vocab += [f"tok{i}" for i in range(30522 - len(vocab))]
+    else:
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+        vocab += [f"tok{i}" for i in range(140 - len(vocab))]  # ids up to 139
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     # from the folder's vocab.txt: the one way that works on transformers 4 and 5 alike
     BertTokenizerFast.from_pretrained(str(folder)).save_pretrained(folder)

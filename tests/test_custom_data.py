@@ -63,3 +63,10 @@ def test_other_files_and_names_are_user_errors(tmp_path):
         from XRM.data.base import InputOptions
 
         get_dataset(str(tmp_path / "mine.csv")).resolve(str(tmp_path), 1, InputOptions(inputs="features"))
+
+
+def test_text_datasets_do_not_import_the_image_stack(script):
+    # Split ids live in metadata_table: text data must not pull in PIL and torchvision transforms.
+    result = script("-c", "import sys; import XRM.data.text_datasets; print('XRM.data.images' in sys.modules)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

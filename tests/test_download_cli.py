@@ -150,17 +150,18 @@ def test_unknown_dataset_lists_the_valid_ones(tmp_path, capsys):
 
 def test_features_from_prepared_images(prepared):
     from XRM.data.extract_features import write_features
-    from XRM.data.feature_file import load_feature_file
+    from XRM.data.feature_file import load_features_file
     data = prepared[0]
     # resnet18 keeps the test fast on CPU; the width checks the backbone's, 512 here, 2048 for ResNet-50.
     path = write_features(data, "waterbirds", weights=None, architecture="resnet18", device=torch.device("cpu"),
                           batch_size=8, num_workers=0)
     assert path == data / "waterbirds" / "features.pt"
-    features = load_feature_file(path)
+    features = load_features_file(path, "waterbirds")
+    saved = torch.load(path, weights_only=True)  # the dtype as written, before the reader's .float()
     table = read_metadata_csv(data / "waterbirds/metadata_waterbirds.csv")
     for split_id, split in enumerate(("tr", "va", "te")):
         rows = table.rows_of_split(split_id)
-        assert tuple(features[split]["x"].shape) == (len(rows), 512)
-        assert features[split]["x"].dtype == torch.float32
-        assert features[split]["y"].view(-1).tolist() == table.y[rows].tolist()
-        assert features[split]["m"].view(-1).tolist() == table.a[rows].tolist()
+        assert tuple(features[split].x.shape) == (len(rows), 512)
+        assert saved[split]["x"].dtype == torch.float32
+        assert features[split].y.tolist() == table.y[rows].tolist()
+        assert features[split].a.tolist() == table.a[rows].tolist()

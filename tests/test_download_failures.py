@@ -1,9 +1,13 @@
 """download.py failures: one `error:` line, exit status 2, and a data folder left clean."""
+import hashlib
 import io
 import tarfile
 from pathlib import Path
 
+import pytest
+
 import download_fixtures as fx
+from XRM.errors import UserError
 
 
 def _assert_clean(data: Path) -> None:
@@ -134,3 +138,36 @@ def test_interrupted_download_starts_over(tmp_path, capsys):
     assert code == 0, stderr
     assert not partial.exists()
     assert (data / "metashift" / ".prepared").is_file()
+
+
+def _plain_file_recipe(monkeypatch, good: bytes):
+    """A one-file dataset 'toy' whose notes.txt has a known MD5 (that of ``good``)."""
+    from XRM.data import prepare
+    from XRM.data.sources import RemoteFile
+
+    remote = RemoteFile("notes.txt", "https://example.org/toy/notes.txt", provides=("notes.txt",),
+                        md5=hashlib.md5(good).hexdigest())
+    recipe = prepare.DatasetRecipe("toy", "toy", (remote,), lambda folder: None)
+    monkeypatch.setattr(prepare, "get_recipe", lambda name: recipe)
+    return prepare.prepare_dataset
+
+
+def test_hand_placed_plain_file_with_wrong_content_is_not_trusted(tmp_path, monkeypatch, capsys):
+    good, bad = b"the published bytes\n", b"something else\n"
+    prepare_dataset = _plain_file_recipe(monkeypatch, good)
+    placed = tmp_path / "data" / "toy" / "notes.txt"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(bad)
+    with pytest.raises(UserError) as caught:
+        prepare_dataset("toy", tmp_path / "data")
+    assert str(caught.value) == (
+        f"{placed} has md5 {hashlib.md5(bad).hexdigest()} where {hashlib.md5(good).hexdigest()} "
+        "was expected: replace it with a good copy of https://example.org/toy/notes.txt, or re-run with --download")
+    assert not (placed.parent / ".prepared").exists()
+    # With --download the bad copy is deleted and fetched again (here from a local mirror).
+    mirror = tmp_path / "mirror" / "toy"
+    mirror.mkdir(parents=True)
+    (mirror / "notes.txt").write_bytes(good)
+    prepare_dataset("toy", tmp_path / "data", download=True, mirror=str(tmp_path / "mirror"))
+    assert placed.read_bytes() == good and (placed.parent / ".prepared").is_file()
+    assert f"{placed} has md5" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from PIL import Image
 
 from XRM.backbones import load_weights, weights_file_location
 from XRM.data.extract_features import build_feature_extractor
-from XRM.data.feature_file import load_feature_file, save_feature_file
+from XRM.data.feature_file import load_features_file, save_feature_file
 from XRM.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSplitDataset, load_image_split
 from XRM.data.metadata_table import table_from_rows, write_metadata_csv
 from XRM.errors import UserError
@@ -54,8 +54,8 @@ def test_unknown_split_and_dataset(metashift_folder):
 def test_feature_file_round_trip_and_checks(tmp_path):
     part = {"x": torch.randn(3, 4), "y": torch.tensor([[0], [1], [1]]), "m": torch.tensor([[1], [0], [1]])}
     save_feature_file({"tr": part, "va": part, "te": part}, tmp_path / "features.pt")
-    loaded = load_feature_file(tmp_path / "features.pt")
-    assert torch.equal(loaded["va"]["x"], part["x"]) and loaded["te"]["m"].tolist() == [[1], [0], [1]]
+    loaded = load_features_file(tmp_path / "features.pt", "waterbirds")
+    assert torch.equal(loaded["va"].x, part["x"]) and loaded["te"].a.tolist() == [1, 0, 1]
     with pytest.raises(ValueError, match="te.y must be long"):
         save_feature_file({"tr": part, "va": part, "te": {**part, "y": torch.tensor([0, 1, 1])}}, tmp_path / "bad.pt")
     assert not (tmp_path / "bad.pt").exists()
@@ -86,3 +86,66 @@ def test_missing_weights_offline_say_where_to_put_them(tmp_path, monkeypatch):
     assert "\n" not in message
     assert f"put it at {tmp_path / 'hub' / 'checkpoints' / 'resnet50-0676ba61.pth'}" in message
     assert "TORCH_HOME" in message
+
+
+def test_missing_or_corrupt_image_is_one_line_user_error_even_from_a_worker(metashift_folder):
+    from XRM.batches import evaluation_batches
+
+    split = load_image_split(metashift_folder, "metashift", "tr")
+    (metashift_folder / "metashift" / "imgs" / "0.jpg").unlink()
+    (metashift_folder / "metashift" / "imgs" / "2.jpg").write_bytes(b"not a jpeg")
+    dataset = ImageSplitDataset(split)
+    with pytest.raises(UserError, match=f"^cannot read image {split.paths[0]} \\(FileNotFoundError: "):
+        dataset[0]
+    with pytest.raises(UserError, match=f"^cannot read image {split.paths[1]} \\(UnidentifiedImageError: "):
+        dataset[1]
+    # Through a DataLoader worker the error comes back as the same single line.
+    with pytest.raises(UserError) as caught:
+        list(evaluation_batches(dataset, 1, torch.device("cpu"), num_workers=1))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"cannot read image {split.paths[0]} (FileNotFoundError: ")
+    assert message.endswith("put a good copy there, or prepare the dataset again with download.py")
+
+
+def test_prepare_refuses_metadata_listing_missing_images(tmp_path):
+    from XRM.data.prepare import prepare_dataset
+
+    images = tmp_path / "waterbirds" / "waterbird_complete95_forest2water2"
+    images.mkdir(parents=True)
+    (images / "metadata.csv").write_text("img_id,img_filename,y,split,place,place_filename\n"
+                                         "1,001.A/a.jpg,0,0,0,x\n2,001.A/b.jpg,1,1,1,x\n3,002.B/c.jpg,1,2,0,x\n")
+    (images / "001.A").mkdir()
+    Image.new("RGB", (8, 8)).save(images / "001.A" / "a.jpg")
+    with pytest.raises(UserError) as caught:
+        prepare_dataset("waterbirds", tmp_path)
+    assert str(caught.value) == (
+        f"waterbirds: 2 of the 3 images the metadata lists are missing, e.g. {images / '001.A' / 'b.jpg'}: put them "
+        f"there, or delete {tmp_path / 'waterbirds'} and run: python download.py --download --data_path {tmp_path} "
+        "waterbirds")
+    assert not (tmp_path / "waterbirds" / "metadata_waterbirds.csv").exists()
+    assert not (tmp_path / "waterbirds" / ".prepared").exists()
+
+
+def test_image_recipes_use_the_folder_training_reads():
+    from XRM.data.images import IMAGE_LAYOUTS
+    from XRM.data.prepare import RECIPES
+
+    image_recipes = {name: RECIPES.lookup(name) for name in RECIPES if RECIPES.lookup(name).image_dataset}
+    assert sorted(image_recipes) == ["celeba", "imagenetbg", "metashift", "waterbirds"]
+    assert {name: recipe.folder for name, recipe in image_recipes.items()} == {
+        name: IMAGE_LAYOUTS.lookup(name).folder for name in image_recipes}
+    assert image_recipes["imagenetbg"].folder == "backgrounds_challenge"
+
+
+def test_features_are_extracted_in_float32_without_autocast(metashift_folder, monkeypatch):
+    from XRM.data.extract_features import embed
+
+    requested = []
+    monkeypatch.setattr(torch, "autocast", lambda *args, **kwargs: requested.append(kwargs) or pytest.fail("autocast"))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 224 * 224, 5)).eval()
+    dataset = ImageSplitDataset(load_image_split(metashift_folder, "metashift", "tr"))
+    features = embed(model, dataset, torch.device("cpu"), batch_size=2, num_workers=0)
+    expected = model(torch.stack([dataset[i][1] for i in range(2)])).detach()
+    assert requested == [] and features.dtype == torch.float32 and features.shape == (2, 5)
+    assert torch.equal(features, expected)

@@ -51,7 +51,7 @@ def _training_set(y):
 
 
 def test_multinli_cached_features_train_without_utils_glue(tmp_path):
-    bert = fx.write_tiny_bert(tmp_path / "tiny-bert")
+    bert = fx.write_tiny_bert(tmp_path / "tiny-bert", uncased_ids=True)
     folder = tmp_path / "data" / "multinli"
     rows = []
     for number, (name, file_rows) in enumerate(dfx.MULTINLI_FILES.items()):
@@ -91,3 +91,26 @@ def test_missing_text_model_offline_says_how_to_provide_it(tmp_path, script, mon
     message = _user_error(script(*common, "--text_model", str(tmp_path / "no" / "bert"), env=env))
     assert f"text model folder {tmp_path / 'no' / 'bert'} does not exist" in message
     assert not (tmp_path / "out").exists() and not list((tmp_path / "data" / "civilcomments").glob("tokens*"))
+
+
+def test_multinli_refuses_text_models_with_other_token_ids(tmp_path, monkeypatch):
+    import pytest
+
+    from XRM.data.registry import get_dataset
+    from XRM.data.text_datasets import require_bert_uncased_ids
+    from XRM.errors import UserError
+
+    require_bert_uncased_ids("bert-base-uncased")  # the hub name needs no download to be accepted
+    require_bert_uncased_ids(str(fx.write_tiny_bert(tmp_path / "uncased", uncased_ids=True)))
+    other = fx.write_tiny_bert(tmp_path / "other")
+    with pytest.raises(UserError) as caught:
+        require_bert_uncased_ids(str(other))
+    assert str(caught.value) == (
+        f"MultiNLI's cached inputs are bert-base-uncased token ids, which text model {str(other)!r} cannot read "
+        "(its tokenizer has vocab_size 140, pad_token_id 0, cls_token_id 2, sep_token_id 3): drop --text_model "
+        "and unset XRM_TEXT_MODEL, or pass a folder holding bert-base-uncased")
+    # $XRM_TEXT_MODEL is the default text model: a hub name other than bert-base-uncased is refused
+    # before any file is read.
+    monkeypatch.setenv("XRM_TEXT_MODEL", "roberta-base")
+    with pytest.raises(UserError, match="text model 'roberta-base' cannot read \\(only bert-base-uncased or a local"):
+        get_dataset("MultiNLI").load_splits(str(tmp_path / "no-data"))

@@ -5,10 +5,10 @@ import torch
 from torch.utils.data import Dataset
 
 from XRM.backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, default_text_model
+from XRM.data.metadata_table import SPLIT_IDS
 from XRM.errors import UserError
 
-SPLITS = ("tr", "va", "te")
-SPLIT_NAMES = {"tr": "train", "va": "validation", "te": "test"}
+SPLITS = tuple(SPLIT_IDS)  # ("tr", "va", "te")
 #: what a run may ask a dataset to train on; "auto" lets the dataset choose (see ``resolve``)
 INPUT_CHOICES = ("auto", "features", "images")
 

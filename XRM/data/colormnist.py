@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from XRM.data.base import GroupDataset, SplitTensors
+from XRM.data.files import download_hint
 from XRM.data.registry import register_dataset
 from XRM.errors import UserError
 
@@ -76,8 +77,8 @@ def read_mnist(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         mnist = MNIST(root=str(root), train=train, download=False)
     except (RuntimeError, OSError, ValueError) as error:
-        raise UserError(f"MNIST is not under {root} ({str(error).splitlines()[0]}); run: python download.py "
-                        f"--download --data_path {root.parent} cmnist") from None
+        raise UserError(f"MNIST is not under {root} ({str(error).splitlines()[0]}); "
+                        f"{download_hint(root.parent, 'cmnist')}") from None
     return mnist.data, mnist.targets
 
 

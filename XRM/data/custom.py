@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from XRM.data.base import SPLITS, GroupDataset, InputOptions, SplitTensors
-from XRM.data.features import load_features_file
+from XRM.data.feature_file import load_features_file
+from XRM.data.files import open_csv
 from XRM.data.image_datasets import image_split_tensors, on_images
-from XRM.data.images import SPLIT_IDS, ImageSplit, resize_crop_transform
-from XRM.data.metadata_table import COLUMNS, MetadataTable, read_metadata_csv, table_from_rows
+from XRM.data.images import ImageSplit, resize_crop_transform
+from XRM.data.metadata_table import COLUMNS, SPLIT_IDS, MetadataTable, read_metadata_csv, table_from_rows
 from XRM.data.text_datasets import CIVILCOMMENTS_MAX_LENGTH, TextDataset, read_text_column, token_splits, tokens_for
 from XRM.errors import UserError
 
@@ -29,13 +30,12 @@ TEXT_COLUMNS = ("id", "text", "split", "y", "a")
 
 
 def _csv_columns(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open_csv(path) as handle:
         return next(csv.reader(handle), [])
 
 
 def _read_text_table(path: Path) -> MetadataTable:
-    csv.field_size_limit(1 << 30)
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open_csv(path) as handle:
         rows = list(csv.DictReader(handle))
     try:
         return table_from_rows([r["id"] for r in rows], list(range(len(rows))), [int(float(r["split"])) for r in rows],

@@ -13,12 +13,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from XRM.backbones import load_weights
-from XRM.data.feature_file import FEATURE_SPLITS, save_feature_file
+from XRM.data.base import SPLITS
+from XRM.data.feature_file import FEATURES_FILE, save_feature_file
 from XRM.data.images import ImageSplitDataset, get_image_layout, load_image_split
-from XRM.errors import UserError
+from XRM.errors import UserError, unwrap_worker_errors
 
 DEFAULT_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
-FEATURES_FILE = "features.pt"
 
 
 def build_feature_extractor(weights=DEFAULT_WEIGHTS, architecture: str = "resnet50") -> torch.nn.Module:
@@ -41,18 +41,21 @@ def default_device() -> torch.device:
 @torch.inference_mode()
 def embed(model: torch.nn.Module, dataset: torch.utils.data.Dataset, device: torch.device,
           batch_size: int = 128, num_workers: int = 4, description: str = "features") -> torch.Tensor:
-    """Features [n, d] (float32, on CPU) of every image of ``dataset``, in dataset order."""
+    """Features [n, d] of every image of ``dataset``, in dataset order, computed in float32
+    (channels_last on CUDA) and returned on the CPU."""
     on_cuda = device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last if on_cuda else torch.contiguous_format)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=on_cuda, persistent_workers=False)
     outputs = []
-    for _, images, _, _ in tqdm(loader, desc=description, unit=" batches", file=sys.stderr):
+    for _, images, _, _ in tqdm(unwrap_worker_errors(loader), total=len(loader), desc=description, unit=" batches",
+                                file=sys.stderr):
         images = images.to(device, non_blocking=True)
         if on_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda):
-            outputs.append(model(images).float().cpu())
+        # float32, as the reference extracted: the features are computed once and every
+        # linear head trains on them, so bf16 rounding would be baked into every run.
+        outputs.append(model(images).float().cpu())
     if not outputs:
         raise UserError(f"{description}: no images in this split; check the metadata file")
     return torch.cat(outputs)
@@ -65,7 +68,7 @@ def write_features(data_path: str | Path, name: str, weights=DEFAULT_WEIGHTS, ar
     device = device or default_device()
     model = build_feature_extractor(weights, architecture)
     features = {}
-    for split in FEATURE_SPLITS:
+    for split in SPLITS:
         images = load_image_split(data_path, name, split)
         x = embed(model, ImageSplitDataset(images), device, batch_size, num_workers, f"{name} {split}")
         features[split] = {"x": x, "y": torch.as_tensor(images.y, dtype=torch.long).view(-1, 1),

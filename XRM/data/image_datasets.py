@@ -12,12 +12,10 @@ import torch
 from torch.utils.data import Dataset
 
 from XRM.data.base import INPUT_CHOICES, SPLITS, GroupDataset, InputOptions, SplitTensors
-from XRM.data.features import load_features_file
+from XRM.data.feature_file import FEATURES_FILE, load_features_file
 from XRM.data.images import ImageSplit, ImageSplitDataset, get_image_layout, load_image_split
 from XRM.data.registry import register_dataset
 from XRM.errors import UserError
-
-FEATURES_FILE = "features.pt"
 
 
 class ImageInputs(Dataset):

@@ -5,8 +5,8 @@ attributes of one split plus the dataset's transform; ``ImageSplitDataset`` turn
 into a ``torch.utils.data.Dataset`` of (index, image tensor, y, a), safe to use with
 DataLoader workers and pinned memory (it holds only paths and arrays).
 """
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +14,14 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from XRM.data.metadata import CELEBA_IMAGES, WATERBIRDS_IMAGES
-from XRM.data.metadata_table import read_metadata_csv
+from XRM.data.files import download_hint
+from XRM.data.metadata import CELEBA_IMAGES, IMAGENETBG_SPLIT_IDS, WATERBIRDS_IMAGES
+from XRM.data.metadata_table import SPLIT_IDS, SPLIT_IDS_BY_NAME, read_metadata_csv
 from XRM.errors import UserError
 from XRM.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SPLIT_IDS = {"tr": 0, "va": 1, "te": 2}
 
 
 def _to_normalised_tensor() -> list:
@@ -51,6 +51,8 @@ class ImageLayout:
     metadata: str  # the metadata CSV, relative to ``folder``
     image_root: str  # metadata filenames are relative to this folder inside ``folder``
     transform: Callable[[], transforms.Compose]
+    #: split code by name, for metadata files that spell the split out
+    split_ids: Mapping[str, int] = field(default_factory=lambda: SPLIT_IDS_BY_NAME)
 
 
 IMAGE_LAYOUTS: Registry[ImageLayout] = Registry("image dataset")
@@ -70,7 +72,8 @@ register_image_layout("waterbirds", ImageLayout("waterbirds", "metadata_waterbir
                                                 waterbirds_transform))
 register_image_layout("celeba", ImageLayout("celeba", "metadata_celeba.csv", CELEBA_IMAGES, celeba_transform))
 register_image_layout("metashift", ImageLayout("metashift", "metadata_metashift.csv", "", resize_crop_transform))
-register_image_layout("imagenetbg", ImageLayout("backgrounds_challenge", "metadata.csv", "", resize_crop_transform))
+register_image_layout("imagenetbg", ImageLayout("backgrounds_challenge", "metadata.csv", "", resize_crop_transform,
+                                                IMAGENETBG_SPLIT_IDS))
 
 
 @dataclass
@@ -90,7 +93,7 @@ def load_image_split(data_path: str | Path, name: str, split: str) -> ImageSplit
         raise UserError(f"unknown split {split!r}; valid: {', '.join(SPLIT_IDS)}")
     layout = get_image_layout(name)
     folder = Path(data_path) / layout.folder
-    table = read_metadata_csv(folder / layout.metadata)
+    table = read_metadata_csv(folder / layout.metadata, layout.split_ids, download_hint(data_path, name))
     rows = table.rows_of_split(SPLIT_IDS[split])
     # Joining keeps absolute filenames (as some reference-made CSVs hold) as they are.
     paths = [str(folder / layout.image_root / table.filenames[row]) for row in rows]
@@ -110,6 +113,11 @@ class ImageSplitDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
-        with Image.open(self.paths[index]) as image:
-            pixels = self.transform(image.convert("RGB"))
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                pixels = self.transform(image.convert("RGB"))
+        except OSError as error:  # missing, unreadable or truncated (PIL's errors are OSErrors)
+            raise UserError(f"cannot read image {path} ({type(error).__name__}: {error}): put a good copy there, "
+                            "or prepare the dataset again with download.py") from None
         return index, pixels, self.y[index], self.a[index]

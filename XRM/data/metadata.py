@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from XRM.data.metadata_table import MetadataTable, table_from_rows, write_metadata_csv
+from XRM.data.files import open_csv, require_file
+from XRM.data.metadata_table import SPLIT_IDS_BY_NAME, MetadataTable, table_from_rows, write_metadata_csv
 from XRM.errors import UserError
 from XRM.fileio import atomic_write_text
 
@@ -23,15 +24,16 @@ CIVILCOMMENTS_IDENTITIES = ("male", "female", "LGBTQ", "christian", "muslim",
                             "other_religions", "black", "white")
 
 
+# What to do about a raw file the builders read but cannot find.
+PLACE_RAW_FILES = "run download.py with --download, or put the dataset's files there by hand"
+
+
 def _require(path: Path) -> Path:
-    if not path.exists():
-        raise UserError(f"missing {path}: run download.py with --download, or put the dataset's "
-                        "files there by hand")
-    return path
+    return require_file(path, "downloaded file", PLACE_RAW_FILES)
 
 
 def _read_csv_rows(path: Path) -> list[dict[str, str]]:
-    with open(_require(path), newline="", encoding="utf-8") as handle:
+    with open_csv(_require(path)) as handle:
         return list(csv.DictReader(handle))
 
 
@@ -95,10 +97,8 @@ def write_civilcomments_metadata(folder: Path) -> MetadataTable:
     train, then test and val, each identity by identity. ``filename`` (= ``id``) is the
     row's position in civilcomments_coarse.csv, whose one column is ``comment_text``.
     """
-    csv.field_size_limit(1 << 30)  # some comments are longer than csv's default limit
     source = _read_csv_rows(folder / "all_data_with_identities.csv")
     texts, split, y, a = [], [], [], []
-    split_ids = {"train": 0, "val": 1, "test": 2}
     train = [row for row in source if row["split"] == "train"]
     for row in train:
         texts.append(row["comment_text"])
@@ -111,7 +111,7 @@ def write_civilcomments_metadata(folder: Path) -> MetadataTable:
             for row in rows:
                 if _at_least_half(row[name]):
                     texts.append(row["comment_text"])
-                    split.append(split_ids[split_name])
+                    split.append(SPLIT_IDS_BY_NAME[split_name])
                     y.append(int(_at_least_half(row["toxicity"])))
                     a.append(identity)
     positions = list(range(len(texts)))
@@ -198,6 +198,9 @@ IMAGENETBG_SPLITS = {
     5: "bg_challenge/no_fg/val",
 }
 IMAGENETBG_SPLIT_NAMES = {0: "train", 1: "val", 2: "mixed_rand", 3: "original", 4: "only_fg", 5: "no_fg"}
+# Split code by name, for the reference's metadata.csv, which spells splits out; it calls
+# bg_challenge/original/val "test" (a split its training never reads: mixed_rand is the test).
+IMAGENETBG_SPLIT_IDS = {**{name: code for code, name in IMAGENETBG_SPLIT_NAMES.items()}, "test": 3}
 
 
 def write_imagenetbg_metadata(folder: Path) -> MetadataTable:

@@ -6,16 +6,23 @@ variants); ``y`` the label, ``a`` the attribute that, with ``y``, defines the gr
 import csv
 import io
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from XRM.data.files import open_csv, require_file
 from XRM.errors import UserError
 from XRM.fileio import atomic_write_text
 
 COLUMNS = ("id", "filename", "split", "y", "a")
+#: the ``split`` code of each split a run uses (tr/va/te: train, validation, test)
+SPLIT_IDS = {"tr": 0, "va": 1, "te": 2}
+#: the name of each split code, as printed and as the reference's raw files spell them
 SPLIT_NAMES = {0: "train", 1: "val", 2: "test"}
+#: split code by name, for files that spell the split out (CivilComments' raw CSV)
+SPLIT_IDS_BY_NAME = {name: code for code, name in SPLIT_NAMES.items()}
 
 
 @dataclass
@@ -57,24 +64,39 @@ def write_metadata_csv(table: MetadataTable, path: Path) -> None:
     atomic_write_text(buffer.getvalue(), path)
 
 
-def read_metadata_csv(path: Path) -> MetadataTable:
-    """Read a metadata CSV; raises UserError naming the file when it is missing or malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no metadata file {path}: run `python download.py --data_path <data> <dataset>` first")
-    with open(path, newline="") as handle:
+def _split_code(cell: str, split_ids: Mapping[str, int]) -> int:
+    try:
+        return int(float(cell))
+    except ValueError:
+        return split_ids[cell]  # a KeyError names a split the file's dataset does not have
+
+
+def read_metadata_csv(path: Path, split_ids: Mapping[str, int] = SPLIT_IDS_BY_NAME,
+                      how_to_get_it: str = "run `python download.py --data_path <data> <dataset>` first"
+                      ) -> MetadataTable:
+    """Read a metadata CSV; raises UserError naming the file when it is missing or malformed.
+
+    Files the reference code wrote are read as they are: its MetaShift and ImagenetBG files
+    have no ``id`` column (ids become row numbers), and its ImagenetBG file spells splits
+    out (train, val, mixed_rand, ...): a named split gets its code from ``split_ids``.
+    """
+    path = require_file(path, "metadata file", how_to_get_it)
+    with open_csv(path) as handle:
         reader = csv.DictReader(handle)
-        missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
+        missing = [column for column in COLUMNS[1:] if column not in (reader.fieldnames or [])]
         if missing:
             raise UserError(f"{path} lacks the column(s) {', '.join(missing)}: re-create it with download.py")
         rows = list(reader)
+    ids = [r["id"] for r in rows] if "id" in reader.fieldnames else list(range(len(rows)))
     try:
         return table_from_rows(
-            [r["id"] for r in rows], [r["filename"] for r in rows],
-            [int(float(r["split"])) for r in rows], [int(float(r["y"])) for r in rows],
-            [int(float(r["a"])) for r in rows])
+            ids, [r["filename"] for r in rows], [_split_code(r["split"], split_ids) for r in rows],
+            [int(float(r["y"])) for r in rows], [int(float(r["a"])) for r in rows])
+    except KeyError as error:
+        raise UserError(f"{path} has a split {error} that is not one of {', '.join(split_ids)}: "
+                        "re-create it with download.py") from None
     except ValueError as error:
-        raise UserError(f"{path} has a non-numeric split, y or a ({error}): re-create it with download.py") from error
+        raise UserError(f"{path} has a non-numeric y or a ({error}): re-create it with download.py") from error
 
 
 def group_counts(table: MetadataTable) -> dict[int, dict[tuple[int, int], int]]:

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import torch
 
+from XRM.data.files import download_hint, require_file
 from XRM.data.sources import MULTINLI_CACHED_FEATURES
 from XRM.errors import UserError
 
@@ -51,8 +52,6 @@ def load_cached_features(path: Path) -> list[InputFeatures]:
         # weights_only=False: the file holds objects, which torch >= 2.6 refuses by default;
         # the restricted pickle module is what keeps arbitrary code from running.
         return torch.load(path, map_location="cpu", pickle_module=_RestrictedPickleModule, weights_only=False)
-    except FileNotFoundError as error:
-        raise UserError(f"missing {path}: run `python download.py --download --data_path <data> multinli`") from error
     except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
         raise UserError(f"{path} is not a readable cached features file ({error}): download it again") from error
 
@@ -67,7 +66,9 @@ def load_multinli_features(folder: Path) -> dict[str, torch.Tensor]:
     records = []
     for name in MULTINLI_CACHED_FEATURES:
         print(f"reading {name}", file=sys.stderr)
-        records += load_cached_features(Path(folder) / CACHED_FEATURES_DIR / name)
+        path = require_file(Path(folder) / CACHED_FEATURES_DIR / name, "cached features file",
+                            download_hint(Path(folder).parent, "multinli"))
+        records += load_cached_features(path)
     columns = {field: [getattr(record, field) for record in records]
                for field in ("input_ids", "input_mask", "segment_ids", "label_id")}
     return {"input_ids": torch.tensor(columns["input_ids"], dtype=torch.long),

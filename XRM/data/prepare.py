@@ -13,6 +13,7 @@ from pathlib import Path
 from XRM.data import metadata, sources
 from XRM.data.extract import ArchiveError, is_extracted, safe_extract
 from XRM.data.fetch import checksum_problem, fetch, manual_copy_hint, source_location
+from XRM.data.images import get_image_layout
 from XRM.data.metadata_table import SPLIT_NAMES, MetadataTable, format_group_counts
 from XRM.data.sources import RemoteFile
 from XRM.errors import UserError
@@ -46,45 +47,69 @@ def get_recipe(name: str) -> DatasetRecipe:
     return RECIPES.lookup(name)
 
 
-register_recipe(DatasetRecipe("waterbirds", "waterbirds", sources.WATERBIRDS_FILES,
-                              metadata.write_waterbirds_metadata, "waterbirds"))
-register_recipe(DatasetRecipe("celeba", "celeba", sources.CELEBA_FILES, metadata.write_celeba_metadata, "celeba"))
+def image_recipe(name: str, files: tuple[RemoteFile, ...], build_metadata: Callable[[Path], MetadataTable],
+                 split_names: dict[int, str] | None = None) -> DatasetRecipe:
+    """The recipe of image dataset ``name`` (registered in images.py), in the folder training reads."""
+    return DatasetRecipe(name, get_image_layout(name).folder, files, build_metadata, name, split_names)
+
+
+register_recipe(image_recipe("waterbirds", sources.WATERBIRDS_FILES, metadata.write_waterbirds_metadata))
+register_recipe(image_recipe("celeba", sources.CELEBA_FILES, metadata.write_celeba_metadata))
 register_recipe(DatasetRecipe("civilcomments", "civilcomments", sources.CIVILCOMMENTS_FILES,
                               metadata.write_civilcomments_metadata))
 register_recipe(DatasetRecipe("multinli", "multinli", sources.MULTINLI_FILES, metadata.write_multinli_metadata))
-register_recipe(DatasetRecipe("metashift", "metashift", sources.METASHIFT_FILES,
-                              metadata.write_metashift_metadata, "metashift"))
-register_recipe(DatasetRecipe("imagenetbg", "backgrounds_challenge", sources.IMAGENETBG_FILES,
-                              metadata.write_imagenetbg_metadata, "imagenetbg", metadata.IMAGENETBG_SPLIT_NAMES))
+register_recipe(image_recipe("metashift", sources.METASHIFT_FILES, metadata.write_metashift_metadata))
+register_recipe(image_recipe("imagenetbg", sources.IMAGENETBG_FILES, metadata.write_imagenetbg_metadata,
+                             metadata.IMAGENETBG_SPLIT_NAMES))
 register_recipe(DatasetRecipe("cmnist", "mnist", sources.MNIST_FILES, metadata.check_mnist))
 
 
-def _in_place(remote: RemoteFile, folder: Path, stored: Path) -> bool:
-    """Whether the file's contents are already where the metadata builder reads them."""
+def _extracted(remote: RemoteFile, folder: Path, stored: Path) -> bool:
+    """Whether an archive's contents are already where the metadata builder reads them."""
     provided = all((folder / path).exists() for path in remote.provides)
-    if not remote.is_archive:
-        return provided
     # An archive still lying there without a marker may have been cut off mid-extraction.
     return provided and (is_extracted(remote.name, folder / remote.extract_to) or not stored.exists())
 
 
+def _missing(recipe: DatasetRecipe, remote: RemoteFile, stored: Path, mirror: str | None) -> UserError:
+    return UserError(f"{recipe.name}: missing {stored}: run with --download, or "
+                     f"{manual_copy_hint(source_location(remote, recipe.name, mirror), stored)}")
+
+
+def _place_plain_file(recipe: DatasetRecipe, remote: RemoteFile, stored: Path, download: bool,
+                      mirror: str | None) -> None:
+    # A file used as it is is checked every time: one placed by hand may be a wrong copy.
+    if stored.is_file():
+        problem = checksum_problem(stored, remote)
+        if problem is None:
+            return
+        if not download:
+            raise UserError(f"{stored} has {problem}: replace it with a good copy of "
+                            f"{source_location(remote, recipe.name, mirror)}, or re-run with --download")
+        print(f"{stored} has {problem}: downloading it again", file=sys.stderr)
+        stored.unlink()
+    elif not download:
+        raise _missing(recipe, remote, stored, mirror)
+    fetch(remote, recipe.name, stored, mirror)
+
+
 def _place_file(recipe: DatasetRecipe, remote: RemoteFile, folder: Path, download: bool, mirror: str | None) -> None:
     stored = folder / remote.directory / remote.name
-    if _in_place(remote, folder, stored):
+    if not remote.is_archive:
+        _place_plain_file(recipe, remote, stored, download, mirror)
+        return
+    if _extracted(remote, folder, stored):
         return
     downloaded = False
     if not stored.is_file():
         if not download:
-            raise UserError(f"{recipe.name}: missing {stored}: run with --download, or "
-                            f"{manual_copy_hint(source_location(remote, recipe.name, mirror), stored)}")
+            raise _missing(recipe, remote, stored, mirror)
         fetch(remote, recipe.name, stored, mirror)
         downloaded = True
     else:
         problem = checksum_problem(stored, remote)
         if problem is not None:
             raise UserError(f"{stored} has {problem}: replace it with a good copy of {remote.url}")
-    if not remote.is_archive:
-        return
     try:
         safe_extract(stored, folder / remote.extract_to)
     except ArchiveError as error:
@@ -97,6 +122,18 @@ def _place_file(recipe: DatasetRecipe, remote: RemoteFile, folder: Path, downloa
                         f"{manual_copy_hint(location, stored)}") from error
     if downloaded:  # the reference deletes archives too; one placed by hand is the user's
         stored.unlink()
+
+
+def _check_images(recipe: DatasetRecipe, folder: Path, table: MetadataTable) -> None:
+    """Every image the metadata lists must be there (one stat each), or the metadata goes."""
+    layout = get_image_layout(recipe.image_dataset)
+    root = folder / layout.image_root
+    missing = [name for name in table.filenames if not (root / name).is_file()]
+    if missing:
+        (folder / layout.metadata).unlink(missing_ok=True)  # no metadata that looks prepared
+        raise UserError(f"{recipe.name}: {len(missing)} of the {len(table)} images the metadata lists are "
+                        f"missing, e.g. {root / missing[0]}: put them there, or delete {folder} and run: "
+                        f"python download.py --download --data_path {folder.parent} {recipe.name}")
 
 
 def _remove_empty_folders(folder: Path, remove_top: bool) -> None:
@@ -126,6 +163,8 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
             _place_file(recipe, remote, folder, download, mirror)
         print(f"{name}: writing metadata in {folder}", file=sys.stderr)
         table = recipe.build_metadata(folder)
+        if recipe.image_dataset is not None:
+            _check_images(recipe, folder, table)
     except BaseException:
         _remove_empty_folders(folder, remove_top=created)  # no empty folders that look like a start
         raise

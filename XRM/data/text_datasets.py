@@ -11,32 +11,45 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from XRM.backbones import BackboneSpec, load_tokenizer
+from XRM.backbones import TEXT_MODEL_VARIABLE, BackboneSpec, load_tokenizer
 from XRM.data.base import SPLITS, GroupDataset, InputOptions, SplitTensors
-from XRM.data.images import SPLIT_IDS
-from XRM.data.metadata_table import MetadataTable, read_metadata_csv
-from XRM.data.multinli import load_multinli_features
+from XRM.data.files import download_hint, open_csv, require_file
+from XRM.data.metadata_table import SPLIT_IDS, MetadataTable, read_metadata_csv
+from XRM.data.multinli import CACHED_FEATURES_DIR, load_multinli_features
 from XRM.data.registry import register_dataset
 from XRM.data.sources import MULTINLI_CACHED_FEATURES
 from XRM.data.token_cache import cache_name, cached_text_tokens, cached_tokens
 from XRM.errors import UserError
 
 CIVILCOMMENTS_MAX_LENGTH = 220
+# MultiNLI's cached inputs are bert-base-uncased token ids (group_DRO's files): a text model
+# must read the same ids, which its tokenizer's vocabulary size and special ids tell cheaply.
+BERT_UNCASED_NAMES = ("bert-base-uncased", "google-bert/bert-base-uncased")
+BERT_UNCASED_IDS = {"vocab_size": 30522, "pad_token_id": 0, "cls_token_id": 101, "sep_token_id": 102}
 
 
-def require_file(path: Path, data_path: str, download_name: str) -> Path:
-    """``path`` if it exists; else a UserError naming the download.py command that makes it."""
-    if not path.is_file():
-        raise UserError(f"missing {path}; run: python download.py --download --data_path {data_path} {download_name}")
-    return path
+def require_bert_uncased_ids(name: str) -> None:
+    """A UserError unless text model ``name`` reads bert-base-uncased token ids: that hub
+    model, or a local folder whose tokenizer has its vocabulary size and special ids."""
+    if name in BERT_UNCASED_NAMES:
+        return
+    problem = "only bert-base-uncased or a local folder holding a model with its vocabulary can"
+    if Path(name).expanduser().is_dir():
+        tokenizer = load_tokenizer(name)
+        found = {key: getattr(tokenizer, key) for key in BERT_UNCASED_IDS}
+        if found == BERT_UNCASED_IDS:
+            return
+        problem = "its tokenizer has " + ", ".join(f"{key} {value}" for key, value in found.items())
+    raise UserError(f"MultiNLI's cached inputs are bert-base-uncased token ids, which text model {name!r} cannot "
+                    f"read ({problem}): drop --text_model and unset {TEXT_MODEL_VARIABLE}, or pass a folder "
+                    "holding bert-base-uncased")
 
 
 def read_text_column(path: Path, column: str) -> Callable[[], list[str]]:
     """A function reading one column of a CSV (empty cells as empty strings), for lazy use."""
 
     def read() -> list[str]:
-        csv.field_size_limit(1 << 30)  # some comments exceed csv's default field limit
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open_csv(path) as handle:
             reader = csv.DictReader(handle)
             if column not in (reader.fieldnames or []):
                 raise UserError(f"{path} has no {column!r} column")
@@ -94,8 +107,9 @@ class CivilComments(TextDataset):
     def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
         """Metadata rows with the cached tokens of civilcomments_coarse.csv (tokenised on first use)."""
         folder = Path(data_path) / "civilcomments"
-        metadata = require_file(folder / "metadata_civilcomments_coarse.csv", data_path, "civilcomments")
-        texts = require_file(folder / "civilcomments_coarse.csv", data_path, "civilcomments")
+        how = download_hint(data_path, "civilcomments")
+        metadata = require_file(folder / "metadata_civilcomments_coarse.csv", "metadata file", how)
+        texts = require_file(folder / "civilcomments_coarse.csv", "text file", how)
         table = read_metadata_csv(metadata)
         tokens = tokens_for(metadata, read_text_column(texts, "comment_text"), [texts], self.text_spec(),
                             self.max_length)
@@ -110,9 +124,11 @@ class MultiNLI(TextDataset):
 
     def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
         """Metadata rows with the cached features stacked as [n, 128, 3] (read once into a token cache)."""
+        require_bert_uncased_ids(self.text_spec().name)
         folder = Path(data_path) / "multinli"
-        metadata = require_file(folder / "metadata_multinli.csv", data_path, "multinli")
-        sources = [require_file(folder / "glue_data" / "MNLI" / name, data_path, "multinli")
+        how = download_hint(data_path, "multinli")
+        metadata = require_file(folder / "metadata_multinli.csv", "metadata file", how)
+        sources = [require_file(folder / CACHED_FEATURES_DIR / name, "cached features file", how)
                    for name in MULTINLI_CACHED_FEATURES]
         table = read_metadata_csv(metadata)
 

@@ -1,0 +1,30 @@
+"""Reading files under --data_path: one missing-file error and one way to open a CSV."""
+import csv
+from pathlib import Path
+from typing import TextIO
+
+from XRM.errors import UserError
+
+# Some CivilComments comments are longer than csv's default field limit (128 KiB).
+LONG_CSV_FIELD_LIMIT = 1 << 30
+
+
+def require_file(path: Path, what: str, how_to_get_it: str) -> Path:
+    """``path`` when it exists (a file or a folder); else a one-line UserError
+    ``missing <what> <path>; <how_to_get_it>``."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"missing {what} {path}; {how_to_get_it}")
+    return path
+
+
+def download_hint(data_path: str | Path, dataset: str, features: bool = False) -> str:
+    """The download.py command that makes ``dataset``'s files under ``data_path`` (and its features)."""
+    flags = "--features --download" if features else "--download"
+    return f"run: python download.py {flags} --data_path {data_path} {dataset}"
+
+
+def open_csv(path: Path) -> TextIO:
+    """``path`` opened for the csv module: UTF-8, newlines left to csv, fields of any length."""
+    csv.field_size_limit(LONG_CSV_FIELD_LIMIT)  # process-wide, but only ever raised
+    return open(path, newline="", encoding="utf-8")
