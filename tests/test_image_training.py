@@ -32,7 +32,7 @@ def test_inputs_chosen_as_the_reference_does(tmp_path):
     fx.write_features(tmp_path / "celeba" / "features.pt")
     assert _chosen(tmp_path, "CelebA", 1) == ("features", "features")
     assert _chosen(tmp_path, "CelebA", 2) == ("images", "image")
-    assert get_dataset("CelebA").resolve(str(tmp_path), 2, InputOptions()).mixed_precision is True
+    assert get_dataset("CelebA").resolve(str(tmp_path), 2, InputOptions()).backbone.name == "resnet50"
 
 
 def test_neither_features_nor_metadata_names_the_download_command(tmp_path):

@@ -85,8 +85,6 @@ class GroupDataset:
     #: training steps and evaluation period of the reference protocol
     num_steps: int = 1001
     eval_every: int = 50
-    #: bf16 autocast on CUDA (backbones); linear heads on features train in float32
-    mixed_precision: bool = False
     #: what the network reads: "features", "images", "tokens", "pixels", "vectors"
     inputs: str = "features"
     #: the pretrained model of the "image" and "text" families (None: a head on the inputs)
@@ -98,7 +96,7 @@ class GroupDataset:
     def resolve(self, data_path: str, phase: int, options: InputOptions) -> "GroupDataset":
         """The dataset as a run of ``phase`` trains on it: datasets with one kind of input
         return themselves; those with several (images or their features) return a view
-        with ``inputs``, ``family``, ``backbone`` and ``mixed_precision`` set."""
+        with ``inputs``, ``family``, and ``backbone`` set."""
         if options.inputs not in ("auto", self.inputs):
             raise UserError(f"{self.name} trains on {self.inputs} only; drop --inputs {options.inputs}")
         return self

@@ -39,14 +39,14 @@ def image_split_tensors(split: ImageSplit) -> SplitTensors:
 def on_images(dataset: GroupDataset, options: InputOptions) -> GroupDataset:
     """A copy of ``dataset`` set up to fine-tune the image backbone (bf16 autocast on CUDA)."""
     view = copy.copy(dataset)
-    view.inputs, view.family, view.mixed_precision, view.backbone = "images", "image", True, options.image_spec()
+    view.inputs, view.family, view.backbone = "images", "image", options.image_spec()
     return view
 
 
 def on_features(dataset: GroupDataset) -> GroupDataset:
     """A copy of ``dataset`` set up to train a linear head on precomputed features (float32)."""
     view = copy.copy(dataset)
-    view.inputs, view.family, view.mixed_precision, view.backbone = "features", "features", False, None
+    view.inputs, view.family, view.backbone = "features", "features", None
     return view
 
 

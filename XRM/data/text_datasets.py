@@ -82,7 +82,6 @@ class TextDataset(GroupDataset):
     """A dataset of token tensors for a BERT classifier (AdamW, bf16 autocast on CUDA)."""
 
     family, inputs = "text", "tokens"
-    mixed_precision = True
     num_steps, eval_every = 60001, 250
 
     def resolve(self, data_path: str, phase: int, options: InputOptions) -> GroupDataset:
