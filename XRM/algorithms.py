@@ -37,9 +37,13 @@ def get_algorithm_class(name: str) -> type["Algorithm"]:
     return ALGORITHMS.lookup(name)
 
 
+#: the only group-label source phase 1 accepts: it infers the groups itself
+PHASE_1_GROUP_LABELS = "no"
+
+
 def check_group_labels(algorithm: type["Algorithm"], group_labels: str) -> None:
     """A UserError when a phase-1 algorithm (which infers groups) is given group labels."""
-    if algorithm.phase == 1 and group_labels != "no":
+    if algorithm.phase == 1 and group_labels != PHASE_1_GROUP_LABELS:
         raise UserError("phase 1 (XRM) infers groups and must not be given group labels; use --group_labels no")
 
 

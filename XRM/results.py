@@ -55,7 +55,7 @@ def criterion_for(runs: list[RunResult], requested: str | None) -> str:
     runs record ``va_gi_wga``: a criterion asked for on the command line must not stop
     the tables it does not apply to.
     """
-    if requested is None or not runs or (requested == records.FLIP_RATE) != (runs[0].phase == 1):
+    if requested is None or not runs or not fits_phase(requested, runs[0].phase):
         return default_metric(runs)
     if not any(selected_record(run.records, requested) is not None for run in runs):
         return default_metric(runs)
@@ -83,12 +83,17 @@ def best_hparams_comb(runs: list[RunResult], metric: str, seed: int = 0) -> int:
     return best_candidate(scores, metric)
 
 
+def fits_phase(metric: str, phase: int) -> bool:
+    """Phase 1 is judged by flip_rate alone; phase 2 by every other selection metric."""
+    return (metric == records.FLIP_RATE) == (phase == 1)
+
+
 def check_metric(runs: list[RunResult], metric: str) -> None:
     """A UserError when ``metric`` does not fit the runs' phase."""
     if not runs:
         return
     phase = runs[0].phase
-    if (phase == 1) != (metric == records.FLIP_RATE):
+    if not fits_phase(metric, phase):
         valid = records.FLIP_RATE if phase == 1 else ", ".join(m for m in records.SELECTION_METRICS if m != records.FLIP_RATE)
         raise UserError(f"{metric} does not apply to phase-{phase} runs in {runs[0].files.directory}; use {valid}")
 

@@ -4,12 +4,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from XRM import records
-from XRM.algorithms import check_group_labels, get_algorithm_class
+from XRM.algorithms import PHASE_1_GROUP_LABELS, check_group_labels, get_algorithm_class
 from XRM.data.registry import dataset_label, dataset_names, get_dataset
 from XRM.errors import UserError
 from XRM.results import best_hparams_comb, collect_runs
 
-PHASE_1_GROUP_LABELS = "no"
 
 
 @dataclass
