@@ -7,20 +7,14 @@
 import argparse
 import dataclasses
 import json
-from pathlib import Path
+import math
 
-from XRM.algorithms import ALGORITHMS
-from XRM.backbones import DEFAULT_IMAGE_BACKBONE, TEXT_MODEL_VARIABLE
-from XRM.data.base import INPUT_CHOICES
+# Only light modules here: the arguments are parsed before torch is imported.
 from XRM.cli import run_cli
-from XRM.data.registry import dataset_names
-from XRM.devices import resolve_device
 from XRM.errors import UserError
 from XRM.launch import LaunchOptions, format_report, launch, visible_gpu_count
+from XRM.options import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_IMAGE_BACKBONE, DTYPES, INPUT_CHOICES, TEXT_MODEL_VARIABLE
 from XRM.records import SELECTION_METRICS
-from XRM.sweep import SweepSpec, make_runs
-from XRM.sweep_status import format_status, sweep_status
-from XRM.train import check_runs, run
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -29,10 +23,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--phase", type=int, choices=[1, 2], required=True,
                         help="1: infer groups with XRM; 2: train a classifier (MAT, ERM, GroupDRO, ...)")
     parser.add_argument("--datasets", nargs="+", default=["Waterbirds"], metavar="NAME",
-                        help=f"datasets to run: {', '.join(dataset_names())}, or the path of a custom dataset "
+                        help="datasets to run: Waterbirds, CelebA, MultiNLI, CivilComments, ColorMNIST, MetaShift, "
+                             "ImagenetBG, Synthetic (an unknown name lists them all), or the path of a custom dataset "
                              "(a features .pt, or a .csv with id,filename,split,y,a or id,text,split,y,a)")
     parser.add_argument("--algorithms", nargs="+", default=None, metavar="NAME",
-                        help=f"algorithms (default: XRM for phase 1, GroupDRO for phase 2); one of: {', '.join(sorted(ALGORITHMS))}")
+                        help="algorithms (default: XRM for phase 1, GroupDRO for phase 2): XRM in phase 1; ERM, "
+                             "GroupDRO, IRM, RWG, SUBG, MAT in phase 2 (an unknown name lists them all)")
     parser.add_argument("--group_labels", default=None,
                         help="training group labels: 'yes' (true), 'no' (none), a phase-1 .pt file, or a phase-1 "
                              "folder whose best run (by flip_rate) is used (default: 'no' in phase 1, 'yes' in phase 2)")
@@ -69,6 +65,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="DataLoader worker processes reading images from disk")
     parser.add_argument("--hparams", default="{}", metavar="JSON",
                         help='override hyper-parameters, e.g. \'{"num_steps": 301, "lr": 0.001}\'')
+    parser.add_argument("--dtype", default="float32", choices=DTYPES,
+                        help="precision of the small models' training (float64: exact comparisons, on the CPU)")
+    parser.add_argument("--checkpoint_seconds", type=float, default=DEFAULT_CHECKPOINT_SECONDS, metavar="S",
+                        help="save each run's checkpoint at the first evaluation S seconds after the last one "
+                             "(0: at every evaluation); a resumed run loses at most S seconds of training")
     add_launch_arguments(parser)
     return parser
 
@@ -90,8 +91,12 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
                        help="at most this many jobs of an array at once")
     group.add_argument("--wait", action="store_true", help="wait for the SLURM jobs, then list the failed runs")
     group.add_argument("--local_gpus", default=None, metavar="N|auto",
-                       help="run on this machine, one run per GPU at a time (auto: every visible GPU)")
-    group.add_argument("--dry_run", action="store_true", help="list the runs that would be launched; run nothing")
+                       help="run on this machine, one stack per GPU at a time (auto: every visible GPU)")
+    group.add_argument("--stack_size", type=int, default=None, metavar="N",
+                       help="at most N runs trained together as one stack (1: one run at a time); default: all "
+                            "that share their data, split where the device's memory would not hold them")
+    group.add_argument("--dry_run", action="store_true",
+                       help="list the runs that would be launched and the stacks they form; run nothing")
     group.add_argument("--status", action="store_true",
                        help="show each run of the sweep as done / running / pending / failed / not launched")
 
@@ -118,8 +123,24 @@ def launch_options(args: argparse.Namespace) -> tuple[str, LaunchOptions]:
     return ("local_gpus" if args.local_gpus is not None else "local"), options
 
 
-def spec_from_args(args: argparse.Namespace) -> SweepSpec:
-    """The sweep described by the parsed arguments, with phase-dependent defaults filled in."""
+def check_counts(args: argparse.Namespace) -> None:
+    """A UserError for counts that cannot describe a sweep."""
+    for name in ("num_hparams_combs", "num_seeds", "stack_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} {value}: give a number >= 1")
+    for name in ("hparams_comb", "seed"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise UserError(f"--{name} {value}: give a number >= 0")
+    if not (math.isfinite(args.checkpoint_seconds) and args.checkpoint_seconds >= 0):
+        raise UserError(f"--checkpoint_seconds {args.checkpoint_seconds}: give a number of seconds >= 0")
+
+
+def spec_from_args(args: argparse.Namespace):
+    """The sweep (a SweepSpec) described by the parsed arguments, with phase-dependent defaults filled in."""
+    from XRM.sweep import SweepSpec
+
     try:
         overrides = json.loads(args.hparams)
     except json.JSONDecodeError:
@@ -139,15 +160,22 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Build the runs, check their inputs, then launch those not finished yet (or show their status)."""
+    """Build the runs and their stacks, check their inputs, then launch those not finished yet (or show their status)."""
+    check_counts(args)
     launcher, options = launch_options(args)
+    from XRM.devices import resolve_device
+    from XRM.sweep import make_runs, plan_stacks
+    from XRM.sweep_status import format_status, sweep_status
+    from XRM.train import check_runs, train_stack
+
     runs = make_runs(spec_from_args(args))
     if args.status:
         print(format_status(sweep_status(runs, options.slurm_dir)))
         return 0
     resolve_device(args.device)
-    check_runs([run_args for run_args in runs if not Path(run_args["done_path"]).exists()])
-    report = launch(runs, run, launcher, options)
+    unfinished = [run for run in runs if not run.is_done()]
+    check_runs(unfinished)
+    report = launch(plan_stacks(runs, args.stack_size), train_stack, launcher, options)
     print(format_report(report))
     return 1 if report.failures else 0
 

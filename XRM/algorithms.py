@@ -1,25 +1,25 @@
 """Training algorithms: ERM, GroupDRO, IRM, RWG, SUBG, MAT (phase 2) and XRM (phase 1).
 
-Each algorithm sees tensors only: the indices, inputs, labels and group ids of a batch.
-Algorithm state that must survive a restart (GroupDRO's q, XRM's dynamic labels, ...) is
-kept in registered buffers, so ``state_dict()`` checkpoints it with the network.
+An algorithm is a loss over a stack of H runs of itself: it sees tensors with a leading
+run dimension (logits [H, B, K], the batch's indices, labels, groups and a mask of the
+real examples, since runs with smaller batches are padded), its runs' hyper-parameters as
+[H] tensors, and its runs' state (GroupDRO's q, XRM's dynamic labels, ...) as stacked
+tensors that it returns updated. A single run is a stack of one. Per-example state has
+one extra row, index ``n`` (the training set's size), where padded positions write.
 """
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from mat.shift import memorization_aware_shift
 from XRM.errors import UserError
+from XRM.mat_shift import memorization_aware_shift
 from XRM.registry import Registry
-from XRM.groups import sum_by_index
-from XRM.networks import TwinNetwork
-from XRM.optimizers import SGD_MOMENTUM, build_optimizer
 
 ALGORITHMS: Registry[type["Algorithm"]] = Registry("algorithm")
 A = TypeVar("A", bound=type["Algorithm"])
+State = dict[str, torch.Tensor]
 
 
 def register_algorithm(name: str) -> Callable[[A], A]:
@@ -47,50 +47,95 @@ def check_group_labels(algorithm: type["Algorithm"], group_labels: str) -> None:
         raise UserError("phase 1 (XRM) infers groups and must not be given group labels; use --group_labels no")
 
 
-@dataclass
-class TrainingSet:
-    """What an algorithm may know about the whole training set (tensors on the run's device)."""
+@dataclass(frozen=True)
+class RunData:
+    """What one run's algorithm may know about the whole training set, to build its state."""
 
+    y: torch.Tensor  # [n] labels
+    groups: torch.Tensor  # [n] group ids of the run's group-label source
+    num_classes: int
+    num_groups: int
+    num_attributes: int
+    seed: int
+    hparams: dict
+    held_out_logits: torch.Tensor | None = None  # [n, K], phase 1's, for MAT
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training step of a stack, padded to its longest batch; every tensor [H, B]."""
+
+    index: torch.Tensor  # training example ids; padding points at the extra row n
     y: torch.Tensor
     groups: torch.Tensor
-    num_classes: int
-    num_attributes: int
-    generator: torch.Generator
-    held_out_logits: torch.Tensor | None = None
+    mask: torch.Tensor  # 1.0 for real examples, 0.0 for padding (the training dtype)
+    uniforms: torch.Tensor | None  # per-example uniforms in [0, 1), for algorithms that draw
+    step: int
 
 
-class Algorithm(nn.Module):
-    """Empirical risk minimisation; subclasses override :meth:`loss` (and rarely more)."""
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real examples of each run: [H, B] -> [H]."""
+    return (values * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+
+
+def per_example_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every example: logits [H, B, K], y [H, B] -> [H, B]."""
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+
+
+def sums_by_index(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-run sums of ``values`` [H, B] by ``index`` [H, B] in 0 .. size-1: [H, size].
+
+    A one-hot product (a fixed order of additions, unlike CUDA's scatter_add), so runs are
+    reproducible and a run sums the same alone as in a stack.
+    """
+    return torch.einsum("hb,hbs->hs", values, F.one_hot(index, size).to(values.dtype))
+
+
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` [H, B] of a per-run table [H, n + 1, ...]: [H, B, ...]."""
+    trailing = table.shape[2:]
+    expanded = index.view(*index.shape, *([1] * len(trailing))).expand(*index.shape, *trailing)
+    return table.gather(1, expanded)
+
+
+class Algorithm:
+    """Empirical risk minimisation; subclasses override :meth:`loss` and :meth:`initial_state`.
+
+    ``hparam_names`` lists the hyper-parameters :meth:`loss` reads (as [H] tensors).
+    """
 
     name = ""
     phase = 2
-    #: how training batches are drawn: "uniform", "group_balanced" or "group_subsampled"
+    #: how training batches are drawn: one of XRM.sampling.SAMPLINGS
     sampling = "uniform"
     #: whether the algorithm needs the phase-1 held-out logits of every training example
     needs_held_out_logits = False
+    #: networks per run: XRM trains two twins
+    networks_per_run = 1
+    #: whether each step's batch carries uniforms (Batch.uniforms) for the algorithm's draws
+    draws_uniforms = False
+    hparam_names: tuple[str, ...] = ()
 
-    def __init__(self, network: nn.Module, training_set: TrainingSet, hparams: dict) -> None:
-        super().__init__()
-        self.network = network
-        self.num_classes = training_set.num_classes
-        self.hparams = hparams
-        # hparams_registry gives sgd_momentum to every SGD family; callers of this API may omit it
-        self.optimizer = build_optimizer(network, hparams["optimizer"], hparams["lr"], hparams["weight_decay"],
-                                         momentum=hparams.get("sgd_momentum", SGD_MOMENTUM))
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
 
-    def loss(self, logits: torch.Tensor, index: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the batch."""
-        return F.cross_entropy(logits, y)
+    def initial_state(self, run: RunData) -> State:
+        """One run's algorithm state before step 0 (tensors; per-example ones have n + 1 rows)."""
+        return {}
 
-    def update(self, index: torch.Tensor, x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> None:
-        """One optimisation step on a batch."""
-        self.optimizer.zero_grad(set_to_none=True)
-        self.loss(self.network(x), index, y, groups).backward()
-        self.optimizer.step()
+    def state_signature(self, run: RunData) -> tuple:
+        """Runs of this algorithm with equal signatures have state tensors of equal shapes."""
+        return ()
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits used for evaluation, [n, K]."""
-        return self.network(x)
+    def loss(self, logits: torch.Tensor, batch: Batch, state: State,
+             hparams: dict[str, torch.Tensor]) -> tuple[torch.Tensor, State]:
+        """Each run's loss [H] on its batch, and the runs' state after the step."""
+        return masked_mean(per_example_cross_entropy(logits, batch.y), batch.mask), state
+
+    def evaluation_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits that classify at evaluation time, [H, n, K]."""
+        return logits
 
 
 @register_algorithm("ERM")
@@ -116,60 +161,71 @@ class SUBG(ERM):
 class GroupDRO(Algorithm):
     """Group distributionally robust optimisation (Sagawa et al., 2020): exponentiated-gradient group weights."""
 
-    def __init__(self, network: nn.Module, training_set: TrainingSet, hparams: dict) -> None:
-        super().__init__(network, training_set, hparams)
-        num_groups = int(training_set.groups.max().item()) + 1
-        self.register_buffer("q", torch.full((num_groups,), 1.0 / num_groups, device=training_set.y.device))
+    hparam_names = ("eta",)
 
-    def loss(self, logits: torch.Tensor, index: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    def initial_state(self, run: RunData) -> State:
+        """q uniform over the run's groups."""
+        return {"q": torch.full((run.num_groups,), 1.0 / run.num_groups, dtype=torch.float64)}
+
+    def state_signature(self, run: RunData) -> tuple:
+        """The number of groups."""
+        return (run.num_groups,)
+
+    def loss(self, logits, batch, state, hparams):
         """q-weighted sum of per-group mean losses, after the q update on this batch."""
-        losses = F.cross_entropy(logits, y, reduction="none")
-        totals = sum_by_index(losses, groups, len(self.q))
-        counts = sum_by_index(torch.ones_like(losses), groups, len(self.q))
+        q = state["q"]
+        losses = per_example_cross_entropy(logits, batch.y) * batch.mask
+        totals = sums_by_index(losses, batch.groups, q.shape[1])
+        counts = sums_by_index(batch.mask, batch.groups, q.shape[1])
         group_losses = totals / counts.clamp_min(1)
-        present = counts > 0
         with torch.no_grad():
-            self.q *= torch.where(present, torch.exp(self.hparams["eta"] * group_losses.detach()), 1.0)
-            self.q /= self.q.sum()
-        return (self.q * group_losses).sum()
+            grown = torch.where(counts > 0, torch.exp(hparams["eta"][:, None] * group_losses.detach()), 1.0)
+            q = q * grown.to(q.dtype)
+            q = q / q.sum(dim=1, keepdim=True)
+        return (q.to(group_losses.dtype) * group_losses).sum(dim=1), {"q": q}
+
+
+def _scale_gradient(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """d/ds of the mean cross-entropy of s * logits at s = 1 over the weighted examples: [H, E].
+
+    logits [H, B, K], y [H, B], weights [H, B, E] (0/1 membership of E example sets).
+    """
+    one_hot = F.one_hot(y, logits.shape[-1]).to(logits.dtype)
+    per_example = ((torch.softmax(logits, dim=-1) - one_hot) * logits).sum(dim=-1)
+    return torch.einsum("hb,hbe->he", per_example, weights) / weights.sum(dim=1).clamp_min(1)
 
 
 @register_algorithm("IRM")
 class IRM(Algorithm):
     """Invariant risk minimisation (Arjovsky et al., 2019) with the training groups' attributes as environments."""
 
-    def __init__(self, network: nn.Module, training_set: TrainingSet, hparams: dict) -> None:
-        super().__init__(network, training_set, hparams)
-        self.register_buffer("update_count", torch.zeros((), dtype=torch.long, device=training_set.y.device))
-        self.num_attributes = training_set.num_attributes
+    hparam_names = ("lambda", "penalty_anneal_iters")
 
-    @staticmethod
-    def _penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # gradient of the risk w.r.t. a dummy classifier scale, estimated unbiasedly from two halves
-        scale = torch.ones((), device=logits.device, requires_grad=True)
-        first = F.cross_entropy(logits[::2] * scale, y[::2])
-        second = F.cross_entropy(logits[1::2] * scale, y[1::2])
-        grad_first = torch.autograd.grad(first, [scale], create_graph=True)[0]
-        grad_second = torch.autograd.grad(second, [scale], create_graph=True)[0]
-        return grad_first * grad_second
+    def state_signature(self, run: RunData) -> tuple:
+        """The number of attributes (environments)."""
+        return (run.num_attributes,)
 
-    def loss(self, logits: torch.Tensor, index: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """Mean over environments (the attribute of each group) of risk + penalty weight x penalty."""
-        attributes = groups % self.num_attributes
-        environments = torch.unique(attributes)
-        risk = logits.new_zeros(())
-        penalty = logits.new_zeros(())
-        for environment in environments:
-            member = attributes == environment
-            risk = risk + F.cross_entropy(logits[member], y[member])
-            penalty = penalty + self._penalty(logits[member], y[member])
-        weight = torch.where(
-            self.update_count >= self.hparams["penalty_anneal_iters"],
-            torch.tensor(float(self.hparams["lambda"]), device=logits.device),
-            torch.tensor(1.0, device=logits.device),
-        )
-        self.update_count += 1
-        return (risk + weight * penalty) / len(environments)
+    def initial_state(self, run: RunData) -> State:
+        """The number of environments, as a tensor the loss reads its size from."""
+        return {"environments": torch.zeros(run.num_attributes)}
+
+    def loss(self, logits, batch, state, hparams):
+        """Mean over the environments present of risk + weight x penalty, the penalty the product
+        of the scale gradients of the environment's two halves (alternate examples in batch order);
+        the weight is lambda from step penalty_anneal_iters on, 1 before."""
+        num_environments = state["environments"].shape[1]
+        member = F.one_hot(batch.groups % num_environments, num_environments).to(logits.dtype) * batch.mask[..., None]
+        rank = member.cumsum(dim=1) - 1
+        first_half = member * (rank.remainder(2) == 0)
+        second_half = member - first_half
+        losses = per_example_cross_entropy(logits, batch.y)
+        counts = member.sum(dim=1)
+        risks = torch.einsum("hb,hbe->he", losses, member) / counts.clamp_min(1)
+        penalties = _scale_gradient(logits, batch.y, first_half) * _scale_gradient(logits, batch.y, second_half)
+        present = (counts > 0).to(logits.dtype)
+        weight = torch.where(batch.step >= hparams["penalty_anneal_iters"], hparams["lambda"], 1.0)
+        total = ((risks + weight[:, None] * penalties) * present).sum(dim=1)
+        return total / present.sum(dim=1).clamp_min(1), state
 
 
 @register_algorithm("MAT")
@@ -182,29 +238,44 @@ class MAT(Algorithm):
 
     needs_held_out_logits = True
 
-    def __init__(self, network: nn.Module, training_set: TrainingSet, hparams: dict) -> None:
-        super().__init__(network, training_set, hparams)
-        if training_set.held_out_logits is None:
+    def initial_state(self, run: RunData) -> State:
+        """The shift log p_ho(. | x_i) of every training example (and a zero padding row)."""
+        if run.held_out_logits is None:
             raise ValueError("MAT needs the held-out logits of phase 1")
-        shift = memorization_aware_shift(training_set.held_out_logits, training_set.y, hparams["tau"])
-        self.register_buffer("shift", shift)
+        shift = memorization_aware_shift(run.held_out_logits, run.y, run.hparams["tau"])
+        return {"shift": torch.cat([shift, shift.new_zeros(1, shift.shape[1])])}
 
-    def loss(self, logits: torch.Tensor, index: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits, batch, state, hparams):
         """Cross-entropy of the shifted logits."""
-        return F.cross_entropy(logits + self.shift[index], y)
+        shifted = logits + gather_rows(state["shift"], batch.index).to(logits.dtype)
+        return masked_mean(per_example_cross_entropy(shifted, batch.y), batch.mask), state
 
 
-def class_balanced_cross_entropy(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Sum over the classes present in the batch of the mean loss within the class."""
-    losses = F.cross_entropy(logits, y, reduction="none")
-    totals = sum_by_index(losses, y, num_classes)
-    counts = sum_by_index(torch.ones_like(losses), y, num_classes)
-    return (totals / counts.clamp_min(1)).sum()
+def class_balanced_cross_entropy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                                 num_classes: int) -> torch.Tensor:
+    """Per run, the sum over the classes present in the batch of the mean loss within the class: [H]."""
+    losses = per_example_cross_entropy(logits, y) * mask
+    totals = sums_by_index(losses, y, num_classes)
+    counts = sums_by_index(mask, y, num_classes)
+    return (totals / counts.clamp_min(1)).sum(dim=1)
 
 
 def flip_probability(max_probability: torch.Tensor, num_classes: int) -> torch.Tensor:
     """XRM's label-flip probability (p_ho - 1/K) K / (K - 1): 0 at chance, 1 when certain."""
     return ((max_probability - 1.0 / num_classes) * num_classes / (num_classes - 1)).clamp(0.0, 1.0)
+
+
+def split_twin_logits(twin_logits: torch.Tensor, first_twin_holds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-in and held-out logits from twin logits [..., K, 2] and each example's twin [...]."""
+    first_holds = first_twin_holds[..., None]
+    held_in = torch.where(first_holds, twin_logits[..., 0], twin_logits[..., 1])
+    held_out = torch.where(first_holds, twin_logits[..., 1], twin_logits[..., 0])
+    return held_in, held_out
+
+
+def twin_assignment(num_examples: int, seed: int) -> torch.Tensor:
+    """Which examples the first twin trains on (p = 0.5 each), a pure function of the seed."""
+    return torch.rand(num_examples, generator=torch.Generator().manual_seed(seed)) < 0.5
 
 
 @register_algorithm("XRM")
@@ -218,50 +289,33 @@ class XRM(Algorithm):
     """
 
     phase = 1
+    networks_per_run = 2
+    draws_uniforms = True
 
-    def __init__(self, network: nn.Module, training_set: TrainingSet, hparams: dict) -> None:
-        if not isinstance(network, TwinNetwork):
-            raise ValueError("XRM trains a TwinNetwork")
-        super().__init__(network, training_set, hparams)
-        n = len(training_set.y)
-        device = training_set.y.device
-        assignment = torch.rand(n, generator=training_set.generator, device=device) < 0.5
-        self.register_buffer("first_twin_holds", assignment)
-        self.register_buffer("true_labels", training_set.y.clone())
-        self.register_buffer("dynamic_labels", training_set.y.clone())
-        self.generator = training_set.generator
+    def initial_state(self, run: RunData) -> State:
+        """The twin assignment and the dynamic labels (the true ones at first)."""
+        padding = torch.zeros(1, dtype=run.y.dtype)
+        return {"first_twin_holds": torch.cat([twin_assignment(len(run.y), run.seed), torch.zeros(1, dtype=torch.bool)]),
+                "dynamic_labels": torch.cat([run.y.cpu(), padding])}
 
-    def split_logits(self, twin_logits: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Held-in and held-out logits of training examples ``index`` from twin logits [n, K, 2]."""
-        first_holds = self.first_twin_holds[index][:, None]
-        held_in = torch.where(first_holds, twin_logits[..., 0], twin_logits[..., 1])
-        held_out = torch.where(first_holds, twin_logits[..., 1], twin_logits[..., 0])
-        return held_in, held_out
-
-    def update(self, index: torch.Tensor, x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor) -> None:
-        """Train each example's own twin on its dynamic label, then flip labels towards held-out predictions."""
-        held_in, held_out = self.split_logits(self.network(x), index)
-        self.optimizer.zero_grad(set_to_none=True)
-        class_balanced_cross_entropy(held_in, self.dynamic_labels[index], self.num_classes).backward()
-        self.optimizer.step()
+    def loss(self, logits, batch, state, hparams):
+        """Class-balanced loss of each example's own twin on its dynamic label; the labels after the flips."""
+        holds = state["first_twin_holds"].gather(1, batch.index)
+        held_in, held_out = split_twin_logits(logits, holds)
+        labels = state["dynamic_labels"].gather(1, batch.index)
+        loss = class_balanced_cross_entropy(held_in, labels, batch.mask, self.num_classes)
         with torch.no_grad():
-            confidence, prediction = torch.softmax(held_out.detach().float(), dim=1).max(dim=1)
-            flip = torch.bernoulli(flip_probability(confidence, self.num_classes), generator=self.generator).bool()
-            self.dynamic_labels[index] = torch.where(flip, prediction, self.dynamic_labels[index])
+            confidence, prediction = torch.softmax(held_out.detach().float(), dim=-1).max(dim=-1)
+            probability = flip_probability(confidence, self.num_classes)
+            flip = (batch.uniforms < probability) & (batch.mask > 0)
+            dynamic = state["dynamic_labels"].scatter(1, batch.index, torch.where(flip, prediction, labels))
+        return loss, {**state, "dynamic_labels": dynamic}
 
-    def flip_rate(self) -> torch.Tensor:
-        """Fraction of training labels that currently differ from the true ones (a 0-d tensor)."""
-        return (self.dynamic_labels != self.true_labels).float().mean()
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Twin logits [n, K, 2]."""
-        return self.network(x)
+    def evaluation_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Twin logits [H, n, K, 2]: phase 1 is evaluated by its flip rate, not by accuracy."""
+        return logits
 
 
-def build_algorithm(
-    name: str, make_network: Callable[[], nn.Module], training_set: TrainingSet, hparams: dict
-) -> Algorithm:
-    """Construct the algorithm registered as ``name``; phase-1 algorithms get twin networks."""
-    cls = get_algorithm_class(name)
-    network = TwinNetwork(make_network(), make_network()) if cls.phase == 1 else make_network()
-    return cls(network, training_set, hparams)
+def flip_rates(dynamic_labels: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per run, the fraction of training labels that differ from the true ones: [H]."""
+    return (dynamic_labels[:, : len(y)] != y).double().mean(dim=1)

@@ -15,11 +15,8 @@ import torchvision
 from torch import nn
 
 from XRM.errors import UserError
+from XRM.options import DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_MODEL, TEXT_MODEL_VARIABLE  # noqa: F401 (re-exported)
 
-DEFAULT_IMAGE_BACKBONE = "resnet50"
-DEFAULT_TEXT_MODEL = "bert-base-uncased"
-#: environment variable naming the default text model (a hub name or a local folder)
-TEXT_MODEL_VARIABLE = "XRM_TEXT_MODEL"
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,17 @@ from pathlib import Path
 import torch
 
 from XRM.errors import UserError
+from XRM.fileio import atomic_torch_save
+
+#: the phase-1 artifact's keys: inferred attributes of the training and validation
+#: examples, and every training example's held-out logits
+TRAIN_ATTRIBUTES, VALIDATION_ATTRIBUTES, HELD_OUT_LOGITS = "tr", "va", "tr_ho"
 
 
 def cross_mistakes(twin_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Inferred attribute per example: 1 if either twin misclassifies it w.r.t. its true label."""
-    wrong_first = twin_logits[..., 0].argmax(dim=1) != y
-    wrong_second = twin_logits[..., 1].argmax(dim=1) != y
+    """Inferred attribute per example from twin logits [..., n, K, 2]: 1 if either twin misclassifies it."""
+    wrong_first = twin_logits[..., 0].argmax(dim=-1) != y
+    wrong_second = twin_logits[..., 1].argmax(dim=-1) != y
     return (wrong_first | wrong_second).long()
 
 
@@ -19,6 +24,13 @@ def is_degenerate(y: torch.Tensor, attributes: torch.Tensor) -> bool:
         if len(torch.unique(attributes[y == label])) < 2:
             return True
     return False
+
+
+def save_phase_1_artifact(path: Path, train_attributes: torch.Tensor, validation_attributes: torch.Tensor,
+                          held_out_logits: torch.Tensor) -> None:
+    """Write ``inferred_hpcomb_<k>_seed<s>.pt`` (CPU tensors; logits as float32), atomically."""
+    atomic_torch_save({TRAIN_ATTRIBUTES: train_attributes.long().cpu(), VALIDATION_ATTRIBUTES: validation_attributes.long().cpu(),
+                       HELD_OUT_LOGITS: held_out_logits.float().cpu()}, path)
 
 
 def load_phase_1_artifact(path: Path, n_train: int, n_validation: int, num_classes: int) -> dict[str, torch.Tensor]:
@@ -33,19 +45,20 @@ def load_phase_1_artifact(path: Path, n_train: int, n_validation: int, num_class
         artifact = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"cannot read group-label file {path} ({type(exc).__name__}); re-run phase 1 or pass another file") from None
-    if not isinstance(artifact, dict) or "tr" not in artifact or "va" not in artifact:
-        raise UserError(f"group-label file {path} must hold a dict with 'tr' and 'va' tensors")
-    expected = {"tr": (n_train,), "va": (n_validation,)}
-    if "tr_ho" in artifact:
-        expected["tr_ho"] = (n_train, num_classes)
+    if not isinstance(artifact, dict) or TRAIN_ATTRIBUTES not in artifact or VALIDATION_ATTRIBUTES not in artifact:
+        raise UserError(f"group-label file {path} must hold a dict with '{TRAIN_ATTRIBUTES}' and "
+                        f"'{VALIDATION_ATTRIBUTES}' tensors")
+    expected = {TRAIN_ATTRIBUTES: (n_train,), VALIDATION_ATTRIBUTES: (n_validation,)}
+    if HELD_OUT_LOGITS in artifact:
+        expected[HELD_OUT_LOGITS] = (n_train, num_classes)
     checked = {}
     for key, shape in expected.items():
         value = torch.as_tensor(artifact[key])
-        if key != "tr_ho":
+        if key != HELD_OUT_LOGITS:
             value = value.reshape(-1) if value.numel() == shape[0] else value
         if tuple(value.shape) != shape:
             raise UserError(
                 f"group-label file {path}: '{key}' has shape {tuple(value.shape)} but this dataset needs {shape}; "
                 "was it made for another dataset?")
-        checked[key] = value.float() if key == "tr_ho" else value.long()
+        checked[key] = value.float() if key == HELD_OUT_LOGITS else value.long()
     return checked

@@ -1,10 +1,11 @@
-"""Launchers: hand a sweep's runs to this process, this machine's GPUs, or SLURM.
+"""Launchers: hand a sweep's stacks of runs to this process, this machine's GPUs, or SLURM.
 
-A run is a picklable dict of arguments with two keys the launchers read: ``run_name``
-(short, unique) and ``done_path`` (a file that exists iff the run finished). ``run_fn``
-trains one run; it must be a top-level function that returns at once on a finished run
-and resumes an interrupted one from its checkpoint, so every launcher may simply call it
-again: after a failure, a preemption or a time-out.
+A run is a picklable dataclass (a RunSpec) with three fields the launchers read:
+``run_name`` (short, unique), ``done_path`` (a file that exists iff the run finished) and
+``resume``. A stack is a list of runs trained together by one call of ``run_fn``: one job
+(one SLURM array task, one local GPU). ``run_fn`` must be a top-level function that skips
+finished runs and resumes interrupted ones from their checkpoints, so every launcher may
+simply call it again: after a failure, a preemption or a time-out.
 """
 import dataclasses
 import os
@@ -16,15 +17,13 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-import submitit
-import torch
-
 from XRM import sweep_status
 from XRM.errors import UserError
 from XRM.registry import Registry
 
-RunArgs = dict[str, Any]
-RunFn = Callable[[RunArgs], None]
+Run = Any  # a dataclass with run_name, done_path and resume (a RunSpec)
+Stack = list[Run]
+RunFn = Callable[[Stack], None]
 
 # How often a waiting launcher looks at its jobs; finished jobs are seen by their result file.
 POLL_SECONDS = 1.0
@@ -66,10 +65,11 @@ class LaunchReport:
     failures: list[sweep_status.RunState] | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     # The submitted runs with their jobs, for wait_for; not part of the printed report.
-    jobs: list[tuple[RunArgs, submitit.Job]] = dataclasses.field(default_factory=list, repr=False)
+    jobs: list[tuple[Run, Any]] = dataclasses.field(default_factory=list, repr=False)
+    stacks: list[list[str]] = dataclasses.field(default_factory=list)  # run names of each stack launched
 
 
-Launcher = Callable[[list[RunArgs], RunFn, LaunchOptions], LaunchReport]
+Launcher = Callable[[list[Stack], RunFn, LaunchOptions], LaunchReport]
 LAUNCHERS: Registry[Launcher] = Registry("launcher")
 
 
@@ -83,45 +83,35 @@ def get_launcher(name: str) -> Launcher:
     return LAUNCHERS.lookup(name)
 
 
-class RunJob(submitit.helpers.Checkpointable):
-    """One run as a submitit job.
-
-    On preemption or time-out submitit calls ``checkpoint``, which resubmits the same run;
-    ``run_fn`` then resumes it from the checkpoint it keeps on disk. A job that SLURM
-    requeues by itself (``scontrol requeue``, node failure) restarts the same way.
-    """
-
-    def __init__(self, run_fn: RunFn, run_args: RunArgs) -> None:
-        self.run_fn = run_fn
-        self.run_args = run_args
-
-    def __call__(self) -> None:
-        # A job SLURM restarts (requeue, node failure) continues the run it had started.
-        restarted = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-        self.run_fn({**self.run_args, "resume": True} if restarted else self.run_args)
-
-    def checkpoint(self) -> submitit.helpers.DelayedSubmission:  # type: ignore[override]
-        """A resubmission of the same run, told to resume from the checkpoint it keeps on disk."""
-        return submitit.helpers.DelayedSubmission(RunJob(self.run_fn, {**self.run_args, "resume": True}))
-
-
-def launch(runs: list[RunArgs], run_fn: RunFn, launcher: str,
+def launch(stacks: list[Stack], run_fn: RunFn, launcher: str,
            options: LaunchOptions = LaunchOptions()) -> LaunchReport:
-    """Launch the runs that are not done yet with the named launcher.
+    """Launch the stacks' runs that are not done yet with the named launcher.
 
-    Runs whose ``done_path`` exists are skipped. With ``options.wait`` (always, for the
-    local launchers) the call returns once every launched run has ended, and the report
-    lists the failed runs with the last line of their error.
+    Finished runs (their ``done_path`` exists) are left out of their stack, and emptied
+    stacks dropped. With ``options.wait`` (always, for the local launchers) the call returns
+    once every launched run has ended, and the report lists the failed runs with the last
+    line of their error.
     """
-    launch_runs = get_launcher(launcher)
+    launch_stacks = get_launcher(launcher)
+    runs = [run for stack in stacks for run in stack]
     _check_runs(runs)
-    done = [run for run in runs if Path(run["done_path"]).exists()]
-    todo = [run for run in runs if not Path(run["done_path"]).exists()]
-    report = launch_runs(todo, run_fn, options)
-    report = dataclasses.replace(report, skipped_done=[run["run_name"] for run in done])
+    done = [run.run_name for run in runs if _is_done(run)]
+    todo = [[run for run in stack if not _is_done(run)] for stack in stacks]
+    todo = [stack for stack in todo if stack]
+    report = launch_stacks(todo, run_fn, options)
+    report = dataclasses.replace(report, skipped_done=done,
+                                 stacks=[[run.run_name for run in stack] for stack in todo])
     if options.wait and report.failures is None:
         report = wait_for(report)
     return report
+
+
+def _is_done(run: Run) -> bool:
+    return Path(run.done_path).exists()
+
+
+def _names(stacks: list[Stack]) -> list[str]:
+    return [run.run_name for stack in stacks for run in stack]
 
 
 def wait_for(report: LaunchReport) -> LaunchReport:
@@ -132,11 +122,8 @@ def wait_for(report: LaunchReport) -> LaunchReport:
     return dataclasses.replace(report, failures=[state for state in states if state.state != sweep_status.DONE])
 
 
-def _check_runs(runs: list[RunArgs]) -> None:
-    names = [run.get("run_name") for run in runs]
-    missing = [i for i, run in enumerate(runs) if "run_name" not in run or "done_path" not in run]
-    if missing:
-        raise ValueError(f"runs {missing} lack 'run_name' or 'done_path'; every run needs both")
+def _check_runs(runs: list[Run]) -> None:
+    names = [run.run_name for run in runs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"run names must be unique; repeated: {', '.join(repeated)}")
@@ -157,64 +144,82 @@ def _import_path_setup(run_fn: RunFn) -> list[str]:
     return [f"export PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
 
-def _failure_of(run: RunArgs, error: BaseException) -> sweep_status.RunState:
+def _failure_of(run: Run, error: BaseException) -> sweep_status.RunState:
     lines = "".join(traceback.format_exception_only(type(error), error))
-    return sweep_status.RunState(run["run_name"], sweep_status.FAILED, sweep_status.last_line(lines))
+    return sweep_status.RunState(run.run_name, sweep_status.FAILED, sweep_status.last_line(lines))
 
 
 @register_launcher("local")
-def _run_in_this_process(runs: list[RunArgs], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
-    """Run one run after another here; a failed run is reported and the sweep goes on."""
+def _run_in_this_process(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
+    """Run one stack after another here; a failed stack is reported and the sweep goes on."""
     failures = []
-    for run in runs:
+    for stack in stacks:
         try:
-            run_fn(run)
+            run_fn(stack)
         except UserError:
             raise  # the user's mistake (a corrupt checkpoint, say) stops the sweep with its one line
-        except Exception as error:  # one bad run must not stop the others; it is reported
-            failures.append(_failure_of(run, error))
+        except Exception as error:  # one bad stack must not stop the others; its unfinished runs are reported
+            failures += [_failure_of(run, error) for run in stack if not _is_done(run)]
             continue
-        if not Path(run["done_path"]).exists():
-            failures.append(sweep_status.RunState(run["run_name"], sweep_status.FAILED,
-                                                  sweep_status.NO_DONE_FILE))
-    return LaunchReport("local", [run["run_name"] for run in runs], failures=failures)
+        failures += [sweep_status.RunState(run.run_name, sweep_status.FAILED, sweep_status.NO_DONE_FILE)
+                     for run in stack if not _is_done(run)]
+    return LaunchReport("local", _names(stacks), failures=failures)
 
 
 def visible_gpu_count() -> int:
     """How many GPUs this process sees (CUDA_VISIBLE_DEVICES applies)."""
+    import torch
+
     return torch.cuda.device_count()
 
 
-@register_launcher("local_gpus")
-def _run_on_local_gpus(runs: list[RunArgs], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
-    """One run per visible GPU at a time, each a submitit local job; blocks until all end.
+def spread_over(stacks: list[Stack], workers: int) -> list[Stack]:
+    """The stacks, the largest halved until there are at least ``workers`` (or every stack is one run)."""
+    stacks = [list(stack) for stack in stacks]
+    while len(stacks) < workers:
+        largest = max(range(len(stacks)), key=lambda i: len(stacks[i]), default=None)
+        if largest is None or len(stacks[largest]) < 2:
+            break
+        stack = stacks.pop(largest)
+        stacks[largest:largest] = [stack[: len(stack) // 2], stack[len(stack) // 2 :]]
+    return stacks
 
-    Without a GPU it runs the sweep serially in this process instead, and says so.
+
+@register_launcher("local_gpus")
+def _run_on_local_gpus(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
+    """One stack per visible GPU at a time, each a submitit local job; blocks until all end.
+
+    Stacks are split so that every GPU gets work. Without a GPU it runs the stacks one
+    after another in this process instead, and says so.
     """
     gpus = visible_gpu_count()
     if options.local_gpus is not None:
         gpus = min(gpus, options.local_gpus)
     if gpus == 0:
-        report = _run_in_this_process(runs, run_fn, options)
+        report = _run_in_this_process(stacks, run_fn, options)
         note = "no GPU visible: the runs ran one after another in this process"
         return dataclasses.replace(report, launcher="local_gpus", notes=[note])
+    import submitit
+
+    from XRM.stack_job import StackJob
+
     folder = Path(options.slurm_dir).resolve() / "%j"
     executor = submitit.LocalExecutor(folder=folder)
     executor.update_parameters(timeout_min=options.slurm_time, gpus_per_node=1,
                                setup=_import_path_setup(run_fn))
     free_gpus, running, jobs = list(range(gpus)), {}, []
-    queue = list(runs)
+    queue = spread_over(stacks, gpus)
     try:
         while queue or running:
             while queue and free_gpus:
                 gpu = free_gpus.pop(0)
                 executor.update_parameters(visible_gpus=[gpu])
-                run = queue.pop(0)
-                job = executor.submit(RunJob(run_fn, run))
+                stack = queue.pop(0)
+                job = executor.submit(StackJob(run_fn, stack))
                 running[job.job_id] = (job, gpu)
-                jobs.append((run, job))
+                jobs += [(run, job) for run in stack]
                 sweep_status.record_jobs(options.slurm_dir, {
-                    run["run_name"]: sweep_status.JobEntry("local", job.job_id, str(folder))})
+                    run.run_name: sweep_status.JobEntry("local", job.job_id, str(folder)) for run in stack})
             time.sleep(POLL_SECONDS)
             for job_id, (job, gpu) in list(running.items()):
                 if job.done():
@@ -225,12 +230,14 @@ def _run_on_local_gpus(runs: list[RunArgs], run_fn: RunFn, options: LaunchOption
         for job, _ in running.values():
             job.cancel()
         raise
-    report = LaunchReport("local_gpus", [run["run_name"] for run in runs],
-                          job_ids=[job.job_id for _, job in jobs], log_dir=str(folder.parent), jobs=jobs)
+    job_ids = list(dict.fromkeys(job.job_id for _, job in jobs))
+    report = LaunchReport("local_gpus", _names(stacks), job_ids=job_ids, log_dir=str(folder.parent), jobs=jobs)
     return wait_for(report)
 
 
-def _slurm_executor(options: LaunchOptions, run_fn: RunFn) -> submitit.AutoExecutor:
+def _slurm_executor(options: LaunchOptions, run_fn: RunFn):
+    import submitit
+
     if shutil.which("sbatch") is None:
         raise UserError("sbatch not found: launch SLURM sweeps from a cluster's login node, "
                         "or use the local or local_gpus launcher")
@@ -256,31 +263,38 @@ def _slurm_executor(options: LaunchOptions, run_fn: RunFn) -> submitit.AutoExecu
 
 
 @register_launcher("slurm")
-def _submit_to_slurm(runs: list[RunArgs], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
-    """Submit the runs as one SLURM job array; runs whose job is still queued are not resubmitted."""
+def _submit_to_slurm(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
+    """Submit the stacks as one SLURM job array (a task per stack); runs whose job is still
+    queued are not resubmitted."""
+    import submitit
+
+    from XRM.stack_job import StackJob
+
     live = {sweep_status.PENDING, sweep_status.RUNNING}
-    states = sweep_status.sweep_status(runs, options.slurm_dir)
-    queued = [run for run, state in zip(runs, states) if state.state in live]
-    to_submit = [run for run, state in zip(runs, states) if state.state not in live]
+    runs = [run for stack in stacks for run in stack]
+    queued_names = {state.run_name for state in sweep_status.sweep_status(runs, options.slurm_dir)
+                    if state.state in live}
+    to_submit = [[run for run in stack if run.run_name not in queued_names] for stack in stacks]
+    to_submit = [stack for stack in to_submit if stack]
     executor = _slurm_executor(options, run_fn)
     try:
-        array = executor.submit_array([RunJob(run_fn, run) for run in to_submit]) if to_submit else []
+        array = executor.submit_array([StackJob(run_fn, stack) for stack in to_submit]) if to_submit else []
     except submitit.core.utils.FailedJobError as error:
         reason = sweep_status.last_line(str(error))
         raise UserError(f"sbatch refused the job array ({reason}); check --slurm_partition and the cluster") from None
     folder = str(executor.folder)
+    jobs = [(run, job) for stack, job in zip(to_submit, array) for run in stack]
     sweep_status.record_jobs(options.slurm_dir, {
-        run["run_name"]: sweep_status.JobEntry("slurm", job.job_id, folder) for run, job in zip(to_submit, array)})
-    return LaunchReport("slurm", [run["run_name"] for run in to_submit],
-                        skipped_queued=[run["run_name"] for run in queued],
-                        job_ids=[job.job_id for job in array], log_dir=str(Path(folder).parent),
-                        jobs=list(zip(to_submit, array)))
+        run.run_name: sweep_status.JobEntry("slurm", job.job_id, folder) for run, job in jobs})
+    return LaunchReport("slurm", _names(to_submit),
+                        skipped_queued=[run.run_name for run in runs if run.run_name in queued_names],
+                        job_ids=[job.job_id for job in array], log_dir=str(Path(folder).parent), jobs=jobs)
 
 
 @register_launcher("dry_run")
-def _list_runs(runs: list[RunArgs], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
+def _list_runs(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
     """Submit nothing; report the runs that would be launched."""
-    return LaunchReport("dry_run", [run["run_name"] for run in runs], dry_run=True, failures=[])
+    return LaunchReport("dry_run", _names(stacks), dry_run=True, failures=[])
 
 
 def format_report(report: LaunchReport, max_listed: int = 20) -> str:
@@ -288,13 +302,19 @@ def format_report(report: LaunchReport, max_listed: int = 20) -> str:
     skipped = f"{len(report.skipped_done)} skipped (done)"
     if report.skipped_queued:
         skipped += f", {len(report.skipped_queued)} skipped (already queued)"
+    in_stacks = f" in {len(report.stacks)} stacks" if len(report.stacks) < len(report.launched) else ""
     if report.dry_run:
-        lines = [f"dry run: {len(report.launched)} runs would be launched, {skipped}"]
-        lines += [f"  {name}" for name in report.launched[:max_listed]]
+        lines = [f"dry run: {len(report.launched)} runs would be launched{in_stacks}, {skipped}"]
+        listed = 0
+        for number, stack in enumerate(report.stacks or [[name] for name in report.launched]):
+            for name in stack:
+                if listed < max_listed:
+                    lines.append(f"  {name}" + (f"  (stack {number})" if in_stacks else ""))
+                listed += 1
         if len(report.launched) > max_listed:
             lines.append(f"  ... and {len(report.launched) - max_listed} more")
         return "\n".join(lines)
-    lines = [f"{report.launcher}: launched {len(report.launched)} runs, {skipped}"]
+    lines = [f"{report.launcher}: launched {len(report.launched)} runs{in_stacks}, {skipped}"]
     lines += [f"note: {note}" for note in report.notes]
     if report.job_ids:
         shown = " ".join(report.job_ids[:max_listed])

@@ -36,3 +36,9 @@ def best_candidate(scores: dict[int, dict], metric: str) -> int:
         return (record.get(metric, float("-inf")), record.get(records.VA_AVG_ACC, float("-inf")), -key)
 
     return max(scores, key=rank)
+
+
+def best_checkpoint_metric(has_inferred_validation_groups: bool) -> str:
+    """The metric a run's best checkpoint is chosen by: va_gi_wga when the run has inferred
+    validation groups (from a phase-1 file), else va_wga."""
+    return records.VA_GI_WGA if has_inferred_validation_groups else records.VA_WGA

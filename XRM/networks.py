@@ -4,6 +4,9 @@ from torch import nn
 
 from XRM.backbones import DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_MODEL, BackboneSpec, build_text_encoder, build_torchvision_backbone
 
+#: dataset families whose networks are small (a head, an MLP): their runs train as stacks
+STACKED_FAMILIES = ("features", "synthetic", "mlp")
+
 
 class LinearHead(nn.Linear):
     """A linear classifier initialised to zero, as the reference protocol does."""

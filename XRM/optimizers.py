@@ -34,3 +34,71 @@ def build_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
+
+
+def _per_run(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[H] values shaped to broadcast over stacked parameters [H, ...]."""
+    return values.view(-1, *([1] * (like.ndim - 1)))
+
+
+class StackedOptimizer:
+    """SGD with momentum, Adam or AdamW over stacked parameters [H, ...]: H runs, each with its
+    own learning rate, weight decay (on weights only) and momentum, in one update per tensor.
+
+    The arithmetic is torch.optim's (dampening 0; Adam's L2 term added to the gradient,
+    AdamW's decay decoupled; betas 0.9, 0.999 and eps 1e-8), applied to every run at once.
+    """
+
+    BETAS = (0.9, 0.999)
+    EPS = 1e-8
+
+    def __init__(self, name: str, parameters: list[torch.Tensor], decayed: list[bool], lr: torch.Tensor,
+                 weight_decay: torch.Tensor, momentum: torch.Tensor) -> None:
+        if name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
+        self.name, self.parameters, self.decayed = name, parameters, decayed
+        self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
+        self.steps = 0
+        slots = ["momentum_buffer"] if name == "sgd" else ["exp_avg", "exp_avg_sq"]
+        self.state = {slot: [torch.zeros_like(p) for p in parameters] for slot in slots}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every run's parameters from their gradients."""
+        self.steps += 1
+        for i, (parameter, decayed) in enumerate(zip(self.parameters, self.decayed)):
+            grad = parameter.grad
+            lr = _per_run(self.lr, parameter)
+            decay = _per_run(self.weight_decay, parameter) if decayed else None
+            if decay is not None and self.name != "adamw":
+                grad = grad + decay * parameter
+            if self.name == "sgd":
+                buffer = self.state["momentum_buffer"][i]
+                buffer.mul_(_per_run(self.momentum, parameter)).add_(grad)
+                parameter.sub_(lr * buffer)
+                continue
+            if decay is not None:  # AdamW: decoupled decay
+                parameter.mul_(1 - lr * decay)
+            beta1, beta2 = self.BETAS
+            exp_avg, exp_avg_sq = self.state["exp_avg"][i], self.state["exp_avg_sq"][i]
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            correction1, correction2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+            denominator = (exp_avg_sq.sqrt() / correction2 ** 0.5).add_(self.EPS)
+            parameter.sub_((lr / correction1) * exp_avg / denominator)
+
+    def zero_grad(self) -> None:
+        """Forget the gradients of the last step."""
+        for parameter in self.parameters:
+            parameter.grad = None
+
+    def member_state(self, member: int) -> dict:
+        """Run ``member``'s optimiser state, on the CPU (for its checkpoint)."""
+        return {"steps": self.steps, **{slot: [t[member].cpu() for t in tensors] for slot, tensors in self.state.items()}}
+
+    def load_member_state(self, member: int, state: dict) -> None:
+        """Restore run ``member``'s optimiser state from :meth:`member_state`."""
+        self.steps = state["steps"]
+        for slot, tensors in self.state.items():
+            for tensor, saved in zip(tensors, state[slot]):
+                tensor[member] = saved.to(tensor)

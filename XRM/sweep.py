@@ -1,4 +1,4 @@
-"""Turn a command line into the list of runs to launch (pure: reads results, trains nothing)."""
+"""Turn a command line into the runs to launch, and group them into stacks (pure: reads results, trains nothing)."""
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -8,7 +8,10 @@ from XRM.algorithms import PHASE_1_GROUP_LABELS, check_group_labels, get_algorit
 from XRM.data.registry import dataset_label, dataset_names, get_dataset
 from XRM.errors import UserError
 from XRM.results import best_hparams_comb, collect_runs
-
+from XRM.networks import STACKED_FAMILIES
+from XRM.run_inputs import resolve_dataset
+from XRM.options import DEFAULT_CHECKPOINT_SECONDS
+from XRM.run_spec import RunSpec
 
 
 @dataclass
@@ -37,6 +40,8 @@ class SweepSpec:
     text_model: str | None = None
     backbone_weights: str = "pretrained"
     num_workers: int = 4
+    dtype: str = "float32"
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
 
 
 def phase_1_runs_directory(phase_1_dir: str | Path, dataset: str) -> Path:
@@ -96,7 +101,7 @@ def _group_label_source(spec: SweepSpec, dataset: str, seed: int) -> str:
     return str(path)
 
 
-def make_runs(spec: SweepSpec) -> list[dict]:
+def make_runs(spec: SweepSpec) -> list[RunSpec]:
     """The runs of a sweep: datasets x algorithms x seeds x hyper-parameter combinations."""
     for dataset in spec.datasets:
         get_dataset(dataset)
@@ -120,28 +125,32 @@ def make_runs(spec: SweepSpec) -> list[dict]:
                     phase_1_dir = spec.phase_1_dir or str(Path(spec.out_dir) / "XRM")
                     phase_1_file = str(select_phase_1_file(phase_1_dir, dataset, seed))
                 for comb in _hparams_combs(spec, directory):
-                    files = records.RunFiles(directory, comb, seed)
-                    runs.append({
-                        "phase": spec.phase,
-                        "dataset": dataset,
-                        "algorithm": algorithm,
-                        "group_labels": group_labels,
-                        "phase_1_file": phase_1_file,
-                        "hparams_comb": comb,
-                        "seed": seed,
-                        "data_path": spec.data_path,
-                        "out_dir": str(directory),
-                        "quick_run": spec.quick_run,
-                        "adam": spec.adam,
-                        "resume": spec.resume,
-                        "device": spec.device,
-                        "hparams_overrides": dict(spec.hparams_overrides),
-                        "inputs": spec.inputs,
-                        "image_backbone": spec.image_backbone,
-                        "text_model": spec.text_model,
-                        "backbone_weights": spec.backbone_weights,
-                        "num_workers": spec.num_workers,
-                        "run_name": f"{algorithm}/{label}/{directory.name}/{files.tag}",
-                        "done_path": str(files.done),
-                    })
+                    runs.append(RunSpec(
+                        phase=spec.phase, dataset=dataset, algorithm=algorithm, hparams_comb=comb, seed=seed,
+                        out_dir=str(directory), data_path=spec.data_path, group_labels=group_labels,
+                        phase_1_file=phase_1_file, quick_run=spec.quick_run, adam=spec.adam, resume=spec.resume,
+                        device=spec.device, dtype=spec.dtype, hparams_overrides=dict(spec.hparams_overrides),
+                        inputs=spec.inputs, image_backbone=spec.image_backbone, text_model=spec.text_model,
+                        backbone_weights=spec.backbone_weights, num_workers=spec.num_workers,
+                        checkpoint_seconds=spec.checkpoint_seconds))
     return runs
+
+
+def plan_stacks(runs: list[RunSpec], stack_size: int | None = None) -> list[list[RunSpec]]:
+    """The runs grouped into stacks: runs that share data, device and precision and train a
+    small model go together (at most ``stack_size`` per stack); a backbone's runs go alone.
+
+    The engine splits a stack further where it does not fit the device's memory.
+    """
+    groups: dict[tuple, list[RunSpec]] = {}
+    small: dict[tuple, bool] = {}
+    for run in runs:
+        key = run.stack_key()
+        if key not in small:
+            small[key] = resolve_dataset(run).family in STACKED_FAMILIES
+        groups.setdefault(key, []).append(run)
+    stacks = []
+    for key, group in groups.items():
+        size = (stack_size or len(group)) if small[key] else 1
+        stacks += [group[i : i + size] for i in range(0, len(group), size)]
+    return stacks

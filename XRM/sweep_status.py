@@ -99,10 +99,10 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def run_state(run_args: dict[str, Any], job: submitit.Job | None) -> RunState:
-    """The state of one run: done from its done file, else from its job (None: never launched)."""
-    name = run_args["run_name"]
-    if Path(run_args["done_path"]).exists():
+def run_state(run: Any, job: submitit.Job | None) -> RunState:
+    """The state of one run (a RunSpec): done from its done file, else from its job (None: never launched)."""
+    name = run.run_name
+    if Path(run.done_path).exists():
         return RunState(name, DONE, "")
     if job is None:
         return RunState(name, NOT_LAUNCHED, "")
@@ -151,7 +151,7 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def sweep_status(runs: list[dict[str, Any]], slurm_dir: str | os.PathLike) -> list[RunState]:
+def sweep_status(runs: list[Any], slurm_dir: str | os.PathLike) -> list[RunState]:
     """Each run's state, from its done file and the jobs indexed under ``slurm_dir``.
 
     States: done / running / pending / failed (with the last line of its error) / not
@@ -159,8 +159,8 @@ def sweep_status(runs: list[dict[str, Any]], slurm_dir: str | os.PathLike) -> li
     """
     index = read_index(slurm_dir)
     # Build every job before asking any state, so that submitit asks sacct once for all.
-    jobs = {run["run_name"]: job_of(index[run["run_name"]]) for run in runs if run["run_name"] in index}
-    return [run_state(run, jobs.get(run["run_name"])) for run in runs]
+    jobs = {run.run_name: job_of(index[run.run_name]) for run in runs if run.run_name in index}
+    return [run_state(run, jobs.get(run.run_name)) for run in runs]
 
 
 def format_status(states: list[RunState]) -> str:

@@ -1,309 +1,360 @@
-"""One run of phase 1 (XRM) or phase 2 (ERM, GroupDRO, IRM, RWG, SUBG, MAT).
+"""The training loop over a stack of runs: H runs trained together, one batched step at a time.
 
-``run(run_args)`` is idempotent and resumable: a finished run returns at once, and with
-``resume`` an interrupted run continues from its last checkpoint and writes the same
-records as an uninterrupted one. Every input is checked before anything is written.
+``train_stack(specs)`` trains the unfinished runs among ``specs`` (runs that share a
+``RunSpec.stack_key``). Small models (heads on features, the Synthetic data, the
+ColorMNIST MLP) are trained as stacks of as many runs as fit the device's memory (at most
+``stack_size``); backbones one run at a time. A single run is a stack of one. Each run
+keeps its own hyper-parameters, batch stream (a pure function of (seed, step)), algorithm
+state and files. Idempotent and resumable: a finished run is skipped, and with ``resume``
+an interrupted run continues from its checkpoint and writes the same records.
 """
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
-from XRM import records
-from XRM.algorithms import Algorithm, TrainingSet, build_algorithm, check_group_labels, get_algorithm_class
-from XRM.backbones import BackboneSpec
-from XRM.data.base import InputOptions, SplitTensors
-from XRM.data.registry import get_dataset
+from XRM import checkpoints, model_selection, records
+from XRM.algorithms import Algorithm, Batch, RunData, flip_rates, get_algorithm_class, split_twin_logits
+from XRM.batches import input_shape, training_batches
 from XRM.devices import resolve_device
-from XRM.errors import UserError
-from XRM.fileio import append_jsonl, atomic_torch_save, atomic_write_text
-from XRM.group_inference import cross_mistakes, is_degenerate, load_phase_1_artifact
-from XRM.groups import accuracy_metrics, group_ids
-from XRM.hparams_registry import check_hparams, default_hparams, random_hparams
-from XRM.networks import build_network
-from XRM.batches import evaluation_batches, input_shape, training_batches
-from XRM.sampling import StepSampler, group_balancing_weights, subsample_to_smallest_group
+from XRM.evaluation import StackEvaluator
+from XRM.fileio import append_jsonl, atomic_write_text
+from XRM.group_inference import cross_mistakes, is_degenerate, save_phase_1_artifact
+from XRM.model_stacks import ModuleStack, ParameterStack
+from XRM.networks import TwinNetwork, build_network
+from XRM.run_inputs import Phase1Files, RunSetup, StackData, load_run_setup, load_stack_data
+from XRM.run_spec import RunSpec
+from XRM.sampling import StepSampler, StepUniforms, build_sampler
+from XRM.stack_memory import split_to_fit
 
-#: steps of a --quick_run (debugging: default hyper-parameters, short)
-QUICK_RUN_STEPS = 201
-#: examples per evaluation batch: linear heads and MLPs take many at once; a backbone's
-#: activations (ResNet-50 at 224 px, BERT at 220 tokens) need small batches to fit the GPU
-EVALUATION_BATCH = 8192
-BACKBONE_EVALUATION_BATCH = 256
-
-
-def resolve_hparams(run_args: dict, family: str, num_steps: int, eval_every: int) -> dict[str, Any]:
-    """The run's hyper-parameters: a random draw (or defaults for --quick_run), then overrides."""
-    algorithm, comb = run_args["algorithm"], run_args["hparams_comb"]
-    hparams = default_hparams(family, algorithm) if run_args.get("quick_run") else random_hparams(family, algorithm, comb)
-    if run_args.get("adam"):
-        hparams["optimizer"] = "adam"
-    hparams["num_steps"] = min(num_steps, QUICK_RUN_STEPS) if run_args.get("quick_run") else num_steps
-    hparams["eval_every"] = eval_every
-    overrides = run_args.get("hparams_overrides") or {}
-    unknown = sorted(set(overrides) - set(hparams))
-    if unknown:
-        raise UserError(f"unknown hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(hparams))}")
-    hparams.update(overrides)
-    check_hparams(hparams)
-    return hparams
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
-class RunInputs:
-    """Everything a run needs, loaded and checked, on the run's device."""
+class Member:
+    """One run of a stack: its inputs, its place in the stack, and its progress."""
 
-    splits: dict[str, SplitTensors]
-    num_classes: int
-    family: str
-    hparams: dict[str, Any]
-    train_attributes: torch.Tensor
-    inferred_validation_attributes: torch.Tensor | None
-    held_out_logits: torch.Tensor | None
-    num_workers: int = 4
-    inputs: str = "features"
-    backbone: BackboneSpec | None = None
-    balanced_batches: bool = False
+    setup: RunSetup
+    run_data: RunData
+    checkpoint: dict | None
+    sampler: StepSampler | None = None
+    uniforms: StepUniforms | None = None
+    best: dict = field(default_factory=dict)
+    best_changed: bool = False
 
+    @property
+    def spec(self) -> RunSpec:
+        """The run's options."""
+        return self.setup.spec
 
-def load_run_inputs(run_args: dict, device: torch.device) -> RunInputs:
-    """Load the dataset, the group labels and phase-1 outputs of a run; raises UserError on bad input."""
-    algorithm_cls = get_algorithm_class(run_args["algorithm"])
-    dataset = get_dataset(run_args["dataset"]).resolve(
-        run_args["data_path"], algorithm_cls.phase, InputOptions.from_run_args(run_args))
-    splits = dataset.load_splits(run_args["data_path"])
-    n_train, n_validation = len(splits["tr"]), len(splits["va"])
-    group_labels = run_args["group_labels"]
-    check_group_labels(algorithm_cls, group_labels)
-
-    def artifact(path: str) -> dict[str, torch.Tensor]:
-        return load_phase_1_artifact(Path(path), n_train, n_validation, dataset.num_classes)
-
-    inferred_validation = None
-    if group_labels == "yes":
-        train_attributes = splits["tr"].a
-    elif group_labels == "no":
-        train_attributes = torch.zeros_like(splits["tr"].y)
-    else:
-        labels = artifact(group_labels)
-        train_attributes, inferred_validation = labels["tr"], labels["va"]
-    held_out = None
-    if algorithm_cls.needs_held_out_logits:
-        if not run_args.get("phase_1_file"):
-            raise UserError(f"{algorithm_cls.name} needs phase-1 outputs; run phase 1 first: python main.py --phase 1 ...")
-        outputs = artifact(run_args["phase_1_file"])
-        if "tr_ho" not in outputs:
-            raise UserError(f"{run_args['phase_1_file']} has no held-out logits ('tr_ho'); re-run phase 1 with this toolkit")
-        held_out, inferred_validation = outputs["tr_ho"], outputs["va"]
-    hparams = resolve_hparams(run_args, dataset.family, dataset.num_steps, dataset.eval_every)
-
-    def on_device(tensor: torch.Tensor | None) -> torch.Tensor | None:
-        return None if tensor is None else tensor.to(device)
-
-    return RunInputs(
-        splits={name: split.to(device) for name, split in splits.items()},
-        num_classes=dataset.num_classes,
-        family=dataset.family,
-        hparams=hparams,
-        train_attributes=on_device(train_attributes),
-        inferred_validation_attributes=on_device(inferred_validation),
-        held_out_logits=on_device(held_out),
-        num_workers=run_args.get("num_workers", 4),
-        inputs=dataset.inputs,
-        backbone=dataset.backbone,
-        balanced_batches=dataset.balanced_batches,
-    )
+    @property
+    def start(self) -> int:
+        """The first step to train."""
+        return 0 if self.checkpoint is None else self.checkpoint["step"] + 1
 
 
-@torch.inference_mode()
-def predict_all(algorithm: Algorithm, inputs: RunInputs, split: str) -> torch.Tensor:
-    """Logits of every example of ``split``, in order, in batches, in evaluation mode (float32)."""
-    device = inputs.splits[split].y.device
-    batch_size = EVALUATION_BATCH if inputs.backbone is None else BACKBONE_EVALUATION_BATCH
-    algorithm.network.eval()
-    logits = [algorithm.predict(x).float() for x in evaluation_batches(
-        inputs.splits[split].x, batch_size, device, inputs.num_workers)]
-    algorithm.network.train()
-    return torch.cat(logits)
+@dataclass
+class AlgorithmSlice:
+    """The members [begin, end) of a stack that run one algorithm with equally shaped state."""
+
+    algorithm: Algorithm
+    begin: int
+    end: int
+    state: dict[str, torch.Tensor]
+    hparams: dict[str, torch.Tensor]
 
 
-def evaluate(algorithm: Algorithm, inputs: RunInputs) -> dict[str, float]:
-    """Phase 1: the flip rate. Phase 2: accuracy and worst-group accuracy on va and te (+ va_gi_wga)."""
-    if algorithm.phase == 1:
-        return {records.FLIP_RATE: algorithm.flip_rate().item()}
-    metrics: dict[str, float] = {}
-    for split in ("va", "te"):
-        data = inputs.splits[split]
-        predictions = predict_all(algorithm, inputs, split).argmax(dim=1)
-        for name, value in accuracy_metrics(predictions, data.y, data.a).items():
-            metrics[records.metric_key(split, name)] = value
-        if split == "va" and inputs.inferred_validation_attributes is not None:
-            inferred = accuracy_metrics(predictions, data.y, inputs.inferred_validation_attributes)
-            metrics[records.VA_GI_WGA] = inferred["wga"]
-    return metrics
+def next_evaluation(step: int, eval_every: int, num_steps: int) -> int:
+    """The first evaluation step at or after ``step``: every eval_every-th step, and the last."""
+    if step % eval_every == 0:
+        return step
+    return min((step // eval_every + 1) * eval_every, num_steps - 1)
 
 
-def best_model_metric(inputs: RunInputs) -> str:
-    """The metric the best checkpoint is chosen by: va_gi_wga with inferred validation groups, else va_wga."""
-    return records.VA_GI_WGA if inputs.inferred_validation_attributes is not None else records.VA_WGA
-
-
-def build_sampler(algorithm: Algorithm, groups: torch.Tensor, batch_size: int, seed: int,
-                  classes: torch.Tensor | None = None) -> StepSampler:
-    """The training batch sampler the algorithm asks for; with ``classes`` (a dataset that
-    wants class-balanced batches), uniform sampling draws every class equally often."""
-    pool = torch.arange(len(groups), device=groups.device)
-    if algorithm.sampling == "group_balanced":
-        return StepSampler(pool, batch_size, seed, weights=group_balancing_weights(groups))
-    if algorithm.sampling == "group_subsampled":
-        subset_generator = torch.Generator(device=groups.device).manual_seed(seed)
-        return StepSampler(subsample_to_smallest_group(groups, subset_generator), batch_size, seed)
-    if classes is not None:
-        return StepSampler(pool, batch_size, seed, weights=group_balancing_weights(classes))
-    return StepSampler(pool, batch_size, seed)
-
-
-def _rng_states(generator: torch.Generator) -> dict[str, Any]:
-    states = {"torch": torch.get_rng_state(), "run": generator.get_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _restore_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(states["torch"])
-    generator.set_state(states["run"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it to restart the run from step 0") from None
-
-
-def run(run_args: dict) -> None:
-    """Train one run to completion (see the module docstring)."""
-    files = records.RunFiles(Path(run_args["out_dir"]), run_args["hparams_comb"], run_args["seed"])
-    if files.done.exists():
-        return
-    device = resolve_device(run_args.get("device", "auto"))
-    inputs = load_run_inputs(run_args, device)
+def _member_of(setup: RunSetup, data: StackData) -> Member:
+    spec = setup.spec
     checkpoint = None
-    if run_args.get("resume") and files.checkpoint.exists():
-        checkpoint = _load_checkpoint(files.checkpoint)
-    hparams = inputs.hparams
-
-    torch.manual_seed(run_args["seed"])
-    generator = torch.Generator(device=device).manual_seed(run_args["seed"])
-    train = inputs.splits["tr"]
-    train_groups = group_ids(train.y, inputs.train_attributes)
-    training_set = TrainingSet(
-        y=train.y,
-        groups=train_groups,
-        num_classes=inputs.num_classes,
-        num_attributes=int(inputs.train_attributes.max().item()) + 1,
-        generator=generator,
-        held_out_logits=inputs.held_out_logits,
-    )
-    shape = input_shape(train.x)
-
-    def make_network() -> torch.nn.Module:
-        return build_network(inputs.family, shape, inputs.num_classes, hparams, inputs.backbone)
-
-    algorithm = build_algorithm(run_args["algorithm"], make_network, training_set, hparams).to(device)
-    # Inputs read through a DataLoader take their index batches on the CPU, in the loader's
-    # main process: a sampler on the GPU would make every prefetch wait for the GPU.
-    sampler_device = train.y.device if isinstance(train.x, torch.Tensor) else torch.device("cpu")
-    sampler = build_sampler(algorithm, train_groups.to(sampler_device), hparams["batch_size"], run_args["seed"],
-                            train.y.to(sampler_device) if inputs.balanced_batches else None)
-    best = {"metric": best_model_metric(inputs), "value": -1.0, "step": -1}
-
-    start = 0
-    if checkpoint is not None:
-        if checkpoint["hparams"] != hparams:
-            raise UserError(f"{files.checkpoint} was trained with other hyper-parameters ({checkpoint['hparams']}); "
-                            "resume with the same --hparams/--quick_run/--adam, or delete it to start over")
-        algorithm.load_state_dict(checkpoint["algorithm"])
-        algorithm.optimizer.load_state_dict(checkpoint["optimizer"])
-        _restore_rng_states(checkpoint["rng"], generator)
-        best = checkpoint["best"]
-        start = checkpoint["step"] + 1
-        records.truncate_records(files.results, checkpoint["step"])
-        print(f"resuming {run_args.get('run_name', files.tag)} from step {start}", file=sys.stderr)
-    else:
-        files.directory.mkdir(parents=True, exist_ok=True)
-        header = {"hparams": hparams, **{k: v for k, v in run_args.items() if k != "hparams_overrides"},
-                  "inputs_used": inputs.inputs, "backbone_used": None if inputs.backbone is None else inputs.backbone.name}
-        records.write_header(files.results, header)
-
-    num_steps, eval_every = hparams["num_steps"], hparams["eval_every"]
-    show = run_args.get("progress", True) and sys.stderr.isatty()
-    bar = tqdm(total=num_steps, initial=start, desc=run_args.get("run_name", files.tag), disable=not show, file=sys.stderr)
-    batches = training_batches(train.x, sampler, start, num_steps, device, inputs.num_workers)
-    for step, (index, x) in zip(range(start, num_steps), batches):
-        algorithm.update(index, x, train.y[index], train_groups[index])
-        bar.update()
-        if step % eval_every == 0 or step == num_steps - 1:
-            metrics = evaluate(algorithm, inputs)
-            append_jsonl(files.results, {records.STEP: step, **metrics})
-            bar.set_postfix({key: round(value, 3) for key, value in metrics.items()})
-            if algorithm.phase == 2 and metrics[best["metric"]] >= best["value"]:
-                best = {"metric": best["metric"], "value": metrics[best["metric"]], "step": step}
-                atomic_torch_save({"model": algorithm.network.state_dict(), **best, "hparams": hparams}, files.best_checkpoint)
-            atomic_torch_save(
-                {
-                    "step": step,
-                    "algorithm": algorithm.state_dict(),
-                    "optimizer": algorithm.optimizer.state_dict(),
-                    "rng": _rng_states(generator),
-                    "best": best,
-                    "hparams": hparams,
-                },
-                files.checkpoint,
-            )
-    bar.close()
-    if algorithm.phase == 1:
-        _finish_phase_1(algorithm, inputs, files, num_steps)
-    atomic_write_text("", files.done)
+    if spec.resume and spec.files.checkpoint.exists():
+        checkpoint = checkpoints.load_checkpoint(spec.files, setup.hparams)
+    return Member(setup, setup.run_data(data.splits["tr"].y, data.num_classes), checkpoint)
 
 
-def _finish_phase_1(algorithm: Algorithm, inputs: RunInputs, files: records.RunFiles, num_steps: int) -> None:
-    """Infer groups by cross-mistakes over every training and validation example; save them or flag degeneracy."""
-    train, validation = inputs.splits["tr"], inputs.splits["va"]
-    train_logits = predict_all(algorithm, inputs, "tr")
-    validation_logits = predict_all(algorithm, inputs, "va")
-    _, held_out = algorithm.split_logits(train_logits, torch.arange(len(train), device=train.y.device))
-    train_attributes = cross_mistakes(train_logits, train.y)
-    validation_attributes = cross_mistakes(validation_logits, validation.y)
-    if is_degenerate(train.y, train_attributes) or is_degenerate(validation.y, validation_attributes):
-        # reported as a zero flip rate at the end so that selection by flip_rate passes it over
-        append_jsonl(files.results, {records.STEP: num_steps, records.FLIP_RATE: 0.0, records.DEGENERATE: True})
-        print(f"warning: {files.directory / files.tag}: degenerate inferred groups (a class not split in two); "
-              "no phase-1 file written", file=sys.stderr)
+def _ordered_for_slices(members: list[Member]) -> list[Member]:
+    def key(member: Member) -> tuple:
+        algorithm = get_algorithm_class(member.spec.algorithm)(member.run_data.num_classes)
+        return member.spec.algorithm, algorithm.state_signature(member.run_data)
+
+    return sorted(members, key=key)
+
+
+def _stack_groups(members: list[Member], data: StackData, stack_size: int | None, device: torch.device,
+                  dtype: torch.dtype) -> list[list[Member]]:
+    """Members that may share a stack (same start step, optimiser, networks per run), split to fit memory."""
+    if not data.small_model:
+        return [[member] for member in members]
+    by_key: dict[tuple, list[Member]] = {}
+    for member in members:
+        cls = get_algorithm_class(member.spec.algorithm)
+        key = (member.start, member.setup.hparams["optimizer"], cls.networks_per_run,
+               member.setup.hparams["num_steps"], member.setup.hparams["eval_every"])
+        by_key.setdefault(key, []).append(member)
+    groups = []
+    for group in by_key.values():
+        groups += split_to_fit(_ordered_for_slices(group), data, stack_size, device, dtype)
+    return groups
+
+
+def train_stack(specs: Sequence[RunSpec], stack_size: int | None = None) -> None:
+    """Train the unfinished runs among ``specs`` (see the module docstring)."""
+    todo = [spec for spec in specs if not spec.is_done()]
+    if not todo:
         return
-    inferred = {"tr": train_attributes.cpu(), "va": validation_attributes.cpu(), "tr_ho": held_out.float().cpu()}
-    atomic_torch_save(inferred, files.inferred)
+    device = resolve_device(todo[0].device)
+    dtype = DTYPES[todo[0].dtype]
+    data = load_stack_data(todo[0], device, dtype)
+    phase_1_files = Phase1Files(data)
+    members = [_member_of(load_run_setup(spec, data, phase_1_files), data) for spec in todo]
+    for group in _stack_groups(members, data, stack_size, device, dtype):
+        StackTrainer(group, data, device, dtype).train()
 
 
-def check_runs(runs: list[dict]) -> None:
-    """Load and check the inputs of every distinct (dataset, algorithm, group labels, phase-1 file) once.
+def _networks(member: Member, data: StackData) -> list[torch.nn.Module]:
+    """The run's freshly initialised network(s), drawn from its seed as a run alone draws them."""
+    cls = get_algorithm_class(member.spec.algorithm)
+    shape = input_shape(data.splits["tr"].x)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(member.spec.seed)
+        return [build_network(data.family, shape, data.num_classes, member.setup.hparams, data.backbone)
+                for _ in range(cls.networks_per_run)]
 
-    Raises the first UserError before any run writes a file.
-    """
-    seen = set()
-    for run_args in runs:
-        # hyper-parameter names do not depend on the combination: one check per data source suffices
-        key = (run_args["dataset"], run_args["algorithm"], run_args["group_labels"], run_args.get("phase_1_file"),
-               run_args["data_path"], InputOptions.from_run_args(run_args))
-        if key not in seen:
-            seen.add(key)
-            inputs = load_run_inputs(run_args, torch.device("cpu"))
-            if inputs.backbone is not None:  # missing pretrained weights surface now, not mid-sweep
-                build_network(inputs.family, input_shape(inputs.splits["tr"].x), inputs.num_classes, inputs.hparams,
-                              inputs.backbone)
+
+class StackTrainer:
+    """Trains one stack of members from their common start step to the end."""
+
+    def __init__(self, members: list[Member], data: StackData, device: torch.device, dtype: torch.dtype) -> None:
+        self.members, self.data, self.device, self.dtype = members, data, device, dtype
+        self.train_split = data.splits["tr"]
+        self.n_train = len(self.train_split)
+        hparams = [member.setup.hparams for member in members]
+        self.num_steps, self.eval_every = hparams[0]["num_steps"], hparams[0]["eval_every"]
+        self.phase = get_algorithm_class(members[0].spec.algorithm).phase
+        if data.small_model:
+            self.model = ParameterStack([_networks(m, data) for m in members], hparams, dtype, device)
+        else:
+            networks = _networks(members[0], data)
+            network = TwinNetwork(*networks) if len(networks) == 2 else networks[0]
+            self.model = ModuleStack(network, hparams[0], device, members[0].spec.num_workers)
+        self.slices = self._slices()
+        self.groups = self._per_run(lambda m: torch.cat([m.run_data.groups, m.run_data.groups.new_zeros(1)]))
+        self.y = torch.cat([self.train_split.y, self.train_split.y.new_zeros(1)])
+        for member in members:
+            cls = get_algorithm_class(member.spec.algorithm)
+            member.sampler = build_sampler(cls.sampling, member.run_data.groups, member.setup.hparams["batch_size"],
+                                           member.spec.seed, member.run_data.y if data.balanced_batches else None)
+            if cls.draws_uniforms:
+                member.uniforms = StepUniforms(member.spec.seed, member.sampler.batch_size)
+        self.batch_width = max(member.sampler.batch_size for member in members)
+        self.evaluator = None
+        if self.phase == 2:
+            self.evaluator = StackEvaluator(data.splits["va"], data.splits["te"],
+                                            [self._on_device(m.setup.inferred_validation_attributes) for m in members])
+        self.start = members[0].start
+        self._restore_or_start()
+
+    def _on_device(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return None if tensor is None else tensor.to(self.device)
+
+    def _per_run(self, make) -> torch.Tensor:
+        return torch.stack([make(member) for member in self.members]).to(self.device)
+
+    def _slices(self) -> list[AlgorithmSlice]:
+        slices, begin = [], 0
+        while begin < len(self.members):
+            first = self.members[begin]
+            cls = get_algorithm_class(first.spec.algorithm)
+            algorithm = cls(self.data.num_classes)
+            signature = (first.spec.algorithm, algorithm.state_signature(first.run_data))
+            end = begin
+            while end < len(self.members) and (self.members[end].spec.algorithm,
+                                               algorithm.state_signature(self.members[end].run_data)) == signature:
+                end += 1
+            runs = self.members[begin:end]
+            states = [algorithm.initial_state(member.run_data) for member in runs]
+            state = {key: torch.stack([s[key] for s in states]).to(self.device) for key in states[0]}
+            hparams = {name: torch.tensor([float(m.setup.hparams[name]) for m in runs], dtype=self.dtype,
+                                          device=self.device) for name in algorithm.hparam_names}
+            slices.append(AlgorithmSlice(algorithm, begin, end, state, hparams))
+            begin = end
+        return slices
+
+    # ------------------------------------------------------------------ files
+
+    def _restore_or_start(self) -> None:
+        for index, member in enumerate(self.members):
+            files, checkpoint = member.spec.files, member.checkpoint
+            member.best = {"metric": model_selection.best_checkpoint_metric(
+                member.setup.inferred_validation_attributes is not None), "value": -1.0, "step": -1}
+            if checkpoint is None:
+                files.directory.mkdir(parents=True, exist_ok=True)
+                header = {"hparams": member.setup.hparams, **member.spec.header(),
+                          "inputs_used": self.data.inputs,
+                          "backbone_used": None if self.data.backbone is None else self.data.backbone.name}
+                records.write_header(files.results, header)
+                continue
+            self.model.load_member(index, checkpoint["model"], checkpoint["optimizer"], checkpoints.load_best_model(files))
+            for algorithm_slice in self.slices:
+                if algorithm_slice.begin <= index < algorithm_slice.end:
+                    for key, value in checkpoint["algorithm_state"].items():
+                        algorithm_slice.state[key][index - algorithm_slice.begin] = value.to(self.device)
+            if "rng" in checkpoint and isinstance(self.model, ModuleStack):
+                checkpoints.restore_rng_states(checkpoint["rng"])
+            member.best = checkpoint["best"]
+            records.truncate_records(files.results, checkpoint["step"])
+            print(f"resuming {member.spec.run_name} from step {member.start}", file=sys.stderr)
+
+    def _algorithm_state(self, index: int) -> dict[str, torch.Tensor]:
+        for algorithm_slice in self.slices:
+            if algorithm_slice.begin <= index < algorithm_slice.end:
+                return {key: value[index - algorithm_slice.begin].cpu() for key, value in algorithm_slice.state.items()}
+        raise IndexError(index)
+
+    def _save_checkpoints(self, step: int) -> None:
+        for index, member in enumerate(self.members):
+            if member.best_changed:
+                checkpoints.save_best(member.spec.files, self.model.best_model_state(index), member.best,
+                                      member.setup.hparams)
+                member.best_changed = False
+            state = {"step": step, "model": self.model.model_state(index),
+                     "optimizer": self.model.optimizer_state(index), "algorithm_state": self._algorithm_state(index),
+                     "best": member.best, "hparams": member.setup.hparams}
+            if isinstance(self.model, ModuleStack):
+                state["rng"] = checkpoints.rng_states()
+            checkpoints.save_checkpoint(member.spec.files, state)
+
+    # ------------------------------------------------------------------ steps
+
+    def _plan(self, start: int, stop: int) -> dict[str, torch.Tensor]:
+        """Every member's batches of steps start .. stop-1, padded: tensors [T, H, B] on the device."""
+        steps, width = stop - start, self.batch_width
+        index = torch.full((steps, len(self.members), width), self.n_train, dtype=torch.long)
+        uniforms = torch.zeros(steps, len(self.members), width, dtype=torch.float64)
+        for h, member in enumerate(self.members):
+            batches = member.sampler.batches(start, stop)
+            index[:, h, : batches.shape[1]] = batches
+            if member.uniforms is not None:
+                uniforms[:, h, : batches.shape[1]] = member.uniforms.rows(start, stop)
+        index = index.to(self.device, non_blocking=True)
+        groups = self.groups.unsqueeze(0).expand(steps, -1, -1).gather(2, index)
+        return {"index": index, "y": self.y[index], "groups": groups, "mask": (index < self.n_train).to(self.dtype),
+                "uniforms": uniforms.to(self.device, non_blocking=True)}
+
+    def _train_step(self, batch: Batch, x: torch.Tensor) -> None:
+        logits = self.model.forward(x)
+        total = logits.new_zeros(())
+        for algorithm_slice in self.slices:
+            part = slice(algorithm_slice.begin, algorithm_slice.end)
+            sliced = Batch(batch.index[part], batch.y[part], batch.groups[part], batch.mask[part],
+                           batch.uniforms[part], batch.step)
+            losses, algorithm_slice.state = algorithm_slice.algorithm.loss(
+                logits[part], sliced, algorithm_slice.state, algorithm_slice.hparams)
+            total = total + losses.sum()
+        self.model.step(total)
+
+    def _inputs(self, plan_index: torch.Tensor, loader_batches) -> torch.Tensor:
+        """The inputs of a step's batches: [H, B, ...] for a ParameterStack, [B, ...] for a module."""
+        if loader_batches is not None:
+            return next(loader_batches)[1]
+        x = self.train_split.x
+        if isinstance(self.model, ModuleStack):
+            return x[plan_index[0]]
+        return x[plan_index.clamp_max(self.n_train - 1)]
+
+    def train(self) -> None:
+        """Train every member to the last step, evaluating, checkpointing and finishing them."""
+        show = sys.stderr.isatty()
+        label = self.members[0].spec.run_name if len(self.members) == 1 else f"stack of {len(self.members)} runs"
+        bar = tqdm(total=self.num_steps, initial=self.start, desc=label, disable=not show, file=sys.stderr)
+        loader_batches = None
+        if not isinstance(self.train_split.x, torch.Tensor):  # images read from disk: one DataLoader for the run
+            loader_batches = iter(training_batches(self.train_split.x, self.members[0].sampler, self.start,
+                                                   self.num_steps, self.device, self.members[0].spec.num_workers))
+        interval = self.members[0].spec.checkpoint_seconds
+        last_checkpoint = time.monotonic()
+        step = self.start
+        while step < self.num_steps:
+            stop = next_evaluation(step, self.eval_every, self.num_steps) + 1
+            plan = self._plan(step, stop)
+            for t in range(step, stop):
+                row = t - step
+                batch = Batch(plan["index"][row], plan["y"][row], plan["groups"][row], plan["mask"][row],
+                              plan["uniforms"][row], t)
+                self._train_step(batch, self._inputs(batch.index, loader_batches))
+            bar.update(stop - step)
+            step = stop
+            self._evaluate(step - 1)
+            if time.monotonic() - last_checkpoint >= interval or step == self.num_steps:
+                self._save_checkpoints(step - 1)
+                last_checkpoint = time.monotonic()
+        bar.close()
+        if self.phase == 1:
+            self._finish_phase_1()
+        for member in self.members:
+            atomic_write_text("", member.spec.files.done)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self, step: int) -> None:
+        if self.phase == 1:
+            rates = torch.cat([flip_rates(s.state["dynamic_labels"], self.train_split.y) for s in self.slices])
+            for member, rate in zip(self.members, rates.tolist()):
+                append_jsonl(member.spec.files.results, {records.STEP: step, records.FLIP_RATE: rate})
+            return
+        metrics = self.evaluator(self.model.predict)
+        names = list(metrics)
+        values = torch.stack([metrics[name] for name in names], dim=1).tolist()
+        improved = []
+        for member, row in zip(self.members, values):
+            record = {name: value for name, value in zip(names, row) if value == value}  # NaN: not recorded
+            append_jsonl(member.spec.files.results, {records.STEP: step, **record})
+            better = record[member.best["metric"]] >= member.best["value"]
+            if better:
+                member.best = {"metric": member.best["metric"], "value": record[member.best["metric"]], "step": step}
+                member.best_changed = True
+            improved.append(better)
+        self.model.keep_best(torch.tensor(improved, device=self.device))
+
+    def _finish_phase_1(self) -> None:
+        """Infer groups by cross-mistakes over every training and validation example; save them or flag degeneracy."""
+        train, validation = self.data.splits["tr"], self.data.splits["va"]
+        train_logits, validation_logits = self.model.predict(train.x), self.model.predict(validation.x)
+        holds = torch.cat([s.state["first_twin_holds"] for s in self.slices])[:, : len(train)]
+        for index, member in enumerate(self.members):
+            _, held_out = split_twin_logits(train_logits[index], holds[index])
+            train_attributes = cross_mistakes(train_logits[index], train.y)
+            validation_attributes = cross_mistakes(validation_logits[index], validation.y)
+            files = member.spec.files
+            if is_degenerate(train.y, train_attributes) or is_degenerate(validation.y, validation_attributes):
+                # reported as a zero flip rate at the end so that selection by flip_rate passes it over
+                append_jsonl(files.results, {records.STEP: self.num_steps, records.FLIP_RATE: 0.0,
+                                             records.DEGENERATE: True})
+                print(f"warning: {files.directory / files.tag}: degenerate inferred groups (a class not split in "
+                      "two); no phase-1 file written", file=sys.stderr)
+                continue
+            save_phase_1_artifact(files.inferred, train_attributes, validation_attributes, held_out)
+
+
+def check_runs(specs: Sequence[RunSpec]) -> None:
+    """Load and check the inputs of every run before any run writes a file (raises the first UserError)."""
+    by_data: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        by_data.setdefault(spec.data_key(), []).append(spec)
+    for group in by_data.values():
+        data = load_stack_data(group[0], torch.device("cpu"))
+        phase_1_files = Phase1Files(data)
+        setups = [load_run_setup(spec, data, phase_1_files) for spec in group]
+        if data.backbone is not None:  # missing pretrained weights surface now, not mid-sweep
+            build_network(data.family, input_shape(data.splits["tr"].x), data.num_classes, setups[0].hparams,
+                          data.backbone)

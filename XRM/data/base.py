@@ -7,10 +7,9 @@ from torch.utils.data import Dataset
 from XRM.backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, default_text_model
 from XRM.data.metadata_table import SPLIT_IDS
 from XRM.errors import UserError
+from XRM.options import INPUT_CHOICES  # noqa: F401 (re-exported)
 
 SPLITS = tuple(SPLIT_IDS)  # ("tr", "va", "te")
-#: what a run may ask a dataset to train on; "auto" lets the dataset choose (see ``resolve``)
-INPUT_CHOICES = ("auto", "features", "images")
 
 
 @dataclass(frozen=True)

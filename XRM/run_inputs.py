@@ -1,0 +1,146 @@
+"""A run's inputs, loaded and checked: the data its stack shares, and what is its own.
+
+Every input is checked here, before anything is written: a bad one raises a UserError.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from XRM.algorithms import RunData, check_group_labels, get_algorithm_class
+from XRM.backbones import BackboneSpec
+from XRM.data.base import GroupDataset, InputOptions, SplitTensors
+from XRM.data.registry import get_dataset
+from XRM.errors import UserError
+from XRM.group_inference import HELD_OUT_LOGITS, TRAIN_ATTRIBUTES, VALIDATION_ATTRIBUTES, load_phase_1_artifact
+from XRM.groups import group_ids
+from XRM.hparams_registry import check_hparams, default_hparams, random_hparams
+from XRM.run_spec import RunSpec
+
+#: steps of a --quick_run (debugging: default hyper-parameters, short)
+QUICK_RUN_STEPS = 201
+
+
+def input_options(spec: RunSpec) -> InputOptions:
+    """The run's choices of inputs and backbone."""
+    return InputOptions.from_run_args({"inputs": spec.inputs, "image_backbone": spec.image_backbone,
+                                       "text_model": spec.text_model, "backbone_weights": spec.backbone_weights})
+
+
+def resolve_dataset(spec: RunSpec) -> GroupDataset:
+    """The dataset as the run's phase trains on it (features or images, which backbone)."""
+    phase = get_algorithm_class(spec.algorithm).phase
+    return get_dataset(spec.dataset).resolve(spec.data_path, phase, input_options(spec))
+
+
+@dataclass
+class StackData:
+    """The data every run of a stack shares, loaded once; split tensors on the stack's device."""
+
+    splits: dict[str, SplitTensors]
+    num_classes: int
+    family: str
+    inputs: str
+    num_steps: int
+    eval_every: int
+    backbone: BackboneSpec | None = None
+    balanced_batches: bool = False
+
+    @property
+    def small_model(self) -> bool:
+        """Whether the runs train a small model (a head or an MLP on tensors) that stacks."""
+        return self.backbone is None and isinstance(self.splits["tr"].x, torch.Tensor)
+
+
+def _in_precision(split: SplitTensors, dtype: torch.dtype) -> SplitTensors:
+    """The split with floating-point tensor inputs in ``dtype`` (tokens and Datasets unchanged)."""
+    if isinstance(split.x, torch.Tensor) and split.x.is_floating_point():
+        return SplitTensors(split.x.to(dtype), split.y, split.a)
+    return split
+
+
+def load_stack_data(spec: RunSpec, device: torch.device, dtype: torch.dtype = torch.float32) -> StackData:
+    """Load (once for a stack) the dataset a run trains on; float inputs in ``dtype``."""
+    dataset = resolve_dataset(spec)
+    splits = dataset.load_splits(spec.data_path)
+    return StackData(splits={name: _in_precision(split.to(device), dtype) for name, split in splits.items()},
+                     num_classes=dataset.num_classes, family=dataset.family, inputs=dataset.inputs,
+                     num_steps=dataset.num_steps, eval_every=dataset.eval_every, backbone=dataset.backbone,
+                     balanced_batches=dataset.balanced_batches)
+
+
+def resolve_hparams(spec: RunSpec, family: str, num_steps: int, eval_every: int) -> dict[str, Any]:
+    """The run's hyper-parameters: a random draw (or defaults for --quick_run), then overrides."""
+    hparams = (default_hparams(family, spec.algorithm) if spec.quick_run
+               else random_hparams(family, spec.algorithm, spec.hparams_comb))
+    if spec.adam:
+        hparams["optimizer"] = "adam"
+    hparams["num_steps"] = min(num_steps, QUICK_RUN_STEPS) if spec.quick_run else num_steps
+    hparams["eval_every"] = eval_every
+    unknown = sorted(set(spec.hparams_overrides) - set(hparams))
+    if unknown:
+        raise UserError(f"unknown hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(hparams))}")
+    hparams.update(spec.hparams_overrides)
+    check_hparams(hparams)
+    return hparams
+
+
+@dataclass
+class RunSetup:
+    """One run's own inputs, on the CPU: hyper-parameters, group labels, phase-1 outputs."""
+
+    spec: RunSpec
+    hparams: dict[str, Any]
+    train_attributes: torch.Tensor  # [n_tr]
+    inferred_validation_attributes: torch.Tensor | None  # [n_va], from a phase-1 file
+    held_out_logits: torch.Tensor | None  # [n_tr, K], MAT's
+
+    def run_data(self, y: torch.Tensor, num_classes: int) -> RunData:
+        """What the run's algorithm may know about the training set."""
+        y = y.cpu()
+        groups = group_ids(y, self.train_attributes)
+        return RunData(y=y, groups=groups, num_classes=num_classes, num_groups=int(groups.max()) + 1,
+                       num_attributes=int(self.train_attributes.max()) + 1, seed=self.spec.seed,
+                       hparams=self.hparams, held_out_logits=self.held_out_logits)
+
+
+class Phase1Files:
+    """Phase-1 files read once per stack (many runs share one) and checked against the data."""
+
+    def __init__(self, data: StackData) -> None:
+        self.data = data
+        self._loaded: dict[str, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, path: str) -> dict[str, torch.Tensor]:
+        """The checked contents of the phase-1 file ``path``."""
+        if path not in self._loaded:
+            self._loaded[path] = load_phase_1_artifact(Path(path), len(self.data.splits["tr"]),
+                                                       len(self.data.splits["va"]), self.data.num_classes)
+        return self._loaded[path]
+
+
+def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -> RunSetup:
+    """Load and check the run's own inputs; raises UserError on bad input."""
+    algorithm_cls = get_algorithm_class(spec.algorithm)
+    check_group_labels(algorithm_cls, spec.group_labels)
+    train_y = data.splits["tr"].y.cpu()
+    inferred_validation = None
+    if spec.group_labels == "yes":
+        train_attributes = data.splits["tr"].a.cpu()
+    elif spec.group_labels == "no":
+        train_attributes = torch.zeros_like(train_y)
+    else:
+        labels = phase_1_files(spec.group_labels)
+        train_attributes, inferred_validation = labels[TRAIN_ATTRIBUTES], labels[VALIDATION_ATTRIBUTES]
+    held_out = None
+    if algorithm_cls.needs_held_out_logits:
+        if not spec.phase_1_file:
+            raise UserError(f"{algorithm_cls.name} needs phase-1 outputs; run phase 1 first: python main.py --phase 1 ...")
+        outputs = phase_1_files(spec.phase_1_file)
+        if HELD_OUT_LOGITS not in outputs:
+            raise UserError(f"{spec.phase_1_file} has no held-out logits ('{HELD_OUT_LOGITS}'); "
+                            "re-run phase 1 with this toolkit")
+        held_out, inferred_validation = outputs[HELD_OUT_LOGITS], outputs[VALIDATION_ATTRIBUTES]
+    hparams = resolve_hparams(spec, data.family, data.num_steps, data.eval_every)
+    return RunSetup(spec, hparams, train_attributes, inferred_validation, held_out)

@@ -1,0 +1,76 @@
+"""RunSpec: the one typed list of a run's options, with their defaults declared once.
+
+A run is identified by (algorithm, dataset, group-label source, hyper-parameter
+combination, seed): its files live under ``out_dir`` and are named by the last two, so a
+relaunch finds the same files. Runs that share ``stack_key()`` may train together as one
+stack (see XRM/train.py).
+"""
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from XRM.options import DEFAULT_CHECKPOINT_SECONDS
+from XRM.records import RunFiles
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one run needs to know; picklable, so it travels to SLURM jobs as it is."""
+
+    phase: int
+    dataset: str  # a registered name, or the absolute path of a custom dataset file
+    algorithm: str
+    hparams_comb: int
+    seed: int
+    out_dir: str  # the run's folder: <out>/<ALGO>/<Dataset>/group_labels_<src>
+    data_path: str = "./data"
+    group_labels: str = "no"  # 'yes', 'no' or a phase-1 .pt file
+    phase_1_file: str | None = None  # MAT's held-out logits
+    quick_run: bool = False
+    adam: bool = False
+    resume: bool = False
+    device: str = "auto"
+    dtype: str = "float32"
+    hparams_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
+    inputs: str = "auto"
+    image_backbone: str | None = None
+    text_model: str | None = None
+    backbone_weights: str = "pretrained"
+    num_workers: int = 4
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+
+    @property
+    def files(self) -> RunFiles:
+        """The run's files."""
+        return RunFiles(Path(self.out_dir), self.hparams_comb, self.seed)
+
+    @property
+    def run_name(self) -> str:
+        """``<ALGO>/<Dataset>/group_labels_<src>/hpcomb_<k>_seed<s>``: short and unique in a sweep."""
+        folder = Path(self.out_dir)
+        return f"{self.algorithm}/{folder.parent.name}/{folder.name}/{self.files.tag}"
+
+    @property
+    def done_path(self) -> str:
+        """The file that exists once the run has finished."""
+        return str(self.files.done)
+
+    def is_done(self) -> bool:
+        """Whether the run has finished."""
+        return self.files.done.exists()
+
+    def header(self) -> dict[str, Any]:
+        """The run's options as its results file's header records them (the reference's keys kept)."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "hparams_overrides"}
+        return {**options, "run_name": self.run_name, "done_path": self.done_path}
+
+    def data_key(self) -> tuple:
+        """What decides the data a run trains on: runs with equal keys read the same inputs."""
+        return (self.dataset, self.data_path, self.phase, self.inputs, self.image_backbone, self.text_model,
+                self.backbone_weights)
+
+    def stack_key(self) -> tuple:
+        """Runs with equal keys may share one stack: same data, device and precision."""
+        return (*self.data_key(), self.device, self.dtype, self.quick_run, self.adam,
+                tuple(sorted(self.hparams_overrides.items())))
