@@ -302,7 +302,7 @@ def format_report(report: LaunchReport, max_listed: int = 20) -> str:
     skipped = f"{len(report.skipped_done)} skipped (done)"
     if report.skipped_queued:
         skipped += f", {len(report.skipped_queued)} skipped (already queued)"
-    in_stacks = f" in {len(report.stacks)} stacks" if len(report.stacks) < len(report.launched) else ""
+    in_stacks = f" in {len(report.stacks)} stacks" if 0 < len(report.stacks) < len(report.launched) else ""
     if report.dry_run:
         lines = [f"dry run: {len(report.launched)} runs would be launched{in_stacks}, {skipped}"]
         listed = 0

@@ -77,7 +77,7 @@ class StackedOptimizer:
                 buffer.mul_(_per_run(self.momentum, parameter)).add_(grad)
                 parameter.sub_(lr * buffer)
                 continue
-            if decay is not None:  # AdamW: decoupled decay
+            if decay is not None and self.name == "adamw":  # decoupled decay
                 parameter.mul_(1 - lr * decay)
             beta1, beta2 = self.BETAS
             exp_avg, exp_avg_sq = self.state["exp_avg"][i], self.state["exp_avg_sq"][i]

@@ -1,64 +1,114 @@
-"""Every algorithm on tiny random data: it builds, updates, predicts; plus exact checks of their parts."""
+"""Every algorithm as a loss over a stack, its parts on hand-computed numbers, samplers and the stacked optimiser."""
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from XRM.algorithms import ALGORITHMS, GroupDRO, TrainingSet, build_algorithm
+from XRM.algorithms import ALGORITHMS, Batch, GroupDRO, IRM, MAT, RunData, get_algorithm_class
+from XRM.model_stacks import ParameterStack
 from XRM.networks import LinearHead
+from XRM.optimizers import StackedOptimizer
 from XRM.sampling import StepSampler, group_balancing_weights, subsample_to_smallest_group
 
 HPARAMS = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "eta": 0.1, "lambda": 10.0,
            "penalty_anneal_iters": 2, "tau": 0.1}
 
 
-def _training_set(n: int = 16, held_out: bool = True) -> tuple[TrainingSet, torch.Tensor]:
+def _data(n: int = 16) -> tuple[RunData, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(n, 3, generator=generator)
     y = (x[:, 0] > 0).long()
     a = (x[:, 1] > 0).long()
-    logits = torch.randn(n, 2, generator=generator) if held_out else None
-    return TrainingSet(y, y * 2 + a, 2, 2, generator, logits), x
+    logits = torch.randn(n, 2, generator=generator)
+    return RunData(y, y * 2 + a, 2, 4, 2, seed=0, hparams=HPARAMS, held_out_logits=logits), x
+
+
+def _stacked_state(algorithm, run: RunData) -> dict:
+    return {key: value[None] for key, value in algorithm.initial_state(run).items()}
+
+
+def _batch(run: RunData, step: int = 0) -> Batch:
+    n = len(run.y)
+    return Batch(torch.arange(n)[None], run.y[None], run.groups[None], torch.ones(1, n), torch.rand(1, n), step)
+
+
+def _hparams(algorithm) -> dict:
+    return {name: torch.tensor([float(HPARAMS[name])]) for name in algorithm.hparam_names}
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
-def test_each_algorithm_updates_and_predicts(name):
-    training_set, x = _training_set()
-    algorithm = build_algorithm(name, lambda: LinearHead(3, 2), training_set, HPARAMS)
-    before = [p.detach().clone() for p in algorithm.network.parameters()]
-    index = torch.arange(len(x))
-    for _ in range(3):
-        algorithm.update(index, x, training_set.y, training_set.groups)
-    after = list(algorithm.network.parameters())
-    assert any(not torch.equal(b, a) for b, a in zip(before, after))
-    logits = algorithm.predict(x)
-    expected_shape = (16, 2, 2) if algorithm.phase == 1 else (16, 2)
-    assert logits.shape == expected_shape and torch.isfinite(logits).all()
-    # state needed to resume is in the state dict
-    assert set(algorithm.state_dict()) >= {f"network.{k}" for k in algorithm.network.state_dict()}
+def test_each_algorithm_trains_a_stack_of_one(name):
+    run, x = _data()
+    cls = get_algorithm_class(name)
+    algorithm = cls(2)
+    stack = ParameterStack([[LinearHead(3, 2) for _ in range(cls.networks_per_run)]], [HPARAMS], torch.float32,
+                           torch.device("cpu"))
+    state = _stacked_state(algorithm, run)
+    before = [p.detach().clone() for p in stack.parameters()]
+    for step in range(3):
+        losses, state = algorithm.loss(stack.forward(x[None]), _batch(run, step), state, _hparams(algorithm))
+        assert losses.shape == (1,) and torch.isfinite(losses).all()
+        stack.step(losses.sum())
+    assert any(not torch.equal(b, a) for b, a in zip(before, stack.parameters()))
+    logits = stack.predict(x)
+    assert logits.shape == ((1, 16, 2, 2) if cls.phase == 1 else (1, 16, 2)) and torch.isfinite(logits).all()
 
 
 def test_group_dro_weights_follow_group_losses_exactly():
-    training_set, x = _training_set()
-    group_dro = GroupDRO(LinearHead(3, 2), training_set, HPARAMS)  # zero logits: every loss is log 2
-    groups = torch.tensor([0, 0, 3, 3])
-    logits = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
-    group_dro.loss(logits, torch.arange(4), torch.tensor([0, 0, 1, 1]), groups)
+    run, _ = _data()
+    group_dro = GroupDRO(2)
+    state = _stacked_state(group_dro, run)
+    batch = Batch(torch.arange(4)[None], torch.tensor([[0, 0, 1, 1]]), torch.tensor([[0, 0, 3, 3]]), torch.ones(1, 4),
+                  None, 0)
+    _, state = group_dro.loss(torch.zeros(1, 4, 2), batch, state, _hparams(group_dro))  # every loss is log 2
     # groups 0 and 3 had loss log 2: q_g ∝ 0.25 * exp(0.1 log 2); groups 1, 2 stay at 0.25
     up = 0.25 * math.exp(0.1 * math.log(2))
     total = 2 * up + 0.5
-    assert group_dro.q.tolist() == pytest.approx([up / total, 0.25 / total, 0.25 / total, up / total])
+    assert state["q"][0].tolist() == pytest.approx([up / total, 0.25 / total, 0.25 / total, up / total])
+
+
+def test_padding_changes_no_loss():
+    run, _ = _data()
+    logits = torch.randn(1, 16, 2)
+    for cls in (GroupDRO, IRM, MAT, get_algorithm_class("ERM")):
+        algorithm = cls(2)
+        state = _stacked_state(algorithm, run)
+        plain, _ = algorithm.loss(logits, _batch(run), state, _hparams(algorithm))
+        padded = Batch(torch.cat([torch.arange(16), torch.full((5,), 16)])[None],
+                       torch.cat([run.y, torch.zeros(5, dtype=torch.long)])[None],
+                       torch.cat([run.groups, torch.zeros(5, dtype=torch.long)])[None],
+                       torch.cat([torch.ones(16), torch.zeros(5)])[None], None, 0)
+        padded_logits = torch.cat([logits, torch.randn(1, 5, 2)], dim=1)
+        loss, _ = algorithm.loss(padded_logits, padded, state, _hparams(algorithm))
+        assert loss.item() == pytest.approx(plain.item(), rel=1e-6), cls.name
+
+
+def test_irm_penalty_equals_the_autograd_estimate_per_environment():
+    run, _ = _data()
+    logits = torch.randn(1, 16, 2, generator=torch.Generator().manual_seed(1))
+    irm = IRM(2)
+    hparams = {"lambda": torch.tensor([10.0]), "penalty_anneal_iters": torch.tensor([0.0])}
+    loss, _ = irm.loss(logits, _batch(run, step=5), _stacked_state(irm, run), hparams)
+    expected, environments = 0.0, (run.groups % 2)
+    for environment in (0, 1):
+        member_logits, member_y = logits[0][environments == environment], run.y[environments == environment]
+        scale = torch.ones((), requires_grad=True)
+        halves = [F.cross_entropy(member_logits[i::2] * scale, member_y[i::2]) for i in (0, 1)]
+        grads = [torch.autograd.grad(half, [scale])[0] for half in halves]
+        expected += F.cross_entropy(member_logits, member_y).item() + 10.0 * (grads[0] * grads[1]).item()
+    assert loss.item() == pytest.approx(expected / 2, rel=1e-5)
 
 
 def test_mat_shift_enters_training_only():
-    training_set, x = _training_set()
-    mat = build_algorithm("MAT", lambda: LinearHead(3, 2), training_set, HPARAMS)
-    assert mat.shift.shape == (16, 2)
-    assert torch.equal(mat.predict(x), mat.network(x))  # no shift at prediction time
-    logits = torch.zeros(16, 2)
-    loss = mat.loss(logits, torch.arange(16), training_set.y, training_set.groups)
-    expected = torch.nn.functional.cross_entropy(mat.shift, training_set.y)
+    run, _ = _data()
+    mat = MAT(2)
+    state = _stacked_state(mat, run)
+    assert state["shift"].shape == (1, 17, 2)  # one padding row
+    loss, _ = mat.loss(torch.zeros(1, 16, 2), _batch(run), state, {})
+    expected = F.cross_entropy(state["shift"][0, :16], run.y)
     assert loss.item() == pytest.approx(expected.item())
+    assert torch.equal(mat.evaluation_logits(torch.ones(1, 16, 2)), torch.ones(1, 16, 2))  # no shift at evaluation
 
 
 def test_samplers_balance_and_subsample_groups():
@@ -74,23 +124,36 @@ def test_samplers_balance_and_subsample_groups():
     assert not torch.equal(epoch, torch.cat([sampler.batch(step) for step in range(3, 6)]))  # reshuffled
     # a batch depends on (seed, step) only: a fresh sampler resumed at step 7 draws the same
     assert torch.equal(StepSampler(torch.arange(12), 4, seed=2).batch(7), sampler.batch(7))
+    assert torch.equal(sampler.batches(2, 9), torch.stack([sampler.batch(step) for step in range(2, 9)]))
     balanced = StepSampler(torch.arange(12), 3000, seed=0, weights=weights)
     assert torch.bincount(groups[balanced.batch(0)]).tolist() == pytest.approx([1000, 1000, 1000], abs=100)
+    resumed = StepSampler(torch.arange(12), 3000, seed=0, weights=weights)
+    assert torch.equal(resumed.batches(70, 72), balanced.batches(60, 72)[10:])  # across a block boundary
 
 
-def test_sgd_momentum_defaults_to_0_9_and_zero_gives_plain_gradient_steps():
-    training_set, x = _training_set()
-    default = build_algorithm("ERM", lambda: LinearHead(3, 2), training_set, HPARAMS)
-    assert [group["momentum"] for group in default.optimizer.param_groups] == [0.9, 0.9]
-    plain = build_algorithm("ERM", lambda: LinearHead(3, 2), training_set, {**HPARAMS, "sgd_momentum": 0.0})
-    index, y = torch.arange(len(x)), training_set.y
-    weight, bias = torch.zeros(2, 3, requires_grad=True), torch.zeros(2, requires_grad=True)
-    for _ in range(2):
-        plain.update(index, x, y, training_set.groups)
-        loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, y)
-        grad_weight, grad_bias = torch.autograd.grad(loss, [weight, bias])
-        with torch.no_grad():  # w <- w - lr * grad: no velocity carried over
-            weight -= HPARAMS["lr"] * grad_weight
-            bias -= HPARAMS["lr"] * grad_bias
-    assert torch.allclose(plain.network.weight, weight, atol=1e-6)
-    assert torch.allclose(plain.network.bias, bias, atol=1e-6)
+@pytest.mark.parametrize("name,kwargs", [("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.0}), ("adam", {}),
+                                         ("adamw", {})])
+def test_stacked_optimiser_matches_torch_optim_run_by_run(name, kwargs):
+    generator = torch.Generator().manual_seed(0)
+    lrs, decays = [0.1, 0.01, 0.03], [0.0, 0.1, 0.01]
+    weights = torch.randn(3, 2, 4, generator=generator, dtype=torch.float64)
+    biases = torch.randn(3, 2, generator=generator, dtype=torch.float64)
+    grads = [(torch.randn(3, 2, 4, generator=generator, dtype=torch.float64),
+              torch.randn(3, 2, generator=generator, dtype=torch.float64)) for _ in range(4)]
+    stacked = [weights.clone().requires_grad_(True), biases.clone().requires_grad_(True)]
+    optimizer = StackedOptimizer(name, stacked, [True, False], torch.tensor(lrs, dtype=torch.float64),
+                                 torch.tensor(decays, dtype=torch.float64),
+                                 torch.full((3,), kwargs.get("momentum", 0.9), dtype=torch.float64))
+    for weight_grad, bias_grad in grads:
+        stacked[0].grad, stacked[1].grad = weight_grad.clone(), bias_grad.clone()
+        optimizer.step()
+    for run in range(3):
+        single = [weights[run].clone().requires_grad_(True), biases[run].clone().requires_grad_(True)]
+        groups = [{"params": [single[0]], "weight_decay": decays[run]}, {"params": [single[1]], "weight_decay": 0.0}]
+        cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+        reference = cls(groups, lr=lrs[run], **kwargs)
+        for weight_grad, bias_grad in grads:
+            single[0].grad, single[1].grad = weight_grad[run].clone(), bias_grad[run].clone()
+            reference.step()
+        assert torch.allclose(stacked[0][run], single[0], rtol=1e-12, atol=1e-14)
+        assert torch.allclose(stacked[1][run], single[1], rtol=1e-12, atol=1e-14)

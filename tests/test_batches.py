@@ -1,4 +1,5 @@
-"""Inputs read through a DataLoader (images from disk) train exactly like the same inputs held as a tensor."""
+"""Inputs read through a DataLoader (images from disk, a module stack) train like the same inputs held as a
+tensor (a parameter stack)."""
 import json
 
 import torch
@@ -7,7 +8,8 @@ from torch.utils.data import Dataset
 from XRM.data.base import GroupDataset, SplitTensors
 from XRM.data.registry import register_dataset
 from XRM.records import RunFiles
-from XRM.train import run
+from XRM.run_spec import RunSpec
+from XRM.train import train_stack
 
 
 def _splits() -> dict[str, SplitTensors]:
@@ -47,8 +49,8 @@ class _DatasetInputs(_TensorInputs):
 
 def _records(tmp_path, dataset: str, workers: int) -> list[dict]:
     out = tmp_path / f"{dataset}{workers}"
-    run({"dataset": dataset, "algorithm": "RWG", "group_labels": "yes", "hparams_comb": 0, "seed": 0,
-         "data_path": ".", "out_dir": str(out), "device": "cpu", "num_workers": workers, "quick_run": True})
+    train_stack([RunSpec(phase=2, dataset=dataset, algorithm="RWG", group_labels="yes", hparams_comb=0, seed=0,
+                         data_path=".", out_dir=str(out), device="cpu", num_workers=workers, quick_run=True)])
     lines = RunFiles(out, 0, 0).results.read_text().splitlines()[1:]
     return [json.loads(line) for line in lines]
 

@@ -4,10 +4,13 @@ from pathlib import Path
 import pytest
 import submitit
 
-from launch_toy import ToyPreemption, make_runs, outputs, read_jsonl, starts, toy_run
+import dataclasses
+
+from launch_toy import ToyPreemption, make_runs, outputs, read_jsonl, singles, starts, toy_run, toy_stack
 from XRM import launch as launch_module
 from XRM import sweep_status
-from XRM.launch import LaunchOptions, LaunchReport, RunJob, format_report, get_launcher, launch, register_launcher
+from XRM.launch import LaunchOptions, LaunchReport, format_report, get_launcher, launch, register_launcher, spread_over
+from XRM.stack_job import StackJob
 from XRM.errors import UserError
 
 # The toy recurrence v <- (31 v + 7) mod 1009 from v = seed, worked out by hand.
@@ -23,7 +26,7 @@ def test_unknown_launcher_lists_the_valid_ones():
     with pytest.raises(UserError, match="unknown launcher 'nope'; choose from: dry_run, local, local_gpus, slurm"):
         get_launcher("nope")
     with pytest.raises(UserError, match="choose from: dry_run"):
-        launch([], toy_run, "nope")
+        launch([], toy_stack, "nope")
 
 
 def test_a_launcher_name_is_registered_once():
@@ -33,20 +36,17 @@ def test_a_launcher_name_is_registered_once():
     assert launch_module.LAUNCHERS == before
 
 
-def test_runs_need_a_unique_name_and_a_done_path(tmp_path):
+def test_runs_need_a_unique_name(tmp_path):
     runs = make_runs(tmp_path, 2)
     with pytest.raises(ValueError, match="repeated: toy/seed0"):
-        launch([runs[0], runs[0]], toy_run, "local")
-    del runs[1]["done_path"]
-    with pytest.raises(ValueError, match=r"runs \[1\] lack 'run_name' or 'done_path'"):
-        launch(runs, toy_run, "dry_run")
+        launch([[runs[0]], [runs[0], runs[1]]], toy_stack, "local")
 
 
 def test_dry_run_lists_the_runs_and_runs_nothing(tmp_path):
     runs = make_runs(tmp_path, 3)
-    Path(runs[0]["done_path"]).parent.mkdir(parents=True)
-    Path(runs[0]["done_path"]).touch()
-    report = launch(runs, toy_run, "dry_run")
+    Path(runs[0].done_path).parent.mkdir(parents=True)
+    Path(runs[0].done_path).touch()
+    report = launch(singles(runs), toy_stack, "dry_run")
     assert report.launched == ["toy/seed1", "toy/seed2"]
     assert report.skipped_done == ["toy/seed0"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["seed0"]
@@ -56,21 +56,21 @@ def test_dry_run_lists_the_runs_and_runs_nothing(tmp_path):
 
 def test_local_runs_every_run_then_skips_the_done_ones(tmp_path):
     runs = make_runs(tmp_path, 2)
-    report = launch(runs, toy_run, "local")
+    report = launch(singles(runs), toy_stack, "local")
     assert (report.launched, report.skipped_done, report.failures) == (["toy/seed0", "toy/seed1"], [], [])
     assert values(runs[0]) == SEED0_VALUES
     assert values(runs[1]) == SEED1_VALUES
-    again = launch(runs, toy_run, "local")
+    again = launch(singles(runs), toy_stack, "local")
     assert (again.launched, again.skipped_done) == ([], ["toy/seed0", "toy/seed1"])
     assert [len(starts(run)) for run in runs] == [1, 1]
 
 
 def test_local_reports_a_failed_run_by_its_last_error_line_and_goes_on(tmp_path):
     runs = make_runs(tmp_path, 3)
-    runs[1]["fail_at_step"] = 2
-    report = launch(runs, toy_run, "local")
+    runs[1].fail_at_step = 2
+    report = launch(singles(runs), toy_stack, "local")
     assert report.failures == [sweep_status.RunState("toy/seed1", "failed", "ValueError: toy failure at step 2")]
-    assert [Path(run["done_path"]).exists() for run in runs] == [True, False, True]
+    assert [Path(run.done_path).exists() for run in runs] == [True, False, True]
     assert format_report(report) == (
         "local: launched 3 runs, 0 skipped (done)\n"
         "failed: 1 of 3\n"
@@ -79,20 +79,20 @@ def test_local_reports_a_failed_run_by_its_last_error_line_and_goes_on(tmp_path)
 
 def test_a_run_that_forgets_its_done_file_is_a_failure(tmp_path):
     runs = make_runs(tmp_path, 1)
-    report = launch(runs, lambda run_args: None, "local")
+    report = launch(singles(runs), lambda stack: None, "local")
     assert report.failures == [sweep_status.RunState("toy/seed0", "failed", sweep_status.NO_DONE_FILE)]
 
 
 def test_checkpoint_resubmits_the_same_run_which_resumes(tmp_path):
     unbroken, interrupted = make_runs(tmp_path / "unbroken", 1) + make_runs(tmp_path / "interrupted", 1)
     toy_run(unbroken)
-    job = RunJob(toy_run, {**interrupted, "preempt_at_step": 3})
+    job = StackJob(toy_stack, [dataclasses.replace(interrupted, preempt_at_step=3)])
     with pytest.raises(ToyPreemption):
         job()
     resubmission = job.checkpoint()
     assert isinstance(resubmission, submitit.helpers.DelayedSubmission)
-    assert resubmission.function.run_fn is toy_run
-    assert resubmission.function.run_args == {**job.run_args, "resume": True}  # the same run, told to resume
+    assert resubmission.function.run_fn is toy_stack
+    assert resubmission.function.runs == [dataclasses.replace(job.runs[0], resume=True)]  # the same runs, told to resume
     resubmission.result()
     assert [start["step"] for start in starts(interrupted)] == [0, 3]
     assert outputs(interrupted) == outputs(unbroken)
@@ -100,7 +100,7 @@ def test_checkpoint_resubmits_the_same_run_which_resumes(tmp_path):
 
 def test_submitit_debug_executor_runs_a_run_job(tmp_path):
     run = make_runs(tmp_path / "out", 1)[0]
-    job = submitit.DebugExecutor(folder=tmp_path / "jobs").submit(RunJob(toy_run, run))
+    job = submitit.DebugExecutor(folder=tmp_path / "jobs").submit(StackJob(toy_stack, [run]))
     assert job.result() is None
     assert values(run) == SEED0_VALUES
 
@@ -109,15 +109,16 @@ def test_submitit_debug_executor_runs_a_run_job(tmp_path):
 def two_gpu_sweep(tmp_path_factory):
     """Four runs (one failing) through local_gpus as if this machine had 2 GPUs, plus one not launched.
 
-    Each run is a submitit local job (a fresh Python); CUDA_VISIBLE_DEVICES names the GPU it got.
+    Each run is a stack of its own, a submitit local job (a fresh Python); CUDA_VISIBLE_DEVICES
+    names the GPU it got.
     """
     tmp = tmp_path_factory.mktemp("two_gpus")
     runs = make_runs(tmp / "out", 5, n_steps=4, step_seconds=0.05)
-    runs[2]["fail_at_step"] = 1
+    runs[2].fail_at_step = 1
     options = LaunchOptions(slurm_dir=str(tmp / "submitit"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(launch_module, "visible_gpu_count", lambda: 2)
-        report = launch(runs[:4], toy_run, "local_gpus", options)
+        report = launch(singles(runs[:4]), toy_stack, "local_gpus", options)
     return runs, options, report
 
 
@@ -129,7 +130,7 @@ def test_local_gpus_runs_one_run_per_gpu_at_a_time(two_gpu_sweep):
     assert values(runs[0]) == SEED0_VALUES[:4]
     spans = {}
     for run in runs[:4]:
-        events = read_jsonl(Path(run["out_dir"]) / "events.jsonl")
+        events = read_jsonl(Path(run.out_dir) / "events.jsonl")
         assert events[0]["gpus"] in ("0", "1")
         spans.setdefault(events[0]["gpus"], []).append((events[0]["time"], events[-1]["time"]))
     # Runs given the same GPU never overlap in time.
@@ -161,18 +162,34 @@ def test_status_reads_states_back_from_disk_and_the_index(two_gpu_sweep):
 def test_local_gpus_on_a_cpu_machine_runs_serially_and_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(launch_module, "visible_gpu_count", lambda: 0)
     runs = make_runs(tmp_path / "out", 2)
-    report = launch(runs, toy_run, "local_gpus", LaunchOptions(slurm_dir=str(tmp_path / "submitit")))
+    report = launch(singles(runs), toy_stack, "local_gpus", LaunchOptions(slurm_dir=str(tmp_path / "submitit")))
     assert report.notes == ["no GPU visible: the runs ran one after another in this process"]
     assert report.failures == [] and report.job_ids == []
     assert values(runs[1]) == SEED1_VALUES
     assert format_report(report).splitlines()[1] == "note: no GPU visible: the runs ran one after another in this process"
 
 
+def test_stacks_are_split_until_every_gpu_has_one():
+    assert spread_over([[1, 2, 3, 4, 5]], 2) == [[1, 2], [3, 4, 5]]
+    assert spread_over([[1, 2, 3], [4]], 4) == [[1], [2], [3], [4]]
+    assert spread_over([[1], [2]], 4) == [[1], [2]]  # single runs cannot be split further
+
+
+def test_a_failed_stack_fails_its_unfinished_runs_only(tmp_path):
+    runs = make_runs(tmp_path, 3)
+    runs[1].fail_at_step = 2
+    report = launch([runs], toy_stack, "local")
+    assert report.launched == ["toy/seed0", "toy/seed1", "toy/seed2"] and report.stacks == [report.launched]
+    assert [failure.run_name for failure in report.failures] == ["toy/seed1", "toy/seed2"]
+    assert [Path(run.done_path).exists() for run in runs] == [True, False, False]
+    assert format_report(report).splitlines()[0] == "local: launched 3 runs in 1 stacks, 0 skipped (done)"
+
+
 def test_slurm_without_sbatch_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setattr(launch_module.shutil, "which", lambda name: None)
     runs = make_runs(tmp_path / "out", 1)
     with pytest.raises(launch_module.UserError, match="sbatch not found"):
-        launch(runs, toy_run, "slurm", LaunchOptions(slurm_dir=str(tmp_path / "submitit")))
+        launch(singles(runs), toy_stack, "slurm", LaunchOptions(slurm_dir=str(tmp_path / "submitit")))
 
 
 def test_report_lists_job_ids_and_logs():

@@ -3,9 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from XRM.algorithms import TrainingSet, build_algorithm, class_balanced_cross_entropy, flip_probability
+from XRM.algorithms import XRM, Batch, RunData, class_balanced_cross_entropy, flip_probability, flip_rates
 from XRM.group_inference import cross_mistakes, is_degenerate
-from XRM.networks import LinearHead
 
 
 def test_flip_probability_is_zero_at_chance_and_one_when_certain():
@@ -20,24 +19,33 @@ def test_class_balanced_loss_sums_per_class_means():
     y = torch.tensor([0, 0, 1])
     losses = F.cross_entropy(logits, y, reduction="none")
     expected = (losses[0] + losses[1]) / 2 + losses[2]
-    assert class_balanced_cross_entropy(logits, y, 2).item() == pytest.approx(expected.item())
+    loss = class_balanced_cross_entropy(logits[None], y[None], torch.ones(1, 3), 2)
+    assert loss.item() == pytest.approx(expected.item())
 
 
 def test_labels_flip_to_a_certain_held_out_prediction():
     n = 8
-    x = torch.zeros(n, 2)
     y = torch.zeros(n, dtype=torch.long)
-    generator = torch.Generator().manual_seed(0)
-    training_set = TrainingSet(y, torch.zeros(n, dtype=torch.long), 2, 1, generator)
-    hparams = {"optimizer": "sgd", "lr": 0.0, "weight_decay": 0.0}
-    xrm = build_algorithm("XRM", lambda: LinearHead(2, 2), training_set, hparams)
+    xrm = XRM(2)
+    run = RunData(y, y, 2, 1, 1, seed=0, hparams={})
+    state = {key: value[None] for key, value in xrm.initial_state(run).items()}
     # both twins output a huge logit for class 1: held-out confidence 1 -> every label flips
-    for twin in xrm.network.twins:
-        twin.bias.data = torch.tensor([-100.0, 100.0])
-    xrm.update(torch.arange(n), x, y, y)
-    assert xrm.dynamic_labels.tolist() == [1] * n
-    assert xrm.flip_rate().item() == pytest.approx(1.0)
-    assert xrm.true_labels.tolist() == [0] * n
+    twin_logits = torch.tensor([-100.0, 100.0])[None, None, :, None].expand(1, n, 2, 2)
+    batch = Batch(torch.arange(n)[None], y[None], y[None], torch.ones(1, n), torch.rand(1, n), 0)
+    _, state = xrm.loss(twin_logits, batch, state, {})
+    assert state["dynamic_labels"][0, :n].tolist() == [1] * n
+    assert flip_rates(state["dynamic_labels"], y).tolist() == [1.0]
+
+
+def test_padding_writes_no_label():
+    y = torch.zeros(4, dtype=torch.long)
+    xrm = XRM(2)
+    state = {key: value[None] for key, value in xrm.initial_state(RunData(y, y, 2, 1, 1, 0, {})).items()}
+    twin_logits = torch.tensor([-100.0, 100.0])[None, None, :, None].expand(1, 4, 2, 2)
+    batch = Batch(torch.tensor([[0, 1, 4, 4]]), torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long),
+                  torch.tensor([[1.0, 1.0, 0.0, 0.0]]), torch.zeros(1, 4), 0)
+    _, state = xrm.loss(twin_logits, batch, state, {})
+    assert state["dynamic_labels"][0, :4].tolist() == [1, 1, 0, 0]  # examples 2 and 3 were not in the batch
 
 
 def test_cross_mistakes_and_degeneracy():

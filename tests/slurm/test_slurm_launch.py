@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launch_toy import make_runs, outputs, starts, toy_run
+from launch_toy import make_runs, outputs, singles, starts, toy_run, toy_stack
 from XRM import sweep_status
 from XRM.launch import LaunchOptions, launch, wait_for
 
@@ -28,29 +28,29 @@ def slurm_options(tmp_path: Path, **changes) -> LaunchOptions:
 
 def test_a_job_array_matches_the_local_launcher_and_reports_its_failure(tmp_path):
     runs = make_runs(tmp_path / "slurm", 4)
-    runs[3]["fail_at_step"] = 2
-    report = launch(runs, toy_run, "slurm", slurm_options(tmp_path, wait=True))
+    runs[3].fail_at_step = 2
+    report = launch(singles(runs), toy_stack, "slurm", slurm_options(tmp_path, wait=True))
     array_ids = {job_id.split("_")[0] for job_id in report.job_ids}
     assert len(report.job_ids) == 4 and len(array_ids) == 1
     assert report.failures == [sweep_status.RunState("toy/seed3", "failed", "ValueError: toy failure at step 2")]
 
     local_runs = make_runs(tmp_path / "local", 3)
-    launch(local_runs, toy_run, "local")
+    launch(singles(local_runs), toy_stack, "local")
     assert [outputs(run) for run in runs[:3]] == [outputs(run) for run in local_runs]
 
     states = sweep_status.sweep_status(runs, tmp_path / "submitit")
     assert [state.state for state in states] == ["done", "done", "done", "failed"]
     assert states[3].last_error_line == "ValueError: toy failure at step 2"
-    again = launch(runs, toy_run, "slurm", slurm_options(tmp_path))
+    again = launch(singles(runs), toy_stack, "slurm", slurm_options(tmp_path))
     assert (again.launched, again.skipped_done) == (["toy/seed3"], ["toy/seed0", "toy/seed1", "toy/seed2"])
     assert wait_for(again).failures[0].last_error_line == "ValueError: toy failure at step 2"
 
 
 def wait_for_step(run, step: int) -> None:
-    checkpoint = Path(run["out_dir"]) / "checkpoint.json"
+    checkpoint = Path(run.out_dir) / "checkpoint.json"
     deadline = time.monotonic() + STEP_TIMEOUT_S
     while not (checkpoint.exists() and json.loads(checkpoint.read_text())["step"] >= step):
-        assert time.monotonic() < deadline, f"{run['run_name']} never reached step {step}"
+        assert time.monotonic() < deadline, f"{run.run_name} never reached step {step}"
         time.sleep(0.2)
 
 
@@ -58,7 +58,7 @@ def wait_for_state(run, slurm_dir: str, state: str) -> None:
     """Poll --status until the run is in ``state`` (accounting records a job's start with a lag)."""
     deadline = time.monotonic() + STEP_TIMEOUT_S
     while sweep_status.sweep_status([run], slurm_dir)[0].state != state:
-        assert time.monotonic() < deadline, f"{run['run_name']} never got to be {state}"
+        assert time.monotonic() < deadline, f"{run.run_name} never got to be {state}"
         time.sleep(0.5)
 
 
@@ -75,10 +75,10 @@ def test_an_interrupted_job_resumes_from_its_checkpoint(tmp_path, interruption):
     toy_run(unbroken)
     run = make_runs(tmp_path / "slurm", 1, n_steps=40, step_seconds=0.25)[0]
     options = slurm_options(tmp_path)
-    report = launch([run], toy_run, "slurm", options)
+    report = launch([[run]], toy_stack, "slurm", options)
     wait_for_state(run, options.slurm_dir, "running")
     wait_for_step(run, 5)
-    second = launch([run], toy_run, "slurm", options)
+    second = launch([[run]], toy_stack, "slurm", options)
     assert (second.launched, second.skipped_queued) == ([], ["toy/seed0"])
 
     subprocess.run(INTERRUPTIONS[interruption] + [report.job_ids[0]], check=True)
@@ -92,7 +92,7 @@ def test_an_interrupted_job_resumes_from_its_checkpoint(tmp_path, interruption):
 def test_a_cancelled_job_is_reported_failed_with_slurms_reason(tmp_path):
     run = make_runs(tmp_path / "slurm", 1, n_steps=40, step_seconds=0.25)[0]
     options = slurm_options(tmp_path)
-    report = launch([run], toy_run, "slurm", options)
+    report = launch([[run]], toy_stack, "slurm", options)
     wait_for_step(run, 2)
     subprocess.run(["scancel", report.job_ids[0]], check=True)
     # No result file: the end is seen through accounting, the reason read from the job's log.
