@@ -2,8 +2,7 @@
 import argparse
 import sys
 
-from XRM.data.extract_features import write_features
-from XRM.data.feature_file import FEATURES_FILE
+# Only light modules here: the arguments are parsed (and --help answered) before torch loads.
 from XRM.data.prepare import RECIPES, get_recipe, prepare_dataset
 from XRM.cli import run_cli
 
@@ -28,6 +27,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Prepare each dataset in turn (a UserError stops at the first problem)."""
+    from XRM.data.extract_features import write_features
+    from XRM.data.feature_file import FEATURES_FILE
+
     recipes = [get_recipe(name) for name in args.datasets]  # reject typos before any work
     for recipe in recipes:
         folder = prepare_dataset(recipe.name, args.data_path, args.download, args.mirror)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from XRM.errors import UserError
@@ -34,6 +33,8 @@ def default_text_model() -> str:
 
 
 # ---------------------------------------------------------------- torchvision
+# torchvision is imported inside the functions that use it: it takes seconds, and only
+# image backbones need it (text models and feature heads never do).
 
 
 def weights_file_location(weights) -> Path:
@@ -56,11 +57,15 @@ def load_weights(weights) -> dict[str, torch.Tensor]:
 
 def imagenet_weights(architecture: str):
     """The ImageNet weights the reference used for ``architecture`` (IMAGENET1K_V1)."""
+    import torchvision
+
     return torchvision.models.get_model_weights(architecture).IMAGENET1K_V1
 
 
 def build_torchvision_backbone(spec: BackboneSpec) -> nn.Module:
     """A torchvision classification model (e.g. resnet50) with ImageNet weights when ``spec.pretrained``."""
+    import torchvision
+
     valid = torchvision.models.list_models(module=torchvision.models)
     if spec.name not in valid:
         raise UserError(f"unknown image backbone {spec.name!r}; choose a torchvision model, e.g. resnet50, resnet18")

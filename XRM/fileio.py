@@ -5,8 +5,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 
 def _mode_from_umask() -> int:
     # mkstemp creates files readable by their owner only; finished files get the usual 0666 & ~umask
@@ -31,6 +29,8 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Non
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """Save ``obj`` with ``torch.save`` to a temporary file beside ``path``, then rename it."""
+    import torch  # here, not at the top: reading and writing JSON must not load torch
+
     _atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 

@@ -1,17 +1,18 @@
 """Track a sweep: the run -> job index kept on disk, and the state of every run.
 
 The index lets ``--status`` (a later process) find the jobs a launch submitted. A run's
-state comes from disk first (its done file) and from submitit's view of its job second.
+state comes from disk first (its done file) and from submitit's view of its job second;
+submitit is imported only when a job is looked at, so a sweep without one never loads it.
 """
 import json
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import submitit
-from submitit.core.utils import pickle_load
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from XRM.fileio import atomic_write_json
+
+if TYPE_CHECKING:
+    import submitit
 
 INDEX_NAME = "runs_index.json"
 
@@ -25,8 +26,13 @@ NOT_LAUNCHED = "not launched"
 # Why a run whose code returned normally still counts as failed.
 NO_DONE_FILE = "the run ended without writing its done file"
 
-# submitit executors whose jobs the index can hold, by the name stored in an entry.
-JOB_CLASSES: dict[str, type[submitit.Job]] = {"slurm": submitit.SlurmJob, "local": submitit.LocalJob}
+
+def job_classes() -> dict[str, type["submitit.Job"]]:
+    """The submitit job classes the index can hold, by the executor name stored in an entry."""
+    import submitit
+
+    return {"slurm": submitit.SlurmJob, "local": submitit.LocalJob}
+
 
 # SLURM job states (sacct) of a job that has not ended; any other state without a done
 # file means the run failed. A preempted job is requeued, so it waits again.
@@ -57,7 +63,7 @@ class RunState(NamedTuple):
 
 
 class JobEntry(NamedTuple):
-    """Where a run's job lives: the executor name (a ``JOB_CLASSES`` key), its id, its folder."""
+    """Where a run's job lives: the executor name (a ``job_classes()`` key), its id, its folder."""
 
     executor: str
     job_id: str
@@ -88,9 +94,9 @@ def record_jobs(slurm_dir: str | os.PathLike, entries: dict[str, JobEntry]) -> N
     atomic_write_json({name: entry._asdict() for name, entry in index.items()}, index_path(slurm_dir))
 
 
-def job_of(entry: JobEntry) -> submitit.Job:
+def job_of(entry: JobEntry) -> "submitit.Job":
     """The submitit job an index entry names (for SLURM, its state comes from sacct)."""
-    return JOB_CLASSES[entry.executor](entry.folder, entry.job_id)
+    return job_classes()[entry.executor](entry.folder, entry.job_id)
 
 
 def last_line(text: str) -> str:
@@ -99,7 +105,7 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def run_state(run: Any, job: submitit.Job | None) -> RunState:
+def run_state(run: Any, job: "submitit.Job | None") -> RunState:
     """The state of one run (a RunSpec): done from its done file, else from its job (None: never launched)."""
     name = run.run_name
     if Path(run.done_path).exists():
@@ -107,6 +113,8 @@ def run_state(run: Any, job: submitit.Job | None) -> RunState:
     if job is None:
         return RunState(name, NOT_LAUNCHED, "")
     if job.paths.result_pickle.exists():
+        from submitit.core.utils import pickle_load
+
         outcome, payload = pickle_load(job.paths.result_pickle)
         if outcome == "error":
             return RunState(name, FAILED, last_line(payload))
@@ -128,8 +136,10 @@ def _last_log_error(log: str) -> str:
     return last_line("\n".join(line for line in log.splitlines() if not line.startswith(noise)))
 
 
-def _live_state(job: submitit.Job) -> str | None:
+def _live_state(job: "submitit.Job") -> str | None:
     """PENDING or RUNNING while the job has not ended, else None."""
+    import submitit
+
     if isinstance(job, submitit.LocalJob):
         state = job.state
         if state == "NO PROCESS AND NO RESULT":

@@ -8,7 +8,8 @@ from PIL import Image
 from XRM.backbones import load_weights, weights_file_location
 from XRM.data.extract_features import build_feature_extractor
 from XRM.data.feature_file import load_features_file, save_feature_file
-from XRM.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSplitDataset, load_image_split
+from XRM.data.image_layouts import IMAGENET_MEAN, IMAGENET_STD
+from XRM.data.images import ImageSplitDataset, load_image_split
 from XRM.data.metadata_table import table_from_rows, write_metadata_csv
 from XRM.errors import UserError
 
@@ -127,7 +128,7 @@ def test_prepare_refuses_metadata_listing_missing_images(tmp_path):
 
 
 def test_image_recipes_use_the_folder_training_reads():
-    from XRM.data.images import IMAGE_LAYOUTS
+    from XRM.data.image_layouts import IMAGE_LAYOUTS
     from XRM.data.prepare import RECIPES
 
     image_recipes = {name: RECIPES.lookup(name) for name in RECIPES if RECIPES.lookup(name).image_dataset}

@@ -21,7 +21,8 @@ from XRM.data.base import SPLITS, GroupDataset, InputOptions, SplitTensors
 from XRM.data.feature_file import load_features_file
 from XRM.data.files import open_csv
 from XRM.data.image_datasets import image_split_tensors, on_images
-from XRM.data.images import ImageSplit, resize_crop_transform
+from XRM.data.image_layouts import resize_crop_transform
+from XRM.data.images import ImageSplit
 from XRM.data.metadata_table import COLUMNS, SPLIT_IDS, MetadataTable, read_metadata_csv, table_from_rows
 from XRM.data.text_datasets import CIVILCOMMENTS_MAX_LENGTH, TextDataset, read_text_column, token_splits, tokens_for
 from XRM.errors import UserError

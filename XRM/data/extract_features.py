@@ -2,31 +2,38 @@
 
 The backbone carries ImageNet weights through torchvision's weights API
 (``ResNet50_Weights.IMAGENET1K_V1``: the ``pretrained=True`` weights the reference
-used); ``weights=None`` gives a randomly initialised network, for tests.
+used); ``weights=None`` gives a randomly initialised network, for tests. torchvision is
+imported when a network is built, not with this module.
 """
 import sys
 from pathlib import Path
 
 import torch
-import torchvision
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from XRM.backbones import load_weights
+from XRM.backbones import imagenet_weights, load_weights
 from XRM.data.base import SPLITS
 from XRM.data.feature_file import FEATURES_FILE, save_feature_file
-from XRM.data.images import ImageSplitDataset, get_image_layout, load_image_split
+from XRM.data.image_layouts import get_image_layout
+from XRM.data.images import ImageSplitDataset, load_image_split
 from XRM.errors import UserError, unwrap_worker_errors
 
-DEFAULT_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
+#: ``weights`` meaning "the reference's ImageNet weights of ``architecture``" (IMAGENET1K_V1)
+DEFAULT_WEIGHTS = "imagenet"
 
 
 def build_feature_extractor(weights=DEFAULT_WEIGHTS, architecture: str = "resnet50") -> torch.nn.Module:
     """A torchvision ResNet with its classifier replaced by the identity, in eval mode.
 
+    ``weights``: DEFAULT_WEIGHTS, a torchvision Weights object, or None (random).
     ``architecture`` other than resnet50 (e.g. resnet18) is for quick tests only.
     """
+    import torchvision
+
     model = getattr(torchvision.models, architecture)(weights=None)
+    if weights == DEFAULT_WEIGHTS:
+        weights = imagenet_weights(architecture)
     if weights is not None:
         model.load_state_dict(load_weights(weights))
     model.fc = torch.nn.Identity()

@@ -14,8 +14,6 @@ import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
-from torchvision.datasets.utils import download_file_from_google_drive, download_url
-
 from XRM.data.sources import RemoteFile
 from XRM.errors import UserError
 
@@ -90,6 +88,9 @@ def _transfer(remote: RemoteFile, location: str, mirror: str | None, partial: Pa
             raise FileNotFoundError(f"no such file {location}")
         shutil.copyfile(location, partial)
         return
+    # Imported here: download.py's other work (and its --help) must not wait for torchvision.
+    from torchvision.datasets.utils import download_file_from_google_drive, download_url
+
     with _socket_timeout(DOWNLOAD_TIMEOUT_S):
         if mirror is None and remote.google_drive_id is not None:
             download_file_from_google_drive(remote.google_drive_id, partial.parent, partial.name)

@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 
 from XRM.data.base import INPUT_CHOICES, SPLITS, GroupDataset, InputOptions, SplitTensors
 from XRM.data.feature_file import FEATURES_FILE, load_features_file
-from XRM.data.images import ImageSplit, ImageSplitDataset, get_image_layout, load_image_split
+from XRM.data.image_layouts import get_image_layout
+from XRM.data.images import ImageSplit, ImageSplitDataset, load_image_split
 from XRM.data.registry import register_dataset
 from XRM.errors import UserError
 
@@ -51,13 +52,13 @@ def on_features(dataset: GroupDataset) -> GroupDataset:
 
 
 class ImageDataset(GroupDataset):
-    """An image dataset of ``images.py``'s layouts, trained on its features or its images.
+    """An image dataset of ``image_layouts.py``'s layouts, trained on its features or its images.
 
     Unresolved (``get_dataset(name).load_splits``) it reads features, as before phase 2
     fine-tuning existed.
     """
 
-    layout_name: str = ""  # the name in images.IMAGE_LAYOUTS
+    layout_name: str = ""  # the name in image_layouts.IMAGE_LAYOUTS
     download_name: str = ""  # the name on download.py's command line
     #: the reference keeps this dataset on features in phase 2 too (Waterbirds)
     phase_2_on_features: bool = False

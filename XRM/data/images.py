@@ -1,79 +1,23 @@
 """Image datasets over a metadata CSV: PIL images through the reference's transforms.
 
 ``load_image_split(data_path, "waterbirds", "tr")`` gives the paths, labels and
-attributes of one split plus the dataset's transform; ``ImageSplitDataset`` turns that
-into a ``torch.utils.data.Dataset`` of (index, image tensor, y, a), safe to use with
-DataLoader workers and pinned memory (it holds only paths and arrays).
+attributes of one split plus the dataset's transform (both from ``image_layouts.py``);
+``ImageSplitDataset`` turns that into a ``torch.utils.data.Dataset`` of (index, image
+tensor, y, a), safe to use with DataLoader workers and pinned memory (it holds only
+paths and arrays).
 """
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import transforms
 
 from XRM.data.files import download_hint
-from XRM.data.metadata import CELEBA_IMAGES, IMAGENETBG_SPLIT_IDS, WATERBIRDS_IMAGES
-from XRM.data.metadata_table import SPLIT_IDS, SPLIT_IDS_BY_NAME, read_metadata_csv
+from XRM.data.image_layouts import get_image_layout
+from XRM.data.metadata_table import SPLIT_IDS, read_metadata_csv
 from XRM.errors import UserError
-from XRM.registry import Registry
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _to_normalised_tensor() -> list:
-    return [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-
-
-def waterbirds_transform() -> transforms.Compose:
-    """The reference's Waterbirds transform: squash to 256x256, centre crop 224."""
-    return transforms.Compose([transforms.Resize((256, 256)), transforms.CenterCrop(224), *_to_normalised_tensor()])
-
-
-def celeba_transform() -> transforms.Compose:
-    """The reference's CelebA transform: centre crop 178 (the face), resize to 224."""
-    return transforms.Compose([transforms.CenterCrop(178), transforms.Resize(224), *_to_normalised_tensor()])
-
-
-def resize_crop_transform() -> transforms.Compose:
-    """The reference's MetaShift / ImagenetBG transform: shorter side 256, centre crop 224."""
-    return transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), *_to_normalised_tensor()])
-
-
-@dataclass(frozen=True)
-class ImageLayout:
-    """Where an image dataset's files are, relative to --data_path."""
-
-    folder: str  # the dataset's folder; features.pt is written here
-    metadata: str  # the metadata CSV, relative to ``folder``
-    image_root: str  # metadata filenames are relative to this folder inside ``folder``
-    transform: Callable[[], transforms.Compose]
-    #: split code by name, for metadata files that spell the split out
-    split_ids: Mapping[str, int] = field(default_factory=lambda: SPLIT_IDS_BY_NAME)
-
-
-IMAGE_LAYOUTS: Registry[ImageLayout] = Registry("image dataset")
-
-
-def register_image_layout(name: str, layout: ImageLayout) -> None:
-    """Add an image dataset; a name can be registered once."""
-    IMAGE_LAYOUTS.add(name, layout)
-
-
-def get_image_layout(name: str) -> ImageLayout:
-    """The layout of a registered image dataset; raises UserError listing the valid names."""
-    return IMAGE_LAYOUTS.lookup(name)
-
-
-register_image_layout("waterbirds", ImageLayout("waterbirds", "metadata_waterbirds.csv", WATERBIRDS_IMAGES,
-                                                waterbirds_transform))
-register_image_layout("celeba", ImageLayout("celeba", "metadata_celeba.csv", CELEBA_IMAGES, celeba_transform))
-register_image_layout("metashift", ImageLayout("metashift", "metadata_metashift.csv", "", resize_crop_transform))
-register_image_layout("imagenetbg", ImageLayout("backgrounds_challenge", "metadata.csv", "", resize_crop_transform,
-                                                IMAGENETBG_SPLIT_IDS))
 
 
 @dataclass

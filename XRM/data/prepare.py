@@ -13,7 +13,7 @@ from pathlib import Path
 from XRM.data import metadata, sources
 from XRM.data.extract import ArchiveError, is_extracted, safe_extract
 from XRM.data.fetch import checksum_problem, fetch, manual_copy_hint, source_location
-from XRM.data.images import get_image_layout
+from XRM.data.image_layouts import get_image_layout
 from XRM.data.metadata_table import SPLIT_NAMES, MetadataTable, format_group_counts
 from XRM.data.sources import RemoteFile
 from XRM.errors import UserError
@@ -30,7 +30,7 @@ class DatasetRecipe:
     folder: str  # its folder under --data_path
     files: tuple[RemoteFile, ...]
     build_metadata: Callable[[Path], MetadataTable | None]
-    image_dataset: str | None = None  # registered in images.py: features can be computed
+    image_dataset: str | None = None  # registered in image_layouts.py: features can be computed
     split_names: dict[int, str] | None = None
 
 
@@ -49,7 +49,7 @@ def get_recipe(name: str) -> DatasetRecipe:
 
 def image_recipe(name: str, files: tuple[RemoteFile, ...], build_metadata: Callable[[Path], MetadataTable],
                  split_names: dict[int, str] | None = None) -> DatasetRecipe:
-    """The recipe of image dataset ``name`` (registered in images.py), in the folder training reads."""
+    """The recipe of image dataset ``name`` (registered in image_layouts.py), in the folder training reads."""
     return DatasetRecipe(name, get_image_layout(name).folder, files, build_metadata, name, split_names)
 
 
