@@ -83,13 +83,19 @@ def per_example_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
 
 
+def one_hot(index: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """``index`` [...] as one-hot rows [..., size] of ``dtype``, without a host synchronisation
+    (F.one_hot checks its input's range on the host)."""
+    return (index[..., None] == torch.arange(size, device=index.device)).to(dtype)
+
+
 def sums_by_index(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
     """Per-run sums of ``values`` [H, B] by ``index`` [H, B] in 0 .. size-1: [H, size].
 
     A one-hot product (a fixed order of additions, unlike CUDA's scatter_add), so runs are
     reproducible and a run sums the same alone as in a stack.
     """
-    return torch.einsum("hb,hbs->hs", values, F.one_hot(index, size).to(values.dtype))
+    return torch.einsum("hb,hbs->hs", values, one_hot(index, size, values.dtype))
 
 
 def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -190,8 +196,8 @@ def _scale_gradient(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
 
     logits [H, B, K], y [H, B], weights [H, B, E] (0/1 membership of E example sets).
     """
-    one_hot = F.one_hot(y, logits.shape[-1]).to(logits.dtype)
-    per_example = ((torch.softmax(logits, dim=-1) - one_hot) * logits).sum(dim=-1)
+    labels = one_hot(y, logits.shape[-1], logits.dtype)
+    per_example = ((torch.softmax(logits, dim=-1) - labels) * logits).sum(dim=-1)
     return torch.einsum("hb,hbe->he", per_example, weights) / weights.sum(dim=1).clamp_min(1)
 
 
@@ -214,7 +220,7 @@ class IRM(Algorithm):
         of the scale gradients of the environment's two halves (alternate examples in batch order);
         the weight is lambda from step penalty_anneal_iters on, 1 before."""
         num_environments = state["environments"].shape[1]
-        member = F.one_hot(batch.groups % num_environments, num_environments).to(logits.dtype) * batch.mask[..., None]
+        member = one_hot(batch.groups % num_environments, num_environments, logits.dtype) * batch.mask[..., None]
         rank = member.cumsum(dim=1) - 1
         first_half = member * (rank.remainder(2) == 0)
         second_half = member - first_half

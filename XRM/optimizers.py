@@ -94,7 +94,8 @@ class StackedOptimizer:
 
     def member_state(self, member: int) -> dict:
         """Run ``member``'s optimiser state, on the CPU (for its checkpoint)."""
-        return {"steps": self.steps, **{slot: [t[member].cpu() for t in tensors] for slot, tensors in self.state.items()}}
+        return {"steps": self.steps,
+                **{slot: [t[member].cpu().clone() for t in tensors] for slot, tensors in self.state.items()}}
 
     def load_member_state(self, member: int, state: dict) -> None:
         """Restore run ``member``'s optimiser state from :meth:`member_state`."""

@@ -218,7 +218,8 @@ class StackTrainer:
     def _algorithm_state(self, index: int) -> dict[str, torch.Tensor]:
         for algorithm_slice in self.slices:
             if algorithm_slice.begin <= index < algorithm_slice.end:
-                return {key: value[index - algorithm_slice.begin].cpu() for key, value in algorithm_slice.state.items()}
+                return {key: value[index - algorithm_slice.begin].cpu().clone()
+                        for key, value in algorithm_slice.state.items()}
         raise IndexError(index)
 
     def _save_checkpoints(self, step: int) -> None:
