@@ -1,4 +1,4 @@
-"""Figure 1's experiment (mat/interpretable.py, mat/interpretable_figure.py) and its CLI."""
+"""Figure 1's experiment (figures/interpretable.py, figures/interpretable_figure.py) and its CLI."""
 import json
 import subprocess
 import sys
@@ -11,9 +11,9 @@ from PIL import Image
 import interpretable_experiment as script
 from XRM.devices import resolve_device
 from XRM.errors import UserError
-from mat.interpretable import (ACCURACY_KEYS, RUNS, FullBatchRun, GroupCorrect, InterpretableConfig, make_splits,
-                               run, sgd_hparams, total_epochs)
-from mat.interpretable_figure import boundary_line, class_one_probability, plane_grid
+from figures.interpretable import (ACCURACY_KEYS, RUNS, FullBatchRun, GroupCorrect, InterpretableConfig,
+                                   make_splits, run, sgd_hparams, total_epochs)
+from figures.interpretable_figure import boundary_line, class_one_probability, plane_grid
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

@@ -32,7 +32,7 @@ from XRM.group_inference import cross_mistakes
 from XRM.groups import group_ids
 from XRM.model_stacks import ParameterStack
 from XRM.sampling import StepUniforms
-from mat.full_batch_fit import one_cpu_thread
+from figures.full_batch_fit import one_cpu_thread
 
 TRAIN_MINORITY_FRACTION = 0.1
 TEST_MINORITY_FRACTION = 0.5
