@@ -10,9 +10,9 @@ from tqdm import tqdm
 
 from XRM.cli import figure_script_parser, output_folder, run_cli
 from XRM.devices import resolve_device
-from mat.toy_regression import DEFAULT_SIGMAS, ExperimentConfig, run_case
-from mat.plotting import write_figure_outputs
-from mat.toy_regression_figure import save_fit_png, save_training_gif
+from figures.toy_regression import DEFAULT_SIGMAS, ExperimentConfig, run_case
+from figures.plotting import write_figure_outputs
+from figures.toy_regression_figure import save_fit_png, save_training_gif
 
 OUTPUT_STEM = "good_bad_ugly"  # good_bad_ugly.png, good_bad_ugly.gif
 

@@ -12,9 +12,9 @@ from tqdm import tqdm
 
 from XRM.cli import figure_script_parser, output_folder, run_cli
 from XRM.devices import resolve_device
-from mat.interpretable import RUNS, InterpretableConfig, run, total_epochs
-from mat.interpretable_figure import save_figure_png, save_training_gif
-from mat.plotting import write_figure_outputs
+from figures.interpretable import RUNS, InterpretableConfig, run, total_epochs
+from figures.interpretable_figure import save_figure_png, save_training_gif
+from figures.plotting import write_figure_outputs
 
 OUTPUT_STEM = "interpretable"  # interpretable.png, interpretable.gif
 

@@ -1,4 +1,4 @@
-"""Figure 1's experiment (mat/interpretable.py, mat/interpretable_figure.py) and its CLI."""
+"""Figure 1's experiment (figures/interpretable.py, figures/interpretable_figure.py) and its CLI."""
 import json
 import subprocess
 import sys
@@ -11,9 +11,9 @@ from PIL import Image
 import interpretable_experiment as script
 from XRM.devices import resolve_device
 from XRM.errors import UserError
-from mat.interpretable import (ACCURACY_KEYS, RUNS, GroupCorrect, InterpretableConfig, make_splits, run,
-                               total_epochs)
-from mat.interpretable_figure import boundary_line, class_one_probability, plane_grid
+from figures.interpretable import (ACCURACY_KEYS, RUNS, FullBatchRun, GroupCorrect, InterpretableConfig,
+                                   make_splits, run, sgd_hparams, total_epochs)
+from figures.interpretable_figure import boundary_line, class_one_probability, plane_grid
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -63,6 +63,21 @@ def test_memorisation_hurts_erm_and_mat_recovers_the_minority(seed):
     assert results["MAT_sigma"]["min_te"] >= results["ERM_sigma"]["min_te"] + 0.6
     # the twins' cross-mistakes are the minority: what MAT's shift is built from
     assert twins.recall >= 0.9 and twins.precision >= 0.9
+
+
+def test_one_full_batch_erm_step_is_plain_sgd_from_zero():
+    config = InterpretableConfig(n=20, noise_dim=3)
+    train, _ = make_splits(config, config.sigma)
+    erm = FullBatchRun("ERM", train, sgd_hparams(lr=0.5, tau=0.1), seed=0)
+    erm.step(0)
+    # zero weights: p = (1/2, 1/2) for every example, so the mean cross-entropy's gradient
+    # for class k is mean_i (1/2 - [y_i = k]) x_i, and one SGD step (no momentum) is -lr times it
+    one_hot = torch.nn.functional.one_hot(train.y, 2).float()
+    expected = -0.5 * ((0.5 - one_hot).T @ train.x) / len(train)
+    logits = erm.predict(train.x)
+    assert logits.shape == (20, 2)
+    assert torch.allclose(logits, train.x @ expected.T, atol=1e-6)
+    assert torch.allclose(erm.plane_weights(), expected[:, :2], atol=1e-7)
 
 
 def test_the_initial_model_predicts_class_zero_everywhere():

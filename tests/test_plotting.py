@@ -1,8 +1,8 @@
-"""mat/plotting.py: frame selection and the GIF and PNG writers."""
+"""figures/plotting.py: frame selection and the GIF and PNG writers."""
 import pytest
 from PIL import Image
 
-from mat.plotting import frame_steps, new_figure, save_png, write_gif
+from figures.plotting import frame_steps, new_figure, save_png, write_gif
 
 
 def test_frame_steps_spaces_frames_evenly_in_sqrt_of_the_step():

@@ -1,4 +1,4 @@
-"""The toy regression of Figure 3 (mat/toy_regression.py, mat/full_batch_fit.py) and its CLI."""
+"""The toy regression of Figure 3 (figures/toy_regression.py, figures/full_batch_fit.py) and its CLI."""
 import json
 import math
 import subprocess
@@ -12,8 +12,8 @@ from PIL import Image
 import good_bad_ugly_memorization as script
 from XRM.cli import call_main
 from XRM.errors import UserError
-from mat.full_batch_fit import fit_full_batch
-from mat.toy_regression import (
+from figures.full_batch_fit import fit_full_batch
+from figures.toy_regression import (
     DEFAULT_SIGMAS, MSE_GRID_POINTS, ExperimentConfig, grid_inputs, make_mlp,
     make_training_set, run_case, snapshot_mse, target_function,
 )

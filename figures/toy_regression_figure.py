@@ -2,9 +2,9 @@
 import os
 from bisect import bisect_right
 
-from mat.plotting import frame_steps, new_figure, render, save_png, write_gif
-from mat.toy_regression import (MSE_RANGE, TRAIN_RANGE, CaseResult, probe_x, snapshot_mse,
-                                target_function)
+from figures.plotting import frame_steps, new_figure, render, save_png, write_gif
+from figures.toy_regression import (MSE_RANGE, TRAIN_RANGE, CaseResult, probe_x, snapshot_mse,
+                                    target_function)
 
 CASE_COLOURS = {"good": "tab:green", "bad": "tab:red", "ugly": "tab:purple"}
 Y_LIMITS = (-0.9, 0.9)  # fixed, so that animation frames do not rescale

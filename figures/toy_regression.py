@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from XRM.errors import UserError
-from mat.full_batch_fit import FitResult, fit_full_batch, predict
+from figures.full_batch_fit import FitResult, fit_full_batch, predict
 
 TRAIN_RANGE = (-1.5, 1.5)  # where the training points lie
 MSE_RANGE = (-1.2, 1.2)  # where the learned function is scored (away from the edges)

@@ -13,8 +13,10 @@ A linear model without bias is trained full-batch with plain SGD in three runs:
 - ``MAT_sigma``: the library's XRM twins give every training example held-out logits
   (phase 1), then the library's MAT trains with the memorisation-aware shift (phase 2).
 
-These are the same ``build_algorithm`` classes main.py trains; only the loop differs
-(the whole training set is every batch, and accuracies are recorded every epoch).
+Each run is trained by the pieces main.py trains with: the registered algorithm's loss and
+state, a ParameterStack of one run with its stacked optimiser, and (for XRM's label
+flips) the StepUniforms of the run's seed. Only the loop differs: the whole training set
+is every batch, and accuracies are recorded every epoch.
 """
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,13 +24,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from XRM.algorithms import Algorithm, TrainingSet, build_algorithm
+from XRM.algorithms import Batch, RunData, flip_rates, get_algorithm_class, split_twin_logits
 from XRM.data.base import SplitTensors
 from XRM.data.synthetic import SpuriousDataSpec, make_spurious_split
 from XRM.errors import UserError
 from XRM.group_inference import cross_mistakes
 from XRM.groups import group_ids
-from mat.full_batch_fit import one_cpu_thread
+from XRM.model_stacks import ParameterStack
+from XRM.sampling import StepUniforms
+from figures.full_batch_fit import one_cpu_thread
 
 TRAIN_MINORITY_FRACTION = 0.1
 TEST_MINORITY_FRACTION = 0.5
@@ -94,7 +98,7 @@ def make_linear(in_features: int) -> nn.Linear:
 
 
 def sgd_hparams(lr: float, tau: float) -> dict:
-    """Hyper-parameters for ``build_algorithm``: plain full-batch SGD, as the reference trains."""
+    """A run's hyper-parameters: plain full-batch SGD, as the reference trains."""
     return {"optimizer": "sgd", "sgd_momentum": 0.0, "lr": lr, "weight_decay": 0.0, "tau": tau}
 
 
@@ -147,12 +151,46 @@ class TwinSummary:
     recall: float
 
 
-def _training_set(
-    train: SplitTensors, generator: torch.Generator, held_out_logits: torch.Tensor | None = None
-) -> TrainingSet:
-    return TrainingSet(y=train.y, groups=group_ids(train.y, train.a), num_classes=NUM_CLASSES,
-                       num_attributes=int(train.a.max().item()) + 1, generator=generator,
-                       held_out_logits=held_out_logits)
+class FullBatchRun:
+    """One run of a registered algorithm, trained full-batch as main.py trains a run: its
+    loss and state over a ParameterStack of one run (the bias-free zero-initialised linear
+    model, twice for XRM's twins), every training example in every step's batch."""
+
+    def __init__(self, algorithm_name: str, train: SplitTensors, hparams: dict, seed: int,
+                 held_out_logits: torch.Tensor | None = None) -> None:
+        cls = get_algorithm_class(algorithm_name)
+        device, n = train.y.device, len(train)
+        groups = group_ids(train.y, train.a)
+        run_data = RunData(y=train.y.cpu(), groups=groups.cpu(), num_classes=NUM_CLASSES,
+                           num_groups=int(groups.max().item()) + 1, num_attributes=int(train.a.max().item()) + 1,
+                           seed=seed, hparams=hparams,
+                           held_out_logits=None if held_out_logits is None else held_out_logits.cpu())
+        self.algorithm = cls(NUM_CLASSES)
+        # a stack of one: each tensor gets the leading run dimension [1, ...]
+        self.state = {key: value[None].to(device) for key, value in self.algorithm.initial_state(run_data).items()}
+        self.hparams = {name: torch.tensor([float(hparams[name])], dtype=train.x.dtype, device=device)
+                        for name in cls.hparam_names}
+        networks = [make_linear(train.x.shape[1]) for _ in range(cls.networks_per_run)]
+        self.model = ParameterStack([networks], [hparams], train.x.dtype, device)
+        self.x = train.x[None]
+        self.index, self.y, self.groups = torch.arange(n, device=device)[None], train.y[None], groups[None]
+        self.mask = torch.ones(1, n, dtype=train.x.dtype, device=device)
+        self.uniforms = StepUniforms(seed, n) if cls.draws_uniforms else None
+
+    def step(self, step: int) -> None:
+        """Training step ``step``: one update on the whole training set."""
+        uniforms = None if self.uniforms is None else self.uniforms.rows(step, step + 1).to(self.y.device)
+        batch = Batch(self.index, self.y, self.groups, self.mask, uniforms, step)
+        losses, self.state = self.algorithm.loss(self.model.forward(self.x), batch, self.state, self.hparams)
+        self.model.step(losses.sum())
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The run's evaluation logits on ``x`` [n, D]: [n, K] ([n, K, 2] for XRM's twins)."""
+        return self.algorithm.evaluation_logits(self.model.predict(x))[0]
+
+    def plane_weights(self) -> torch.Tensor:
+        """The weights [K, 2] on (x_y, x_a) of the run's (first) network."""
+        return self.model.weights[0][0, 0, :, :2]
 
 
 def train_twins(
@@ -162,35 +200,27 @@ def train_twins(
 
     Returns every training example's held-out logits [n, K] and a TwinSummary.
     """
-    device = train.y.device
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    training_set = _training_set(train, generator)
-    twins = build_algorithm("XRM", lambda: make_linear(train.x.shape[1]), training_set,
-                            sgd_hparams(config.lr, config.tau)).to(device)
-    index = torch.arange(len(train), device=device)
-    for _ in range(config.xrm_epochs):
-        twins.update(index, train.x, train.y, training_set.groups)
+    twins = FullBatchRun("XRM", train, sgd_hparams(config.lr, config.tau), config.seed)
+    for step in range(config.xrm_epochs):
+        twins.step(step)
         on_step()
-    with torch.no_grad():
-        twin_logits = twins.predict(train.x)
-    _, held_out = twins.split_logits(twin_logits, index)
+    twin_logits = twins.predict(train.x)
+    _, held_out = split_twin_logits(twin_logits, twins.state["first_twin_holds"][0, : len(train)])
     inferred = cross_mistakes(twin_logits, train.y).bool()
     minority = train.a != train.y
     found = (inferred & minority).sum().item()
-    summary = TwinSummary(flip_rate=twins.flip_rate().item(),
+    summary = TwinSummary(flip_rate=flip_rates(twins.state["dynamic_labels"], train.y)[0].item(),
                           precision=found / max(inferred.sum().item(), 1),
                           recall=found / minority.sum().item())
     return held_out, summary
 
 
 def train_recorded(
-    algorithm: Algorithm, train: SplitTensors, test: SplitTensors, epochs: int, on_step: StepCallback
+    run: FullBatchRun, train: SplitTensors, test: SplitTensors, epochs: int, on_step: StepCallback
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``epochs`` full-batch updates of ``algorithm`` (a linear network), recording after each
-    the group accuracies on both splits and the weights on (x_y, x_a); returned on the CPU."""
+    """``epochs`` full-batch steps of ``run``, recording after each the group accuracies on
+    both splits and the weights on (x_y, x_a); returned on the CPU."""
     device = train.y.device
-    index = torch.arange(len(train), device=device)
-    groups = group_ids(train.y, train.a)
     train_correct, test_correct = GroupCorrect(train), GroupCorrect(test)
     # counts, not fractions, until the end: sums of 0/1 are exact in float32
     correct = torch.empty(epochs + 1, len(ACCURACY_KEYS), device=device)
@@ -198,13 +228,13 @@ def train_recorded(
 
     def record(epoch: int) -> None:
         with torch.no_grad():
-            correct[epoch, :2] = train_correct(algorithm.predict(train.x))
-            correct[epoch, 2:] = test_correct(algorithm.predict(test.x))
-            plane_weights[epoch] = algorithm.network.weight[:, :2]
+            correct[epoch, :2] = train_correct(run.predict(train.x))
+            correct[epoch, 2:] = test_correct(run.predict(test.x))
+            plane_weights[epoch] = run.plane_weights()
 
     record(0)
     for epoch in range(1, epochs + 1):
-        algorithm.update(index, train.x, train.y, groups)
+        run.step(epoch - 1)
         record(epoch)
         on_step()
     sizes = torch.cat([train_correct.sizes(), test_correct.sizes()])
@@ -223,11 +253,8 @@ def run(
         held_out, summary = None, None
         if algorithm_name == "MAT":
             held_out, summary = train_twins(train, config, on_step)
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-        algorithm = build_algorithm(algorithm_name, lambda: make_linear(train.x.shape[1]),
-                                    _training_set(train, generator, held_out),
-                                    sgd_hparams(lr, config.tau)).to(device)
-        accuracies, plane_weights = train_recorded(algorithm, train, test, config.epochs, on_step)
+        trained = FullBatchRun(algorithm_name, train, sgd_hparams(lr, config.tau), config.seed, held_out)
+        accuracies, plane_weights = train_recorded(trained, train, test, config.epochs, on_step)
     return RunResult(name, sigma, accuracies, plane_weights, train.to("cpu")), summary
 
 

@@ -5,8 +5,8 @@ import os
 import torch
 from matplotlib.colors import LinearSegmentedColormap
 
-from mat.interpretable import ACCURACY_KEYS, RunResult
-from mat.plotting import frame_steps, new_figure, render, save_png, write_gif
+from figures.interpretable import ACCURACY_KEYS, RunResult
+from figures.plotting import frame_steps, new_figure, render, save_png, write_gif
 
 PLANE_LIMITS = {"x_y": (-2.0, 2.0), "x_a": (-10.0, 10.0)}
 GRID_POINTS = 100  # per side of the background image

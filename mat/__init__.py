@@ -1,1 +1,0 @@
-"""Memorization-Aware Training (MAT): the held-out logit shift of Algorithm 1."""
