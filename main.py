@@ -67,6 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help='override hyper-parameters, e.g. \'{"num_steps": 301, "lr": 0.001}\'')
     parser.add_argument("--dtype", default="float32", choices=DTYPES,
                         help="precision of the small models' training (float64: exact comparisons, on the CPU)")
+    parser.add_argument("--no_cuda_graphs", dest="cuda_graphs", action="store_false",
+                        help="on a GPU, launch every kernel of a stack's step (default: replay the step as a CUDA graph)")
     parser.add_argument("--checkpoint_seconds", type=float, default=DEFAULT_CHECKPOINT_SECONDS, metavar="S",
                         help="save each run's checkpoint at the first evaluation S seconds after the last one "
                              "(0: at every evaluation); a resumed run loses at most S seconds of training")

@@ -70,7 +70,7 @@ class Batch:
     groups: torch.Tensor
     mask: torch.Tensor  # 1.0 for real examples, 0.0 for padding (the training dtype)
     uniforms: torch.Tensor | None  # per-example uniforms in [0, 1), for algorithms that draw
-    step: int
+    step: torch.Tensor | int  # the training step (a 0-d tensor in the loop, so that a CUDA graph can replay it)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -79,9 +79,9 @@ class ParameterStack:
         if shared:  # [n, D]: one product with every run's first layer at once
             flat = x.flatten(1).to(first.dtype) @ first.reshape(runs * per_run * width, -1).T
             hidden = flat.view(len(x), runs, per_run, width).permute(1, 2, 0, 3)
-        else:  # [H, B, D]: each run its own batch
-            flat = torch.bmm(x.flatten(2).to(first.dtype), first.reshape(runs, per_run * width, -1).transpose(1, 2))
-            hidden = flat.view(runs, x.shape[1], per_run, width).permute(0, 2, 1, 3)
+        else:  # [H, B, D]: each run its own batch; W x^T keeps the weight gradient g x a plain product
+            flat = torch.bmm(first.reshape(runs, per_run * width, -1), x.flatten(2).to(first.dtype).transpose(1, 2))
+            hidden = flat.view(runs, per_run, width, x.shape[1]).transpose(2, 3)
         for layer, weight in enumerate(self.weights):
             if layer > 0:
                 hidden = torch.matmul(F.relu(hidden), weight.transpose(-1, -2))

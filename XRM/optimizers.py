@@ -58,14 +58,15 @@ class StackedOptimizer:
             raise ValueError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
         self.name, self.parameters, self.decayed = name, parameters, decayed
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
-        self.steps = 0
+        # a device tensor, so that a captured CUDA graph counts its replays (Adam's bias corrections)
+        self.steps = torch.zeros((), dtype=torch.float64, device=lr.device)
         slots = ["momentum_buffer"] if name == "sgd" else ["exp_avg", "exp_avg_sq"]
         self.state = {slot: [torch.zeros_like(p) for p in parameters] for slot in slots}
 
     @torch.no_grad()
     def step(self) -> None:
-        """One update of every run's parameters from their gradients."""
-        self.steps += 1
+        """One update of every run's parameters from their gradients (no host synchronisation)."""
+        self.steps.add_(1)
         for i, (parameter, decayed) in enumerate(zip(self.parameters, self.decayed)):
             grad = parameter.grad
             lr = _per_run(self.lr, parameter)
@@ -84,7 +85,7 @@ class StackedOptimizer:
             exp_avg.lerp_(grad, 1 - beta1)
             exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             correction1, correction2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
-            denominator = (exp_avg_sq.sqrt() / correction2 ** 0.5).add_(self.EPS)
+            denominator = (exp_avg_sq.sqrt() / correction2.sqrt()).add_(self.EPS)
             parameter.sub_((lr / correction1) * exp_avg / denominator)
 
     def zero_grad(self) -> None:
@@ -94,12 +95,12 @@ class StackedOptimizer:
 
     def member_state(self, member: int) -> dict:
         """Run ``member``'s optimiser state, on the CPU (for its checkpoint)."""
-        return {"steps": self.steps,
+        return {"steps": int(self.steps.item()),
                 **{slot: [t[member].cpu().clone() for t in tensors] for slot, tensors in self.state.items()}}
 
     def load_member_state(self, member: int, state: dict) -> None:
         """Restore run ``member``'s optimiser state from :meth:`member_state`."""
-        self.steps = state["steps"]
+        self.steps.fill_(state["steps"])
         for slot, tensors in self.state.items():
             for tensor, saved in zip(tensors, state[slot]):
                 tensor[member] = saved.to(tensor)

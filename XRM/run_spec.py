@@ -39,6 +39,7 @@ class RunSpec:
     backbone_weights: str = "pretrained"
     num_workers: int = 4
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+    cuda_graphs: bool = True  # replay a small stack's step as a CUDA graph on a GPU
 
     @property
     def files(self) -> RunFiles:

@@ -42,6 +42,7 @@ class SweepSpec:
     num_workers: int = 4
     dtype: str = "float32"
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+    cuda_graphs: bool = True
 
 
 def phase_1_runs_directory(phase_1_dir: str | Path, dataset: str) -> Path:
@@ -132,7 +133,7 @@ def make_runs(spec: SweepSpec) -> list[RunSpec]:
                         device=spec.device, dtype=spec.dtype, hparams_overrides=dict(spec.hparams_overrides),
                         inputs=spec.inputs, image_backbone=spec.image_backbone, text_model=spec.text_model,
                         backbone_weights=spec.backbone_weights, num_workers=spec.num_workers,
-                        checkpoint_seconds=spec.checkpoint_seconds))
+                        checkpoint_seconds=spec.checkpoint_seconds, cuda_graphs=spec.cuda_graphs))
     return runs
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from XRM import checkpoints, model_selection, records
 from XRM.algorithms import Algorithm, Batch, RunData, flip_rates, get_algorithm_class, split_twin_logits
 from XRM.batches import input_shape, training_batches
+from XRM.cuda_graph import CapturedStep
 from XRM.devices import resolve_device
 from XRM.evaluation import StackEvaluator
 from XRM.fileio import append_jsonl, atomic_write_text
@@ -250,24 +251,27 @@ class StackTrainer:
         index = index.to(self.device, non_blocking=True)
         groups = self.groups.unsqueeze(0).expand(steps, -1, -1).gather(2, index)
         return {"index": index, "y": self.y[index], "groups": groups, "mask": (index < self.n_train).to(self.dtype),
-                "uniforms": uniforms.to(self.device, non_blocking=True)}
+                "uniforms": uniforms.to(self.device, non_blocking=True),
+                "step": torch.arange(start, stop, device=self.device)}
 
-    def _train_step(self, batch: Batch, x: torch.Tensor) -> None:
-        logits = self.model.forward(x)
+    def _train_step(self, batch: Batch, x: torch.Tensor | None = None) -> None:
+        """One step of every member; algorithm state is updated in place (a CUDA graph replays it)."""
+        logits = self.model.forward(self._inputs(batch.index) if x is None else x)
         total = logits.new_zeros(())
         for algorithm_slice in self.slices:
             part = slice(algorithm_slice.begin, algorithm_slice.end)
             sliced = Batch(batch.index[part], batch.y[part], batch.groups[part], batch.mask[part],
                            batch.uniforms[part], batch.step)
-            losses, algorithm_slice.state = algorithm_slice.algorithm.loss(
-                logits[part], sliced, algorithm_slice.state, algorithm_slice.hparams)
+            losses, state = algorithm_slice.algorithm.loss(logits[part], sliced, algorithm_slice.state,
+                                                           algorithm_slice.hparams)
+            for key, value in state.items():
+                if value is not algorithm_slice.state[key]:
+                    algorithm_slice.state[key].copy_(value)
             total = total + losses.sum()
         self.model.step(total)
 
-    def _inputs(self, plan_index: torch.Tensor, loader_batches) -> torch.Tensor:
-        """The inputs of a step's batches: [H, B, ...] for a ParameterStack, [B, ...] for a module."""
-        if loader_batches is not None:
-            return next(loader_batches)[1]
+    def _inputs(self, plan_index: torch.Tensor) -> torch.Tensor:
+        """The inputs of a step's batches held as a tensor: [H, B, ...] for a ParameterStack, [B, ...] for a module."""
         x = self.train_split.x
         if isinstance(self.model, ModuleStack):
             return x[plan_index[0]]
@@ -282,17 +286,22 @@ class StackTrainer:
         if not isinstance(self.train_split.x, torch.Tensor):  # images read from disk: one DataLoader for the run
             loader_batches = iter(training_batches(self.train_split.x, self.members[0].sampler, self.start,
                                                    self.num_steps, self.device, self.members[0].spec.num_workers))
+        train_step = self._train_step
+        if self.device.type == "cuda" and isinstance(self.model, ParameterStack) and self.members[0].spec.cuda_graphs:
+            train_step = CapturedStep(self._train_step)
         interval = self.members[0].spec.checkpoint_seconds
         last_checkpoint = time.monotonic()
         step = self.start
         while step < self.num_steps:
             stop = next_evaluation(step, self.eval_every, self.num_steps) + 1
             plan = self._plan(step, stop)
-            for t in range(step, stop):
-                row = t - step
+            for row in range(stop - step):
                 batch = Batch(plan["index"][row], plan["y"][row], plan["groups"][row], plan["mask"][row],
-                              plan["uniforms"][row], t)
-                self._train_step(batch, self._inputs(batch.index, loader_batches))
+                              plan["uniforms"][row], plan["step"][row])
+                if loader_batches is not None:
+                    self._train_step(batch, next(loader_batches)[1])
+                else:
+                    train_step(batch)
             bar.update(stop - step)
             step = stop
             self._evaluate(step - 1)
