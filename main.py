@@ -168,7 +168,8 @@ def main(args: argparse.Namespace) -> int:
     from XRM.devices import resolve_device
     from XRM.sweep import make_runs, plan_stacks
     from XRM.sweep_status import format_status, sweep_status
-    from XRM.train import check_runs, train_stack
+    from XRM.run_inputs import check_runs
+    from XRM.train import train_stack
 
     runs = make_runs(spec_from_args(args))
     if args.status:

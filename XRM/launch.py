@@ -8,7 +8,6 @@ finished runs and resumes interrupted ones from their checkpoints, so every laun
 simply call it again: after a failure, a preemption or a time-out.
 """
 import dataclasses
-import os
 import shlex
 import shutil
 import sys

@@ -1,5 +1,11 @@
-"""Model selection from records: which evaluation step of a run, and which hyper-parameter combination."""
+"""Every model-selection rule: which evaluation step of a run, which hyper-parameter combination,
+which phase-1 run, and which checkpoint is a run's best.
+
+Runs are read as objects with ``hparams_comb``, ``seed``, ``records``, ``phase`` and ``files``
+(XRM.results.RunResult).
+"""
 from XRM import records
+from XRM.errors import UserError
 
 
 def is_phase_1(run_records: list[dict]) -> bool:
@@ -42,3 +48,63 @@ def best_checkpoint_metric(has_inferred_validation_groups: bool) -> str:
     """The metric a run's best checkpoint is chosen by: va_gi_wga when the run has inferred
     validation groups (from a phase-1 file), else va_wga."""
     return records.VA_GI_WGA if has_inferred_validation_groups else records.VA_WGA
+
+
+def default_metric(runs: list) -> str:
+    """flip_rate for phase-1 runs, va_wga otherwise."""
+    return records.FLIP_RATE if runs and runs[0].phase == 1 else records.VA_WGA
+
+
+def criterion_for(runs: list, requested: str | None) -> str:
+    """The criterion for one folder: ``requested`` where its runs record it, else their default.
+
+    A results root holds phase-1 (XRM) folders beside phase-2 ones, and only some phase-2
+    runs record ``va_gi_wga``: a criterion asked for on the command line must not stop
+    the tables it does not apply to.
+    """
+    if requested is None or not runs or not fits_phase(requested, runs[0].phase):
+        return default_metric(runs)
+    if not any(selected_record(run.records, requested) is not None for run in runs):
+        return default_metric(runs)
+    return requested
+
+
+def selection_seed(runs: list, seed: int = 0) -> int:
+    """The seed whose runs choose the hyper-parameters: ``seed`` when present, else the smallest."""
+    seeds = sorted({run.seed for run in runs})
+    return seed if seed in seeds else seeds[0]
+
+
+def best_hparams_comb(runs: list, metric: str, seed: int = 0) -> int:
+    """The hyper-parameter combination with the best selected ``metric`` among the runs of ``seed``."""
+    check_metric(runs, metric)
+    chosen_seed = selection_seed(runs, seed)
+    scores = {}
+    for run in runs:
+        if run.seed == chosen_seed:
+            record = selected_record(run.records, metric)
+            if record is not None:
+                scores[run.hparams_comb] = record
+    if not scores:
+        raise UserError(f"no run in {runs[0].files.directory} records {metric}; choose another selection metric")
+    return best_candidate(scores, metric)
+
+
+def fits_phase(metric: str, phase: int) -> bool:
+    """Phase 1 is judged by flip_rate alone; phase 2 by every other selection metric."""
+    return (metric == records.FLIP_RATE) == (phase == 1)
+
+
+def check_metric(runs: list, metric: str) -> None:
+    """A UserError when ``metric`` does not fit the runs' phase."""
+    if not runs:
+        return
+    phase = runs[0].phase
+    if not fits_phase(metric, phase):
+        valid = records.FLIP_RATE if phase == 1 else ", ".join(m for m in records.SELECTION_METRICS if m != records.FLIP_RATE)
+        raise UserError(f"{metric} does not apply to phase-{phase} runs in {runs[0].files.directory}; use {valid}")
+
+
+def best_phase_1_comb(runs: list, seed: int) -> int:
+    """The phase-1 combination whose groups phase 2 uses: the best final flip rate among ``seed``'s runs."""
+    return best_hparams_comb([run for run in runs if run.seed == seed], records.FLIP_RATE, seed)

@@ -12,7 +12,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from XRM.cli import run_cli  # noqa: E402
 from XRM.errors import UserError  # noqa: E402
 from XRM.records import SELECTION_METRICS, group_labels_folder  # noqa: E402
-from XRM.results import collect_runs, criterion_for, format_table  # noqa: E402
+from XRM.model_selection import criterion_for  # noqa: E402
+from XRM.results import collect_runs, format_table  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collections.abc import Sequence
+
 import torch
 
 from XRM.algorithms import RunData, check_group_labels, get_algorithm_class
@@ -16,6 +18,8 @@ from XRM.errors import UserError
 from XRM.group_inference import HELD_OUT_LOGITS, TRAIN_ATTRIBUTES, VALIDATION_ATTRIBUTES, load_phase_1_artifact
 from XRM.groups import group_ids
 from XRM.hparams_registry import check_hparams, default_hparams, random_hparams
+from XRM.networks import build_network
+from XRM.batches import input_shape
 from XRM.run_spec import RunSpec
 
 #: steps of a --quick_run (debugging: default hyper-parameters, short)
@@ -144,3 +148,17 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
         held_out, inferred_validation = outputs[HELD_OUT_LOGITS], outputs[VALIDATION_ATTRIBUTES]
     hparams = resolve_hparams(spec, data.family, data.num_steps, data.eval_every)
     return RunSetup(spec, hparams, train_attributes, inferred_validation, held_out)
+
+
+def check_runs(specs: Sequence[RunSpec]) -> None:
+    """Load and check the inputs of every run before any run writes a file (raises the first UserError)."""
+    by_data: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        by_data.setdefault(spec.data_key(), []).append(spec)
+    for group in by_data.values():
+        data = load_stack_data(group[0], torch.device("cpu"))
+        phase_1_files = Phase1Files(data)
+        setups = [load_run_setup(spec, data, phase_1_files) for spec in group]
+        if data.backbone is not None:  # missing pretrained weights surface now, not mid-sweep
+            build_network(data.family, input_shape(data.splits["tr"].x), data.num_classes, setups[0].hparams,
+                          data.backbone)

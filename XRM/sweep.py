@@ -7,7 +7,8 @@ from XRM import records
 from XRM.algorithms import PHASE_1_GROUP_LABELS, check_group_labels, get_algorithm_class
 from XRM.data.registry import dataset_label, dataset_names, get_dataset
 from XRM.errors import UserError
-from XRM.results import best_hparams_comb, collect_runs
+from XRM.model_selection import best_hparams_comb, best_phase_1_comb
+from XRM.results import collect_runs
 from XRM.networks import STACKED_FAMILIES
 from XRM.run_inputs import resolve_dataset
 from XRM.options import DEFAULT_CHECKPOINT_SECONDS
@@ -67,7 +68,7 @@ def select_phase_1_file(phase_1_dir: str | Path, dataset: str, seed: int) -> Pat
             raise UserError(f"no phase-1 run for seed {seed} or seed 0 in {directory}; run phase 1 with --seed {seed}")
         print(f"warning: no phase-1 run for seed {seed} in {directory}; using seed 0's", file=sys.stderr)
         seed = 0
-    comb = best_hparams_comb([run for run in runs if run.seed == seed], records.FLIP_RATE, seed)
+    comb = best_phase_1_comb(runs, seed)
     return records.RunFiles(directory, comb, seed).inferred
 
 

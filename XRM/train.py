@@ -248,6 +248,8 @@ class StackTrainer:
             index[:, h, : batches.shape[1]] = batches
             if member.uniforms is not None:
                 uniforms[:, h, : batches.shape[1]] = member.uniforms.rows(start, stop)
+        if self.device.type == "cuda":  # page-locked, so the copies queue behind the training instead of waiting for it
+            index, uniforms = index.pin_memory(), uniforms.pin_memory()
         index = index.to(self.device, non_blocking=True)
         groups = self.groups.unsqueeze(0).expand(steps, -1, -1).gather(2, index)
         return {"index": index, "y": self.y[index], "groups": groups, "mask": (index < self.n_train).to(self.dtype),
@@ -292,9 +294,9 @@ class StackTrainer:
         interval = self.members[0].spec.checkpoint_seconds
         last_checkpoint = time.monotonic()
         step = self.start
+        plan = self._plan(step, next_evaluation(step, self.eval_every, self.num_steps) + 1) if step < self.num_steps else {}
         while step < self.num_steps:
-            stop = next_evaluation(step, self.eval_every, self.num_steps) + 1
-            plan = self._plan(step, stop)
+            stop = step + len(plan["step"])
             for row in range(stop - step):
                 batch = Batch(plan["index"][row], plan["y"][row], plan["groups"][row], plan["mask"][row],
                               plan["uniforms"][row], plan["step"][row])
@@ -302,6 +304,8 @@ class StackTrainer:
                     self._train_step(batch, next(loader_batches)[1])
                 else:
                     train_step(batch)
+            if stop < self.num_steps:  # drawn on the CPU while the device trains
+                plan = self._plan(stop, next_evaluation(stop, self.eval_every, self.num_steps) + 1)
             bar.update(stop - step)
             step = stop
             self._evaluate(step - 1)
@@ -354,17 +358,3 @@ class StackTrainer:
                       "two); no phase-1 file written", file=sys.stderr)
                 continue
             save_phase_1_artifact(files.inferred, train_attributes, validation_attributes, held_out)
-
-
-def check_runs(specs: Sequence[RunSpec]) -> None:
-    """Load and check the inputs of every run before any run writes a file (raises the first UserError)."""
-    by_data: dict[tuple, list[RunSpec]] = {}
-    for spec in specs:
-        by_data.setdefault(spec.data_key(), []).append(spec)
-    for group in by_data.values():
-        data = load_stack_data(group[0], torch.device("cpu"))
-        phase_1_files = Phase1Files(data)
-        setups = [load_run_setup(spec, data, phase_1_files) for spec in group]
-        if data.backbone is not None:  # missing pretrained weights surface now, not mid-sweep
-            build_network(data.family, input_shape(data.splits["tr"].x), data.num_classes, setups[0].hparams,
-                          data.backbone)

@@ -6,7 +6,8 @@ import pytest
 from XRM import records
 from XRM.errors import UserError
 from XRM.model_selection import best_candidate, selected_record
-from XRM.results import best_hparams_comb, collect_runs, format_table
+from XRM.model_selection import best_hparams_comb
+from XRM.results import collect_runs, format_table
 
 
 def _write(directory, comb, seed, run_records, header=None):

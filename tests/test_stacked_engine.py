@@ -1,5 +1,4 @@
 """The stacked engine: a run trained in a stack writes what it writes alone; resuming a killed stack is exact."""
-import json
 import os
 import signal
 import subprocess
