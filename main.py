@@ -173,7 +173,9 @@ def main(args: argparse.Namespace) -> int:
 
     runs = make_runs(spec_from_args(args))
     if args.status:
-        print(format_status(sweep_status(runs, options.slurm_dir)))
+        unfinished = plan_stacks([run for run in runs if not run.is_done()], args.stack_size)
+        stack_of = {run.run_name: number for number, stack in enumerate(unfinished) for run in stack}
+        print(format_status(sweep_status(runs, options.slurm_dir), stack_of))
         return 0
     resolve_device(args.device)
     unfinished = [run for run in runs if not run.is_done()]

@@ -173,14 +173,20 @@ def sweep_status(runs: list[Any], slurm_dir: str | os.PathLike) -> list[RunState
     return [run_state(run, jobs.get(run.run_name)) for run in runs]
 
 
-def format_status(states: list[RunState]) -> str:
-    """``--status`` as text: one line per run, then how many runs are in each state."""
+def format_status(states: list[RunState], stack_of: dict[str, int] | None = None) -> str:
+    """``--status`` as text: one line per run (with its stack, where ``stack_of`` maps run
+    names to stack numbers), then how many runs are in each state."""
     width = max((len(state.state) for state in states), default=0)
     lines = []
     for state in states:
         line = f"{state.state:<{width}}  {state.run_name}"
+        if stack_of and state.run_name in stack_of:
+            line += f"  (stack {stack_of[state.run_name]})"
         lines.append(f"{line}  {state.last_error_line}" if state.last_error_line else line)
     order = [DONE, RUNNING, PENDING, FAILED, NOT_LAUNCHED]
     counts = {name: sum(state.state == name for state in states) for name in order}
-    lines.append(", ".join(f"{counts[name]} {name}" for name in order) + f" ({len(states)} runs)")
+    summary = ", ".join(f"{counts[name]} {name}" for name in order) + f" ({len(states)} runs"
+    if stack_of:
+        summary += f"; unfinished ones in {len(set(stack_of.values()))} stacks"
+    lines.append(summary + ")")
     return "\n".join(lines)

@@ -148,6 +148,7 @@ class StackTrainer:
             networks = _networks(members[0], data)
             network = TwinNetwork(*networks) if len(networks) == 2 else networks[0]
             self.model = ModuleStack(network, hparams[0], device, members[0].spec.num_workers)
+            torch.manual_seed(members[0].spec.seed)  # a backbone's dropout draws from the global generators
         self.slices = self._slices()
         self.groups = self._per_run(lambda m: torch.cat([m.run_data.groups, m.run_data.groups.new_zeros(1)]))
         self.y = torch.cat([self.train_split.y, self.train_split.y.new_zeros(1)])

@@ -132,6 +132,9 @@ def test_a_relaunch_skips_finished_runs_and_stacks_the_others(tmp_path, script):
     assert first.returncode == 0, first.stderr
     before = {path: path.read_bytes() for path in tmp_path.rglob("results_*.json")}
     wider = _main(tmp_path, combs=3)[1:]
+    status = script(*wider, "--status").stdout.splitlines()
+    assert [line.split()[-2:] for line in status if line.startswith("not launched")] == [["(stack", "0)"]] * 2
+    assert status[-1] == "4 done, 0 running, 0 pending, 0 failed, 2 not launched (6 runs; unfinished ones in 1 stacks)"
     dry = script(*wider, "--dry_run")
     assert dry.stdout.splitlines()[0] == "dry run: 2 runs would be launched in 1 stacks, 4 skipped (done)"
     second = script(*wider)

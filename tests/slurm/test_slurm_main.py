@@ -40,7 +40,7 @@ def test_phase_1_then_mat_sweeps_on_slurm_equal_local_sweeps(tmp_path):
     phases = [["--phase", "1"], ["--phase", "2", "--algorithms", "MAT", "--group_labels", "no"]]
     for phase in phases:
         result = main_py(*phase, *common, "--out_dir", str(tmp_path / "slurm"), *slurm_args(tmp_path), "--wait")
-        assert "slurm: launched 2 runs, 0 skipped (done)" in result.stdout
+        assert "slurm: launched 2 runs in 1 stacks, 0 skipped (done)" in result.stdout
         assert "failed: 0 of 2" in result.stdout
         main_py(*phase, *common, "--out_dir", str(tmp_path / "local"))
     on_slurm, local = records_by_file(tmp_path / "slurm"), records_by_file(tmp_path / "local")
@@ -62,7 +62,7 @@ def _checkpoint_step(path: Path) -> int:
 
 def test_a_requeued_run_resumes_from_its_checkpoint(tmp_path):
     run = ["--phase", "2", "--datasets", "Synthetic", "--algorithms", "GroupDRO", "--group_labels", "yes",
-           "--hparams", '{"num_steps": 30001, "eval_every": 250}']
+           "--hparams", '{"num_steps": 30001, "eval_every": 250}', "--checkpoint_seconds", "0"]
     submitted = main_py(*run, "--out_dir", str(tmp_path / "slurm"), *slurm_args(tmp_path))
     job_id = re.search(r"job ids: (\S+)", submitted.stdout).group(1)
     run_dir = tmp_path / "slurm" / "GroupDRO" / "Synthetic" / "group_labels_yes"
