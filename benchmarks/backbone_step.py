@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
-from XRM.algorithms import ERM, TrainingSet  # noqa: E402
+from XRM.algorithms import ERM, Batch  # noqa: E402
 from XRM.backbones import BackboneSpec, build_torchvision_backbone  # noqa: E402
+from XRM.model_stacks import ModuleStack  # noqa: E402
 from XRM.networks import ImageClassifier, TextClassifier  # noqa: E402
 
 
@@ -38,14 +39,15 @@ def text_model(tiny: bool) -> torch.nn.Module:
 def time_steps(model: torch.nn.Module, x: torch.Tensor, optimizer: str, lr: float, steps: int, warmup: int,
                device: torch.device) -> float:
     """Seconds per training step, averaged over ``steps`` after ``warmup`` steps."""
-    y = torch.randint(0, 2, (len(x),), device=device)
-    training_set = TrainingSet(y=y, groups=y, num_classes=2, num_attributes=1,
-                               generator=torch.Generator(device=device))
-    algorithm = ERM(model, training_set, {"optimizer": optimizer, "lr": lr, "weight_decay": 1e-4}).to(device)
-    index = torch.arange(len(x), device=device)
+    stack = ModuleStack(model, {"optimizer": optimizer, "lr": lr, "weight_decay": 1e-4}, device, num_workers=0)
+    y = torch.randint(0, 2, (1, len(x)), device=device)
+    batch = Batch(index=torch.arange(len(x), device=device)[None], y=y, groups=torch.zeros_like(y),
+                  mask=torch.ones(y.shape, device=device), uniforms=None, step=0)
+    algorithm = ERM(num_classes=2)
 
     def step() -> None:
-        algorithm.update(index, x, y, y)  # the classifiers run their forward pass in bf16 on CUDA
+        losses, _ = algorithm.loss(stack.forward(x), batch, {}, {})  # the classifiers' forward pass in bf16 on CUDA
+        stack.step(losses.sum())
 
     for _ in range(warmup):
         step()

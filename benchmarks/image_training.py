@@ -2,7 +2,7 @@
 
 python benchmarks/image_training.py --images 4096 --steps 201 --num_workers 12
 Writes a Waterbirds-layout folder of random 256x256 JPEGs (as feature_extraction.py does),
-then times train.run (ERM, random weights: the same cost as ImageNet ones) through the real
+then times train_stack (ERM, random weights: the same cost as ImageNet ones) through the real
 data path: PIL decoding and transforms in DataLoader workers, pinned memory, bf16 autocast.
 Training speed is the difference between a short and a long run, so start-up and evaluation
 (first and last step only) cancel out.
@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from benchmarks.feature_extraction import make_folder  # noqa: E402
 from XRM.records import run_directory  # noqa: E402
 from XRM.devices import resolve_device  # noqa: E402
-from XRM.train import run  # noqa: E402
+from XRM.run_spec import RunSpec  # noqa: E402
+from XRM.train import train_stack  # noqa: E402
 
 
 def main() -> None:
@@ -33,9 +34,9 @@ def main() -> None:
     device = resolve_device(args.device)
     root = Path(tempfile.mkdtemp())
     make_folder(root / "data", args.images)
-    common = {"dataset": "Waterbirds", "algorithm": "ERM", "group_labels": "yes", "seed": 0,
-              "data_path": str(root / "data"), "device": str(device), "inputs": "images", "backbone_weights": "none",
-              "num_workers": args.num_workers, "progress": False}
+    common = {"phase": 2, "dataset": "Waterbirds", "algorithm": "ERM", "group_labels": "yes", "seed": 0,
+              "out_dir": str(run_directory(root / "out", "ERM", "Waterbirds", "yes")), "data_path": str(root / "data"),
+              "device": str(device), "inputs": "images", "backbone_weights": "none", "num_workers": args.num_workers}
     # Two runs that differ only in length: start-up and their two evaluations (first and
     # last step) cancel out of the difference, which is pure training.
     short, long = 21, args.steps
@@ -43,8 +44,7 @@ def main() -> None:
     for steps in (short, long):
         overrides = {"num_steps": steps, "eval_every": 10 ** 9, "batch_size": args.batch_size}
         start = time.perf_counter()
-        run({**common, "hparams_comb": steps, "hparams_overrides": overrides,
-             "out_dir": str(run_directory(root / "out", "ERM", "Waterbirds", "yes"))})
+        train_stack([RunSpec(**common, hparams_comb=steps, hparams_overrides=overrides)])
         seconds[steps] = time.perf_counter() - start
     per_step = (seconds[long] - seconds[short]) / (long - short)
     print(f"device {device}, {args.images} images, batch {args.batch_size}, {args.num_workers} workers: "

@@ -2,7 +2,7 @@
 
 python benchmarks/train_throughput.py --device cuda --train 162770 --dim 2048 --steps 2001
 Writes a random CelebA-sized features.pt under a temporary folder, then times whole runs
-(train.run: training, evaluation every --eval_every steps, checkpoints) and prints steps/s.
+(train_stack([spec]): training, evaluation every --eval_every steps, checkpoints) and prints steps/s.
 """
 import argparse
 import sys
@@ -13,10 +13,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
+from XRM.algorithms import get_algorithm_class  # noqa: E402
 from XRM.records import run_directory  # noqa: E402
+from XRM.run_spec import RunSpec  # noqa: E402
 from XRM.sweep import select_phase_1_file  # noqa: E402
 from XRM.devices import resolve_device  # noqa: E402
-from XRM.train import run  # noqa: E402
+from XRM.train import train_stack  # noqa: E402
 
 
 def write_random_features(data_path: Path, n_train: int, dim: int) -> None:
@@ -33,12 +35,12 @@ def write_random_features(data_path: Path, n_train: int, dim: int) -> None:
     torch.save(content, data_path / "celeba" / "features.pt")
 
 
-def time_run(run_args: dict, device: torch.device) -> float:
+def time_run(spec: RunSpec, device: torch.device) -> float:
     """Wall seconds of one run."""
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    run(run_args)
+    train_stack([spec])
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -62,15 +64,15 @@ def main() -> None:
         print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
               f"{args.train} x {args.dim} features, {args.steps} steps, eval every {args.eval_every}, batch {args.batch_size}")
         for algorithm in ("XRM", "ERM", "MAT"):
-            group_labels = "no"
-            run_args = {
-                "dataset": "CelebA", "algorithm": algorithm, "group_labels": group_labels, "hparams_comb": 0, "seed": 0,
-                "data_path": str(root / "data"), "device": str(device), "hparams_overrides": overrides,
-                "out_dir": str(run_directory(root / "out", algorithm, "CelebA", group_labels)), "progress": False,
-            }
-            if algorithm == "MAT":
-                run_args["phase_1_file"] = str(select_phase_1_file(root / "out" / "XRM", "CelebA", 0))
-            seconds = time_run(run_args, device)
+            cls, group_labels = get_algorithm_class(algorithm), "no"
+            phase_1_file = None
+            if cls.needs_held_out_logits:  # MAT: the XRM run above wrote it
+                phase_1_file = str(select_phase_1_file(root / "out" / "XRM", "CelebA", 0))
+            spec = RunSpec(phase=cls.phase, dataset="CelebA", algorithm=algorithm, hparams_comb=0, seed=0,
+                           out_dir=str(run_directory(root / "out", algorithm, "CelebA", group_labels)),
+                           data_path=str(root / "data"), group_labels=group_labels, phase_1_file=phase_1_file,
+                           device=str(device), hparams_overrides=overrides)
+            seconds = time_run(spec, device)
             print(f"{algorithm:>4}: {seconds:6.2f} s per run, {args.steps / seconds:7.0f} steps/s (evaluation included)")
 
 
