@@ -278,7 +278,8 @@ class StackTrainer:
         x = self.train_split.x
         if isinstance(self.model, ModuleStack):
             return x[plan_index[0]]
-        return x[plan_index.clamp_max(self.n_train - 1)]
+        rows = x.index_select(0, plan_index.clamp_max(self.n_train - 1).flatten())  # padding reads row n - 1
+        return rows.view(*plan_index.shape, *x.shape[1:])
 
     def train(self) -> None:
         """Train every member to the last step, evaluating, checkpointing and finishing them."""
