@@ -75,6 +75,15 @@ def run_command(argv: list[str]) -> float:
     return seconds
 
 
+def start_up_floor(device: str) -> float:
+    """Wall seconds of a new Python that imports torch and starts the device: what no command can avoid."""
+    device = "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+    code = f"import torch; torch.ones(1, device={device!r}).sum().item()"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
 def phase_1_argv(combs: int, common: list[str]) -> list[str]:
     """Phase 1 (XRM) with ``combs`` combinations."""
     return ["--phase", "1", "--num_hparams_combs", str(combs), *common]
@@ -124,7 +133,10 @@ def benchmark(args: argparse.Namespace, work: Path) -> list[dict]:
     if args.num_steps is not None:
         common += ["--hparams", json.dumps({"num_steps": args.num_steps})]
     phase_1_results: dict[int, Path] = {}  # combinations -> an out_dir holding XRM/
-    results = []
+    floor = start_up_floor(args.device)
+    print(f"import torch + start the device: {floor:.1f} s")
+    results = [{"command": "import torch + start the device (no main.py)", "argv": [], "runs": 0,
+                "seconds": {"stacked": floor}}]
     for index, command in enumerate(build_commands(args, common)):
         seconds: dict[str, float | str] = {}
         for mode in args.modes:
