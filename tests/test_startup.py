@@ -62,6 +62,9 @@ def test_read_results_never_imports_torch(tmp_path, script):
 
 
 @pytest.mark.parametrize("command, exit_code", [
+    (["main.py", "--help"], 0),
+    (["main.py", "--phase", "3"], 2),  # usage error
+    (["main.py", "--phase", "1", "--num_seeds", "0"], 2),  # a count that cannot describe a sweep
     (["download.py", "--help"], 0),
     (["download.py"], 2),  # usage error: no dataset, no --data_path
     (["XRM/read_results.py", "--help"], 0),
@@ -78,3 +81,10 @@ def test_datasets_networks_and_sweep_status_import_torch_alone(script):
     # Other tests register datasets of their own in this process; the package's are those of XRM modules.
     builtin = [name for name in dataset_names() if DATASETS[name].__module__.startswith("XRM.")]
     assert _report(result) == {"names": builtin, "loaded": ["torch"]}
+
+
+def test_a_features_sweep_loads_torch_alone(script, tmp_path):
+    result = script("-c", RUN_SCRIPT, "main.py", "--phase", "1", "--datasets", "Synthetic", "--num_hparams_combs", "2",
+                    "--hparams", '{"num_steps": 11, "eval_every": 5}', "--out_dir", str(tmp_path))
+    assert _report(result) == {"exit": 0, "loaded": ["torch"]}, result.stderr
+    assert len(list(tmp_path.rglob("done_*"))) == 2
