@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from XRM.errors import UserError
+from XRM.groups import one_hot
 from XRM.mat_shift import memorization_aware_shift
 from XRM.registry import Registry
 
@@ -83,17 +84,11 @@ def per_example_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
 
 
-def one_hot(index: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
-    """``index`` [...] as one-hot rows [..., size] of ``dtype``, without a host synchronisation
-    (F.one_hot checks its input's range on the host)."""
-    return (index[..., None] == torch.arange(size, device=index.device)).to(dtype)
-
-
 def sums_by_index(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
     """Per-run sums of ``values`` [H, B] by ``index`` [H, B] in 0 .. size-1: [H, size].
 
-    A one-hot product (a fixed order of additions, unlike CUDA's scatter_add), so runs are
-    reproducible and a run sums the same alone as in a stack.
+    A one-hot product (a fixed order of additions, unlike CUDA's scatter_add, as
+    XRM.groups.sum_by_index), so runs are reproducible and a run sums the same alone as in a stack.
     """
     return torch.einsum("hb,hbs->hs", values, one_hot(index, size, values.dtype))
 

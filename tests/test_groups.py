@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from XRM.groups import accuracy_metrics, group_ids
+from XRM.evaluation import GroupAccuracy
+from XRM.groups import group_ids
 
 
 def test_group_ids_count_attributes_from_the_data():
@@ -17,7 +18,8 @@ def test_worst_group_accuracy_over_eight_attributes():
     y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
     a = torch.tensor([0, 0, 5, 5, 7, 7, 7, 2, 2])
     predictions = torch.tensor([0, 0, 0, 1, 1, 0, 0, 1, 1])
-    metrics = accuracy_metrics(predictions, y, a)
-    # groups: (0,0) 2/2, (0,5) 1/2, (1,7) 1/3, (1,2) 2/2
-    assert metrics["wga"] == pytest.approx(1 / 3)
-    assert metrics["avg_acc"] == pytest.approx(6 / 9)
+    other_run = torch.ones(9, dtype=torch.long)  # a second run of the stack predicts 1 everywhere
+    average, worst = GroupAccuracy(y, a)(torch.stack([predictions, other_run]))
+    # groups: (0,0) 2/2, (0,5) 1/2, (1,7) 1/3, (1,2) 2/2; the second run gets class 0's groups all wrong
+    assert worst.tolist() == pytest.approx([1 / 3, 0.0])
+    assert average.tolist() == pytest.approx([6 / 9, 5 / 9])
