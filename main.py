@@ -10,7 +10,7 @@ import json
 import math
 
 # Only light modules here: the arguments are parsed before torch is imported.
-from XRM.cli import run_cli
+from XRM.cli import output_folder, run_cli
 from XRM.errors import UserError
 from XRM.launch import LaunchOptions, format_report, launch, visible_gpu_count
 from XRM.options import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_IMAGE_BACKBONE, DTYPES, INPUT_CHOICES, TEXT_MODEL_VARIABLE
@@ -164,11 +164,12 @@ def spec_from_args(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> int:
     """Build the runs and their stacks, check their inputs, then launch those not finished yet (or show their status)."""
     check_counts(args)
+    output_folder(args.out_dir)
     launcher, options = launch_options(args)
     from XRM.devices import resolve_device
     from XRM.sweep import make_runs, plan_stacks
     from XRM.sweep_status import format_status, sweep_status
-    from XRM.run_inputs import check_runs
+    from XRM.run_inputs import check_finished, check_runs
     from XRM.train import train_stack
 
     runs = make_runs(spec_from_args(args))
@@ -178,8 +179,8 @@ def main(args: argparse.Namespace) -> int:
         print(format_status(sweep_status(runs, options.slurm_dir), stack_of))
         return 0
     resolve_device(args.device)
-    unfinished = [run for run in runs if not run.is_done()]
-    check_runs(unfinished)
+    check_finished([run for run in runs if run.is_done()])
+    check_runs([run for run in runs if not run.is_done()])
     report = launch(plan_stacks(runs, args.stack_size), train_stack, launcher, options)
     print(format_report(report))
     return 1 if report.failures else 0

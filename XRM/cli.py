@@ -1,5 +1,7 @@
 """What every command-line entry point shares: user errors become one line and exit status 2."""
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -25,10 +27,16 @@ def figure_script_parser(description: str, out_dir: str) -> argparse.ArgumentPar
 
 
 def output_folder(path: str) -> Path:
-    """``path`` as a folder to write into (it may not exist yet); a UserError if it is a file."""
+    """``path`` as a folder to write into (it may not exist yet); a UserError if it is a file, lies
+    below a file, or cannot be written."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out_dir {folder} is a file: pass a directory")
+    existing = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out_dir {folder}: {existing} is a file, so the folder cannot be made; pass another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out_dir {folder}: {existing} is not writable; pass a folder you can write to")
     return folder
 
 
@@ -49,7 +57,7 @@ def run_cli(parser: argparse.ArgumentParser, main: Main) -> None:
     args = parser.parse_args()
     try:
         status = call_main(main, args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or training's Interrupted (SIGINT or SIGTERM) after its checkpoints
         print("interrupted; finished runs are kept, unfinished ones continue with --resume", file=sys.stderr)
-        status = 130
+        status = 128 + getattr(stop, "signum", signal.SIGINT)
     sys.exit(status)

@@ -28,3 +28,20 @@ def unwrap_worker_errors(batches: Iterable[T]) -> Iterator[T]:
         if len(lines) < 2:
             raise
         raise UserError(lines[-1].removeprefix(f"{UserError.__module__}.{UserError.__name__}: ")) from None
+
+
+class RunsFailed(Exception):
+    """Some runs of a stack failed while the others finished: ``reasons`` maps run names to one line each."""
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{name}: {reason}" for name, reason in reasons.items()))
+        self.reasons = reasons
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal (Ctrl-C's SIGINT, or SIGTERM: a cluster's scancel, a shutdown)
+    after its runs saved their checkpoints; ``signum`` is the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum

@@ -1,9 +1,15 @@
 """Atomic file writes (a reader never sees a half-written file) and whole-line appends."""
+import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
+
+from XRM.errors import UserError
 
 
 def _mode_from_umask() -> int:
@@ -13,18 +19,45 @@ def _mode_from_umask() -> int:
     return 0o666 & ~mask
 
 
+MIN_FREE_BYTES = 1 << 20
+
+
+def _disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether a failed write failed for lack of space (torch.save reports it as a RuntimeError
+    without an errno, so the free space is looked at too)."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < MIN_FREE_BYTES
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def space_errors(path: Path) -> Iterator[None]:
+    """Turn a write that failed on a full disk into one UserError: ``no space left on <folder>``."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        if _disk_full(error, path.parent):
+            raise UserError(f"no space left on {path.parent} (writing {path.name}); free some space, then "
+                            "relaunch with --resume") from None
+        raise
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, _mode_from_umask())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with space_errors(path):
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        tmp = Path(name)
+        try:
+            write(tmp)
+            os.chmod(tmp, _mode_from_umask())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -59,11 +92,12 @@ def append_jsonl(path: str | os.PathLike, record: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        written = os.write(handle, line)
-    finally:
-        os.close(handle)
+    with space_errors(path):
+        handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(handle, line)
+        finally:
+            os.close(handle)
     if written != len(line):
         # A second write could land after another process's line: report, never split a line.
         raise OSError(f"short write appending to {path}: {written} of {len(line)} bytes (disk full?)")

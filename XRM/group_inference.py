@@ -60,5 +60,9 @@ def load_phase_1_artifact(path: Path, n_train: int, n_validation: int, num_class
             raise UserError(
                 f"group-label file {path}: '{key}' has shape {tuple(value.shape)} but this dataset needs {shape}; "
                 "was it made for another dataset?")
+        if key == HELD_OUT_LOGITS and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise UserError(f"phase-1 file {path}: '{key}' has {bad} non-finite values (NaN or Inf); "
+                            "re-run phase 1 for this dataset")
         checked[key] = value.float() if key == HELD_OUT_LOGITS else value.long()
     return checked

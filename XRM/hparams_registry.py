@@ -4,6 +4,7 @@ Each random draw uses a generator seeded by (combination, hyper-parameter name),
 a hyper-parameter never changes the values drawn for the others. Search spaces follow the
 reference protocol (PAPER_FACTS.md, "Training protocol").
 """
+import math
 import zlib
 from typing import Any, Callable
 
@@ -119,9 +120,12 @@ def check_hparams(hparams: dict[str, Any]) -> None:
     for name in _POSITIVE_INTEGERS:
         if name in hparams and not (isinstance(hparams[name], int) and hparams[name] >= 1):
             raise bad(name, "an integer >= 1")
+    def finite(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
     for name in _POSITIVE:
-        if name in hparams and not (isinstance(hparams[name], (int, float)) and hparams[name] > 0):
-            raise bad(name, "a number > 0")
+        if name in hparams and not (finite(hparams[name]) and hparams[name] > 0):
+            raise bad(name, "a finite number > 0")
     for name in _NON_NEGATIVE:
-        if name in hparams and not (isinstance(hparams[name], (int, float)) and hparams[name] >= 0):
-            raise bad(name, "a number >= 0")
+        if name in hparams and not (finite(hparams[name]) and hparams[name] >= 0):
+            raise bad(name, "a finite number >= 0")

@@ -2,7 +2,7 @@
 
 A run is a picklable dataclass (a RunSpec) with three fields the launchers read:
 ``run_name`` (short, unique), ``done_path`` (a file that exists iff the run finished) and
-``resume``. A stack is a list of runs trained together by one call of ``run_fn``: one job
+``resume``, and optionally a method ``running_elsewhere()`` (another process trains it). A stack is a list of runs trained together by one call of ``run_fn``: one job
 (one SLURM array task, one local GPU). ``run_fn`` must be a top-level function that skips
 finished runs and resumes interrupted ones from their checkpoints, so every launcher may
 simply call it again: after a failure, a preemption or a time-out.
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from XRM import sweep_status
-from XRM.errors import UserError
+from XRM.errors import RunsFailed, UserError
 from XRM.registry import Registry
 
 Run = Any  # a dataclass with run_name, done_path and resume (a RunSpec)
@@ -58,6 +58,7 @@ class LaunchReport:
     launched: list[str]  # run names handed to the launcher (for dry_run: that would be)
     skipped_done: list[str] = dataclasses.field(default_factory=list)
     skipped_queued: list[str] = dataclasses.field(default_factory=list)  # a live job has them
+    skipped_running: list[str] = dataclasses.field(default_factory=list)  # another process trains them
     job_ids: list[str] = dataclasses.field(default_factory=list)
     log_dir: str | None = None
     dry_run: bool = False
@@ -144,6 +145,8 @@ def _import_path_setup(run_fn: RunFn) -> list[str]:
 
 
 def _failure_of(run: Run, error: BaseException) -> sweep_status.RunState:
+    if isinstance(error, RunsFailed) and run.run_name in error.reasons:
+        return sweep_status.RunState(run.run_name, sweep_status.FAILED, error.reasons[run.run_name])
     lines = "".join(traceback.format_exception_only(type(error), error))
     return sweep_status.RunState(run.run_name, sweep_status.FAILED, sweep_status.last_line(lines))
 
@@ -151,7 +154,7 @@ def _failure_of(run: Run, error: BaseException) -> sweep_status.RunState:
 @register_launcher("local")
 def _run_in_this_process(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
     """Run one stack after another here; a failed stack is reported and the sweep goes on."""
-    failures = []
+    failures, running = [], []
     for stack in stacks:
         try:
             run_fn(stack)
@@ -160,9 +163,19 @@ def _run_in_this_process(stacks: list[Stack], run_fn: RunFn, options: LaunchOpti
         except Exception as error:  # one bad stack must not stop the others; its unfinished runs are reported
             failures += [_failure_of(run, error) for run in stack if not _is_done(run)]
             continue
-        failures += [sweep_status.RunState(run.run_name, sweep_status.FAILED, sweep_status.NO_DONE_FILE)
-                     for run in stack if not _is_done(run)]
-    return LaunchReport("local", _names(stacks), failures=failures)
+        for run in stack:
+            if _is_done(run):
+                continue
+            if _running_elsewhere(run):
+                running.append(run.run_name)
+            else:
+                failures.append(sweep_status.RunState(run.run_name, sweep_status.FAILED, sweep_status.NO_DONE_FILE))
+    return LaunchReport("local", _names(stacks), failures=failures, skipped_running=running)
+
+
+def _running_elsewhere(run: Run) -> bool:
+    """Whether another process trains the run now (runs that can tell have ``running_elsewhere()``)."""
+    return bool(getattr(run, "running_elsewhere", lambda: False)())
 
 
 def visible_gpu_count() -> int:
@@ -301,6 +314,8 @@ def format_report(report: LaunchReport, max_listed: int = 20) -> str:
     skipped = f"{len(report.skipped_done)} skipped (done)"
     if report.skipped_queued:
         skipped += f", {len(report.skipped_queued)} skipped (already queued)"
+    if report.skipped_running:
+        skipped += f", {len(report.skipped_running)} skipped (running in another process)"
     in_stacks = f" in {len(report.stacks)} stacks" if 0 < len(report.stacks) < len(report.launched) else ""
     if report.dry_run:
         lines = [f"dry run: {len(report.launched)} runs would be launched{in_stacks}, {skipped}"]

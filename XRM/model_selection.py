@@ -75,18 +75,24 @@ def selection_seed(runs: list, seed: int = 0) -> int:
     return seed if seed in seeds else seeds[0]
 
 
+def selectable(run) -> bool:
+    """Whether a run may be selected: finished, with each step recorded once (``run.problem`` says why not)."""
+    return getattr(run, "problem", None) is None
+
+
 def best_hparams_comb(runs: list, metric: str, seed: int = 0) -> int:
-    """The hyper-parameter combination with the best selected ``metric`` among the runs of ``seed``."""
+    """The hyper-parameter combination with the best selected ``metric`` among the selectable runs of ``seed``."""
     check_metric(runs, metric)
     chosen_seed = selection_seed(runs, seed)
     scores = {}
     for run in runs:
-        if run.seed == chosen_seed:
+        if run.seed == chosen_seed and selectable(run):
             record = selected_record(run.records, metric)
             if record is not None:
                 scores[run.hparams_comb] = record
     if not scores:
-        raise UserError(f"no run in {runs[0].files.directory} records {metric}; choose another selection metric")
+        raise UserError(f"no finished run in {runs[0].files.directory} records {metric}; finish the sweep "
+                        "(--resume) or choose another selection metric")
     return best_candidate(scores, metric)
 
 

@@ -78,6 +78,16 @@ class RunFiles:
         return self.directory / f"inferred_{self.tag}.pt"
 
     @property
+    def lock(self) -> Path:
+        """Held (XRM/run_lock.py) by the process training the run."""
+        return self.directory / f".lock_{self.tag}"
+
+    def stale_temporaries(self) -> list[Path]:
+        """Temporary files a killed write of one of the run's files left behind."""
+        names = [path.name for path in (self.results, self.checkpoint, self.best_checkpoint, self.inferred, self.done)]
+        return [path for name in names for path in self.directory.glob(f".{name}.*.tmp")]
+
+    @property
     def done(self) -> Path:
         """Marker written once everything else is in place."""
         return self.directory / f"done_{self.tag}"

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from XRM import records
-from XRM.model_selection import best_hparams_comb, check_metric, is_phase_1, selected_record, selection_seed
+from XRM.model_selection import (best_hparams_comb, check_metric, is_phase_1, selectable, selected_record,
+                                  selection_seed)
 
 
 @dataclass
@@ -22,6 +23,18 @@ class RunResult:
     def phase(self) -> int:
         """1 or 2, from the records."""
         return 1 if is_phase_1(self.records) else 2
+
+    @property
+    def problem(self) -> str | None:
+        """Why the run must not be selected, or None: its records repeat steps (two processes
+        trained it), or it was written by this toolkit (its header names a done file) and has
+        not finished (unfinished, failed, diverged or still running)."""
+        steps = [record[records.STEP] for record in self.records]
+        if len(set(steps)) != len(steps):
+            return "its records repeat steps"
+        if "done_path" in self.header and not self.files.done.exists():
+            return "no done file: unfinished, failed or still running"
+        return None
 
 
 def collect_runs(directory: Path) -> list[RunResult]:
@@ -47,7 +60,8 @@ def _format(value: float | None) -> str:
 
 
 def format_table(runs: list[RunResult], metric: str, seed: int = 0) -> str:
-    """One row per hyper-parameter combination (best marked '*'), then mean +/- std over seeds of the best."""
+    """One row per hyper-parameter combination (best marked '*'), then mean +/- std over seeds of the best,
+    then the runs that were not selected and why (unfinished, or records repeating steps)."""
     check_metric(runs, metric)
     phase = runs[0].phase
     columns = [records.FLIP_RATE] if phase == 1 else list(records.PHASE_2_METRICS)
@@ -61,7 +75,7 @@ def format_table(runs: list[RunResult], metric: str, seed: int = 0) -> str:
         mark = "*" if run.hparams_comb == best else " "
         lines.append(f"{mark} {run.hparams_comb:>7} {record.get(records.STEP, '-'):>6} "
                      + " ".join(f"{_format(record.get(c)):>10}" for c in columns))
-    best_runs = [run for run in runs if run.hparams_comb == best]
+    best_runs = [run for run in runs if run.hparams_comb == best and selectable(run)]
     summary_columns = [records.FLIP_RATE] if phase == 1 else [records.TE_WGA, records.TE_AVG_ACC]
     parts = []
     for column in summary_columns:
@@ -70,4 +84,8 @@ def format_table(runs: list[RunResult], metric: str, seed: int = 0) -> str:
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         parts.append(f"{column} {statistics.mean(values):.1f} +/- {spread:.1f}")
     lines.append(f"best hpcomb {best} by {metric} (seed {chosen_seed}); over {len(best_runs)} seed(s): " + ", ".join(parts))
+    flagged = [run for run in runs if not selectable(run)]
+    if flagged:
+        lines.append(f"not selected ({len(flagged)}):")
+        lines += [f"  {run.files.tag}: {run.problem}" for run in sorted(flagged, key=lambda r: (r.seed, r.hparams_comb))]
     return "\n".join(lines)

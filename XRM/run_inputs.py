@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
+from XRM import records
 from XRM.algorithms import RunData, check_group_labels, get_algorithm_class
 from XRM.backbones import BackboneSpec
 from XRM.data.base import GroupDataset, InputOptions, SplitTensors
@@ -147,6 +148,9 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
                             "re-run phase 1 with this toolkit")
         held_out, inferred_validation = outputs[HELD_OUT_LOGITS], outputs[VALIDATION_ATTRIBUTES]
     hparams = resolve_hparams(spec, data.family, data.num_steps, data.eval_every)
+    if hparams["batch_size"] > len(train_y):
+        raise UserError(f"hyper-parameter batch_size = {hparams['batch_size']} is larger than the training set "
+                        f"({len(train_y)} examples); lower it with --hparams '{{\"batch_size\": {len(train_y)}}}'")
     return RunSetup(spec, hparams, train_attributes, inferred_validation, held_out)
 
 
@@ -162,3 +166,23 @@ def check_runs(specs: Sequence[RunSpec]) -> None:
         if data.backbone is not None:  # missing pretrained weights surface now, not mid-sweep
             build_network(data.family, input_shape(data.splits["tr"].x), data.num_classes, setups[0].hparams,
                           data.backbone)
+
+
+def check_finished(specs: Sequence[RunSpec]) -> None:
+    """A UserError when a finished run would now be asked for other hyper-parameters (it would be
+    skipped as done, and the new settings would never train)."""
+    for spec in specs:
+        try:
+            header, _ = records.read_results(spec.files.results)
+        except (OSError, ValueError):
+            continue  # an unreadable results file is read_results' to report
+        recorded = header.get("hparams")
+        if not isinstance(recorded, dict):
+            continue
+        dataset = resolve_dataset(spec)
+        wanted = resolve_hparams(spec, dataset.family, dataset.num_steps, dataset.eval_every)
+        changed = sorted(key for key in set(recorded) & set(wanted) if recorded[key] != wanted[key])
+        if changed:
+            shown = ", ".join(f"{key} {recorded[key]!r} -> {wanted[key]!r}" for key in changed)
+            raise UserError(f"{spec.run_name} finished with other hyper-parameters ({shown}); use another "
+                            f"--out_dir, or delete its files in {spec.files.directory} to train the new ones")

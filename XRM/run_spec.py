@@ -12,6 +12,7 @@ from typing import Any
 
 from XRM.options import DEFAULT_CHECKPOINT_SECONDS
 from XRM.records import RunFiles
+from XRM.run_lock import held_elsewhere
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ class RunSpec:
     def is_done(self) -> bool:
         """Whether the run has finished."""
         return self.files.done.exists()
+
+    def running_elsewhere(self) -> bool:
+        """Whether another process is training the run now (it holds the run's lock)."""
+        return held_elsewhere(self.files.lock)
 
     def header(self) -> dict[str, Any]:
         """The run's options as its results file's header records them (the reference's keys kept)."""

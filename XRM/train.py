@@ -21,15 +21,18 @@ from XRM.algorithms import Algorithm, Batch, RunData, flip_rates, get_algorithm_
 from XRM.batches import input_shape, training_batches
 from XRM.cuda_graph import CapturedStep
 from XRM.devices import resolve_device
+from XRM.errors import Interrupted, RunsFailed
 from XRM.evaluation import StackEvaluator
 from XRM.fileio import append_jsonl, atomic_write_text
 from XRM.group_inference import cross_mistakes, is_degenerate, save_phase_1_artifact
 from XRM.model_stacks import ModuleStack, ParameterStack
 from XRM.networks import TwinNetwork, build_network
 from XRM.run_inputs import Phase1Files, RunSetup, StackData, load_run_setup, load_stack_data
+from XRM.run_lock import try_lock, unlock
 from XRM.run_spec import RunSpec
 from XRM.sampling import StepSampler, StepUniforms, build_sampler
 from XRM.stack_memory import split_to_fit
+from XRM.stop_signals import StopRequests
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -45,6 +48,7 @@ class Member:
     uniforms: StepUniforms | None = None
     best: dict = field(default_factory=dict)
     best_changed: bool = False
+    diverged_at: int | None = None  # the step whose loss was not finite: the run stops there
 
     @property
     def spec(self) -> RunSpec:
@@ -109,10 +113,28 @@ def _stack_groups(members: list[Member], data: StackData, stack_size: int | None
 
 
 def train_stack(specs: Sequence[RunSpec], stack_size: int | None = None) -> None:
-    """Train the unfinished runs among ``specs`` (see the module docstring)."""
-    todo = [spec for spec in specs if not spec.is_done()]
-    if not todo:
-        return
+    """Train the unfinished runs among ``specs`` that no other process is training (see the module docstring)."""
+    locks = {}
+    try:
+        for spec in specs:
+            if spec.is_done():
+                continue
+            handle = try_lock(spec.files.lock)
+            if handle is None:
+                print(f"{spec.run_name}: running in another process; skipped", file=sys.stderr)
+            else:
+                locks[spec] = handle
+        if locks:
+            _train_locked([spec for spec in specs if spec in locks and not spec.is_done()], stack_size)
+    finally:
+        for handle in locks.values():
+            unlock(handle)
+
+
+def _train_locked(todo: list[RunSpec], stack_size: int | None) -> None:
+    for spec in todo:
+        for path in spec.files.stale_temporaries():  # a killed write's leftovers; the lock makes them ours
+            path.unlink(missing_ok=True)
     device = resolve_device(todo[0].device)
     dtype = DTYPES[todo[0].dtype]
     data = load_stack_data(todo[0], device, dtype)
@@ -164,6 +186,8 @@ class StackTrainer:
             self.evaluator = StackEvaluator(data.splits["va"], data.splits["te"],
                                             [self._on_device(m.setup.inferred_validation_attributes) for m in members])
         self.start = members[0].start
+        # the first step whose loss was not finite, per member (-1: none), kept on the device
+        self.diverged_step = torch.full((len(members),), -1, dtype=torch.long, device=device)
         self._restore_or_start()
 
     def _on_device(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -226,6 +250,8 @@ class StackTrainer:
 
     def _save_checkpoints(self, step: int) -> None:
         for index, member in enumerate(self.members):
+            if member.diverged_at is not None:  # its last checkpoint stays the last finite state
+                continue
             if member.best_changed:
                 checkpoints.save_best(member.spec.files, self.model.best_model_state(index), member.best,
                                       member.setup.hparams)
@@ -260,7 +286,7 @@ class StackTrainer:
     def _train_step(self, batch: Batch, x: torch.Tensor | None = None) -> None:
         """One step of every member; algorithm state is updated in place (a CUDA graph replays it)."""
         logits = self.model.forward(self._inputs(batch.index) if x is None else x)
-        total = logits.new_zeros(())
+        run_losses = []
         for algorithm_slice in self.slices:
             part = slice(algorithm_slice.begin, algorithm_slice.end)
             sliced = Batch(batch.index[part], batch.y[part], batch.groups[part], batch.mask[part],
@@ -270,8 +296,11 @@ class StackTrainer:
             for key, value in state.items():
                 if value is not algorithm_slice.state[key]:
                     algorithm_slice.state[key].copy_(value)
-            total = total + losses.sum()
-        self.model.step(total)
+            run_losses.append(losses)
+        losses = torch.cat(run_losses)
+        first = (self.diverged_step < 0) & ~torch.isfinite(losses)
+        self.diverged_step.copy_(torch.where(first, batch.step, self.diverged_step))
+        self.model.step(losses.sum())
 
     def _inputs(self, plan_index: torch.Tensor) -> torch.Tensor:
         """The inputs of a step's batches held as a tensor: [H, B, ...] for a ParameterStack, [B, ...] for a module."""
@@ -293,46 +322,80 @@ class StackTrainer:
         train_step = self._train_step
         if self.device.type == "cuda" and isinstance(self.model, ParameterStack) and self.members[0].spec.cuda_graphs:
             train_step = CapturedStep(self._train_step)
-        interval = self.members[0].spec.checkpoint_seconds
         last_checkpoint = time.monotonic()
         step = self.start
         plan = self._plan(step, next_evaluation(step, self.eval_every, self.num_steps) + 1) if step < self.num_steps else {}
-        while step < self.num_steps:
-            stop = step + len(plan["step"])
-            for row in range(stop - step):
-                batch = Batch(plan["index"][row], plan["y"][row], plan["groups"][row], plan["mask"][row],
-                              plan["uniforms"][row], plan["step"][row])
-                if loader_batches is not None:
-                    self._train_step(batch, next(loader_batches)[1])
-                else:
-                    train_step(batch)
-            if stop < self.num_steps:  # drawn on the CPU while the device trains
-                plan = self._plan(stop, next_evaluation(stop, self.eval_every, self.num_steps) + 1)
-            bar.update(stop - step)
-            step = stop
-            self._evaluate(step - 1)
-            if time.monotonic() - last_checkpoint >= interval or step == self.num_steps:
-                self._save_checkpoints(step - 1)
-                last_checkpoint = time.monotonic()
+        with StopRequests() as stops:
+            while step < self.num_steps:
+                stop = step + len(plan["step"])
+                for row in range(stop - step):
+                    batch = Batch(plan["index"][row], plan["y"][row], plan["groups"][row], plan["mask"][row],
+                                  plan["uniforms"][row], plan["step"][row])
+                    if loader_batches is not None:
+                        self._train_step(batch, next(loader_batches)[1])
+                    else:
+                        train_step(batch)
+                    if stops.signum is not None:
+                        self._stop(step + row, stops.signum)
+                step, last_checkpoint = self._end_chunk(step, stop, plan, last_checkpoint, bar)
         bar.close()
         if self.phase == 1:
             self._finish_phase_1()
-        for member in self.members:
+        for member in self.live_members():
             atomic_write_text("", member.spec.files.done)
+        diverged = {m.spec.run_name: f"diverged at step {m.diverged_at} (non-finite loss); not marked done"
+                    for m in self.members if m.diverged_at is not None}
+        if diverged:
+            raise RunsFailed(diverged)
+
+    def _end_chunk(self, step: int, stop: int, plan: dict, last_checkpoint: float, bar) -> tuple[int, float]:
+        """After steps step .. stop-1: draw the next chunk's batches (while the device trains), evaluate,
+        and checkpoint when due. Returns the next step and the time of the last checkpoint."""
+        if stop < self.num_steps:
+            plan.update(self._plan(stop, next_evaluation(stop, self.eval_every, self.num_steps) + 1))
+        bar.update(stop - step)
+        self._evaluate(stop - 1)
+        if time.monotonic() - last_checkpoint >= self.members[0].spec.checkpoint_seconds or stop == self.num_steps:
+            self._save_checkpoints(stop - 1)
+            last_checkpoint = time.monotonic()
+        return stop, last_checkpoint
+
+    def _stop(self, step: int, signum: int) -> None:
+        """Save every run's checkpoint at ``step`` (just trained) and raise Interrupted."""
+        self._save_checkpoints(step)
+        print(f"stopped at step {step} by signal {signum}; checkpoints saved", file=sys.stderr)
+        raise Interrupted(signum)
+
+    def live_members(self) -> list[Member]:
+        """The members still training (not diverged)."""
+        return [member for member in self.members if member.diverged_at is None]
+
+    def _note_divergence(self) -> None:
+        """Stop the members whose loss stopped being finite (read at an evaluation: one synchronisation)."""
+        for member, step in zip(self.members, self.diverged_step.tolist()):
+            if step >= 0 and member.diverged_at is None:
+                member.diverged_at = step
+                print(f"{member.spec.run_name}: diverged at step {step} (non-finite loss); stopped, not marked done",
+                      file=sys.stderr)
 
     # ------------------------------------------------------------------ evaluation
 
     def _evaluate(self, step: int) -> None:
+        self._note_divergence()
         if self.phase == 1:
             rates = torch.cat([flip_rates(s.state["dynamic_labels"], self.train_split.y) for s in self.slices])
             for member, rate in zip(self.members, rates.tolist()):
-                append_jsonl(member.spec.files.results, {records.STEP: step, records.FLIP_RATE: rate})
+                if member.diverged_at is None:
+                    append_jsonl(member.spec.files.results, {records.STEP: step, records.FLIP_RATE: rate})
             return
         metrics = self.evaluator(self.model.predict)
         names = list(metrics)
         values = torch.stack([metrics[name] for name in names], dim=1).tolist()
         improved = []
         for member, row in zip(self.members, values):
+            if member.diverged_at is not None:
+                improved.append(False)
+                continue
             record = {name: value for name, value in zip(names, row) if value == value}  # NaN: not recorded
             append_jsonl(member.spec.files.results, {records.STEP: step, **record})
             better = record[member.best["metric"]] >= member.best["value"]
@@ -348,6 +411,8 @@ class StackTrainer:
         train_logits, validation_logits = self.model.predict(train.x), self.model.predict(validation.x)
         holds = torch.cat([s.state["first_twin_holds"] for s in self.slices])[:, : len(train)]
         for index, member in enumerate(self.members):
+            if member.diverged_at is not None:
+                continue
             _, held_out = split_twin_logits(train_logits[index], holds[index])
             train_attributes = cross_mistakes(train_logits[index], train.y)
             validation_attributes = cross_mistakes(validation_logits[index], validation.y)

@@ -114,7 +114,9 @@ def test_resume_with_other_hyper_parameters_is_refused(script, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ('{"optimizer": "rmsprop"}', "hyper-parameter optimizer = 'rmsprop': it must be one of sgd, adam, adamw"),
     ('{"batch_size": 0}', "hyper-parameter batch_size = 0: it must be an integer >= 1"),
-    ('{"lr": -0.1}', "hyper-parameter lr = -0.1: it must be a number > 0"),
+    ('{"lr": -0.1}', "hyper-parameter lr = -0.1: it must be a finite number > 0"),
+    ('{"lr": Infinity}', "hyper-parameter lr = inf: it must be a finite number > 0"),
+    ('{"weight_decay": NaN}', "hyper-parameter weight_decay = nan: it must be a finite number >= 0"),
 ])
 def test_override_values_that_cannot_train(script, tmp_path, override, message):
     result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--hparams", override,

@@ -86,7 +86,8 @@ class ImageDataset(GroupDataset):
     def load_splits(self, data_path: str) -> dict[str, SplitTensors]:
         """The three splits: features from features.pt, or images listed by the metadata CSV."""
         if self.inputs == "features":
-            return load_features_file(self._folder(data_path) / FEATURES_FILE, self.download_name)
+            return load_features_file(self._folder(data_path) / FEATURES_FILE, self.download_name,
+                                      num_classes=self.num_classes)
         return {split: image_split_tensors(load_image_split(data_path, self.layout_name, split)) for split in SPLITS}
 
 
