@@ -13,6 +13,7 @@ import torch
 from XRM import records
 from XRM.algorithms import RunData, check_group_labels, get_algorithm_class
 from XRM.backbones import BackboneSpec
+from XRM.checkpoints import load_checkpoint
 from XRM.data.base import GroupDataset, InputOptions, SplitTensors
 from XRM.data.registry import get_dataset
 from XRM.errors import UserError
@@ -163,6 +164,9 @@ def check_runs(specs: Sequence[RunSpec]) -> None:
         data = load_stack_data(group[0], torch.device("cpu"))
         phase_1_files = Phase1Files(data)
         setups = [load_run_setup(spec, data, phase_1_files) for spec in group]
+        for setup in setups:  # a checkpoint to resume from must be readable and of the same settings
+            if setup.spec.resume and setup.spec.files.checkpoint.exists():
+                load_checkpoint(setup.spec.files, setup.hparams)
         if data.backbone is not None:  # missing pretrained weights surface now, not mid-sweep
             build_network(data.family, input_shape(data.splits["tr"].x), data.num_classes, setups[0].hparams,
                           data.backbone)
