@@ -276,3 +276,27 @@ def test_without_sinfo_the_request_is_not_checked_and_a_note_says_so(monkeypatch
     assert slurm_resources.check_request(slurm_resources.Request(8, 1, None), "debug") == [
         "sinfo not found: the job's CPUs, GPUs and memory were not compared with the partition's nodes"]
 
+
+def test_status_shows_why_a_pending_slurm_job_waits(tmp_path, monkeypatch):
+    # A stand-in squeue answering with lines a real one printed (array 1: task 0 running,
+    # task 2 waiting; job 3 asking for a node that is down).
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "squeue").write_text(
+        "#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\n"
+        "printf '1_2|Resources\\n1_0|None\\n"
+        "3|Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions\\n'\n")
+    (fake_bin / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:/usr/bin:/bin")
+    assert sweep_status.pending_reasons(["1_2", "1_0", "3", "5_0"]) == {
+        "1_2": "Resources", "3": "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions"}
+    assert (fake_bin / "args").read_text().split() == ["--noheader", "--array", "--jobs=1,3,5", "--format=%i|%r"]
+    states = [sweep_status.RunState("toy/seed0", "pending", "", "Resources"),
+              sweep_status.RunState("toy/seed1", "pending", ""),
+              sweep_status.RunState("toy/seed2", "done", "")]
+    assert sweep_status.format_status(states, {"toy/seed0": 0, "toy/seed1": 1}).splitlines() == [
+        "pending  toy/seed0  (stack 0)  (Resources)",
+        "pending  toy/seed1  (stack 1)",
+        "done     toy/seed2",
+        "1 done, 0 running, 2 pending, 0 failed, 0 not launched (3 runs; unfinished ones in 2 stacks)",
+    ]
