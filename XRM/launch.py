@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from XRM import sweep_status
+from XRM import slurm_resources, sweep_status
 from XRM.errors import RunsFailed, UserError
 from XRM.registry import Registry
 
@@ -277,7 +277,8 @@ def _slurm_executor(options: LaunchOptions, run_fn: RunFn):
 @register_launcher("slurm")
 def _submit_to_slurm(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
     """Submit the stacks as one SLURM job array (a task per stack); runs whose job is still
-    queued are not resubmitted."""
+    queued are not resubmitted. A request no node of the partition can meet is refused
+    before anything is submitted."""
     import submitit
 
     from XRM.stack_job import StackJob
@@ -289,6 +290,7 @@ def _submit_to_slurm(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions)
     to_submit = [[run for run in stack if run.run_name not in queued_names] for stack in stacks]
     to_submit = [stack for stack in to_submit if stack]
     executor = _slurm_executor(options, run_fn)
+    notes = _check_slurm_request(options) if to_submit else []
     try:
         array = executor.submit_array([StackJob(run_fn, stack) for stack in to_submit]) if to_submit else []
     except submitit.core.utils.FailedJobError as error:
@@ -300,7 +302,15 @@ def _submit_to_slurm(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions)
         run.run_name: sweep_status.JobEntry("slurm", job.job_id, folder) for run, job in jobs})
     return LaunchReport("slurm", _names(to_submit),
                         skipped_queued=[run.run_name for run in runs if run.run_name in queued_names],
-                        job_ids=[job.job_id for job in array], log_dir=str(Path(folder).parent), jobs=jobs)
+                        job_ids=[job.job_id for job in array], log_dir=str(Path(folder).parent), jobs=jobs,
+                        notes=notes)
+
+
+def _check_slurm_request(options: LaunchOptions) -> list[str]:
+    """A UserError if no node of the partition can run one job (it would pend for ever);
+    else the notes for the report (sinfo unreadable: nothing was checked)."""
+    request = slurm_resources.Request(options.slurm_cpus_per_task, options.slurm_gpus_per_node, options.slurm_mem_gb)
+    return slurm_resources.check_request(request, options.slurm_partition)
 
 
 @register_launcher("dry_run")

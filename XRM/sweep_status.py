@@ -3,9 +3,12 @@
 The index lets ``--status`` (a later process) find the jobs a launch submitted. A run's
 state comes from disk first (its done file) and from submitit's view of its job second;
 submitit is imported only when a job is looked at, so a sweep without one never loads it.
+Why a pending SLURM job waits comes from squeue.
 """
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -15,6 +18,7 @@ if TYPE_CHECKING:
     import submitit
 
 INDEX_NAME = "runs_index.json"
+SQUEUE_TIMEOUT_S = 60
 
 # The states a run can be in; these strings are what --status prints.
 DONE = "done"
@@ -55,11 +59,13 @@ _LIVE_SLURM_STATES = {
 
 
 class RunState(NamedTuple):
-    """One line of ``--status``: a run, its state and, when it failed, its last error line."""
+    """One line of ``--status``: a run, its state and, when it failed, its last error line;
+    when its SLURM job is pending, SLURM's reason (Resources, Priority, JobHeldUser, ...)."""
 
     run_name: str
     state: str
     last_error_line: str
+    pending_reason: str = ""
 
 
 class JobEntry(NamedTuple):
@@ -165,23 +171,58 @@ def sweep_status(runs: list[Any], slurm_dir: str | os.PathLike) -> list[RunState
     """Each run's state, from its done file and the jobs indexed under ``slurm_dir``.
 
     States: done / running / pending / failed (with the last line of its error) / not
-    launched. SLURM states come from one sacct call for the whole sweep.
+    launched. SLURM states come from one sacct call for the whole sweep, and the reasons
+    pending jobs wait from one squeue call.
     """
     index = read_index(slurm_dir)
     # Build every job before asking any state, so that submitit asks sacct once for all.
     jobs = {run.run_name: job_of(index[run.run_name]) for run in runs if run.run_name in index}
-    return [run_state(run, jobs.get(run.run_name)) for run in runs]
+    states = [run_state(run, jobs.get(run.run_name)) for run in runs]
+    pending = {state.run_name: index[state.run_name].job_id for state in states
+               if state.state == PENDING and index[state.run_name].executor == "slurm"}
+    reasons = pending_reasons(list(pending.values()))
+    return [state._replace(pending_reason=reasons.get(pending[state.run_name], "")) if state.run_name in pending
+            else state for state in states]
+
+
+# squeue's reason for a job that waits for nothing in particular (or is not pending).
+_NO_REASON = "None"
+
+
+def pending_reasons(job_ids: list[str]) -> dict[str, str]:
+    """SLURM's reason why each of these jobs (ids as submitit has them: "7" or "7_3") is
+    pending, from one squeue call; jobs squeue has no reason for (or no line: ended) are left
+    out, and so is everything when squeue is missing or fails."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
+    command = ["squeue", "--noheader", "--array", f"--jobs={','.join(arrays)}", "--format=%i|%r"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {}
+    if result.returncode != 0:  # e.g. every job has ended: "Invalid job id specified"
+        return {}
+    wanted = set(job_ids)
+    reasons = {}
+    for line in result.stdout.splitlines():
+        job_id, _, reason = line.strip().partition("|")
+        if job_id in wanted and reason and reason != _NO_REASON:
+            reasons[job_id] = reason
+    return reasons
 
 
 def format_status(states: list[RunState], stack_of: dict[str, int] | None = None) -> str:
     """``--status`` as text: one line per run (with its stack, where ``stack_of`` maps run
-    names to stack numbers), then how many runs are in each state."""
+    names to stack numbers, and a pending job's reason), then how many runs are in each state."""
     width = max((len(state.state) for state in states), default=0)
     lines = []
     for state in states:
         line = f"{state.state:<{width}}  {state.run_name}"
         if stack_of and state.run_name in stack_of:
             line += f"  (stack {stack_of[state.run_name]})"
+        if state.pending_reason:
+            line += f"  ({state.pending_reason})"
         lines.append(f"{line}  {state.last_error_line}" if state.last_error_line else line)
     order = [DONE, RUNNING, PENDING, FAILED, NOT_LAUNCHED]
     counts = {name: sum(state.state == name for state in states) for name in order}

@@ -8,6 +8,7 @@ import dataclasses
 
 from launch_toy import ToyPreemption, make_runs, outputs, read_jsonl, singles, starts, toy_run, toy_stack
 from XRM import launch as launch_module
+from XRM import slurm_resources
 from XRM import sweep_status
 from XRM.launch import LaunchOptions, LaunchReport, format_report, get_launcher, launch, register_launcher, spread_over
 from XRM.stack_job import StackJob
@@ -199,3 +200,103 @@ def test_report_lists_job_ids_and_logs():
         "slurm: launched 2 runs, 1 skipped (done), 1 skipped (already queued)\n"
         "job ids: 7_0 7_1\n"
         "logs: /x/submitit/<job id>/")
+
+
+# sinfo's answer to slurm_resources.SINFO_COMMAND on real one-node clusters (SLURM 22.05,
+# 2 cores, 24105 MB): the test cluster of tests/slurm/cluster.sh, and the same node given
+# GPUs of two types (gres.conf with Cores=) and two more partitions, one of them hidden.
+SINFO_NO_GPU = "debug*|2|24105|(null)\n"
+SINFO_GPUS = ("debug*|2|24105|gpu:a100:2(S:0),gpu:v100:1(S:0)\n"
+              "secret|2|24105|gpu:a100:2(S:0),gpu:v100:1(S:0)\n"
+              "big|2|24105|gpu:a100:2(S:0),gpu:v100:1(S:0)\n")
+
+
+def test_sinfo_lines_give_each_partitions_nodes_and_the_default():
+    assert slurm_resources.parse_sinfo(SINFO_NO_GPU) == ({"debug": [(2, 24105, 0)]}, "debug")
+    partitions = slurm_resources.parse_sinfo(SINFO_GPUS)
+    assert partitions.default == "debug" and list(partitions.nodes) == ["debug", "secret", "big"]
+    assert partitions.nodes["big"] == [slurm_resources.NodeSize(cpus=2, mem_mb=24105, gpus=3)]
+    assert [slurm_resources.gpu_count(gres) for gres in ("(null)", "gpu:8", "gpu:a100:2,gpu:v100:1", "gpu:h100:4(S:0-1)")] \
+        == [0, 8, 3, 4]
+    with pytest.raises(ValueError, match="unexpected sinfo line 'debug\\*|2'"):
+        slurm_resources.parse_sinfo("debug*|2\n")
+
+
+def refusal(sinfo_text: str, partition: str | None, cpus: int = 1, gpus: int = 0, mem_gb: int | None = None) -> str:
+    """The one line with which check_fits refuses the request (a failure if it accepts it)."""
+    request = slurm_resources.Request(cpus, gpus, mem_gb)
+    with pytest.raises(UserError) as error:
+        slurm_resources.check_fits(request, slurm_resources.parse_sinfo(sinfo_text), partition)
+    return str(error.value)
+
+
+def test_a_request_larger_than_every_node_names_the_option_and_the_most_there_is():
+    assert refusal(SINFO_NO_GPU, "debug", cpus=8) == (
+        "--slurm_cpus_per_task 8 is more than any node of partition 'debug' has (2 CPUs at most): "
+        "lower --slurm_cpus_per_task to 2 or choose another partition")
+    assert refusal(SINFO_NO_GPU, None, gpus=1) == (  # None: the default partition
+        "--slurm_gpus_per_node 1 is more than any node of partition 'debug' has (0 GPUs at most): "
+        "lower --slurm_gpus_per_node to 0 or choose another partition")
+    assert refusal(SINFO_GPUS, "big", gpus=4).endswith("(3 GPUs at most): lower --slurm_gpus_per_node to 3 or choose another partition")
+    assert refusal(SINFO_GPUS, "big", mem_gb=24).startswith(  # 24105 MB is 23.5 GB
+        "--slurm_mem_gb 24 is more than any node of partition 'big' has (23 GB of memory at most)")
+    assert refusal(SINFO_GPUS, "gpu") == (
+        "--slurm_partition gpu: sinfo knows no partition 'gpu' (or it has no nodes); partitions: debug, secret, big")
+    assert refusal(SINFO_GPUS, "big,gpu").startswith("--slurm_partition big,gpu: sinfo knows no partition 'gpu'")
+
+
+def test_a_request_that_some_node_meets_is_accepted():
+    partitions = slurm_resources.parse_sinfo(SINFO_GPUS)
+    for partition in ("debug", "secret", "big,debug", None):
+        slurm_resources.check_fits(slurm_resources.Request(2, 3, 23), partitions, partition)
+    # No default partition and none named: sbatch refuses such a job itself.
+    slurm_resources.check_fits(slurm_resources.Request(64, 8, None), slurm_resources.parse_sinfo("a|2|1|(null)\n"), None)
+
+
+def test_a_request_split_between_two_kinds_of_node_is_refused():
+    # The lines above, combined by hand: a 2-core node with 3 GPUs and a 64-core one without.
+    two_kinds = "gpu|2|24105|gpu:a100:2(S:0),gpu:v100:1(S:0)\ngpu|64|515000|(null)\n"
+    slurm_resources.check_fits(slurm_resources.Request(64, 0, 500), slurm_resources.parse_sinfo(two_kinds), "gpu")
+    assert refusal(two_kinds, "gpu", cpus=8, gpus=1) == (
+        "no node of partition 'gpu' has --slurm_cpus_per_task 8, --slurm_gpus_per_node 1 at once "
+        "(each alone fits some node): lower one of them, or choose another partition")
+
+
+def test_slurm_refuses_a_job_no_node_can_run_before_submitting_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch_module.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm_resources, "read_partitions", lambda: slurm_resources.parse_sinfo(SINFO_NO_GPU))
+    options = LaunchOptions(slurm_partition="debug", slurm_dir=str(tmp_path / "submitit"), slurm_gpus_per_node=0)
+    with pytest.raises(UserError, match="^--slurm_cpus_per_task 8 is more than any node of partition 'debug' has"):
+        launch(singles(make_runs(tmp_path / "out", 2)), toy_stack, "slurm", options)
+    assert not sweep_status.index_path(options.slurm_dir).exists()
+
+
+def test_without_sinfo_the_request_is_not_checked_and_a_note_says_so(monkeypatch):
+    monkeypatch.setattr(slurm_resources.shutil, "which", lambda name: None)
+    assert slurm_resources.check_request(slurm_resources.Request(8, 1, None), "debug") == [
+        "sinfo not found: the job's CPUs, GPUs and memory were not compared with the partition's nodes"]
+
+
+def test_status_shows_why_a_pending_slurm_job_waits(tmp_path, monkeypatch):
+    # A stand-in squeue answering with lines a real one printed (array 1: task 0 running,
+    # task 2 waiting; job 3 asking for a node that is down).
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "squeue").write_text(
+        "#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\n"
+        "printf '1_2|Resources\\n1_0|None\\n"
+        "3|Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions\\n'\n")
+    (fake_bin / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:/usr/bin:/bin")
+    assert sweep_status.pending_reasons(["1_2", "1_0", "3", "5_0"]) == {
+        "1_2": "Resources", "3": "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions"}
+    assert (fake_bin / "args").read_text().split() == ["--noheader", "--array", "--jobs=1,3,5", "--format=%i|%r"]
+    states = [sweep_status.RunState("toy/seed0", "pending", "", "Resources"),
+              sweep_status.RunState("toy/seed1", "pending", ""),
+              sweep_status.RunState("toy/seed2", "done", "")]
+    assert sweep_status.format_status(states, {"toy/seed0": 0, "toy/seed1": 1}).splitlines() == [
+        "pending  toy/seed0  (stack 0)  (Resources)",
+        "pending  toy/seed1  (stack 1)",
+        "done     toy/seed2",
+        "1 done, 0 running, 2 pending, 0 failed, 0 not launched (3 runs; unfinished ones in 2 stacks)",
+    ]

@@ -4,6 +4,7 @@ Without one the tests are skipped, unless XRM_REQUIRE_SLURM is set (``make test-
 then a skip would hide that nothing was tested, so they fail instead.
 """
 import os
+import subprocess
 
 import pytest
 
@@ -26,3 +27,10 @@ def require_cluster():
     """Fail, rather than skip, a required SLURM test that runs without a cluster."""
     if not HAVE_CLUSTER:
         pytest.fail("SLURM_CONF is not set: run these tests through tests/slurm/cluster.sh")
+
+
+@pytest.fixture
+def node_cpus() -> int:
+    """The CPUs of the cluster's one node, as sinfo reports them."""
+    result = subprocess.run(["sinfo", "--noheader", "--Node", "--format=%c"], capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[0])

@@ -4,6 +4,7 @@ Run inside tests/slurm/cluster.sh (``make test-slurm``), which exports SLURM_CON
 it these tests are skipped, unless XRM_REQUIRE_SLURM is set: then a skip would hide that
 nothing was tested, so they fail instead.
 """
+import dataclasses
 import json
 import re
 import subprocess
@@ -103,3 +104,33 @@ def test_a_cancelled_job_is_reported_failed_with_slurms_reason(tmp_path):
     assert re.match(said_cancelled, failure.last_error_line)
     [state] = sweep_status.sweep_status([run], options.slurm_dir)
     assert state.state == "failed" and re.match(said_cancelled, state.last_error_line)
+
+
+def wait_for_reason(run, slurm_dir: str, reason: str) -> sweep_status.RunState:
+    """Poll --status until the run's job waits for ``reason`` (the scheduler gives one within seconds)."""
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    while (state := sweep_status.sweep_status([run], slurm_dir)[0]).pending_reason != reason:
+        assert time.monotonic() < deadline, f"{run.run_name} never waited for {reason}: {state}"
+        time.sleep(0.5)
+    return state
+
+
+def test_status_shows_why_a_pending_job_waits(tmp_path, node_cpus):
+    blocker, waiting = make_runs(tmp_path / "slurm", 2, n_steps=400, step_seconds=0.25)
+    options = slurm_options(tmp_path)
+    # The first job takes every CPU of the node, so the second must wait for resources.
+    first = launch([[blocker]], toy_stack, "slurm", dataclasses.replace(options, slurm_cpus_per_task=node_cpus))
+    job_ids = list(first.job_ids)
+    try:
+        wait_for_state(blocker, options.slurm_dir, "running")
+        second = launch([[waiting]], toy_stack, "slurm", options)
+        job_ids += second.job_ids
+        state = wait_for_reason(waiting, options.slurm_dir, "Resources")
+        assert state == sweep_status.RunState("toy/seed1", "pending", "", "Resources")
+        assert sweep_status.format_status([state]).splitlines()[0] == "pending  toy/seed1  (Resources)"
+        subprocess.run(["scontrol", "hold", second.job_ids[0]], check=True)
+        wait_for_reason(waiting, options.slurm_dir, "JobHeldAdmin")  # held by root, the tests' user
+        [running] = sweep_status.sweep_status([blocker], options.slurm_dir)
+        assert running == sweep_status.RunState("toy/seed0", "running", "")  # other states carry no reason
+    finally:
+        subprocess.run(["scancel", *job_ids], check=True)

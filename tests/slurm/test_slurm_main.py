@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import ROOT
@@ -16,12 +17,13 @@ from conftest import ROOT
 TIMEOUT_S = 240
 
 
-def main_py(*args: str) -> subprocess.CompletedProcess:
+def main_py(*args: str, status: int = 0) -> subprocess.CompletedProcess:
+    """Run main.py with ``args``; a failure unless it exits with ``status``."""
     # One thread everywhere, so that local and SLURM runs compute bit-identical results.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=TIMEOUT_S)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == status, result.stdout + result.stderr
     return result
 
 
@@ -80,3 +82,32 @@ def test_a_requeued_run_resumes_from_its_checkpoint(tmp_path):
     assert len(resumed_at) == 1 and resumed_at[0] > 500, logs[-2000:]
     main_py(*run, "--out_dir", str(tmp_path / "local"))
     assert records_by_file(tmp_path / "slurm") == records_by_file(tmp_path / "local")
+
+
+def queued_job_ids() -> list[str]:
+    return subprocess.run(["squeue", "--noheader", "--format=%i"], capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
+# A request no node of the partition meets (the default --slurm_cpus_per_task 8 on a 2-core
+# node) would pend for ever: main.py refuses it, names the option to lower, submits nothing.
+@pytest.mark.parametrize("option, unit", [("slurm_cpus_per_task", "CPUs"), ("slurm_gpus_per_node", "GPUs")])
+def test_a_job_no_node_can_run_is_refused_and_nothing_is_submitted(tmp_path, node_cpus, option, unit):
+    most = {"CPUs": node_cpus, "GPUs": 0}[unit]  # the test cluster's node has no GPU
+    before = queued_job_ids()
+    refused = main_py("--phase", "1", "--datasets", "Synthetic", "--num_hparams_combs", "2", "--out_dir",
+                      str(tmp_path / "out"), *slurm_args(tmp_path), f"--{option}", str(most + 1), status=2)
+    assert refused.stderr.splitlines() == [
+        f"error: --{option} {most + 1} is more than any node of partition 'debug' has ({most} {unit} at most): "
+        f"lower --{option} to {most} or choose another partition"]
+    assert set(queued_job_ids()) <= set(before)  # no new job (an earlier test's may be ending)
+    assert not (tmp_path / "submitit" / "runs_index.json").exists()
+
+
+def test_an_unknown_partition_is_refused_with_the_partitions_there_are(tmp_path):
+    args = slurm_args(tmp_path)
+    args[args.index("debug")] = "gpu"
+    refused = main_py("--phase", "1", "--datasets", "Synthetic", "--out_dir", str(tmp_path / "out"), *args, status=2)
+    assert refused.stderr.splitlines() == [
+        "error: --slurm_partition gpu: sinfo knows no partition 'gpu' (or it has no nodes); partitions: debug"]
+    assert not (tmp_path / "submitit" / "runs_index.json").exists()
