@@ -37,6 +37,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--phase_1_dir", default=None,
                         help="phase-1 results used by MAT: the folder holding <Dataset>/group_labels_no/ "
                              "(default: <out_dir>/XRM)")
+    parser.add_argument("--pair_phase_1_seeds", action="store_true",
+                        help="MAT's held-out logits (and a phase-1 folder's groups) for seed s come from phase-1 "
+                             "seed s's best run; default: seed 0's best run for every seed, as the reference")
     combs = parser.add_mutually_exclusive_group()
     combs.add_argument("--hparams_comb", type=int, help="run this one hyper-parameter combination (default 0)")
     combs.add_argument("--num_hparams_combs", type=int, help="run combinations 0 .. N-1 of the random search")

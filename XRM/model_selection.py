@@ -13,16 +13,23 @@ def is_phase_1(run_records: list[dict]) -> bool:
     return any(records.FLIP_RATE in record for record in run_records)
 
 
+def may_select_step(step: int | None) -> bool:
+    """Whether a phase-2 evaluation may be selected: any but step 0's (the untrained model)."""
+    return step != 0
+
+
 def selected_record(run_records: list[dict], metric: str) -> dict | None:
     """The record a run is judged by.
 
     Phase 1: the last record (the flip rate at the end of training). Phase 2: the last
-    evaluation at which ``metric`` reached its maximum (early stopping). None when no
-    record carries ``metric``.
+    evaluation after step 0 at which ``metric`` reached its maximum (early stopping; the
+    untrained model at step 0 is never chosen, as in the reference's reader). None when no
+    such record carries ``metric``.
     """
     if is_phase_1(run_records):
         return run_records[-1] if run_records else None
-    candidates = [record for record in run_records if record.get(metric) is not None]
+    candidates = [record for record in run_records
+                  if record.get(metric) is not None and may_select_step(record.get(records.STEP))]
     if not candidates:
         return None
     best = max(record[metric] for record in candidates)

@@ -18,7 +18,8 @@ class LinearHead(nn.Linear):
 
 
 class MLP(nn.Module):
-    """Flatten, then hidden layers with ReLU, then a zero-initialised linear head."""
+    """Flatten, then hidden layers with ReLU, then a linear head; every layer, the head
+    included, starts from xavier_uniform weights and zero biases, as the reference's MLP."""
 
     def __init__(self, in_features: int, hidden: int, num_classes: int, depth: int = 2) -> None:
         super().__init__()
@@ -27,7 +28,11 @@ class MLP(nn.Module):
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
-        layers.append(LinearHead(width, num_classes))
+        layers.append(nn.Linear(width, num_classes))
+        for layer in layers:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

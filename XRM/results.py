@@ -81,7 +81,7 @@ def format_table(runs: list[RunResult], metric: str, seed: int = 0) -> str:
     for column in summary_columns:
         values = [selected_record(run.records, metric).get(column) for run in best_runs]
         values = [100 * v for v in values if v is not None]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        spread = statistics.pstdev(values)  # the population std, as the reference prints (numpy's default)
         parts.append(f"{column} {statistics.mean(values):.1f} +/- {spread:.1f}")
     lines.append(f"best hpcomb {best} by {metric} (seed {chosen_seed}); over {len(best_runs)} seed(s): " + ", ".join(parts))
     flagged = [run for run in runs if not selectable(run)]

@@ -41,6 +41,7 @@ class RunSpec:
     num_workers: int = 4
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     cuda_graphs: bool = True  # replay a small stack's step as a CUDA graph on a GPU
+    pair_phase_1_seeds: bool = False  # phase-1 outputs from this seed's phase-1 run (else seed 0's)
 
     @property
     def files(self) -> RunFiles:

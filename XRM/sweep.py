@@ -44,6 +44,7 @@ class SweepSpec:
     dtype: str = "float32"
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     cuda_graphs: bool = True
+    pair_phase_1_seeds: bool = False
 
 
 def phase_1_runs_directory(phase_1_dir: str | Path, dataset: str) -> Path:
@@ -120,12 +121,14 @@ def make_runs(spec: SweepSpec) -> list[RunSpec]:
         for algorithm in spec.algorithms:
             needs_phase_1 = get_algorithm_class(algorithm).needs_held_out_logits
             for seed in _seeds(spec):
-                group_labels = _group_label_source(spec, dataset, seed)
+                # the reference's rule: phase 1's seed-0 best run serves every seed (unless paired)
+                phase_1_seed = seed if spec.pair_phase_1_seeds else 0
+                group_labels = _group_label_source(spec, dataset, phase_1_seed)
                 directory = records.run_directory(spec.out_dir, algorithm, label, group_labels)
                 phase_1_file = None
                 if needs_phase_1:
                     phase_1_dir = spec.phase_1_dir or str(Path(spec.out_dir) / "XRM")
-                    phase_1_file = str(select_phase_1_file(phase_1_dir, dataset, seed))
+                    phase_1_file = str(select_phase_1_file(phase_1_dir, dataset, phase_1_seed))
                 for comb in _hparams_combs(spec, directory):
                     runs.append(RunSpec(
                         phase=spec.phase, dataset=dataset, algorithm=algorithm, hparams_comb=comb, seed=seed,
@@ -134,7 +137,8 @@ def make_runs(spec: SweepSpec) -> list[RunSpec]:
                         device=spec.device, dtype=spec.dtype, hparams_overrides=dict(spec.hparams_overrides),
                         inputs=spec.inputs, image_backbone=spec.image_backbone, text_model=spec.text_model,
                         backbone_weights=spec.backbone_weights, num_workers=spec.num_workers,
-                        checkpoint_seconds=spec.checkpoint_seconds, cuda_graphs=spec.cuda_graphs))
+                        checkpoint_seconds=spec.checkpoint_seconds, cuda_graphs=spec.cuda_graphs,
+                        pair_phase_1_seeds=spec.pair_phase_1_seeds))
     return runs
 
 

@@ -398,7 +398,7 @@ class StackTrainer:
                 continue
             record = {name: value for name, value in zip(names, row) if value == value}  # NaN: not recorded
             append_jsonl(member.spec.files.results, {records.STEP: step, **record})
-            better = record[member.best["metric"]] >= member.best["value"]
+            better = model_selection.may_select_step(step) and record[member.best["metric"]] >= member.best["value"]
             if better:
                 member.best = {"metric": member.best["metric"], "value": record[member.best["metric"]], "step": step}
                 member.best_changed = True

@@ -65,3 +65,17 @@ def test_a_few_training_steps(tmp_path):
                                     "--hparams", '{"num_steps": 5, "eval_every": 2}')) == 0
     header, rows = fx.records(out / "ERM" / "ColorMNIST" / "group_labels_yes" / "results_hpcomb_0_seed0.json")
     assert header["hparams"]["optimizer"] == "adam" and [r["step"] for r in rows] == [0, 2, 4]
+
+
+def test_the_mlp_starts_as_the_reference_xavier_everywhere_and_zero_biases():
+    from XRM.networks import build_network
+
+    torch.manual_seed(0)
+    mlp = build_network("mlp", (2, 14, 14), 2)
+    layers = [layer for layer in mlp.modules() if isinstance(layer, torch.nn.Linear)]
+    assert [tuple(layer.weight.shape) for layer in layers] == [(390, 392), (390, 390), (2, 390)]
+    for layer in layers:
+        bound = (6 / sum(layer.weight.shape)) ** 0.5  # xavier_uniform: U(-b, b), b = sqrt(6 / (fan_in + fan_out))
+        assert layer.weight.abs().max().item() <= bound
+        assert layer.weight.abs().max().item() > 0.95 * bound  # drawn over the whole range, the head included
+        assert layer.bias.abs().sum().item() == 0.0

@@ -20,9 +20,10 @@ def _phase_2(step, va_wga, te_wga, va_avg=0.9):
     return {"step": step, "va_wga": va_wga, "va_avg_acc": va_avg, "te_wga": te_wga, "te_avg_acc": 0.8}
 
 
-def test_selected_record_is_the_last_maximum():
-    run = [_phase_2(0, 0.5, 0.1), _phase_2(50, 0.7, 0.2), _phase_2(100, 0.7, 0.3), _phase_2(150, 0.6, 0.4)]
-    assert selected_record(run, "va_wga")["step"] == 100
+def test_selected_record_is_the_last_maximum_after_step_0():
+    run = [_phase_2(0, 0.9, 0.1), _phase_2(50, 0.7, 0.2), _phase_2(100, 0.7, 0.3), _phase_2(150, 0.6, 0.4)]
+    assert selected_record(run, "va_wga")["step"] == 100  # step 0's 0.9 is the untrained model: never chosen
+    assert selected_record(run[:1], "va_wga") is None
     phase_1 = [{"step": 0, "flip_rate": 0.3}, {"step": 50, "flip_rate": 0.1}]
     assert selected_record(phase_1, "flip_rate")["step"] == 50  # phase 1: the end of training
     assert selected_record(run, "va_gi_wga") is None
@@ -34,17 +35,18 @@ def test_ties_break_on_validation_average_accuracy():
 
 
 def test_table_marks_the_best_and_averages_its_seeds(tmp_path):
-    _write(tmp_path, 0, 0, [_phase_2(0, 0.5, 0.50), _phase_2(50, 0.6, 0.55)])
-    _write(tmp_path, 1, 0, [_phase_2(0, 0.8, 0.70), _phase_2(50, 0.7, 0.20)])
-    _write(tmp_path, 1, 1, [_phase_2(0, 0.6, 0.10), _phase_2(50, 0.9, 0.80)])
+    _write(tmp_path, 0, 0, [_phase_2(0, 0.99, 0.9), _phase_2(50, 0.5, 0.50), _phase_2(100, 0.6, 0.55)])
+    _write(tmp_path, 1, 0, [_phase_2(0, 0.1, 0.1), _phase_2(50, 0.8, 0.70), _phase_2(100, 0.7, 0.20)])
+    _write(tmp_path, 1, 1, [_phase_2(0, 0.1, 0.1), _phase_2(50, 0.6, 0.10), _phase_2(100, 0.9, 0.80)])
     runs = collect_runs(tmp_path)
-    assert best_hparams_comb(runs, "va_wga") == 1
+    assert best_hparams_comb(runs, "va_wga") == 1  # comb 0's step-0 record is never selected
     table = format_table(runs, "va_wga")
     lines = table.splitlines()
-    assert lines[1].split()[:3] == ["0", "50", "90.0"]
-    assert lines[2].split()[:4] == ["*", "1", "0", "90.0"]
-    # best comb 1: seed 0 selects step 0 (te_wga 70), seed 1 selects step 50 (te_wga 80)
-    assert "te_wga 75.0 +/- 7.1" in lines[-1] and "over 2 seed(s)" in lines[-1]
+    assert lines[1].split()[:3] == ["0", "100", "90.0"]
+    assert lines[2].split()[:4] == ["*", "1", "50", "90.0"]
+    # best comb 1: seed 0 selects step 50 (te_wga 70), seed 1 step 100 (te_wga 80); the population
+    # std, as the reference prints: 5.0 (the sample std would be 7.1)
+    assert "te_wga 75.0 +/- 5.0" in lines[-1] and "over 2 seed(s)" in lines[-1]
     with pytest.raises(UserError, match="flip_rate does not apply to phase-2"):
         format_table(runs, "flip_rate")
 

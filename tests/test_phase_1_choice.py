@@ -1,0 +1,35 @@
+"""Which phase-1 run serves each phase-2 seed: seed 0's best for every seed (the reference's rule), or paired."""
+import json
+
+import torch
+
+from XRM.sweep import SweepSpec, make_runs
+
+
+def _phase_1_run(directory, comb: int, seed: int, flip_rate: float) -> None:
+    lines = [{"hparams": {}}, {"step": 0, "flip_rate": 0.0}, {"step": 100, "flip_rate": flip_rate}]
+    (directory / f"results_hpcomb_{comb}_seed{seed}.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    torch.save({"tr": torch.zeros(1000, dtype=torch.long), "va": torch.zeros(1000, dtype=torch.long),
+                "tr_ho": torch.zeros(1000, 2)}, directory / f"inferred_hpcomb_{comb}_seed{seed}.pt")
+
+
+def _spec(out, algorithm: str, group_labels: str, pair: bool) -> SweepSpec:
+    return SweepSpec(phase=2, datasets=["Synthetic"], algorithms=[algorithm], group_labels=group_labels,
+                     data_path=str(out), out_dir=str(out), num_seeds=2, pair_phase_1_seeds=pair)
+
+
+def test_phase_1_seed_0_serves_every_seed_unless_paired(tmp_path):
+    directory = tmp_path / "XRM" / "Synthetic" / "group_labels_no"
+    directory.mkdir(parents=True)
+    _phase_1_run(directory, 0, 0, 0.10)
+    _phase_1_run(directory, 1, 0, 0.20)  # seed 0's best
+    _phase_1_run(directory, 0, 1, 0.30)  # seed 1's best
+    _phase_1_run(directory, 1, 1, 0.05)
+    reference = make_runs(_spec(tmp_path, "MAT", "no", pair=False))
+    assert [run.phase_1_file for run in reference] == [str(directory / "inferred_hpcomb_1_seed0.pt")] * 2
+    paired = make_runs(_spec(tmp_path, "MAT", "no", pair=True))
+    assert [run.phase_1_file for run in paired] == [str(directory / "inferred_hpcomb_1_seed0.pt"),
+                                                    str(directory / "inferred_hpcomb_0_seed1.pt")]
+    assert paired[1].header()["pair_phase_1_seeds"] is True and reference[1].header()["pair_phase_1_seeds"] is False
+    groups = make_runs(_spec(tmp_path, "GroupDRO", str(tmp_path / "XRM"), pair=False))
+    assert [run.group_labels for run in groups] == [str(directory / "inferred_hpcomb_1_seed0.pt")] * 2
