@@ -37,7 +37,7 @@ def load_phase_1_artifact(path: Path, n_train: int, n_validation: int, num_class
     """Read and check an ``inferred_hpcomb_<k>_seed<s>.pt`` file against the dataset's sizes.
 
     Returns ``{'tr': long[n_tr], 'va': long[n_va], 'tr_ho': float[n_tr, K]}`` on the CPU
-    (``tr_ho`` only when present). Any mismatch raises a UserError naming the file.
+    (``tr_ho`` only when present and not None). Any mismatch raises a UserError naming the file.
     """
     if not path.is_file():
         raise UserError(f"missing phase-1 file {path}; run phase 1 first: python main.py --phase 1 ...")
@@ -49,7 +49,7 @@ def load_phase_1_artifact(path: Path, n_train: int, n_validation: int, num_class
         raise UserError(f"group-label file {path} must hold a dict with '{TRAIN_ATTRIBUTES}' and "
                         f"'{VALIDATION_ATTRIBUTES}' tensors")
     expected = {TRAIN_ATTRIBUTES: (n_train,), VALIDATION_ATTRIBUTES: (n_validation,)}
-    if HELD_OUT_LOGITS in artifact:
+    if artifact.get(HELD_OUT_LOGITS) is not None:  # the XRM repository's own files hold None there
         expected[HELD_OUT_LOGITS] = (n_train, num_classes)
     checked = {}
     for key, shape in expected.items():

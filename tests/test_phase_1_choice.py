@@ -33,3 +33,24 @@ def test_phase_1_seed_0_serves_every_seed_unless_paired(tmp_path):
     assert paired[1].header()["pair_phase_1_seeds"] is True and reference[1].header()["pair_phase_1_seeds"] is False
     groups = make_runs(_spec(tmp_path, "GroupDRO", str(tmp_path / "XRM"), pair=False))
     assert [run.group_labels for run in groups] == [str(directory / "inferred_hpcomb_1_seed0.pt")] * 2
+
+
+def test_a_phase_1_file_without_held_out_logits(script, tmp_path):
+    """The XRM repository's own main.py saves tr_ho = None: MAT says so in one line; GroupDRO uses its groups."""
+    directory = tmp_path / "XRM" / "Synthetic" / "group_labels_no"
+    directory.mkdir(parents=True)
+    _phase_1_run(directory, 0, 0, 0.1)
+    inferred = directory / "inferred_hpcomb_0_seed0.pt"
+    attributes = (torch.arange(1000) % 7 == 0).long()
+    torch.save({"tr": attributes, "va": attributes, "tr_ho": None}, inferred)
+    common = ["main.py", "--phase", "2", "--datasets", "Synthetic", "--out_dir", str(tmp_path),
+              "--hparams", '{"num_steps": 21, "eval_every": 10}']
+    mat = script(*common, "--algorithms", "MAT", "--group_labels", "no")
+    assert mat.returncode == 2
+    assert mat.stderr.strip().splitlines() == [
+        f"error: {inferred} has no held-out logits ('tr_ho' is absent or None, as in files of the XRM repository's "
+        "main.py); MAT needs them: re-run phase 1 with this toolkit (GroupDRO and the other baselines can still use "
+        "the file's groups)"]
+    group_dro = script(*common, "--algorithms", "GroupDRO", "--group_labels", str(inferred))
+    assert group_dro.returncode == 0, group_dro.stderr
+    assert (tmp_path / "GroupDRO" / "Synthetic" / "group_labels_inferred" / "done_hpcomb_0_seed0").exists()
