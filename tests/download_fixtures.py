@@ -240,6 +240,14 @@ def make_mnist(mirror: Path) -> None:
         _write(mirror / "cmnist" / f"{prefix}-labels-idx1-ubyte.gz", idx_gz(np.arange(count) % 10))
 
 
+def without_tar_data_filter(monkeypatch) -> None:
+    """Make tarfile what Python 3.10 < 3.10.12 and 3.11 < 3.11.4 ship: no ``data_filter``,
+    and extraction that filters nothing (3.14 filters with "data" when given no filter)."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    if hasattr(tarfile, "fully_trusted_filter"):
+        monkeypatch.setattr(tarfile.TarFile, "extraction_filter", staticmethod(tarfile.fully_trusted_filter))
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
         pass

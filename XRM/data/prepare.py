@@ -118,6 +118,10 @@ def _place_file(recipe: DatasetRecipe, remote: RemoteFile, folder: Path, downloa
         # A bad download must not stay behind to be mistaken for a good one.
         stored.unlink(missing_ok=True)
         location = source_location(remote, recipe.name, mirror)
+        if error.unsafe:  # downloading it again would bring the same archive
+            raise UserError(f"{remote.name} from {location} {error.problem}: refused it and deleted it, "
+                            f"nothing was extracted; save a trusted copy as {stored}, and re-run without "
+                            "--download to prepare it") from error
         raise UserError(f"{remote.name} from {location} {error.problem} (deleted): re-run, or "
                         f"{manual_copy_hint(location, stored)}") from error
     if downloaded:  # the reference deletes archives too; one placed by hand is the user's
