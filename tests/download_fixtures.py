@@ -9,6 +9,7 @@ import http.server
 import io
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -246,6 +247,14 @@ def without_tar_data_filter(monkeypatch) -> None:
     monkeypatch.delattr(tarfile, "data_filter", raising=False)
     if hasattr(tarfile, "fully_trusted_filter"):
         monkeypatch.setattr(tarfile.TarFile, "extraction_filter", staticmethod(tarfile.fully_trusted_filter))
+
+
+def closed_port_url() -> str:
+    """An http://127.0.0.1 URL nothing listens on: every download from it fails as offline."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
