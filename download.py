@@ -1,10 +1,12 @@
 """Download, verify and prepare the datasets: `python download.py --download --data_path ./data waterbirds`."""
 import argparse
 import sys
+from pathlib import Path
 
 # Only light modules here: the arguments are parsed (and --help answered) before torch loads.
-from XRM.data.prepare import RECIPES, get_recipe, prepare_dataset
-from XRM.cli import run_cli
+from XRM.data.prepare import RECIPES, DatasetFailed, DatasetRecipe, get_recipe, prepare_dataset
+from XRM.cli import USER_ERROR_EXIT, run_cli
+from XRM.errors import UserError
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -25,22 +27,43 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> int:
-    """Prepare each dataset in turn (a UserError stops at the first problem)."""
+def _write_features(recipe: DatasetRecipe, folder: Path, args: argparse.Namespace) -> None:
     from XRM.data.extract_features import write_features
     from XRM.data.feature_file import FEATURES_FILE
 
-    recipes = [get_recipe(name) for name in args.datasets]  # reject typos before any work
+    if (folder / FEATURES_FILE).is_file():
+        print(f"{recipe.name}: {folder / FEATURES_FILE} exists (delete it to recompute)", file=sys.stderr)
+        return
+    path = write_features(args.data_path, recipe.image_dataset, batch_size=args.batch_size,
+                          num_workers=args.num_workers)
+    print(f"{recipe.name}: wrote {path}", file=sys.stderr)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Prepare every dataset given; one that fails does not stop the others. The failures
+    are listed at the end, one ``error:`` line each, and the exit status is then 2; the
+    datasets that succeeded stay prepared."""
+    recipes = [get_recipe(name) for name in dict.fromkeys(args.datasets)]  # reject typos before any work
+    failures: dict[str, list[str]] = {}
     for recipe in recipes:
-        folder = prepare_dataset(recipe.name, args.data_path, args.download, args.mirror)
-        if args.features and recipe.image_dataset is not None:
-            if (folder / FEATURES_FILE).is_file():
-                print(f"{recipe.name}: {folder / FEATURES_FILE} exists (delete it to recompute)", file=sys.stderr)
-            else:
-                path = write_features(args.data_path, recipe.image_dataset,
-                                      batch_size=args.batch_size, num_workers=args.num_workers)
-                print(f"{recipe.name}: wrote {path}", file=sys.stderr)
-    return 0
+        try:
+            folder = prepare_dataset(recipe.name, args.data_path, args.download, args.mirror)
+            if args.features and recipe.image_dataset is not None:
+                _write_features(recipe, folder, args)
+        except DatasetFailed as error:
+            failures[recipe.name] = error.lines
+        except UserError as error:  # the features of a prepared dataset
+            failures[recipe.name] = [f"{recipe.name}: {error}"]
+    if not failures:
+        return 0
+    if len(recipes) > 1:
+        prepared = [recipe.name for recipe in recipes if recipe.name not in failures]
+        print(f"{len(failures)} of {len(recipes)} datasets failed"
+              + (f" ({', '.join(prepared)} prepared)" if prepared else "") + ":", file=sys.stderr)
+    for lines in failures.values():
+        for line in lines:
+            print(f"error: {line}", file=sys.stderr)
+    return USER_ERROR_EXIT
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import http.server
 import io
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -238,6 +239,22 @@ def make_mnist(mirror: Path) -> None:
     for prefix, count in (("train", 6), ("t10k", 4)):
         _write(mirror / "cmnist" / f"{prefix}-images-idx3-ubyte.gz", idx_gz(rng.integers(0, 256, (count, 28, 28))))
         _write(mirror / "cmnist" / f"{prefix}-labels-idx1-ubyte.gz", idx_gz(np.arange(count) % 10))
+
+
+def without_tar_data_filter(monkeypatch) -> None:
+    """Make tarfile what Python 3.10 < 3.10.12 and 3.11 < 3.11.4 ship: no ``data_filter``,
+    and extraction that filters nothing (3.14 filters with "data" when given no filter)."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    if hasattr(tarfile, "fully_trusted_filter"):
+        monkeypatch.setattr(tarfile.TarFile, "extraction_filter", staticmethod(tarfile.fully_trusted_filter))
+
+
+def closed_port_url() -> str:
+    """An http://127.0.0.1 URL nothing listens on: every download from it fails as offline."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -134,9 +134,11 @@ def test_local_folder_mirror_and_hand_placed_archive(mirror, tmp_path, capsys):
 def test_missing_file_without_download_says_where_to_put_it(tmp_path, capsys):
     code, stderr = fx.run_main(["--data_path", str(tmp_path), "waterbirds"], capsys)
     assert code == 2
-    [line] = fx.error_lines(stderr)
-    assert "https://nlp.stanford.edu/data/dro/waterbird_complete95_forest2water2.tar.gz" in line
-    assert str(tmp_path / "waterbirds" / "waterbird_complete95_forest2water2.tar.gz") in line
+    stored = tmp_path / "waterbirds" / "waterbird_complete95_forest2water2.tar.gz"
+    assert fx.error_lines(stderr) == [
+        f"error: waterbirds: missing {stored}: run with --download, or download "
+        f"https://nlp.stanford.edu/data/dro/waterbird_complete95_forest2water2.tar.gz by hand, save it as {stored}, "
+        "and re-run without --download to prepare it"]
     assert list(tmp_path.iterdir()) == []
 
 

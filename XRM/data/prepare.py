@@ -3,7 +3,9 @@
 One registry names every dataset download.py knows. ``prepare_dataset`` is idempotent:
 a dataset whose folder holds the ``.prepared`` marker is skipped, each archive already
 extracted (marker, or its contents placed by hand) is left alone, and features.pt is
-computed only when asked for and absent.
+computed only when asked for and absent. Every file of a dataset is tried even when an
+earlier one fails, so one run reports all that is missing; the files that did arrive
+stay for the next run.
 """
 import sys
 from collections.abc import Callable
@@ -35,6 +37,16 @@ class DatasetRecipe:
 
 
 RECIPES: Registry[DatasetRecipe] = Registry("dataset")
+
+
+class DatasetFailed(UserError):
+    """Every problem that kept one dataset from being prepared, one line each in ``lines``
+    (each starts with the dataset's name); the message joins them with "; "."""
+
+    def __init__(self, dataset: str, problems: list[str]):
+        self.dataset = dataset
+        self.lines = [f"{dataset}: {problem}" for problem in problems]
+        super().__init__("; ".join(self.lines))
 
 
 def register_recipe(recipe: DatasetRecipe) -> None:
@@ -72,7 +84,7 @@ def _extracted(remote: RemoteFile, folder: Path, stored: Path) -> bool:
 
 
 def _missing(recipe: DatasetRecipe, remote: RemoteFile, stored: Path, mirror: str | None) -> UserError:
-    return UserError(f"{recipe.name}: missing {stored}: run with --download, or "
+    return UserError(f"missing {stored}: run with --download, or "
                      f"{manual_copy_hint(source_location(remote, recipe.name, mirror), stored)}")
 
 
@@ -118,6 +130,10 @@ def _place_file(recipe: DatasetRecipe, remote: RemoteFile, folder: Path, downloa
         # A bad download must not stay behind to be mistaken for a good one.
         stored.unlink(missing_ok=True)
         location = source_location(remote, recipe.name, mirror)
+        if error.unsafe:  # downloading it again would bring the same archive
+            raise UserError(f"{remote.name} from {location} {error.problem}: refused it and deleted it, "
+                            f"nothing was extracted; save a trusted copy as {stored}, and re-run without "
+                            "--download to prepare it") from error
         raise UserError(f"{remote.name} from {location} {error.problem} (deleted): re-run, or "
                         f"{manual_copy_hint(location, stored)}") from error
     if downloaded:  # the reference deletes archives too; one placed by hand is the user's
@@ -131,7 +147,7 @@ def _check_images(recipe: DatasetRecipe, folder: Path, table: MetadataTable) -> 
     missing = [name for name in table.filenames if not (root / name).is_file()]
     if missing:
         (folder / layout.metadata).unlink(missing_ok=True)  # no metadata that looks prepared
-        raise UserError(f"{recipe.name}: {len(missing)} of the {len(table)} images the metadata lists are "
+        raise UserError(f"{len(missing)} of the {len(table)} images the metadata lists are "
                         f"missing, e.g. {root / missing[0]}: put them there, or delete {folder} and run: "
                         f"python download.py --download --data_path {folder.parent} {recipe.name}")
 
@@ -148,8 +164,9 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
     """Bring dataset ``name`` under ``data_path`` to the prepared state: files fetched
     (when ``download``) or found, archives extracted, metadata written, marker set.
 
-    Returns the dataset's folder. Raises UserError with a one-line explanation; a dataset
-    that fails never gets its marker or metadata.
+    Returns the dataset's folder. Raises DatasetFailed (a UserError) listing, one line
+    each, every file that could not be placed (all are tried), or the metadata's problem;
+    a dataset that fails never gets its marker or metadata.
     """
     recipe = get_recipe(name)
     folder = Path(data_path) / recipe.folder
@@ -159,12 +176,21 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     try:
+        problems = []
         for remote in recipe.files:
-            _place_file(recipe, remote, folder, download, mirror)
+            try:
+                _place_file(recipe, remote, folder, download, mirror)
+            except UserError as error:
+                problems.append(str(error))
+        if problems:
+            raise DatasetFailed(name, problems)
         print(f"{name}: writing metadata in {folder}", file=sys.stderr)
-        table = recipe.build_metadata(folder)
-        if recipe.image_dataset is not None:
-            _check_images(recipe, folder, table)
+        try:
+            table = recipe.build_metadata(folder)
+            if recipe.image_dataset is not None:
+                _check_images(recipe, folder, table)
+        except UserError as error:
+            raise DatasetFailed(name, [str(error)]) from error
     except BaseException:
         _remove_empty_folders(folder, remove_top=created)  # no empty folders that look like a start
         raise
