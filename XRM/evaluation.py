@@ -26,36 +26,48 @@ class GroupAccuracy:
         return correct.mean(dim=1), per_group.min(dim=1).values
 
 
-class StackEvaluator:
-    """Phase-2 metrics of H runs: va/te accuracy and worst-group accuracy (true groups), and
-    va_gi_wga for runs given inferred validation groups (``inferred[h]``: a tensor or None)."""
+def _shared(attributes: list[torch.Tensor | None], y: torch.Tensor) -> list[tuple[GroupAccuracy, torch.Tensor]]:
+    """One GroupAccuracy per distinct attribute tensor, with the members [k] that use it."""
+    sources: dict[int, tuple[torch.Tensor, list[int]]] = {}
+    for member, tensor in enumerate(attributes):
+        if tensor is not None:
+            sources.setdefault(id(tensor), (tensor, []))[1].append(member)
+    return [(GroupAccuracy(y, tensor), torch.tensor(members, device=y.device)) for tensor, members in sources.values()]
 
-    def __init__(self, validation: SplitTensors, test: SplitTensors, inferred: list[torch.Tensor | None]) -> None:
+
+class StackEvaluator:
+    """Phase-2 metrics of H runs, as the reference defines them.
+
+    ``va_wga``: worst-group accuracy over the validation groups of each run's --group_labels
+    source (``validation_groups[h]``: the true attributes for 'yes', zeros for 'no', so the
+    classes, and a phase-1 file's inferred attributes); ``va_gi_wga``: over the XRM-inferred
+    validation groups where the run has them (``inferred[h]``, else NaN); ``te_wga`` and the
+    average accuracies: over the true groups.
+    """
+
+    def __init__(self, validation: SplitTensors, test: SplitTensors, validation_groups: list[torch.Tensor],
+                 inferred: list[torch.Tensor | None]) -> None:
         self.splits = {"va": validation, "te": test}
-        self.true_groups = {name: GroupAccuracy(split.y, split.a) for name, split in self.splits.items()}
-        # runs sharing one inferred-group tensor are evaluated together
-        sources: dict[int, tuple[torch.Tensor, list[int]]] = {}
-        for member, attributes in enumerate(inferred):
-            if attributes is not None:
-                sources.setdefault(id(attributes), (attributes, []))[1].append(member)
-        device = validation.y.device
-        self.inferred = [(GroupAccuracy(validation.y, attributes), torch.tensor(members, device=device))
-                         for attributes, members in sources.values()]
-        self.has_inferred = [attributes is not None for attributes in inferred]
+        self.test_groups = GroupAccuracy(test.y, test.a)
+        self.validation_groups = _shared(validation_groups, validation.y)
+        self.inferred = _shared(inferred, validation.y)
+
+    @staticmethod
+    def _per_member(shared: list[tuple[GroupAccuracy, torch.Tensor]], predictions: torch.Tensor) -> torch.Tensor:
+        worst = torch.full((len(predictions),), float("nan"), device=predictions.device)
+        for accuracy, members in shared:
+            worst[members] = accuracy(predictions[members])[1]
+        return worst
 
     def __call__(self, predict) -> dict[str, torch.Tensor]:
-        """Metric name -> [H] values; ``predict(inputs)`` gives every run's logits [H, n, K].
-
-        va_gi_wga is NaN for runs without inferred validation groups.
-        """
-        metrics = {}
-        for name, split in self.splits.items():
-            predictions = predict(split.x).argmax(dim=-1)
-            average, worst = self.true_groups[name](predictions)
-            metrics[records.metric_key(name, "avg_acc")], metrics[records.metric_key(name, "wga")] = average, worst
-            if name == "va":
-                inferred = torch.full_like(worst, float("nan"))
-                for accuracy, members in self.inferred:
-                    inferred[members] = accuracy(predictions[members])[1]
-                metrics[records.VA_GI_WGA] = inferred
-        return metrics
+        """Metric name -> [H] values; ``predict(inputs)`` gives every run's logits [H, n, K]."""
+        validation = predict(self.splits["va"].x).argmax(dim=-1)
+        test = predict(self.splits["te"].x).argmax(dim=-1)
+        test_average, test_worst = self.test_groups(test)
+        return {
+            records.VA_AVG_ACC: (validation == self.splits["va"].y).float().mean(dim=1),
+            records.VA_WGA: self._per_member(self.validation_groups, validation),
+            records.VA_GI_WGA: self._per_member(self.inferred, validation),
+            records.TE_AVG_ACC: test_average,
+            records.TE_WGA: test_worst,
+        }

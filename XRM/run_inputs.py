@@ -99,7 +99,8 @@ class RunSetup:
     spec: RunSpec
     hparams: dict[str, Any]
     train_attributes: torch.Tensor  # [n_tr]
-    inferred_validation_attributes: torch.Tensor | None  # [n_va], from a phase-1 file
+    validation_groups: torch.Tensor  # [n_va]: the --group_labels source's validation attributes (va_wga)
+    inferred_validation_attributes: torch.Tensor | None  # [n_va], from a phase-1 file (va_gi_wga)
     held_out_logits: torch.Tensor | None  # [n_tr, K], MAT's
 
     def run_data(self, y: torch.Tensor, num_classes: int) -> RunData:
@@ -112,11 +113,13 @@ class RunSetup:
 
 
 class Phase1Files:
-    """Phase-1 files read once per stack (many runs share one) and checked against the data."""
+    """Phase-1 files and group-label sources read once per stack (many runs share one), checked
+    against the data."""
 
     def __init__(self, data: StackData) -> None:
         self.data = data
         self._loaded: dict[str, dict[str, torch.Tensor]] = {}
+        self._sources: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, path: str) -> dict[str, torch.Tensor]:
         """The checked contents of the phase-1 file ``path``."""
@@ -125,6 +128,21 @@ class Phase1Files:
                                                        len(self.data.splits["va"]), self.data.num_classes)
         return self._loaded[path]
 
+    def group_labels(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training and validation attributes of a --group_labels source, on the CPU, one tensor
+        per source (runs that share a source share them): 'yes' the true ones, 'no' zeros (the
+        groups are then the classes), a phase-1 file its inferred ones."""
+        if source not in self._sources:
+            train, validation = self.data.splits["tr"], self.data.splits["va"]
+            if source == "yes":
+                self._sources[source] = (train.a.cpu(), validation.a.cpu())
+            elif source == "no":
+                self._sources[source] = (torch.zeros_like(train.y.cpu()), torch.zeros_like(validation.y.cpu()))
+            else:
+                labels = self(source)
+                self._sources[source] = (labels[TRAIN_ATTRIBUTES], labels[VALIDATION_ATTRIBUTES])
+        return self._sources[source]
+
 
 def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -> RunSetup:
     """Load and check the run's own inputs; raises UserError on bad input."""
@@ -132,13 +150,9 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
     check_group_labels(algorithm_cls, spec.group_labels)
     train_y = data.splits["tr"].y.cpu()
     inferred_validation = None
-    if spec.group_labels == "yes":
-        train_attributes = data.splits["tr"].a.cpu()
-    elif spec.group_labels == "no":
-        train_attributes = torch.zeros_like(train_y)
-    else:
-        labels = phase_1_files(spec.group_labels)
-        train_attributes, inferred_validation = labels[TRAIN_ATTRIBUTES], labels[VALIDATION_ATTRIBUTES]
+    train_attributes, validation_groups = phase_1_files.group_labels(spec.group_labels)
+    if spec.group_labels not in ("yes", "no"):
+        inferred_validation = validation_groups
     held_out = None
     if algorithm_cls.needs_held_out_logits:
         if not spec.phase_1_file:
@@ -153,7 +167,7 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
     if hparams["batch_size"] > len(train_y):
         raise UserError(f"hyper-parameter batch_size = {hparams['batch_size']} is larger than the training set "
                         f"({len(train_y)} examples); lower it with --hparams '{{\"batch_size\": {len(train_y)}}}'")
-    return RunSetup(spec, hparams, train_attributes, inferred_validation, held_out)
+    return RunSetup(spec, hparams, train_attributes, validation_groups, inferred_validation, held_out)
 
 
 def check_runs(specs: Sequence[RunSpec]) -> None:

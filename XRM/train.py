@@ -183,15 +183,22 @@ class StackTrainer:
         self.batch_width = max(member.sampler.batch_size for member in members)
         self.evaluator = None
         if self.phase == 2:
+            on_device: dict[int, torch.Tensor] = {}  # runs sharing a source share one tensor on the device
+
+            def moved(tensor: torch.Tensor | None) -> torch.Tensor | None:
+                if tensor is None:
+                    return None
+                if id(tensor) not in on_device:
+                    on_device[id(tensor)] = tensor.to(device)
+                return on_device[id(tensor)]
+
             self.evaluator = StackEvaluator(data.splits["va"], data.splits["te"],
-                                            [self._on_device(m.setup.inferred_validation_attributes) for m in members])
+                                            [moved(m.setup.validation_groups) for m in members],
+                                            [moved(m.setup.inferred_validation_attributes) for m in members])
         self.start = members[0].start
         # the first step whose loss was not finite, per member (-1: none), kept on the device
         self.diverged_step = torch.full((len(members),), -1, dtype=torch.long, device=device)
         self._restore_or_start()
-
-    def _on_device(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
-        return None if tensor is None else tensor.to(self.device)
 
     def _per_run(self, make) -> torch.Tensor:
         return torch.stack([make(member) for member in self.members]).to(self.device)

@@ -23,3 +23,23 @@ def test_worst_group_accuracy_over_eight_attributes():
     # groups: (0,0) 2/2, (0,5) 1/2, (1,7) 1/3, (1,2) 2/2; the second run gets class 0's groups all wrong
     assert worst.tolist() == pytest.approx([1 / 3, 0.0])
     assert average.tolist() == pytest.approx([6 / 9, 5 / 9])
+
+
+def test_va_wga_uses_the_groups_of_each_runs_group_label_source():
+    from XRM.data.base import SplitTensors
+    from XRM.evaluation import StackEvaluator
+
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    true = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
+    inferred = torch.tensor([0, 1, 1, 1, 0, 0, 0, 1])
+    split = SplitTensors(torch.zeros(8, 1), y, true)
+    prediction = torch.tensor([0, 1, 0, 0, 1, 1, 0, 1])  # wrong on examples 1 and 6
+    # three runs predicting alike, with the sources 'yes' (true groups), 'no' (the classes), a phase-1 file
+    evaluator = StackEvaluator(split, split, [true, torch.zeros(8, dtype=torch.long), inferred], [None, inferred, inferred])
+    metrics = evaluator(lambda x: torch.nn.functional.one_hot(prediction, 2).float().expand(3, 8, 2))
+    # true groups (0,0) 1/2, (0,1) 2/2, (1,0) 2/2, (1,1) 1/2; classes 3/4 and 3/4; inferred (0,0) 1/1,
+    # (0,1) 2/3, (1,0) 2/3, (1,1) 1/1
+    assert metrics["va_wga"].tolist() == pytest.approx([0.5, 0.75, 2 / 3])
+    assert metrics["va_gi_wga"][1:].tolist() == pytest.approx([2 / 3, 2 / 3]) and metrics["va_gi_wga"][0].isnan()
+    assert metrics["te_wga"].tolist() == pytest.approx([0.5] * 3)  # test: always the true groups
+    assert metrics["va_avg_acc"].tolist() == pytest.approx([0.75] * 3)
