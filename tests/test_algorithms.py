@@ -157,3 +157,21 @@ def test_stacked_optimiser_matches_torch_optim_run_by_run(name, kwargs):
             reference.step()
         assert torch.allclose(stacked[0][run], single[0], rtol=1e-12, atol=1e-14)
         assert torch.allclose(stacked[1][run], single[1], rtol=1e-12, atol=1e-14)
+
+
+def test_group_dro_without_group_labels_weighs_the_classes_only():
+    """--group_labels no: the groups are the classes, q has one entry per class (the reference keeps 2K entries,
+    half never present, which halves its early loss; see README's differences)."""
+    y = torch.tensor([0, 0, 0, 1])
+    run = RunData(y, y, 2, 2, 1, seed=0, hparams=HPARAMS)
+    group_dro = GroupDRO(2)
+    state = _stacked_state(group_dro, run)
+    assert state["q"].tolist() == [[0.5, 0.5]]
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 3.0]]])
+    loss, state = group_dro.loss(logits, Batch(torch.arange(4)[None], y[None], y[None], torch.ones(1, 4), None, 1),
+                                 state, _hparams(group_dro))
+    per_class = torch.stack([F.cross_entropy(logits[0, :3], y[:3]), F.cross_entropy(logits[0, 3:], y[3:])])
+    q = 0.5 * torch.exp(0.1 * per_class)
+    q = q / q.sum()
+    assert state["q"][0].tolist() == pytest.approx(q.tolist())
+    assert loss.item() == pytest.approx((q * per_class).sum().item(), rel=1e-6)
