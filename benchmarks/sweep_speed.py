@@ -64,11 +64,18 @@ def write_waterbirds_features(data_path: Path, sizes: dict[str, int], dim: int) 
 
 
 def run_command(argv: list[str]) -> float:
-    """Wall seconds of ``python main.py ARGV`` in a new process; prints its stderr tail and exits 1 if it fails."""
+    """Wall seconds of ``python main.py ARGV`` in a new process; prints its stderr tail and exits 1 if it fails.
+
+    Exit status 1 (some runs failed, e.g. an IRM combination that diverges) still times the command; the
+    failed runs are counted on a line of their own.
+    """
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "main.py", *argv], cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
+    failed = [line for line in done.stdout.splitlines() if line.startswith("failed: ")]
+    if done.returncode == 1 and failed:
+        print(f"  ({failed[-1]} runs: {done.stdout.splitlines()[-1].strip()})")
+    elif done.returncode != 0:
         print(f"failed (exit {done.returncode}): python main.py {shlex.join(argv)}", file=sys.stderr)
         print("\n".join(done.stderr.splitlines()[-30:]), file=sys.stderr)
         sys.exit(1)
