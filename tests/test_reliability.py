@@ -143,9 +143,9 @@ def test_read_results_flags_records_that_repeat_steps(script, tmp_path):
     directory = tmp_path / "ERM" / "Synthetic" / "group_labels_yes"
     directory.mkdir(parents=True)
     record = {"va_avg_acc": 0.9, "va_wga": 0.9, "te_avg_acc": 0.9, "te_wga": 0.9}
-    lines = [{"hparams": {}}, {"step": 0, **record}, {"step": 0, **record}]  # two processes wrote it
+    lines = [{"hparams": {}}, {"step": 50, **record}, {"step": 50, **record}]  # two processes wrote it
     (directory / "results_hpcomb_0_seed0.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    good = [{"hparams": {}}, {"step": 0, **record, "va_wga": 0.5}]
+    good = [{"hparams": {}}, {"step": 50, **record, "va_wga": 0.5}]
     (directory / "results_hpcomb_1_seed0.json").write_text("".join(json.dumps(line) + "\n" for line in good))
     result = script("XRM/read_results.py", "--dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
