@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 # Only light modules here: the arguments are parsed (and --help answered) before torch loads.
+from XRM.data.fetch import ACCEPT_UNOFFICIAL_FLAG
 from XRM.data.prepare import RECIPES, DatasetFailed, DatasetRecipe, get_recipe, prepare_dataset
 from XRM.cli import USER_ERROR_EXIT, run_cli
 from XRM.errors import UserError
@@ -20,6 +21,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--download", action="store_true", help="download the files that are not in place")
     parser.add_argument("--mirror", default=None, metavar="URL_OR_DIR",
                         help="fetch <mirror>/<dataset>/<original file name> instead of the original location")
+    parser.add_argument(ACCEPT_UNOFFICIAL_FLAG, action="store_true",
+                        help="use files whose checksums differ from the published ones (copies placed by hand "
+                             "or served by --mirror), with a warning, instead of refusing them")
     parser.add_argument("--features", action="store_true",
                         help="also write ResNet-50 (ImageNet) features.pt for the image datasets")
     parser.add_argument("--batch_size", type=int, default=128, help="images per batch when computing features")
@@ -47,7 +51,8 @@ def main(args: argparse.Namespace) -> int:
     failures: dict[str, list[str]] = {}
     for recipe in recipes:
         try:
-            folder = prepare_dataset(recipe.name, args.data_path, args.download, args.mirror)
+            folder = prepare_dataset(recipe.name, args.data_path, args.download, args.mirror,
+                                     args.accept_unofficial)
             if args.features and recipe.image_dataset is not None:
                 _write_features(recipe, folder, args)
         except DatasetFailed as error:

@@ -79,3 +79,21 @@ def test_the_mlp_starts_as_the_reference_xavier_everywhere_and_zero_biases():
         assert layer.weight.abs().max().item() <= bound
         assert layer.weight.abs().max().item() > 0.95 * bound  # drawn over the whole range, the head included
         assert layer.bias.abs().sum().item() == 0.0
+
+
+def test_loading_prints_the_split_sizes_and_warns_when_mnist_is_not_the_official_one(tmp_path, capsys):
+    from XRM.data.colormnist import report_sizes
+
+    _write_mnist(tmp_path, n_train=240, n_test=100)
+    capsys.readouterr()
+    get_dataset("ColorMNIST").load_splits(str(tmp_path))
+    mnist = tmp_path / "mnist"
+    assert capsys.readouterr().err.splitlines() == [
+        f"ColorMNIST: MNIST under {mnist} has 240 train and 100 test images: tr 200, va 40, te 100",
+        f"warning: MNIST under {mnist}: the train split has 240 images, not the official 60000 "
+        "(a partial or altered copy? it is used as it is)",
+        f"warning: MNIST under {mnist}: the test split has 100 images, not the official 10000 "
+        "(a partial or altered copy? it is used as it is)"]
+    report_sizes(mnist, 60000, 10000)  # the official MNIST: its sizes, no warning
+    assert capsys.readouterr().err.splitlines() == [
+        f"ColorMNIST: MNIST under {mnist} has 60000 train and 10000 test images: tr 50000, va 10000, te 10000"]

@@ -106,6 +106,37 @@ def test_mnist_is_readable_by_torchvision(prepared):
     assert tuple(test.data.shape) == (4, 28, 28)
 
 
+def test_split_sizes_other_than_the_official_ones_are_warned_about(prepared):
+    # The tiny fixtures are far from the published sizes README.md gives (Waterbirds,
+    # CelebA, MNIST); the other datasets document none. The run still succeeds.
+    data, result = prepared
+    unofficial = "(a partial or altered copy? it is used as it is)"
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [
+        f"warning: waterbirds: the train split has 7 examples, not the official 4795 {unofficial}",
+        f"warning: waterbirds: the val split has 2 examples, not the official 1199 {unofficial}",
+        f"warning: waterbirds: the test split has 3 examples, not the official 5794 {unofficial}",
+        f"warning: celeba: the train split has 5 examples, not the official 162770 {unofficial}",
+        f"warning: celeba: the val split has 2 examples, not the official 19867 {unofficial}",
+        f"warning: celeba: the test split has 2 examples, not the official 19962 {unofficial}",
+        f"warning: MNIST under {data / 'mnist'}: the train split has 6 images, not the official 60000 {unofficial}",
+        f"warning: MNIST under {data / 'mnist'}: the test split has 4 images, not the official 10000 {unofficial}"]
+
+
+def test_official_split_sizes_give_no_warning():
+    from XRM.data.metadata_table import size_warnings
+    from XRM.data.prepare import WATERBIRDS_SIZES
+    from XRM.data.sources import MNIST_SPLIT_SIZES
+
+    assert size_warnings("MNIST", {"train": 60000, "test": 10000}, MNIST_SPLIT_SIZES) == []
+    assert size_warnings("waterbirds", {"train": 4795, "val": 1199, "test": 5794},
+                         {"train": WATERBIRDS_SIZES[0], "val": WATERBIRDS_SIZES[1], "test": WATERBIRDS_SIZES[2]}) == []
+    assert size_warnings("MNIST", {"train": 59999}, {"train": 60000, "test": 10000}, "images") == [
+        "warning: MNIST: the train split has 59999 images, not the official 60000 "
+        "(a partial or altered copy? it is used as it is)",
+        "warning: MNIST: the test split has 0 images, not the official 10000 "
+        "(a partial or altered copy? it is used as it is)"]
+
+
 def test_rerun_skips_prepared_datasets(prepared, capsys):
     data = prepared[0]
     before = (data / "waterbirds/metadata_waterbirds.csv").stat().st_mtime_ns

@@ -39,19 +39,46 @@ def _by_hand(location, destination: Path) -> str:
     return f"download {location} by hand, save it as {destination}, and re-run without --download to prepare it"
 
 
-def test_checksum_mismatch(tmp_path, capsys):
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_checksum_mismatch_from_a_mirror(tmp_path, capsys):
     mirror, data = tmp_path / "mirror", tmp_path / "data"
     fx.make_mnist(mirror)  # stand-ins: their MD5s cannot be the real MNIST ones
     code, stderr = fx.run_main(["--download", "--mirror", str(mirror), "--data_path", str(data), "cmnist"], capsys)
     assert code == 2
-    # Every file is tried: all four mismatches are listed, one line each.
+    # Every file is tried: all four mismatches are listed, one line each. The way on is the
+    # flag, or the official file: placing the mirror's copy by hand would be refused again.
     assert fx.error_lines(stderr) == [
         f"error: cmnist: {remote.name} from {mirror / 'cmnist' / remote.name} has md5 "
-        f"{hashlib.md5((mirror / 'cmnist' / remote.name).read_bytes()).hexdigest()} where {remote.md5} was expected "
-        "(corrupted or incomplete download; deleted): re-run, or "
-        + _by_hand(mirror / "cmnist" / remote.name, data / "mnist" / "MNIST" / "raw" / remote.name)
+        f"{_md5(mirror / 'cmnist' / remote.name)} where {remote.md5} was expected "
+        "(not the official file; deleted): re-run with --accept_unofficial to use this copy anyway, or "
+        + _by_hand(remote.url, data / "mnist" / "MNIST" / "raw" / remote.name)
         for remote in MNIST_FILES]
     _assert_clean(data)
+
+
+def test_checksum_mismatch_from_a_mirror_accepted_with_a_warning(tmp_path, capsys):
+    mirror, data = tmp_path / "mirror", tmp_path / "data"
+    fx.make_mnist(mirror)
+    code, stderr = fx.run_main(["--download", "--mirror", str(mirror), "--accept_unofficial", "--data_path",
+                                str(data), "cmnist"], capsys)
+    assert code == 0, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("warning:")] == [
+        *(f"warning: {remote.name} from {mirror / 'cmnist' / remote.name} has md5 "
+          f"{_md5(mirror / 'cmnist' / remote.name)} where {remote.md5} was expected (not the official file): "
+          "using it anyway (--accept_unofficial)" for remote in MNIST_FILES),
+        f"warning: MNIST under {data / 'mnist'}: the train split has 6 images, not the official 60000 "
+        "(a partial or altered copy? it is used as it is)",
+        f"warning: MNIST under {data / 'mnist'}: the test split has 4 images, not the official 10000 "
+        "(a partial or altered copy? it is used as it is)"]
+    assert (data / "mnist" / ".prepared").is_file()
+    # Downloaded archives go once unpacked, as with official files.
+    assert sorted(p.name for p in (data / "mnist" / "MNIST" / "raw").iterdir()) == [
+        ".t10k-images-idx3-ubyte.gz.extracted", ".t10k-labels-idx1-ubyte.gz.extracted",
+        ".train-images-idx3-ubyte.gz.extracted", ".train-labels-idx1-ubyte.gz.extracted",
+        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
 
 
 def test_truncated_archive(tmp_path, capsys):
@@ -263,14 +290,23 @@ def test_hand_placed_plain_file_with_wrong_content_is_not_trusted(tmp_path, monk
     placed.write_bytes(bad)
     with pytest.raises(UserError) as caught:
         prepare_dataset("toy", tmp_path / "data")
-    assert str(caught.value) == (
-        f"toy: {placed} has md5 {hashlib.md5(bad).hexdigest()} where {hashlib.md5(good).hexdigest()} "
-        "was expected: replace it with a good copy of https://example.org/toy/notes.txt, or re-run with --download")
+    refusal = (f"toy: {placed} has md5 {hashlib.md5(bad).hexdigest()} where {hashlib.md5(good).hexdigest()} "
+               "was expected (not the official file; left as it is): re-run with --accept_unofficial to use it "
+               "anyway, or replace it with the official https://example.org/toy/notes.txt")
+    assert str(caught.value) == refusal
     assert not (placed.parent / ".prepared").exists()
-    # With --download the bad copy is deleted and fetched again (here from a local mirror).
+    # --download never deletes the user's copy to fetch another: the same refusal.
     mirror = tmp_path / "mirror" / "toy"
     mirror.mkdir(parents=True)
     (mirror / "notes.txt").write_bytes(good)
-    prepare_dataset("toy", tmp_path / "data", download=True, mirror=str(tmp_path / "mirror"))
-    assert placed.read_bytes() == good and (placed.parent / ".prepared").is_file()
-    assert f"{placed} has md5" in capsys.readouterr().err
+    with pytest.raises(UserError) as caught:
+        prepare_dataset("toy", tmp_path / "data", download=True, mirror=str(tmp_path / "mirror"))
+    assert str(caught.value) == refusal
+    assert placed.read_bytes() == bad and not (placed.parent / ".prepared").exists()
+    # The explicit way on: used as it is, with a warning.
+    capsys.readouterr()
+    prepare_dataset("toy", tmp_path / "data", accept_unofficial=True)
+    assert placed.read_bytes() == bad and (placed.parent / ".prepared").is_file()
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"warning: {placed} has md5 {hashlib.md5(bad).hexdigest()} where {hashlib.md5(good).hexdigest()} "
+        "was expected (not the official file): using it anyway (--accept_unofficial)")

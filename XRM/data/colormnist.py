@@ -15,10 +15,14 @@ drawn from a fixed seed, so every run sees the same dataset.
 from dataclasses import dataclass
 from pathlib import Path
 
+import sys
+
 import torch
 
 from XRM.data.base import GroupDataset, SplitTensors
 from XRM.data.files import download_hint
+from XRM.data.metadata_table import size_warnings
+from XRM.data.sources import MNIST_SPLIT_SIZES
 from XRM.data.registry import register_dataset
 from XRM.errors import UserError
 
@@ -82,6 +86,17 @@ def read_mnist(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return mnist.data, mnist.targets
 
 
+def report_sizes(root: Path, n_train: int, n_test: int) -> None:
+    """Print MNIST's split sizes and the ColorMNIST splits made of them; warn where MNIST
+    is not the official 60,000 / 10,000 (a truncated copy would otherwise train silently)."""
+    n_tr = n_train * 5 // 6
+    print(f"ColorMNIST: MNIST under {root} has {n_train} train and {n_test} test images: "
+          f"tr {n_tr}, va {n_train - n_tr}, te {n_test}", file=sys.stderr)
+    for line in size_warnings(f"MNIST under {root}", {"train": n_train, "test": n_test}, MNIST_SPLIT_SIZES,
+                              "images"):
+        print(line, file=sys.stderr)
+
+
 @register_dataset("ColorMNIST")
 class ColorMNIST(GroupDataset):
     """ColorMNIST (see the module docstring): 2x14x14 images, an MLP with 390 hidden units, Adam."""
@@ -94,6 +109,7 @@ class ColorMNIST(GroupDataset):
         root = Path(data_path) / "mnist"
         images, digits = read_mnist(root, train=True)
         test_images, test_digits = read_mnist(root, train=False)
+        report_sizes(root, len(images), len(test_images))
         generator = torch.Generator().manual_seed(DATA_SEED)
         n_train = len(images) * 5 // 6
         order = torch.randperm(n_train, generator=generator)

@@ -98,11 +98,21 @@ def _transfer(remote: RemoteFile, location: str, mirror: str | None, partial: Pa
             download_url(location, partial.parent, partial.name)
 
 
-def fetch(remote: RemoteFile, dataset: str, destination: Path, mirror: str | None = None) -> None:
+ACCEPT_UNOFFICIAL_FLAG = "--accept_unofficial"
+
+
+def unofficial_warning(what: str, problem: str) -> str:
+    """The warning printed when ``--accept_unofficial`` lets a file whose checksum differs through."""
+    return f"warning: {what} has {problem} (not the official file): using it anyway ({ACCEPT_UNOFFICIAL_FLAG})"
+
+
+def fetch(remote: RemoteFile, dataset: str, destination: Path, mirror: str | None = None,
+          accept_unofficial: bool = False) -> None:
     """Download ``remote`` (or copy it from ``mirror``) to ``destination``, verified.
 
     Raises UserError, with the URL, the file expected and where to put a copy made by
     hand, when the transfer fails or a checksum disagrees; nothing is left behind then.
+    With ``accept_unofficial`` a checksum that disagrees is a warning and the file stays.
     """
     location = source_location(remote, dataset, mirror)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +124,14 @@ def fetch(remote: RemoteFile, dataset: str, destination: Path, mirror: str | Non
         if not partial.is_file():
             raise OSError("no file arrived")
         problem = checksum_problem(partial, remote)
-        if problem is not None:
+        if problem is not None and accept_unofficial:
+            print(unofficial_warning(f"{remote.name} from {location}", problem), file=sys.stderr)
+        elif problem is not None and mirror is not None:
+            # The mirror's copy is the user's: fetching it again, or placing it by hand, brings the same bytes.
+            raise UserError(f"{remote.name} from {location} has {problem} (not the official file; deleted): "
+                            f"re-run with {ACCEPT_UNOFFICIAL_FLAG} to use this copy anyway, or "
+                            f"{manual_copy_hint(remote.url, destination)}")
+        elif problem is not None:
             raise UserError(f"{remote.name} from {location} has {problem} (corrupted or incomplete "
                             f"download; deleted): re-run, or {manual_copy_hint(location, destination)}")
         os.replace(partial, destination)

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from XRM.data.files import open_csv, require_file
-from XRM.data.metadata_table import SPLIT_IDS_BY_NAME, MetadataTable, table_from_rows, write_metadata_csv
+from XRM.data.metadata_table import (SPLIT_IDS_BY_NAME, MetadataTable, size_warnings, table_from_rows,
+                                     write_metadata_csv)
+from XRM.data.sources import MNIST_SPLIT_SIZES
 from XRM.errors import UserError
 from XRM.fileio import atomic_write_text
 
@@ -229,9 +231,16 @@ def check_mnist(folder: Path) -> None:
     is built from it at training time, so no metadata file is written."""
     from torchvision.datasets import MNIST
 
-    for train in (True, False):
+    sizes = {}
+    for split in MNIST_SPLIT_SIZES:
         try:
-            images = MNIST(root=str(folder), train=train, download=False)
+            images = MNIST(root=str(folder), train=split == "train", download=False)
         except (RuntimeError, ValueError, OSError) as error:
-            raise UserError(f"MNIST under {folder} is unreadable ({error}): download it again") from error
-        print(f"  {'train' if train else 'test':>10} {len(images):>7}", file=sys.stderr)
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UserError(f"MNIST under {folder} is unreadable ({reason}): replace the unpacked files in "
+                            f"{folder / 'MNIST' / 'raw'} with good copies, or delete them to unpack the .gz "
+                            "files there again") from error
+        sizes[split] = len(images)
+        print(f"  {split:>10} {len(images):>7}", file=sys.stderr)
+    for line in size_warnings(f"MNIST under {folder}", sizes, MNIST_SPLIT_SIZES, "images"):
+        print(line, file=sys.stderr)

@@ -115,3 +115,11 @@ def format_group_counts(table: MetadataTable, split_names: dict[int, str] = SPLI
         cells = " ".join(f"(y={y},a={a}):{n}" for (y, a), n in groups.items())
         lines.append(f"  {name:>10} {sum(groups.values()):>7}  {cells}")
     return "\n".join(lines)
+
+
+def size_warnings(what: str, sizes: Mapping[str, int], official: Mapping[str, int], unit: str = "examples") -> list[str]:
+    """A ``warning:`` line for each split of ``official`` whose size in ``sizes`` differs
+    (a truncated or partial copy otherwise passes unnoticed); none when all agree."""
+    return [f"warning: {what}: the {split} split has {sizes.get(split, 0)} {unit}, not the official {count} "
+            "(a partial or altered copy? it is used as it is)"
+            for split, count in official.items() if sizes.get(split, 0) != count]

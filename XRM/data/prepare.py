@@ -14,9 +14,10 @@ from pathlib import Path
 
 from XRM.data import metadata, sources
 from XRM.data.extract import ArchiveError, is_extracted, safe_extract
-from XRM.data.fetch import checksum_problem, fetch, manual_copy_hint, source_location
+from XRM.data.fetch import (ACCEPT_UNOFFICIAL_FLAG, checksum_problem, fetch, manual_copy_hint, source_location,
+                            unofficial_warning)
 from XRM.data.image_layouts import get_image_layout
-from XRM.data.metadata_table import SPLIT_NAMES, MetadataTable, format_group_counts
+from XRM.data.metadata_table import SPLIT_NAMES, MetadataTable, format_group_counts, group_counts, size_warnings
 from XRM.data.sources import RemoteFile
 from XRM.errors import UserError
 from XRM.registry import Registry
@@ -34,6 +35,8 @@ class DatasetRecipe:
     build_metadata: Callable[[Path], MetadataTable | None]
     image_dataset: str | None = None  # registered in image_layouts.py: features can be computed
     split_names: dict[int, str] | None = None
+    # Examples per split code in the published dataset (where documented): other counts are warned about.
+    official_sizes: dict[int, int] | None = None
 
 
 RECIPES: Registry[DatasetRecipe] = Registry("dataset")
@@ -60,13 +63,20 @@ def get_recipe(name: str) -> DatasetRecipe:
 
 
 def image_recipe(name: str, files: tuple[RemoteFile, ...], build_metadata: Callable[[Path], MetadataTable],
-                 split_names: dict[int, str] | None = None) -> DatasetRecipe:
+                 split_names: dict[int, str] | None = None,
+                 official_sizes: dict[int, int] | None = None) -> DatasetRecipe:
     """The recipe of image dataset ``name`` (registered in image_layouts.py), in the folder training reads."""
-    return DatasetRecipe(name, get_image_layout(name).folder, files, build_metadata, name, split_names)
+    return DatasetRecipe(name, get_image_layout(name).folder, files, build_metadata, name, split_names,
+                         official_sizes)
 
 
-register_recipe(image_recipe("waterbirds", sources.WATERBIRDS_FILES, metadata.write_waterbirds_metadata))
-register_recipe(image_recipe("celeba", sources.CELEBA_FILES, metadata.write_celeba_metadata))
+# Split sizes as the datasets' papers (and README.md) give them.
+WATERBIRDS_SIZES = {0: 4795, 1: 1199, 2: 5794}
+CELEBA_SIZES = {0: 162770, 1: 19867, 2: 19962}
+register_recipe(image_recipe("waterbirds", sources.WATERBIRDS_FILES, metadata.write_waterbirds_metadata,
+                             official_sizes=WATERBIRDS_SIZES))
+register_recipe(image_recipe("celeba", sources.CELEBA_FILES, metadata.write_celeba_metadata,
+                             official_sizes=CELEBA_SIZES))
 register_recipe(DatasetRecipe("civilcomments", "civilcomments", sources.CIVILCOMMENTS_FILES,
                               metadata.write_civilcomments_metadata))
 register_recipe(DatasetRecipe("multinli", "multinli", sources.MULTINLI_FILES, metadata.write_multinli_metadata))
@@ -77,10 +87,18 @@ register_recipe(DatasetRecipe("cmnist", "mnist", sources.MNIST_FILES, metadata.c
 
 
 def _extracted(remote: RemoteFile, folder: Path, stored: Path) -> bool:
-    """Whether an archive's contents are already where the metadata builder reads them."""
-    provided = all((folder / path).exists() for path in remote.provides)
-    # An archive still lying there without a marker may have been cut off mid-extraction.
-    return provided and (is_extracted(remote.name, folder / remote.extract_to) or not stored.exists())
+    """Whether an archive's contents are already where the metadata builder reads them.
+
+    Extraction renames whole top-level entries into place, so what it provides is never
+    half there: a folder holding them (unpacked by hand, beside the archive or not) is
+    used as it is.
+    """
+    if not all((folder / path).exists() for path in remote.provides):
+        return False
+    if stored.is_file() and not is_extracted(remote.name, folder / remote.extract_to):
+        print(f"{', '.join(str(folder / path) for path in remote.provides)} already there: "
+              f"using it, {stored} is not unpacked again", file=sys.stderr)
+    return True
 
 
 def _missing(recipe: DatasetRecipe, remote: RemoteFile, stored: Path, mirror: str | None) -> UserError:
@@ -88,40 +106,35 @@ def _missing(recipe: DatasetRecipe, remote: RemoteFile, stored: Path, mirror: st
                      f"{manual_copy_hint(source_location(remote, recipe.name, mirror), stored)}")
 
 
-def _place_plain_file(recipe: DatasetRecipe, remote: RemoteFile, stored: Path, download: bool,
-                      mirror: str | None) -> None:
-    # A file used as it is is checked every time: one placed by hand may be a wrong copy.
-    if stored.is_file():
-        problem = checksum_problem(stored, remote)
-        if problem is None:
-            return
-        if not download:
-            raise UserError(f"{stored} has {problem}: replace it with a good copy of "
-                            f"{source_location(remote, recipe.name, mirror)}, or re-run with --download")
-        print(f"{stored} has {problem}: downloading it again", file=sys.stderr)
-        stored.unlink()
-    elif not download:
-        raise _missing(recipe, remote, stored, mirror)
-    fetch(remote, recipe.name, stored, mirror)
-
-
-def _place_file(recipe: DatasetRecipe, remote: RemoteFile, folder: Path, download: bool, mirror: str | None) -> None:
-    stored = folder / remote.directory / remote.name
-    if not remote.is_archive:
-        _place_plain_file(recipe, remote, stored, download, mirror)
+def _check_placed(remote: RemoteFile, stored: Path, accept_unofficial: bool) -> None:
+    """A file found in place (the user's) whose checksum differs is never deleted: refused,
+    or with ``accept_unofficial`` used with a warning."""
+    problem = checksum_problem(stored, remote)
+    if problem is None:
         return
-    if _extracted(remote, folder, stored):
+    if accept_unofficial:
+        print(unofficial_warning(str(stored), problem), file=sys.stderr)
+        return
+    raise UserError(f"{stored} has {problem} (not the official file; left as it is): re-run with "
+                    f"{ACCEPT_UNOFFICIAL_FLAG} to use it anyway, or replace it with the official {remote.url}")
+
+
+def _place_file(recipe: DatasetRecipe, remote: RemoteFile, folder: Path, download: bool, mirror: str | None,
+                accept_unofficial: bool) -> None:
+    stored = folder / remote.directory / remote.name
+    if remote.is_archive and _extracted(remote, folder, stored):
         return
     downloaded = False
-    if not stored.is_file():
-        if not download:
-            raise _missing(recipe, remote, stored, mirror)
-        fetch(remote, recipe.name, stored, mirror)
-        downloaded = True
+    if stored.is_file():
+        # Checked every time: a file placed by hand may be a wrong copy.
+        _check_placed(remote, stored, accept_unofficial)
+    elif not download:
+        raise _missing(recipe, remote, stored, mirror)
     else:
-        problem = checksum_problem(stored, remote)
-        if problem is not None:
-            raise UserError(f"{stored} has {problem}: replace it with a good copy of {remote.url}")
+        fetch(remote, recipe.name, stored, mirror, accept_unofficial)
+        downloaded = True
+    if not remote.is_archive:
+        return
     try:
         safe_extract(stored, folder / remote.extract_to)
     except ArchiveError as error:
@@ -160,9 +173,23 @@ def _remove_empty_folders(folder: Path, remove_top: bool) -> None:
         folder.rmdir()
 
 
-def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mirror: str | None = None) -> Path:
+def _print_summary(recipe: DatasetRecipe, table: MetadataTable) -> None:
+    print(f"{recipe.name}: {len(table)} rows; examples per split and (y, a) group:\n"
+          f"{format_group_counts(table, recipe.split_names or SPLIT_NAMES)}", file=sys.stderr)
+    if recipe.official_sizes is not None:
+        names = recipe.split_names or SPLIT_NAMES
+        sizes = {names[split]: sum(groups.values()) for split, groups in group_counts(table).items()}
+        official = {names[split]: count for split, count in recipe.official_sizes.items()}
+        for line in size_warnings(recipe.name, sizes, official):
+            print(line, file=sys.stderr)
+
+
+def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mirror: str | None = None,
+                    accept_unofficial: bool = False) -> Path:
     """Bring dataset ``name`` under ``data_path`` to the prepared state: files fetched
     (when ``download``) or found, archives extracted, metadata written, marker set.
+    With ``accept_unofficial``, files whose checksums differ from the published ones are
+    used with a warning instead of refused.
 
     Returns the dataset's folder. Raises DatasetFailed (a UserError) listing, one line
     each, every file that could not be placed (all are tried), or the metadata's problem;
@@ -179,7 +206,7 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
         problems = []
         for remote in recipe.files:
             try:
-                _place_file(recipe, remote, folder, download, mirror)
+                _place_file(recipe, remote, folder, download, mirror, accept_unofficial)
             except UserError as error:
                 problems.append(str(error))
         if problems:
@@ -195,7 +222,6 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
         _remove_empty_folders(folder, remove_top=created)  # no empty folders that look like a start
         raise
     if table is not None:
-        print(f"{name}: {len(table)} rows; examples per split and (y, a) group:\n"
-              f"{format_group_counts(table, recipe.split_names or SPLIT_NAMES)}", file=sys.stderr)
+        _print_summary(recipe, table)
     (folder / PREPARED_MARKER).write_text("ok\n")
     return folder

@@ -146,6 +146,8 @@ _MNIST_MD5 = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
+# Images in each split of the published MNIST (torchvision's train=True / train=False).
+MNIST_SPLIT_SIZES = {"train": 60000, "test": 10000}
 # Unpacked where torchvision.datasets.MNIST(root=<data_path>/mnist) looks for them.
 MNIST_FILES = tuple(
     RemoteFile(
