@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from XRM.batches import evaluation_batches
+from XRM.errors import UserError
 from XRM.networks import MLP, TwinNetwork
-from XRM.optimizers import SGD_MOMENTUM, StackedOptimizer, build_optimizer
+from XRM.optimizers import SGD_MOMENTUM, StackedOptimizer, build_lr_scheduler, build_optimizer
 
 #: evaluation computes at most this many hidden activations at once (elements)
 EVALUATION_ELEMENTS = 1 << 26
@@ -156,7 +157,12 @@ class ParameterStack:
 
 
 class ModuleStack:
-    """One run's network of any kind and its torch.optim optimiser: a stack of one (backbones)."""
+    """One run's network of any kind, its torch.optim optimiser and learning-rate schedule (hparam
+    ``lr_schedule``, "constant" when absent): a stack of one (backbones).
+
+    The scheduler steps after every optimiser step; its state_dict is saved beside the
+    optimiser's in the checkpoint, so a resumed run continues the schedule where it stopped.
+    """
 
     num_runs = 1
 
@@ -166,6 +172,8 @@ class ModuleStack:
         self.num_workers = num_workers
         self.optimizer = build_optimizer(self.network, hparams["optimizer"], hparams["lr"], hparams["weight_decay"],
                                          momentum=hparams.get("sgd_momentum", SGD_MOMENTUM))
+        self.schedule = hparams.get("lr_schedule", "constant")
+        self.scheduler = build_lr_scheduler(self.optimizer, self.schedule, hparams["num_steps"])
         self.best = self.model_state(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,6 +198,7 @@ class ModuleStack:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.scheduler.step()
 
     def model_state(self, member: int) -> dict[str, torch.Tensor]:
         """The network's state_dict (CPU copies)."""
@@ -205,11 +214,20 @@ class ModuleStack:
             self.best = self.model_state(0)
 
     def load_member(self, member: int, model: dict, optimizer: dict, best_model: dict | None) -> None:
-        """Restore the run from its checkpoint (and its best network)."""
+        """Restore the run from its checkpoint (and its best network); ``optimizer`` is
+        :meth:`optimizer_state`'s dict."""
         self.network.load_state_dict(model)
-        self.optimizer.load_state_dict(optimizer)
+        if "lr_scheduler" not in optimizer:
+            # a bare torch.optim state_dict, written before schedules were saved: its run trained at
+            # a constant rate, which only a "constant" schedule continues exactly
+            if self.schedule != "constant":
+                raise UserError(f"this checkpoint has no learning-rate schedule state, and lr_schedule is "
+                                f"{self.schedule!r}: delete the run's files to train it again")
+            optimizer = {"optimizer": optimizer, "lr_scheduler": self.scheduler.state_dict()}
+        self.optimizer.load_state_dict(optimizer["optimizer"])
+        self.scheduler.load_state_dict(optimizer["lr_scheduler"])
         self.best = best_model or self.model_state(0)
 
     def optimizer_state(self, member: int) -> dict:
-        """The optimiser's state_dict."""
-        return self.optimizer.state_dict()
+        """The optimiser's and the learning-rate scheduler's state_dicts."""
+        return {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.scheduler.state_dict()}

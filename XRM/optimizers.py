@@ -1,6 +1,12 @@
-"""Optimisers, with weight decay on weights only (never on biases or normalisation layers)."""
+"""Optimisers, with weight decay on weights only (never on biases or normalisation layers), and
+learning-rate schedules."""
+from typing import Callable
+
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from XRM.registry import Registry
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: SGD's momentum unless the hparams set ``sgd_momentum`` (the figure scripts set 0: the
@@ -34,6 +40,39 @@ def build_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
+
+
+#: schedule name -> factor(step, num_steps): the base learning rate's multiplier at update ``step``
+#: (0-based) of a run of ``num_steps`` updates; the hparam ``lr_schedule`` names one
+LR_SCHEDULES: Registry[Callable[[int, int], float]] = Registry("learning-rate schedule")
+
+
+@LR_SCHEDULES.register("constant")
+def constant_lr_factor(step: int, num_steps: int) -> float:
+    """1 at every step: the base learning rate throughout."""
+    return 1.0
+
+
+@LR_SCHEDULES.register("text")
+def text_lr_factor(step: int, num_steps: int) -> float:
+    """The reference's schedule for BERT fine-tuning (CivilComments, MultiNLI): two linear decays.
+
+    With W = num_steps // 3 + 1: the factor falls from 1 at step 0 towards 0 (1/W at step
+    W - 1), jumps back to 1 at step W and falls linearly by 1/num_steps a step, to W/num_steps
+    (about 1/3) at step num_steps. For num_steps = 60001 (W = 20001) its mean over the
+    training steps 0..60000 is about 0.61.
+    """
+    first = num_steps // 3 + 1
+    if step < first:
+        return 1.0 - step / first
+    return 1.0 - (step - first) / num_steps
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, name: str, num_steps: int) -> LambdaLR:
+    """A LambdaLR multiplying ``optimizer``'s learning rates by schedule ``name``'s factor; step it
+    after every optimiser step, so that update k uses factor(k)."""
+    factor = LR_SCHEDULES.lookup(name)
+    return LambdaLR(optimizer, lambda step: factor(step, num_steps))
 
 
 def _per_run(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
