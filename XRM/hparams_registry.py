@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from XRM.errors import UserError
-from XRM.optimizers import OPTIMIZERS
+from XRM.optimizers import LR_SCHEDULES, OPTIMIZERS
 
 Sampler = Callable[[np.random.RandomState], Any]
 
@@ -60,7 +60,12 @@ FAMILY_SPACES: dict[str, dict[str, tuple[Any, Sampler]]] = {
         "lr": (1e-5, _log_uniform(-6, -4)),
         "batch_size": (32, _log2_uniform_int(4, 6)),
         "weight_decay": (1e-4, _log_uniform(-6, -3)),
-        "last_layer_dropout": (0.0, _choice([0.0, 0.1, 0.5])),
+        # the reference's schedule (optimizers.text_lr_factor) and BertForSequenceClassification's own
+        # dropout before the head (BERT's hidden_dropout_prob, 0.1): the reference draws a
+        # last_layer_dropout from {0, 0.1, 0.5} but never applies it, so 0.1 is what it trains with;
+        # another value is an explicit override (--hparams '{"last_layer_dropout": 0.5}')
+        "lr_schedule": ("text", _fixed("text")),
+        "last_layer_dropout": (0.1, _fixed(0.1)),
     },
     "image": {
         "optimizer": ("sgd", _fixed("sgd")),
@@ -117,6 +122,8 @@ def check_hparams(hparams: dict[str, Any]) -> None:
 
     if "optimizer" in hparams and hparams["optimizer"] not in OPTIMIZERS:
         raise bad("optimizer", "one of " + ", ".join(OPTIMIZERS))
+    if "lr_schedule" in hparams and hparams["lr_schedule"] not in LR_SCHEDULES:
+        raise bad("lr_schedule", "one of " + ", ".join(LR_SCHEDULES.names()))
     for name in _POSITIVE_INTEGERS:
         if name in hparams and not (isinstance(hparams[name], int) and hparams[name] >= 1):
             raise bad(name, "an integer >= 1")
@@ -129,3 +136,5 @@ def check_hparams(hparams: dict[str, Any]) -> None:
     for name in _NON_NEGATIVE:
         if name in hparams and not (finite(hparams[name]) and hparams[name] >= 0):
             raise bad(name, "a finite number >= 0")
+    if "last_layer_dropout" in hparams and not hparams["last_layer_dropout"] < 1:
+        raise bad("last_layer_dropout", "below 1 (a dropout probability)")

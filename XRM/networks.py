@@ -66,14 +66,20 @@ class ImageClassifier(nn.Module):
             return self.backbone(x).float()
 
 
+#: dropout before the text head: bert-base-uncased's hidden_dropout_prob, which
+#: BertForSequenceClassification (the reference's network) applies to the pooled output
+TEXT_HEAD_DROPOUT = 0.1
+
+
 class TextClassifier(nn.Module):
-    """A transformers encoder, dropout, and a zero-initialised head on the pooled output; bf16 on CUDA.
+    """A transformers encoder, dropout (0.1 unless given), and a zero-initialised head on the pooled
+    output, as BertForSequenceClassification; bf16 on CUDA.
 
     Inputs are token tensors [n, L, 3]: input ids, attention mask and token type ids, the
     layout of the reference (MultiNLI's cached features, CivilComments' tokens).
     """
 
-    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = 0.0) -> None:
+    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = TEXT_HEAD_DROPOUT) -> None:
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
@@ -114,6 +120,6 @@ def build_network(family: str, input_shape: tuple[int, ...], num_classes: int, h
     if family == "image":
         return ImageClassifier(build_torchvision_backbone(backbone or BackboneSpec(DEFAULT_IMAGE_BACKBONE)), num_classes)
     if family == "text":
-        dropout = (hparams or {}).get("last_layer_dropout", 0.0)
+        dropout = (hparams or {}).get("last_layer_dropout", TEXT_HEAD_DROPOUT)
         return TextClassifier(build_text_encoder(backbone or BackboneSpec(DEFAULT_TEXT_MODEL)), num_classes, dropout)
     raise ValueError(f"no network for dataset family {family!r}")

@@ -105,3 +105,102 @@ def test_multinli_refuses_text_models_with_other_token_ids(tmp_path, monkeypatch
     monkeypatch.setenv("XRM_TEXT_MODEL", "roberta-base")
     with pytest.raises(UserError, match="text model 'roberta-base' cannot read \\(only bert-base-uncased or a local"):
         get_dataset("MultiNLI").load_splits(str(tmp_path / "no-data"))
+
+
+def test_text_lr_factor_hand_values():
+    from XRM.optimizers import text_lr_factor
+
+    # N = 10: W = 10 // 3 + 1 = 4; steps 0..3 fall by 1/4, step 4 restarts at 1, then -1/10 a step
+    assert [text_lr_factor(s, 10) for s in (0, 1, 3, 4, 5, 10)] == [1.0, 0.75, 0.25, 1.0, 0.9, 0.4]
+    # the reference's 60001 steps: W = 20001
+    n = 60001
+    assert text_lr_factor(0, n) == 1.0
+    assert text_lr_factor(n // 3, n) == 1 - 20000 / 20001  # floor(N/3) = 20000: the last step of the first decay
+    assert text_lr_factor(20001, n) == 1.0
+    assert text_lr_factor(n, n) == 20001 / 60001  # about 1/3
+    assert abs(sum(text_lr_factor(s, n) for s in range(n)) / n - 0.6111) < 1e-4
+
+
+def _tiny_text_stack(tmp_path, num_steps: int, **overrides):
+    from XRM.backbones import BackboneSpec
+    from XRM.hparams_registry import default_hparams
+    from XRM.model_stacks import ModuleStack
+    from XRM.networks import build_network
+
+    bert = tmp_path / "tiny-bert"
+    if not bert.exists():
+        fx.write_tiny_bert(bert)
+    hparams = {**default_hparams("text", "ERM"), "num_steps": num_steps, "lr": 1e-3, **overrides}
+    torch.manual_seed(0)
+    network = build_network("text", (8, 3), 2, hparams, BackboneSpec(str(bert)))
+    return ModuleStack(network, hparams, torch.device("cpu"), 0)
+
+
+def _text_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(step)
+    ids = torch.randint(5, 140, (4, 8), generator=generator)
+    x = torch.stack([ids, torch.ones_like(ids), torch.zeros_like(ids)], dim=-1).int()
+    return x, torch.tensor([0, 1, 0, 1])
+
+
+def _train(stack, steps: range) -> None:
+    import torch.nn.functional as F
+
+    for step in steps:
+        torch.manual_seed(100 + step)  # the same dropout masks in an unbroken and a resumed run
+        x, y = _text_batch(step)
+        stack.step(F.cross_entropy(stack.forward(x)[0], y))
+
+
+def test_text_runs_follow_the_reference_schedule_and_dropout(tmp_path):
+    from XRM.optimizers import text_lr_factor
+
+    stack = _tiny_text_stack(tmp_path, num_steps=10)
+    assert stack.network.dropout.p == 0.1  # BERT's hidden_dropout_prob, not a drawn value
+    assert [g["lr"] for g in stack.optimizer.param_groups] == [1e-3, 1e-3]  # factor(0) = 1
+    _train(stack, range(3))
+    assert all(abs(g["lr"] - 1e-3 * 0.25) < 1e-15 for g in stack.optimizer.param_groups)  # factor(3) = 1 - 3/4
+    _train(stack, range(3, 6))
+    assert all(abs(g["lr"] - 1e-3 * text_lr_factor(6, 10)) < 1e-15 for g in stack.optimizer.param_groups)
+    assert abs(text_lr_factor(6, 10) - 0.8) < 1e-12  # 1 - (6 - 4) / 10
+    # another dropout, or no schedule, only when asked for
+    other = _tiny_text_stack(tmp_path, num_steps=10, last_layer_dropout=0.5, lr_schedule="constant")
+    _train(other, range(3))
+    assert other.network.dropout.p == 0.5 and other.optimizer.param_groups[0]["lr"] == 1e-3
+
+
+def test_text_resume_continues_the_schedule_exactly(tmp_path):
+    unbroken = _tiny_text_stack(tmp_path, num_steps=9)
+    _train(unbroken, range(6))
+
+    first = _tiny_text_stack(tmp_path, num_steps=9)
+    _train(first, range(4))  # stops inside the first decay (W = 4)
+    saved = torch.load(_save(tmp_path, first), weights_only=False)
+    assert saved["optimizer"]["lr_scheduler"]["last_epoch"] == 4
+    resumed = _tiny_text_stack(tmp_path, num_steps=9)
+    resumed.load_member(0, saved["model"], saved["optimizer"], None)
+    assert resumed.optimizer.param_groups[0]["lr"] == first.optimizer.param_groups[0]["lr"] == 1e-3  # factor(4)
+    _train(resumed, range(4, 6))
+    assert resumed.optimizer.param_groups[0]["lr"] == unbroken.optimizer.param_groups[0]["lr"]
+    for name, value in unbroken.model_state(0).items():
+        assert torch.equal(resumed.model_state(0)[name], value), name
+
+
+def _save(tmp_path, stack):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": stack.model_state(0), "optimizer": stack.optimizer_state(0)}, path)
+    return path
+
+
+def test_hparams_check_names_the_schedules():
+    import pytest
+
+    from XRM.errors import UserError
+    from XRM.hparams_registry import check_hparams, default_hparams, random_hparams
+
+    assert default_hparams("text", "ERM")["lr_schedule"] == "text"
+    assert {random_hparams("text", "ERM", comb)["last_layer_dropout"] for comb in range(20)} == {0.1}
+    with pytest.raises(UserError, match="lr_schedule = 'cosine': it must be one of constant, text"):
+        check_hparams({"lr_schedule": "cosine"})
+    with pytest.raises(UserError, match="last_layer_dropout = 1.0: it must be below 1"):
+        check_hparams({"last_layer_dropout": 1.0})
