@@ -72,4 +72,5 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(get_args_parser(), main)
+    run_cli(get_args_parser(), main, interrupted="interrupted; prepared datasets are kept, run the same command again "
+                                                "for the others (files already downloaded are not fetched again)")

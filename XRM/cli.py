@@ -1,12 +1,14 @@
 """What every command-line entry point shares: user errors become one line and exit status 2."""
 import argparse
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 from typing import Callable
 
 from XRM.errors import UserError
+from XRM.fileio import MIN_FREE_BYTES
 
 USER_ERROR_EXIT = 2
 
@@ -37,6 +39,8 @@ def output_folder(path: str) -> Path:
         raise UserError(f"--out_dir {folder}: {existing} is a file, so the folder cannot be made; pass another path")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--out_dir {folder}: {existing} is not writable; pass a folder you can write to")
+    if shutil.disk_usage(existing).free < MIN_FREE_BYTES:
+        raise UserError(f"--out_dir {folder}: no space left on {existing}; free some space or pass another folder")
     return folder
 
 
@@ -52,12 +56,17 @@ def call_main(main: Main, args: argparse.Namespace) -> int:
         return USER_ERROR_EXIT
 
 
-def run_cli(parser: argparse.ArgumentParser, main: Main) -> None:
-    """Parse argv with ``parser``, call ``main`` through :func:`call_main`, and exit with its status."""
+#: what run_cli says after Ctrl-C (or SIGTERM during training) unless the script says otherwise
+TRAINING_INTERRUPTED = "interrupted; finished runs are kept, unfinished ones continue with --resume"
+
+
+def run_cli(parser: argparse.ArgumentParser, main: Main, interrupted: str = TRAINING_INTERRUPTED) -> None:
+    """Parse argv with ``parser``, call ``main`` through :func:`call_main`, and exit with its status
+    (after Ctrl-C: the line ``interrupted`` and 128 + the signal's number)."""
     args = parser.parse_args()
     try:
         status = call_main(main, args)
     except KeyboardInterrupt as stop:  # Ctrl-C, or training's Interrupted (SIGINT or SIGTERM) after its checkpoints
-        print("interrupted; finished runs are kept, unfinished ones continue with --resume", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         status = 128 + getattr(stop, "signum", signal.SIGINT)
     sys.exit(status)

@@ -209,10 +209,11 @@ def test_sigterm_saves_checkpoints_and_the_resumed_run_equals_an_unbroken_one(tm
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 300 kB tmpfs (root only); skipped where the machine cannot mount one."""
+    """A 1100 kB tmpfs (root only; 1 MiB free is what main.py asks for up front); skipped where the
+    machine cannot mount one."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1100k", "tmpfs", str(mount)], capture_output=True)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     yield mount
@@ -220,6 +221,19 @@ def tiny_disk(tmp_path):
 
 
 def test_a_disk_that_fills_up_says_so_in_one_line(script, tiny_disk):
-    result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--num_hparams_combs", "8",
+    result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--num_hparams_combs", "16",
                     "--out_dir", str(tiny_disk / "out"), *SHORT)
     _assert_one_line(result, 2, "no space left on", "--resume")
+
+
+def test_a_full_disk_is_refused_before_anything_is_written(script, tiny_disk):
+    try:
+        with open(tiny_disk / "filler", "wb") as handle:
+            while True:
+                handle.write(b"\0" * 4096)
+                handle.flush()
+    except OSError:  # full
+        pass
+    result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--out_dir", str(tiny_disk / "out"))
+    _assert_one_line(result, 2, f"no space left on {tiny_disk}")
+    assert not (tiny_disk / "out").exists()
