@@ -95,7 +95,7 @@ class ParameterStack:
         return self._apply(x, shared=False)
 
     @torch.inference_mode()
-    def predict(self, inputs: torch.Tensor, num_workers: int = 0) -> torch.Tensor:
+    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         """Every run's logits on every example of ``inputs`` [n, ...], in chunks of examples."""
         widest = max(w.shape[2] for w in self.weights)
         chunk = max(1, EVALUATION_ELEMENTS // (self.num_runs * self.per_run * widest))
@@ -135,15 +135,14 @@ class ParameterStack:
 
     def load_member(self, member: int, model: dict, optimizer: dict, best_model: dict | None) -> None:
         """Restore run ``member`` from its checkpoint (and its best network)."""
-        names = list(self._state_dict(self.parameters(), 0))
         with torch.no_grad():
             for tensors, state in ((self.parameters(), model), (self.best, best_model or model)):
-                loaded = self._from_state_dict(state, names)
+                loaded = self._from_state_dict(state)
                 for tensor, value in zip(tensors, loaded):
                     tensor[member] = value.to(tensor)
         self.optimizer.load_member_state(member, optimizer)
 
-    def _from_state_dict(self, state: dict, names: list[str]) -> list[torch.Tensor]:
+    def _from_state_dict(self, state: dict) -> list[torch.Tensor]:
         weights, biases = [], []
         for layer, name in enumerate(self.layer_names):
             weights.append(torch.stack([state[f"{prefix}{name}weight"] for prefix in self.twin_prefixes]))
@@ -181,13 +180,13 @@ class ModuleStack:
         return self.network(x)[None]
 
     @torch.inference_mode()
-    def predict(self, inputs, num_workers: int | None = None) -> torch.Tensor:
+    def predict(self, inputs) -> torch.Tensor:
         """Logits [1, n, ...] of every example of ``inputs`` (a tensor or a Dataset), in evaluation mode."""
         device = next(self.network.parameters()).device
         self.network.eval()
         try:
             batches: Iterator[torch.Tensor] = evaluation_batches(
-                inputs, BACKBONE_EVALUATION_BATCH, device, self.num_workers if num_workers is None else num_workers)
+                inputs, BACKBONE_EVALUATION_BATCH, device, self.num_workers)
             logits = torch.cat([self.network(x).float() for x in batches])
         finally:
             self.network.train()

@@ -32,11 +32,11 @@ def free_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def run_bytes(member, data, dtype: torch.dtype) -> int:
-    """An upper estimate of the memory one run of a stack needs while training."""
+def run_bytes(member, data, network: torch.nn.Module, dtype: torch.dtype) -> int:
+    """An upper estimate of the memory one run of a stack needs while training; ``network`` is one
+    network of the stack's architecture (every run of a stack has the same)."""
     cls = get_algorithm_class(member.spec.algorithm)
     hparams = member.setup.hparams
-    network = build_network(data.family, input_shape(data.splits["tr"].x), data.num_classes, hparams, data.backbone)
     parameters = sum(p.numel() for p in network.parameters()) * cls.networks_per_run
     widths = sum(m.out_features for m in network.modules() if isinstance(m, torch.nn.Linear))
     in_features = next(m.in_features for m in network.modules() if isinstance(m, torch.nn.Linear))
@@ -53,7 +53,9 @@ def split_to_fit(members: list, data, stack_size: int | None, device: torch.devi
     """``members`` in consecutive stacks of at most ``stack_size`` runs that fit the device's memory."""
     if not members:
         return []
-    per_run = max(run_bytes(member, data, dtype) for member in members)
+    network = build_network(data.family, input_shape(data.splits["tr"].x), data.num_classes, members[0].setup.hparams,
+                            data.backbone)
+    per_run = max(run_bytes(member, data, network, dtype) for member in members)
     capacity = max(1, int(free_memory(device) * MEMORY_FRACTION) // per_run)
     if stack_size is not None:
         capacity = min(capacity, stack_size)

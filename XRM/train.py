@@ -87,12 +87,14 @@ def _member_of(setup: RunSetup, data: StackData) -> Member:
     return Member(setup, setup.run_data(data.splits["tr"].y, data.num_classes), checkpoint)
 
 
-def _ordered_for_slices(members: list[Member]) -> list[Member]:
-    def key(member: Member) -> tuple:
-        algorithm = get_algorithm_class(member.spec.algorithm)(member.run_data.num_classes)
-        return member.spec.algorithm, algorithm.state_signature(member.run_data)
+def _slice_key(member: Member) -> tuple:
+    """Members with equal keys share an algorithm slice: one algorithm, equally shaped state."""
+    algorithm = get_algorithm_class(member.spec.algorithm)(member.run_data.num_classes)
+    return member.spec.algorithm, algorithm.state_signature(member.run_data)
 
-    return sorted(members, key=key)
+
+def _ordered_for_slices(members: list[Member]) -> list[Member]:
+    return sorted(members, key=_slice_key)
 
 
 def _stack_groups(members: list[Member], data: StackData, stack_size: int | None, device: torch.device,
@@ -206,14 +208,11 @@ class StackTrainer:
     def _slices(self) -> list[AlgorithmSlice]:
         slices, begin = [], 0
         while begin < len(self.members):
-            first = self.members[begin]
-            cls = get_algorithm_class(first.spec.algorithm)
-            algorithm = cls(self.data.num_classes)
-            signature = (first.spec.algorithm, algorithm.state_signature(first.run_data))
+            key = _slice_key(self.members[begin])
             end = begin
-            while end < len(self.members) and (self.members[end].spec.algorithm,
-                                               algorithm.state_signature(self.members[end].run_data)) == signature:
+            while end < len(self.members) and _slice_key(self.members[end]) == key:
                 end += 1
+            algorithm = get_algorithm_class(key[0])(self.data.num_classes)
             runs = self.members[begin:end]
             states = [algorithm.initial_state(member.run_data) for member in runs]
             state = {key: torch.stack([s[key] for s in states]).to(self.device) for key in states[0]}
@@ -238,22 +237,25 @@ class StackTrainer:
                 records.write_header(files.results, header)
                 continue
             self.model.load_member(index, checkpoint["model"], checkpoint["optimizer"], checkpoints.load_best_model(files))
-            for algorithm_slice in self.slices:
-                if algorithm_slice.begin <= index < algorithm_slice.end:
-                    for key, value in checkpoint["algorithm_state"].items():
-                        algorithm_slice.state[key][index - algorithm_slice.begin] = value.to(self.device)
+            algorithm_slice, row = self._slice_of(index)
+            for key, value in checkpoint["algorithm_state"].items():
+                algorithm_slice.state[key][row] = value.to(self.device)
             if "rng" in checkpoint and isinstance(self.model, ModuleStack):
                 checkpoints.restore_rng_states(checkpoint["rng"])
             member.best = checkpoint["best"]
             records.truncate_records(files.results, checkpoint["step"])
             print(f"resuming {member.spec.run_name} from step {member.start}", file=sys.stderr)
 
-    def _algorithm_state(self, index: int) -> dict[str, torch.Tensor]:
+    def _slice_of(self, index: int) -> tuple[AlgorithmSlice, int]:
+        """The slice that holds member ``index``, and the member's row in it."""
         for algorithm_slice in self.slices:
             if algorithm_slice.begin <= index < algorithm_slice.end:
-                return {key: value[index - algorithm_slice.begin].cpu().clone()
-                        for key, value in algorithm_slice.state.items()}
+                return algorithm_slice, index - algorithm_slice.begin
         raise IndexError(index)
+
+    def _algorithm_state(self, index: int) -> dict[str, torch.Tensor]:
+        algorithm_slice, row = self._slice_of(index)
+        return {key: value[row].cpu().clone() for key, value in algorithm_slice.state.items()}
 
     def _save_checkpoints(self, step: int) -> None:
         for index, member in enumerate(self.members):
