@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from XRM.errors import UserError
-from XRM.groups import one_hot
+from XRM.groups import group_ids, one_hot
 from XRM.mat_shift import memorization_aware_shift
 from XRM.registry import Registry
 
@@ -60,6 +60,15 @@ class RunData:
     seed: int
     hparams: dict
     held_out_logits: torch.Tensor | None = None  # [n, K], phase 1's, for MAT
+
+    @classmethod
+    def from_labels(cls, y: torch.Tensor, attributes: torch.Tensor, num_classes: int, seed: int, hparams: dict,
+                    held_out_logits: torch.Tensor | None = None) -> "RunData":
+        """A run's view of a training set with labels ``y`` and attributes ``attributes`` [n] (on the CPU)."""
+        groups = group_ids(y, attributes)
+        return cls(y=y, groups=groups, num_classes=num_classes, num_groups=int(groups.max()) + 1,
+                   num_attributes=int(attributes.max()) + 1, seed=seed, hparams=hparams,
+                   held_out_logits=held_out_logits)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from XRM.data.base import GroupDataset, InputOptions, SplitTensors
 from XRM.data.registry import get_dataset
 from XRM.errors import UserError
 from XRM.group_inference import HELD_OUT_LOGITS, TRAIN_ATTRIBUTES, VALIDATION_ATTRIBUTES, load_phase_1_artifact
-from XRM.groups import group_ids
 from XRM.hparams_registry import check_hparams, default_hparams, random_hparams
 from XRM.networks import build_network
 from XRM.batches import input_shape
@@ -105,11 +104,8 @@ class RunSetup:
 
     def run_data(self, y: torch.Tensor, num_classes: int) -> RunData:
         """What the run's algorithm may know about the training set."""
-        y = y.cpu()
-        groups = group_ids(y, self.train_attributes)
-        return RunData(y=y, groups=groups, num_classes=num_classes, num_groups=int(groups.max()) + 1,
-                       num_attributes=int(self.train_attributes.max()) + 1, seed=self.spec.seed,
-                       hparams=self.hparams, held_out_logits=self.held_out_logits)
+        return RunData.from_labels(y.cpu(), self.train_attributes, num_classes, self.spec.seed, self.hparams,
+                                   self.held_out_logits)
 
 
 class Phase1Files:

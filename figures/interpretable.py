@@ -29,7 +29,6 @@ from XRM.data.base import SplitTensors
 from XRM.data.synthetic import SpuriousDataSpec, make_spurious_split
 from XRM.errors import UserError
 from XRM.group_inference import cross_mistakes
-from XRM.groups import group_ids
 from XRM.model_stacks import ParameterStack
 from XRM.sampling import StepUniforms
 from figures.full_batch_fit import one_cpu_thread
@@ -160,11 +159,9 @@ class FullBatchRun:
                  held_out_logits: torch.Tensor | None = None) -> None:
         cls = get_algorithm_class(algorithm_name)
         device, n = train.y.device, len(train)
-        groups = group_ids(train.y, train.a)
-        run_data = RunData(y=train.y.cpu(), groups=groups.cpu(), num_classes=NUM_CLASSES,
-                           num_groups=int(groups.max().item()) + 1, num_attributes=int(train.a.max().item()) + 1,
-                           seed=seed, hparams=hparams,
-                           held_out_logits=None if held_out_logits is None else held_out_logits.cpu())
+        run_data = RunData.from_labels(train.y.cpu(), train.a.cpu(), NUM_CLASSES, seed, hparams,
+                                       None if held_out_logits is None else held_out_logits.cpu())
+        groups = run_data.groups.to(device)
         self.algorithm = cls(NUM_CLASSES)
         # a stack of one: each tensor gets the leading run dimension [1, ...]
         self.state = {key: value[None].to(device) for key, value in self.algorithm.initial_state(run_data).items()}
