@@ -166,15 +166,21 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
     return RunSetup(spec, hparams, train_attributes, validation_groups, inferred_validation, held_out)
 
 
+def load_inputs(specs: Sequence[RunSpec], device: torch.device,
+                dtype: torch.dtype = torch.float32) -> tuple[StackData, list[RunSetup]]:
+    """The data ``specs`` share (loaded once, on ``device``) and each run's own inputs, all checked."""
+    data = load_stack_data(specs[0], device, dtype)
+    phase_1_files = Phase1Files(data)
+    return data, [load_run_setup(spec, data, phase_1_files) for spec in specs]
+
+
 def check_runs(specs: Sequence[RunSpec]) -> None:
     """Load and check the inputs of every run before any run writes a file (raises the first UserError)."""
     by_data: dict[tuple, list[RunSpec]] = {}
     for spec in specs:
         by_data.setdefault(spec.data_key(), []).append(spec)
     for group in by_data.values():
-        data = load_stack_data(group[0], torch.device("cpu"))
-        phase_1_files = Phase1Files(data)
-        setups = [load_run_setup(spec, data, phase_1_files) for spec in group]
+        data, setups = load_inputs(group, torch.device("cpu"))
         for setup in setups:  # a checkpoint to resume from must be readable and of the same settings
             if setup.spec.resume and setup.spec.files.checkpoint.exists():
                 load_checkpoint(setup.spec.files, setup.hparams)

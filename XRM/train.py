@@ -27,7 +27,7 @@ from XRM.fileio import append_jsonl, atomic_write_text
 from XRM.group_inference import cross_mistakes, is_degenerate, save_phase_1_artifact
 from XRM.model_stacks import ModuleStack, ParameterStack
 from XRM.networks import TwinNetwork, build_network
-from XRM.run_inputs import Phase1Files, RunSetup, StackData, load_run_setup, load_stack_data
+from XRM.run_inputs import RunSetup, StackData, load_inputs
 from XRM.run_lock import try_lock, unlock
 from XRM.run_spec import RunSpec
 from XRM.sampling import StepSampler, StepUniforms, build_sampler
@@ -139,9 +139,8 @@ def _train_locked(todo: list[RunSpec], stack_size: int | None) -> None:
             path.unlink(missing_ok=True)
     device = resolve_device(todo[0].device)
     dtype = DTYPES[todo[0].dtype]
-    data = load_stack_data(todo[0], device, dtype)
-    phase_1_files = Phase1Files(data)
-    members = [_member_of(load_run_setup(spec, data, phase_1_files), data) for spec in todo]
+    data, setups = load_inputs(todo, device, dtype)
+    members = [_member_of(setup, data) for setup in setups]
     for group in _stack_groups(members, data, stack_size, device, dtype):
         StackTrainer(group, data, device, dtype).train()
 
