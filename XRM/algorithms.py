@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from XRM.errors import UserError
 from XRM.groups import group_ids, one_hot
 from XRM.mat_shift import memorization_aware_shift
+from XRM.records import GROUP_LABEL_KINDS, group_labels_kind
 from XRM.registry import Registry
 
 ALGORITHMS: Registry[type["Algorithm"]] = Registry("algorithm")
@@ -43,9 +44,14 @@ PHASE_1_GROUP_LABELS = "no"
 
 
 def check_group_labels(algorithm: type["Algorithm"], group_labels: str) -> None:
-    """A UserError when a phase-1 algorithm (which infers groups) is given group labels."""
+    """A UserError when ``algorithm`` does not accept this kind of --group_labels
+    (phase 1, which infers groups, accepts 'no' only)."""
     if algorithm.phase == 1 and group_labels != PHASE_1_GROUP_LABELS:
         raise UserError("phase 1 (XRM) infers groups and must not be given group labels; use --group_labels no")
+    kind = group_labels_kind(group_labels)
+    if kind not in algorithm.accepted_group_labels:
+        accepted = " or ".join("a phase-1 folder" if k == "inferred" else k for k in algorithm.accepted_group_labels)
+        raise UserError(f"{algorithm.name} does not take --group_labels {group_labels}: use {accepted}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,12 @@ class Algorithm:
     networks_per_run = 1
     #: whether each step's batch carries uniforms (Batch.uniforms) for the algorithm's draws
     draws_uniforms = False
+    #: the group information it trains with: "none", "training" (every training example's
+    #: group) or "validation" (validation groups, e.g. last-layer retraining); validation
+    #: groups for model selection are not counted here (every algorithm may use them)
+    group_information = "none"
+    #: the kinds of --group_labels it accepts (GROUP_LABEL_KINDS); others get one line
+    accepted_group_labels: tuple[str, ...] = GROUP_LABEL_KINDS
     hparam_names: tuple[str, ...] = ()
 
     def __init__(self, num_classes: int) -> None:
@@ -157,6 +169,7 @@ class ERM(Algorithm):
 class RWG(ERM):
     """ERM on batches drawn so that every training group is equally likely (re-weighting)."""
 
+    group_information = "training"
     sampling = "group_balanced"
 
 
@@ -164,12 +177,15 @@ class RWG(ERM):
 class SUBG(ERM):
     """ERM on a random subset with as many examples of each group as the smallest group."""
 
+    group_information = "training"
     sampling = "group_subsampled"
 
 
 @register_algorithm("GroupDRO")
 class GroupDRO(Algorithm):
     """Group distributionally robust optimisation (Sagawa et al., 2020): exponentiated-gradient group weights."""
+
+    group_information = "training"
 
     hparam_names = ("eta",)
 
@@ -208,6 +224,8 @@ def _scale_gradient(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
 @register_algorithm("IRM")
 class IRM(Algorithm):
     """Invariant risk minimisation (Arjovsky et al., 2019) with the training groups' attributes as environments."""
+
+    group_information = "training"
 
     hparam_names = ("lambda", "penalty_anneal_iters")
 
@@ -300,6 +318,7 @@ class XRM(Algorithm):
 
     phase = 1
     networks_per_run = 2
+    accepted_group_labels = ("no",)
     draws_uniforms = True
 
     def initial_state(self, run: RunData) -> State:

@@ -34,9 +34,18 @@ SELECTION_METRICS = (VA_WGA, VA_GI_WGA, VA_AVG_ACC, FLIP_RATE)
 RESULTS_PATTERN = re.compile(r"results_hpcomb_(\d+)_seed(\d+)\.json$")
 
 
+#: the kinds of --group_labels: true groups, none (the classes), a phase-1 file or folder (inferred groups)
+GROUP_LABEL_KINDS = ("yes", "no", "inferred")
+
+
+def group_labels_kind(group_labels: str) -> str:
+    """'yes', 'no', or 'inferred' for anything else (a phase-1 file or folder)."""
+    return group_labels if group_labels in ("yes", "no") else "inferred"
+
+
 def group_labels_folder(group_labels: str) -> str:
-    """Folder name for a group-label source: 'yes', 'no', or anything else (a file) -> 'inferred'."""
-    return f"group_labels_{group_labels if group_labels in ('yes', 'no') else 'inferred'}"
+    """Folder name for a group-label source: ``group_labels_<kind>``."""
+    return f"group_labels_{group_labels_kind(group_labels)}"
 
 
 def run_directory(out_dir: str | Path, algorithm: str, dataset: str, group_labels: str) -> Path:
