@@ -13,10 +13,10 @@ A linear model without bias is trained full-batch with plain SGD in three runs:
 - ``MAT_sigma``: the library's XRM twins give every training example held-out logits
   (phase 1), then the library's MAT trains with the memorisation-aware shift (phase 2).
 
-Each run is trained by the pieces main.py trains with: the registered algorithm's loss and
-state, a ParameterStack of one run with its stacked optimiser, and (for XRM's label
-flips) the StepUniforms of the run's seed. Only the loop differs: the whole training set
-is every batch, and accuracies are recorded every epoch.
+Each run is trained by the pieces main.py trains with (XRM.memory_stack.InMemoryStack): the
+registered algorithm's loss and state, a ParameterStack of one run with its stacked
+optimiser, and (for XRM's label flips) the StepUniforms of the run's seed. Only the loop
+differs: the whole training set is every batch, and accuracies are recorded every epoch.
 """
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,13 +24,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from XRM.algorithms import Batch, RunData, flip_rates, get_algorithm_class, split_twin_logits
+from XRM.algorithms import flip_rates, get_algorithm_class, split_twin_logits
 from XRM.data.base import SplitTensors
 from XRM.data.synthetic import SpuriousDataSpec, make_spurious_split
 from XRM.errors import UserError
 from XRM.group_inference import cross_mistakes
-from XRM.model_stacks import ParameterStack
-from XRM.sampling import StepUniforms
+from XRM.memory_stack import InMemoryStack, StackRun
 from figures.full_batch_fit import one_cpu_thread
 
 TRAIN_MINORITY_FRACTION = 0.1
@@ -150,40 +149,20 @@ class TwinSummary:
     recall: float
 
 
-class FullBatchRun:
+class FullBatchRun(InMemoryStack):
     """One run of a registered algorithm, trained full-batch as main.py trains a run: its
     loss and state over a ParameterStack of one run (the bias-free zero-initialised linear
     model, twice for XRM's twins), every training example in every step's batch."""
 
     def __init__(self, algorithm_name: str, train: SplitTensors, hparams: dict, seed: int,
                  held_out_logits: torch.Tensor | None = None) -> None:
-        cls = get_algorithm_class(algorithm_name)
-        device, n = train.y.device, len(train)
-        run_data = RunData.from_labels(train.y.cpu(), train.a.cpu(), NUM_CLASSES, seed, hparams,
-                                       None if held_out_logits is None else held_out_logits.cpu())
-        groups = run_data.groups.to(device)
-        self.algorithm = cls(NUM_CLASSES)
-        # a stack of one: each tensor gets the leading run dimension [1, ...]
-        self.state = {key: value[None].to(device) for key, value in self.algorithm.initial_state(run_data).items()}
-        self.hparams = {name: torch.tensor([float(hparams[name])], dtype=train.x.dtype, device=device)
-                        for name in cls.hparam_names}
-        networks = [make_linear(train.x.shape[1]) for _ in range(cls.networks_per_run)]
-        self.model = ParameterStack([networks], [hparams], train.x.dtype, device)
-        self.x = train.x[None]
-        self.index, self.y, self.groups = torch.arange(n, device=device)[None], train.y[None], groups[None]
-        self.mask = torch.ones(1, n, dtype=train.x.dtype, device=device)
-        self.uniforms = StepUniforms(seed, n) if cls.draws_uniforms else None
-
-    def step(self, step: int) -> None:
-        """Training step ``step``: one update on the whole training set."""
-        uniforms = None if self.uniforms is None else self.uniforms.rows(step, step + 1).to(self.y.device)
-        batch = Batch(self.index, self.y, self.groups, self.mask, uniforms, step)
-        losses, self.state = self.algorithm.loss(self.model.forward(self.x), batch, self.state, self.hparams)
-        self.model.step(losses.sum())
+        networks = [make_linear(train.x.shape[1]) for _ in range(get_algorithm_class(algorithm_name).networks_per_run)]
+        super().__init__(algorithm_name, train.x, train.y, [StackRun(networks, hparams, seed, full_batch=True)],
+                         NUM_CLASSES, attributes=train.a, held_out_logits=held_out_logits)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The run's evaluation logits on ``x`` [n, D]: [n, K] ([n, K, 2] for XRM's twins)."""
-        return self.algorithm.evaluation_logits(self.model.predict(x))[0]
+        return super().predict(x)[0]
 
     def plane_weights(self) -> torch.Tensor:
         """The weights [K, 2] on (x_y, x_a) of the run's (first) network."""
