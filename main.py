@@ -6,11 +6,10 @@
 """
 import argparse
 import dataclasses
-import json
 import math
 
 # Only light modules here: the arguments are parsed before torch is imported.
-from XRM.cli import output_folder, run_cli
+from XRM.cli import output_folder, parse_hparams, run_cli
 from XRM.errors import UserError
 from XRM.launch import LaunchOptions, format_report, launch, visible_gpu_count
 from XRM.options import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_IMAGE_BACKBONE, DTYPES, INPUT_CHOICES, TEXT_MODEL_VARIABLE
@@ -146,12 +145,7 @@ def spec_from_args(args: argparse.Namespace):
     """The sweep (a SweepSpec) described by the parsed arguments, with phase-dependent defaults filled in."""
     from XRM.sweep import SweepSpec
 
-    try:
-        overrides = json.loads(args.hparams)
-    except json.JSONDecodeError:
-        raise UserError(f"--hparams must be a JSON object, e.g. '{{\"lr\": 0.001}}'; got {args.hparams!r}") from None
-    if not isinstance(overrides, dict):
-        raise UserError(f"--hparams must be a JSON object, e.g. '{{\"lr\": 0.001}}'; got {args.hparams!r}")
+    overrides = parse_hparams(args.hparams)
     default_algorithms = ["XRM"] if args.phase == 1 else ["GroupDRO"]
     default_group_labels = "no" if args.phase == 1 else "yes"
     # every other SweepSpec field is the argument of the same name

@@ -1,5 +1,6 @@
 """What every command-line entry point shares: user errors become one line and exit status 2."""
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -26,6 +27,17 @@ def figure_script_parser(description: str, out_dir: str) -> argparse.ArgumentPar
                         help="auto: CUDA when available, else CPU")
     parser.add_argument("--no_gif", action="store_true", help="skip the training animation")
     return parser
+
+
+def parse_hparams(text: str) -> dict:
+    """The --hparams option's JSON object (hyper-parameter overrides); a UserError unless it is one."""
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError:
+        overrides = None
+    if not isinstance(overrides, dict):
+        raise UserError(f"--hparams must be a JSON object, e.g. '{{\"lr\": 0.001}}'; got {text!r}")
+    return overrides
 
 
 def output_folder(path: str) -> Path:
