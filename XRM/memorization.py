@@ -19,11 +19,16 @@ from XRM.errors import UserError
 from XRM.memory_stack import InMemoryStack, StackRun
 
 
+def check_num_models(num_models: int) -> None:
+    """A UserError unless ``num_models`` is even and >= 2 (the halves come in complementary pairs)."""
+    if num_models < 2 or num_models % 2:
+        raise UserError(f"the number of models is {num_models}: give an even number >= 2 (complementary halves)")
+
+
 def random_halves(n: int, num_models: int, seed: int) -> torch.Tensor:
     """bool [num_models, n]: row m marks the examples model m trains on; rows 2k and 2k + 1 are a
     random half (n // 2 examples) and its complement, drawn from ``seed``."""
-    if num_models < 2 or num_models % 2:
-        raise UserError(f"the number of models is {num_models}: give an even number >= 2 (complementary halves)")
+    check_num_models(num_models)
     generator = torch.Generator().manual_seed(seed)
     rows = []
     for _ in range(num_models // 2):

@@ -69,6 +69,8 @@ def test_read_results_never_imports_torch(tmp_path, script):
     (["download.py"], 2),  # usage error: no dataset, no --data_path
     (["XRM/read_results.py", "--help"], 0),
     (["XRM/read_results.py"], 2),  # usage error: no --dir
+    (["memorization_analysis.py", "--help"], 0),
+    (["memorization_analysis.py", "--algorithms", "XRM"], 2),  # usage error: no --dataset, unknown algorithm
 ])
 def test_help_and_usage_errors_never_import_torch(script, command, exit_code):
     result = script("-c", RUN_SCRIPT, *command)
