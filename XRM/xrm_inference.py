@@ -27,7 +27,7 @@ class InferredGroups:
     """What XRM infers about a training set (every tensor in example order, on the CPU)."""
 
     attributes: torch.Tensor  # long [n]: 1 where a twin misclassifies the example (a cross-mistake), else 0
-    groups: torch.Tensor  # long [n]: the inferred group id y * 2 + attribute
+    groups: torch.Tensor  # long [n]: the inferred group id as main.py counts it (2 y + attribute; y if no cross-mistake)
     held_out_logits: torch.Tensor  # float [n, K]: the logits of the twin that did not train on the example
     flip_rate: float  # fraction of training labels the twins flipped by the end
     degenerate: bool  # some class is not split into two non-empty inferred groups
