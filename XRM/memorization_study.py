@@ -62,6 +62,12 @@ def load_study_inputs(dataset: str, data_path: str, algorithms: Sequence[str], p
         specs.append(dataclasses.replace(base, algorithm=algorithm, phase_1_file=phase_1_file,
                                          hparams_overrides=wanted))
     data, setups = load_inputs(specs, device)
+    half = len(data.splits["tr"]) // 2
+    for setup in setups:
+        if setup.hparams["batch_size"] > half:
+            raise UserError(f"hyper-parameter batch_size = {setup.hparams['batch_size']} is larger than a half of the "
+                            f"training set ({half} examples), which each model trains on; lower it with "
+                            f"--hparams '{{\"batch_size\": {half}}}'")
     return StudyInputs(data, dict(zip(algorithms, setups)))
 
 

@@ -1,4 +1,5 @@
 """XRM.api: MAT and XRM on a user's own tensors (no files), and the README's example, run verbatim."""
+import json
 import re
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def test_infer_groups_equals_main_py_phase_1_on_the_same_data(tmp_path):
     hparams = {**default_hparams("features", "XRM"), "num_steps": 100, "eval_every": 50, "lr": 0.02,
                "batch_size": 16}
     assert fx.run_main(fx.main_args("--phase", "1", "--datasets", str(path), "--out_dir", str(tmp_path / "out"),
-                                    "--hparams", str(hparams).replace("'", '"'))) == 0
+                                    "--hparams", json.dumps(hparams))) == 0
     engine = torch.load(tmp_path / "out" / "XRM" / "mine" / "group_labels_no" / "inferred_hpcomb_0_seed0.pt")
     del hparams["eval_every"], hparams["num_steps"]
     mine = api.infer_groups(splits["tr"].x, splits["tr"].y, hparams=hparams, num_steps=100,

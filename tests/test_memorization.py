@@ -90,7 +90,7 @@ def test_cli_writes_scores_json_and_figure_for_erm_and_mat(script, tmp_path):
     features = data.write_features_file(tmp_path / "mine.pt", splits)
     out_dir = tmp_path / "memo"
     result = script("memorization_analysis.py", "--dataset", str(features), "--phase_1_dir", str(_phase_1(tmp_path, features)),
-                    "--num_models", "4", "--hparams", json.dumps(SHORT), "--device", "cpu", "--out_dir", str(out_dir))
+                    "--num_models", "4", "--hparams", json.dumps({**SHORT, "batch_size": 32}), "--device", "cpu", "--out_dir", str(out_dir))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out_dir.iterdir()) == ["memorization.json", "memorization.png", "scores.pt"]
     summary = json.loads((out_dir / "memorization.json").read_text())
@@ -141,6 +141,9 @@ def test_cli_on_the_builtin_synthetic_dataset(capsys, tmp_path):
      "unknown hyper-parameter(s) learning_rate"),
     (["--dataset", "Synthetic", "--algorithms", "ERM", "--hparams", '{"lr": -1}'], "hyper-parameter lr = -1"),
     (["--dataset", "Synthetic", "--algorithms", "ERM", "--hparams", "[1]"], "--hparams must be a JSON object"),
+    (["--dataset", "Synthetic", "--algorithms", "ERM", "--hparams", '{"batch_size": 501}'],
+     "batch_size = 501 is larger than a half of the training set (500 examples), which each model trains on; "
+     "lower it with --hparams '{\"batch_size\": 500}'"),
 ])
 def test_bad_input_gets_one_line_and_writes_nothing(capsys, tmp_path, options, message):
     out_dir = tmp_path / "memo"
@@ -171,6 +174,20 @@ def test_a_dataset_that_fine_tunes_a_backbone_is_refused(capsys, tmp_path):
     assert capsys.readouterr().err.splitlines() == [
         f"error: {csv} trains a backbone on images here; memorisation scores train many small models: pass "
         "--inputs features (a features.pt under --data_path)"]
+
+
+def test_a_registered_features_dataset_reads_its_features_file(capsys, tmp_path):
+    splits = data.spurious_splits(seed=0, n=140, noise_dim=6)
+    data.write_features_file(tmp_path / "data" / "waterbirds" / "features.pt", splits)
+    args = analysis.get_args_parser().parse_args([
+        "--dataset", "Waterbirds", "--algorithms", "ERM", "--num_models", "2", "--data_path", str(tmp_path / "data"),
+        "--hparams", '{"num_steps": 5}', "--device", "cpu", "--out_dir", str(tmp_path / "memo")])
+    assert call_main(analysis.main, args) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "memo" / "memorization.json").read_text())["ERM"]
+    assert summary["hparams"]["optimizer"] == "sgd" and summary["hparams"]["lr"] == 1e-3  # the features defaults
+    train = splits["tr"]
+    assert {k: v["n"] for k, v in summary["per_group"].items()} == {
+        key: int(members.sum()) for key, members in group_members(train.y, train.a).items()}
 
 
 def test_colormnist_trains_its_mlps_as_one_stack(capsys, tmp_path):
