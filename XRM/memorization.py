@@ -79,7 +79,7 @@ def train_on_halves(algorithm: str, x: torch.Tensor, y: torch.Tensor, held_in: t
     stack.train(hparams["num_steps"], on_step)
     diverged = stack.diverged()
     if diverged:
-        raise UserError(f"{algorithm}: the loss of model(s) {', '.join(map(str, diverged))} stopped being finite; "
+        raise UserError(f"{algorithm}: model(s) {', '.join(map(str, diverged))} diverged (weights no longer finite); "
                         "lower the learning rate (--hparams '{\"lr\": ...}')")
     correct = stack.predict(x).argmax(dim=-1) == y.to(stack.device)
     return memorization_scores(correct.cpu(), held_in)

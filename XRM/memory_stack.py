@@ -100,20 +100,23 @@ class InMemoryStack:
         self.y = torch.cat([y, y.new_zeros(1)]).to(self.device)
         self.groups = torch.stack([torch.cat([d.groups, d.groups.new_zeros(1)]) for d in run_data]).to(self.device)
         self.whole_set = all(run.full_batch and run.pool is None for run in runs)
-        self.finite = torch.ones(len(runs), dtype=torch.bool, device=self.device)
-        self._drawn: tuple[int, torch.Tensor, torch.Tensor | None] | None = None
+        self._drawn: dict | None = None
 
-    def _draw(self, start: int) -> tuple[int, torch.Tensor, torch.Tensor | None]:
-        """Batches (and uniforms) of steps start .. start + STEPS_PER_DRAW - 1: [T, H, width], padded with n."""
+    def _draw(self, start: int) -> dict[str, torch.Tensor]:
+        """The batches of steps start .. start + STEPS_PER_DRAW - 1 on the device: index (padded with n),
+        labels, groups, mask (and uniforms), each [T, H, width]."""
         stop = start + STEPS_PER_DRAW
         index = torch.full((STEPS_PER_DRAW, len(self.samplers), self.width), self.n, dtype=torch.long)
-        uniforms = None if self.uniforms is None else torch.zeros(index.shape, dtype=torch.float64)
+        uniforms = torch.zeros(index.shape, dtype=torch.float64)
         for h, sampler in enumerate(self.samplers):
             batches = sampler.batches(start, stop)
             index[:, h, : batches.shape[1]] = batches
-            if uniforms is not None:
+            if self.uniforms is not None:
                 uniforms[:, h, : batches.shape[1]] = self.uniforms[h].rows(start, stop)
-        return start, index.to(self.device), None if uniforms is None else uniforms.to(self.device)
+        index = index.to(self.device)
+        groups = self.groups.unsqueeze(0).expand(STEPS_PER_DRAW, -1, -1).gather(2, index)
+        return {"start": start, "index": index, "y": self.y[index], "groups": groups,
+                "mask": (index < self.n).to(self.x.dtype), "uniforms": uniforms.to(self.device)}
 
     def _inputs(self, index: torch.Tensor) -> torch.Tensor:
         """The batch's inputs: [H, B, ...] for a ParameterStack, [B, ...] for a module."""
@@ -126,15 +129,12 @@ class InMemoryStack:
 
     def step(self, step: int) -> None:
         """Training step ``step`` of every run."""
-        if self._drawn is None or not self._drawn[0] <= step < self._drawn[0] + STEPS_PER_DRAW:
+        if self._drawn is None or not 0 <= step - self._drawn["start"] < STEPS_PER_DRAW:
             self._drawn = self._draw(step - step % STEPS_PER_DRAW)
-        start, plan, plan_uniforms = self._drawn
-        index = plan[step - start]
-        batch = Batch(index, self.y[index], self.groups.gather(1, index), (index < self.n).to(self.x.dtype),
-                      None if plan_uniforms is None else plan_uniforms[step - start], step)
-        losses, self.state = self.algorithm.loss(self.model.forward(self._inputs(index)), batch, self.state,
+        row = step - self._drawn["start"]
+        batch = Batch(*(self._drawn[key][row] for key in ("index", "y", "groups", "mask", "uniforms")), step)
+        losses, self.state = self.algorithm.loss(self.model.forward(self._inputs(batch.index)), batch, self.state,
                                                  self.hparams)
-        self.finite &= torch.isfinite(losses)
         self.model.step(losses.sum())
 
     def train(self, num_steps: int, on_step: Callable[[], None] = lambda: None) -> None:
@@ -148,5 +148,9 @@ class InMemoryStack:
         return self.algorithm.evaluation_logits(self.model.predict(x))
 
     def diverged(self) -> list[int]:
-        """The runs whose loss was not finite at some step."""
-        return [h for h, finite in enumerate(self.finite.tolist()) if not finite]
+        """The runs whose parameters are no longer finite (a loss that stopped being finite leaves them so)."""
+        if isinstance(self.model, ParameterStack):
+            finite = torch.stack([p.isfinite().flatten(1).all(dim=1) for p in self.model.parameters()]).all(dim=0)
+        else:
+            finite = torch.stack([p.isfinite().all() for p in self.model.network.parameters()]).all()[None]
+        return [h for h, ok in enumerate(finite.tolist()) if not ok]

@@ -96,7 +96,7 @@ def infer_groups(
     stack = InMemoryStack("XRM", x, y.long(), [StackRun(twins, hparams, seed)], num_classes)
     stack.train(hparams["num_steps"], on_step)
     if stack.diverged():
-        raise UserError("XRM's loss stopped being finite: lower hparams['lr']")
+        raise UserError("XRM's twins diverged (their weights are no longer finite): lower hparams['lr']")
     y = y.long().to(stack.device)
     twin_logits = stack.predict(x)[0]
     holds = stack.state["first_twin_holds"][0, : len(y)]

@@ -127,6 +127,8 @@ def test_an_mlp_factory_trains_on_the_stacked_path():
     (torch.zeros(3, 3), torch.tensor([0, 0, 0]), {}, "at least two classes"),
     (torch.zeros(3, 3), torch.tensor([0, 1, 0]), {"hparams": {"learning_rate": 1}}, "unknown hyper-parameter"),
     (torch.zeros(3, 3), torch.tensor([0, 1, 0]), {"hparams": {"lr": -1.0}}, "hyper-parameter lr = -1.0"),
+    (5 * torch.randn(40, 3), torch.arange(40) % 2, {"hparams": {"lr": 1e30, "batch_size": 8}, "num_steps": 20},
+     "XRM's twins diverged (their weights are no longer finite): lower hparams['lr']"),
 ])
 def test_bad_tensors_are_one_line_user_errors(x, y, kwargs, message):
     with pytest.raises(UserError, match=re.escape(message)) as error:

@@ -1,5 +1,6 @@
 """Memorisation scores (XRM/memorization.py, XRM/memorization_study.py) and memorization_analysis.py."""
 import json
+import re
 
 import pytest
 import torch
@@ -66,6 +67,13 @@ def test_erm_memorises_the_minority_and_mat_less(seed):
     assert means["ERM"][0] >= means["ERM"][1] + 0.8
     assert means["ERM"][1] <= 0.02 and means["MAT"][1] <= 0.02
     assert means["MAT"][0] <= means["ERM"][0] - 0.1
+
+
+def test_diverged_models_are_a_user_error():
+    train = data.spurious_splits(seed=0, n=40, noise_dim=4)["tr"]
+    hparams = {**default_hparams("synthetic", "ERM"), "num_steps": 20, "lr": 1e30, "batch_size": 8}
+    with pytest.raises(UserError, match=re.escape("ERM: model(s) 0, 1 diverged (weights no longer finite); lower")):
+        train_on_halves("ERM", train.x, train.y, random_halves(40, 2, 0), lambda: [LinearHead(6, 2)], hparams, 0, 2)
 
 
 def test_group_summaries_use_y_a_keys_and_the_halfway_median():
