@@ -294,11 +294,14 @@ class StackTrainer:
     def _train_step(self, batch: Batch, x: torch.Tensor | None = None) -> None:
         """One step of every member; algorithm state is updated in place (a CUDA graph replays it)."""
         logits = self.model.forward(self._inputs(batch.index) if x is None else x)
-        run_losses = []
+        run_losses, updates = [], []
         for algorithm_slice in self.slices:
             part = slice(algorithm_slice.begin, algorithm_slice.end)
             sliced = Batch(batch.index[part], batch.y[part], batch.groups[part], batch.mask[part],
                            batch.uniforms[part], batch.step)
+            # which networks the step trains, read before the loss updates the state
+            updates.append(algorithm_slice.algorithm.network_updates(batch.step, algorithm_slice.state,
+                                                                     algorithm_slice.hparams))
             losses, state = algorithm_slice.algorithm.loss(logits[part], sliced, algorithm_slice.state,
                                                            algorithm_slice.hparams)
             for key, value in state.items():
@@ -308,7 +311,20 @@ class StackTrainer:
         losses = torch.cat(run_losses)
         first = (self.diverged_step < 0) & ~torch.isfinite(losses)
         self.diverged_step.copy_(torch.where(first, batch.step, self.diverged_step))
-        self.model.step(losses.sum())
+        self.model.step(losses.sum(), self._active_networks(updates))
+
+    def _active_networks(self, updates: list[torch.Tensor | None]) -> torch.Tensor | None:
+        """The stack's [H, m] mask of the networks a step trains, from each slice's (None: all of them)."""
+        if all(update is None for update in updates):
+            return None
+        per_run = self.model.per_run
+        return torch.cat([torch.ones(s.end - s.begin, per_run, dtype=torch.bool, device=self.device)
+                          if update is None else update for s, update in zip(self.slices, updates)])
+
+    def _evaluation_logits(self, inputs) -> torch.Tensor:
+        """Every run's logits on ``inputs`` as its algorithm classifies (e.g. the debiased of two networks)."""
+        logits = self.model.predict(inputs)
+        return torch.cat([s.algorithm.evaluation_logits(logits[s.begin:s.end]) for s in self.slices])
 
     def _inputs(self, plan_index: torch.Tensor) -> torch.Tensor:
         """The inputs of a step's batches held as a tensor: [H, B, ...] for a ParameterStack, [B, ...] for a module."""
@@ -396,7 +412,7 @@ class StackTrainer:
                 if member.diverged_at is None:
                     append_jsonl(member.spec.files.results, {records.STEP: step, records.FLIP_RATE: rate})
             return
-        metrics = self.evaluator(self.model.predict)
+        metrics = self.evaluator(self._evaluation_logits)
         names = list(metrics)
         values = torch.stack([metrics[name] for name in names], dim=1).tolist()
         improved = []
