@@ -180,17 +180,25 @@ class ModuleStack:
         """Training logits [1, B, ...] of the run's batch x [B, ...]."""
         return self.network(x)[None]
 
+    def set_training_networks(self, active: torch.Tensor) -> None:
+        """Twins not set in ``active`` [1, 2] run in evaluation mode (a frozen twin's batch-norm statistics
+        stay put and its dropout is off, so it predicts as the model it was frozen as); the others train."""
+        for twin, trained in zip(self.network.twins, active[0].tolist()):
+            twin.train(trained)
+
     @torch.inference_mode()
     def predict(self, inputs) -> torch.Tensor:
         """Logits [1, n, ...] of every example of ``inputs`` (a tensor or a Dataset), in evaluation mode."""
         device = next(self.network.parameters()).device
+        modes = [module.training for module in self.network.modules()]
         self.network.eval()
         try:
             batches: Iterator[torch.Tensor] = evaluation_batches(
                 inputs, BACKBONE_EVALUATION_BATCH, device, self.num_workers)
             logits = torch.cat([self.network(x).float() for x in batches])
         finally:
-            self.network.train()
+            for module, mode in zip(self.network.modules(), modes):  # the modes training left them in
+                module.training = mode
         return logits[None]
 
     def step(self, loss: torch.Tensor, active: torch.Tensor | None = None) -> None:

@@ -293,15 +293,15 @@ class StackTrainer:
 
     def _train_step(self, batch: Batch, x: torch.Tensor | None = None) -> None:
         """One step of every member; algorithm state is updated in place (a CUDA graph replays it)."""
+        active = self._active_networks(batch.step)
+        if active is not None and isinstance(self.model, ModuleStack):
+            self.model.set_training_networks(active)
         logits = self.model.forward(self._inputs(batch.index) if x is None else x)
-        run_losses, updates = [], []
+        run_losses = []
         for algorithm_slice in self.slices:
             part = slice(algorithm_slice.begin, algorithm_slice.end)
             sliced = Batch(batch.index[part], batch.y[part], batch.groups[part], batch.mask[part],
                            batch.uniforms[part], batch.step)
-            # which networks the step trains, read before the loss updates the state
-            updates.append(algorithm_slice.algorithm.network_updates(batch.step, algorithm_slice.state,
-                                                                     algorithm_slice.hparams))
             losses, state = algorithm_slice.algorithm.loss(logits[part], sliced, algorithm_slice.state,
                                                            algorithm_slice.hparams)
             for key, value in state.items():
@@ -311,10 +311,12 @@ class StackTrainer:
         losses = torch.cat(run_losses)
         first = (self.diverged_step < 0) & ~torch.isfinite(losses)
         self.diverged_step.copy_(torch.where(first, batch.step, self.diverged_step))
-        self.model.step(losses.sum(), self._active_networks(updates))
+        self.model.step(losses.sum(), active)
 
-    def _active_networks(self, updates: list[torch.Tensor | None]) -> torch.Tensor | None:
-        """The stack's [H, m] mask of the networks a step trains, from each slice's (None: all of them)."""
+    def _active_networks(self, step: torch.Tensor) -> torch.Tensor | None:
+        """The stack's [H, m] mask of the networks step ``step`` trains, from each slice's algorithm (None: all
+        networks of every run)."""
+        updates = [s.algorithm.network_updates(step, s.state, s.hparams) for s in self.slices]
         if all(update is None for update in updates):
             return None
         per_run = self.model.per_run

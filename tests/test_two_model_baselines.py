@@ -164,17 +164,29 @@ def test_a_network_left_out_stays_exactly_put_and_starts_later_as_a_fresh_one(na
             assert torch.allclose(stacked[0][run, network], single, rtol=1e-12, atol=1e-14), (run, network)
 
 
-def test_a_backbone_twin_left_out_is_not_updated():
+def test_a_backbone_twin_left_out_is_not_updated_and_predicts_in_evaluation_mode():
     torch.manual_seed(0)
-    network = TwinNetwork(torch.nn.Linear(3, 2), torch.nn.Linear(3, 2))
+
+    def net() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+
+    network = TwinNetwork(net(), net())
     stack = ModuleStack(network, {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.1, "num_steps": 4},
                         torch.device("cpu"), num_workers=0)
     before = {key: value.clone() for key, value in network.state_dict().items()}
+    frozen_input = torch.randn(5, 3)
+    frozen_logits = network.twins[1].eval()(frozen_input)
+    active = torch.tensor([[True, False]])
     for _ in range(2):
-        stack.step(network(torch.randn(5, 3)).square().sum(), torch.tensor([[True, False]]))
+        stack.set_training_networks(active)
+        stack.step(network(torch.randn(5, 3)).square().sum(), active)
     after = network.state_dict()
-    assert all(torch.equal(before[key], after[key]) for key in before if key.startswith("twins.1."))
-    assert not torch.equal(before["twins.0.weight"], after["twins.0.weight"])
+    assert all(torch.equal(before[key], after[key]) for key in before if key.startswith("twins.1."))  # BN stats too
+    assert not torch.equal(before["twins.0.0.weight"], after["twins.0.0.weight"])
+    assert not torch.equal(before["twins.0.1.running_mean"], after["twins.0.1.running_mean"])
+    assert torch.equal(network(frozen_input)[..., 1], frozen_logits)  # the frozen twin predicts as at freezing
+    stack.predict(frozen_input)
+    assert [twin.training for twin in network.twins] == [True, False]  # evaluation restores the modes
 
 
 def test_draws_stay_in_the_papers_ranges_and_bad_values_are_refused():
@@ -283,3 +295,25 @@ def test_an_interrupted_run_resumes_to_the_records_and_weights_of_an_unbroken_on
         for part in ("model", "algorithm_state"):
             assert all(torch.equal(value, final[1][part][key]) for key, value in final[0][part].items()), path
         assert torch.equal(final[0]["optimizer"]["network_steps"], final[1]["optimizer"]["network_steps"])
+
+
+def test_two_networks_fine_tune_a_resnet_end_to_end(tmp_path):
+    """uLA's twin ResNet-18s (random weights) on six images, 3 steps, T = 2: the joint table gathers the
+    one batch after T (a batch's table sums to 1), the proxy is frozen, the best checkpoint holds both twins."""
+    import backbone_fixtures as fx
+
+    fx.write_waterbirds(tmp_path / "data")
+    out = tmp_path / "out"
+    assert fx.run_main(fx.main_args("--phase", "2", "--datasets", "Waterbirds", "--algorithms", "uLA",
+                                    "--group_labels", "no", "--data_path", str(tmp_path / "data"), "--out_dir",
+                                    str(out), "--inputs", "images", "--image_backbone", "resnet18",
+                                    "--backbone_weights", "none", "--checkpoint_seconds", "0", "--hparams",
+                                    '{"num_steps": 3, "eval_every": 2, "batch_size": 4, "ula_T_fraction": 0.5}')) == 0
+    directory = out / "uLA" / "Waterbirds" / "group_labels_no"
+    header, rows = fx.records(directory / "results_hpcomb_0_seed0.json")
+    assert header["backbone_used"] == "resnet18" and [r["step"] for r in rows] == [0, 2]
+    best = torch.load(directory / "best_hpcomb_0_seed0.pt")
+    assert {key.split(".")[1] for key in best["model"]} == {"0", "1"}
+    final = torch.load(directory / "ckpt_hpcomb_0_seed0.pt")
+    assert final["algorithm_state"]["switch_step"].item() == 2
+    assert final["algorithm_state"]["joint"].sum().item() == pytest.approx(1.0 + 1)  # uniform table + step 2
