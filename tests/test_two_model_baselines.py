@@ -43,6 +43,13 @@ def _ce(logits: list[float], label: int) -> float:
     return -math.log(math.exp(logits[label]) / sum(math.exp(v) for v in logits))
 
 
+def test_no_training_groups_and_every_group_label_source_for_selection():
+    for name in ("JTT", "uLA", "LfF"):
+        cls = get_algorithm_class(name)
+        assert (cls.group_information, cls.accepted_group_labels, cls.networks_per_run) == (
+            "none", ("yes", "no", "inferred"), 2)
+
+
 def test_switch_step_gives_each_stage_a_step():
     assert switch_step(0.25, 8) == 2
     assert switch_step(0.001, 100) == 1
