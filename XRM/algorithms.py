@@ -7,6 +7,7 @@ real examples, since runs with smaller batches are padded), its runs' hyper-para
 tensors that it returns updated. A single run is a stack of one. Per-example state has
 one extra row, index ``n`` (the training set's size), where padded positions write.
 """
+import importlib
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -158,6 +159,12 @@ class Algorithm:
     def evaluation_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The logits that classify at evaluation time, [H, n, K]."""
         return logits
+
+    def network_updates(self, step: torch.Tensor | int, state: State,
+                        hparams: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Which of each run's networks step ``step`` trains, [H, networks_per_run] (bool); None: all.
+        A network left out keeps its weights and optimiser state exactly (no decay, no momentum)."""
+        return None
 
 
 @register_algorithm("ERM")
@@ -348,3 +355,7 @@ class XRM(Algorithm):
 def flip_rates(dynamic_labels: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per run, the fraction of training labels that differ from the true ones: [H]."""
     return (dynamic_labels[:, : len(y)] != y).double().mean(dim=1)
+
+
+# the baselines that train two networks per run (JTT, uLA, LfF) register themselves on import
+importlib.import_module("XRM.two_model_baselines")

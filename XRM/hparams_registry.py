@@ -84,6 +84,23 @@ ALGORITHM_SPACES: dict[str, dict[str, tuple[Any, Sampler]]] = {
         "penalty_anneal_iters": (500, lambda rs: int(10 ** rs.uniform(0, 4))),
     },
     "MAT": {"tau": (0.1, _choice([0.001, 0.01, 0.1]))},
+    # JTT (Liu et al., 2021): the paper tunes lambda_up in {20, 50, 100} on images and {4, 5, 6} on
+    # text; T, the identification model's epochs, over the final model's budget T + N (the authors'
+    # README: 60 + 300 on Waterbirds, 1 + 50 CelebA, 2 + 5 MultiNLI, 2 + 3 CivilComments) spans 0.02 - 0.4
+    "JTT": {
+        "jtt_T_fraction": (0.2, lambda rs: float(rs.uniform(0.02, 0.4))),
+        "jtt_lambda_up": (20.0, _choice([4.0, 5.0, 6.0, 20.0, 50.0, 100.0])),
+    },
+    # uLA (Tsirigotis et al., 2023): the authors' scripts train the bias proxy for 10 of 110 epochs
+    # (coloured MNIST), 50 of 250 (Waterbirds), 50 of 150 (CelebA), 100 of 200 (corrupted CIFAR-10),
+    # and fix both temperatures at 1
+    "uLA": {
+        "ula_T_fraction": (0.2, lambda rs: float(rs.uniform(0.09, 0.5))),
+        "ula_eta": (1.0, _fixed(1.0)),
+        "ula_teacher_temperature": (1.0, _fixed(1.0)),
+    },
+    # LfF (Nam et al., 2020): GCE's q = 0.7 and the loss averages' rate 0.7, fixed in the paper
+    "LfF": {"lff_q": (0.7, _fixed(0.7)), "lff_ema": (0.7, _fixed(0.7))},
 }
 
 
@@ -111,8 +128,10 @@ def random_hparams(family: str, algorithm: str, hparams_comb: int) -> dict[str, 
 
 
 _POSITIVE_INTEGERS = ("num_steps", "eval_every", "batch_size")
-_POSITIVE = ("lr", "tau", "eta")
+_POSITIVE = ("lr", "tau", "eta", "jtt_lambda_up", "ula_eta", "ula_teacher_temperature", "lff_q")
 _NON_NEGATIVE = ("weight_decay", "lambda", "penalty_anneal_iters", "sgd_momentum", "last_layer_dropout")
+#: JTT's and uLA's fractions of the run's steps, LfF's rate of the loss averages
+_OPEN_UNIT_INTERVAL = ("jtt_T_fraction", "ula_T_fraction", "lff_ema")
 
 
 def check_hparams(hparams: dict[str, Any]) -> None:
@@ -138,3 +157,6 @@ def check_hparams(hparams: dict[str, Any]) -> None:
             raise bad(name, "a finite number >= 0")
     if "last_layer_dropout" in hparams and not hparams["last_layer_dropout"] < 1:
         raise bad("last_layer_dropout", "below 1 (a dropout probability)")
+    for name in _OPEN_UNIT_INTERVAL:
+        if name in hparams and not (finite(hparams[name]) and 0 < hparams[name] < 1):
+            raise bad(name, "a number strictly between 0 and 1")

@@ -62,7 +62,7 @@ class ParameterStack:
         self.optimizer = StackedOptimizer(
             hparams[0]["optimizer"], parameters, decayed, _hparam_tensor(hparams, "lr", 0.0, dtype, device),
             _hparam_tensor(hparams, "weight_decay", 0.0, dtype, device),
-            _hparam_tensor(hparams, "sgd_momentum", SGD_MOMENTUM, dtype, device))
+            _hparam_tensor(hparams, "sgd_momentum", SGD_MOMENTUM, dtype, device), networks_per_run=self.per_run)
         self.best = [p.detach().clone() for p in parameters]
 
     @staticmethod
@@ -101,11 +101,12 @@ class ParameterStack:
         chunk = max(1, EVALUATION_ELEMENTS // (self.num_runs * self.per_run * widest))
         return torch.cat([self._apply(inputs[i : i + chunk], shared=True) for i in range(0, len(inputs), chunk)], dim=1)
 
-    def step(self, loss: torch.Tensor) -> None:
-        """Backpropagate the sum of the runs' losses and update every run."""
+    def step(self, loss: torch.Tensor, active: torch.Tensor | None = None) -> None:
+        """Backpropagate the sum of the runs' losses and update every run (only the networks set in
+        ``active`` [H, m], when given; the others stay exactly as they are)."""
         self.optimizer.zero_grad()
         loss.backward()
-        self.optimizer.step()
+        self.optimizer.step(active)
 
     def _state_dict(self, tensors: list[torch.Tensor], member: int) -> dict[str, torch.Tensor]:
         state = {}
@@ -179,23 +180,38 @@ class ModuleStack:
         """Training logits [1, B, ...] of the run's batch x [B, ...]."""
         return self.network(x)[None]
 
+    def set_training_networks(self, active: torch.Tensor) -> None:
+        """Twins not set in ``active`` [1, 2] run in evaluation mode (a frozen twin's batch-norm statistics
+        stay put and its dropout is off, so it predicts as the model it was frozen as); the others train."""
+        for twin, trained in zip(self.network.twins, active[0].tolist()):
+            twin.train(trained)
+
     @torch.inference_mode()
     def predict(self, inputs) -> torch.Tensor:
         """Logits [1, n, ...] of every example of ``inputs`` (a tensor or a Dataset), in evaluation mode."""
         device = next(self.network.parameters()).device
+        modes = [module.training for module in self.network.modules()]
         self.network.eval()
         try:
             batches: Iterator[torch.Tensor] = evaluation_batches(
                 inputs, BACKBONE_EVALUATION_BATCH, device, self.num_workers)
             logits = torch.cat([self.network(x).float() for x in batches])
         finally:
-            self.network.train()
+            for module, mode in zip(self.network.modules(), modes):  # the modes training left them in
+                module.training = mode
         return logits[None]
 
-    def step(self, loss: torch.Tensor) -> None:
-        """Backpropagate the run's loss and update it."""
+    def step(self, loss: torch.Tensor, active: torch.Tensor | None = None) -> None:
+        """Backpropagate the run's loss and update it; with ``active`` [1, 2] (twins) only the twins set
+        there (a frozen twin's gradients are dropped, so torch.optim leaves it and its state alone;
+        reading the mask waits for the device, which a backbone's step can afford)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if active is not None:
+            for twin, trained in zip(self.network.twins, active[0].tolist()):
+                if not trained:
+                    for parameter in twin.parameters():
+                        parameter.grad = None
         self.optimizer.step()
         self.scheduler.step()
 

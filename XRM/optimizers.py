@@ -92,26 +92,32 @@ class StackedOptimizer:
     EPS = 1e-8
 
     def __init__(self, name: str, parameters: list[torch.Tensor], decayed: list[bool], lr: torch.Tensor,
-                 weight_decay: torch.Tensor, momentum: torch.Tensor) -> None:
+                 weight_decay: torch.Tensor, momentum: torch.Tensor, networks_per_run: int = 1) -> None:
         if name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
         self.name, self.parameters, self.decayed = name, parameters, decayed
         self.lr, self.weight_decay, self.momentum = lr, weight_decay, momentum
         # a device tensor, so that a captured CUDA graph counts its replays (Adam's bias corrections)
         self.steps = torch.zeros((), dtype=torch.float64, device=lr.device)
+        # updates each network [H, m] has had: Adam's bias corrections of networks that some steps leave alone
+        self.network_steps = torch.zeros((len(lr), networks_per_run), dtype=torch.float64, device=lr.device)
         slots = ["momentum_buffer"] if name == "sgd" else ["exp_avg", "exp_avg_sq"]
         self.state = {slot: [torch.zeros_like(p) for p in parameters] for slot in slots}
 
     @torch.no_grad()
-    def step(self) -> None:
-        """One update of every run's parameters from their gradients (no host synchronisation)."""
+    def step(self, active: torch.Tensor | None = None) -> None:
+        """One update of every run's parameters from their gradients (no host synchronisation).
+
+        ``active`` [H, m] (bool; parameters [H, m, ...]) names the networks this step updates;
+        the others keep their parameters and optimiser state exactly (see :meth:`_masked_step`).
+        """
         self.steps.add_(1)
+        if active is not None:
+            self._masked_step(active)
+            return
+        self.network_steps.add_(1)
         for i, (parameter, decayed) in enumerate(zip(self.parameters, self.decayed)):
-            grad = parameter.grad
-            lr = _per_run(self.lr, parameter)
-            decay = _per_run(self.weight_decay, parameter) if decayed else None
-            if decay is not None and self.name != "adamw":
-                grad = grad + decay * parameter
+            grad, lr, decay = self._gradient(parameter, decayed)
             if self.name == "sgd":
                 buffer = self.state["momentum_buffer"][i]
                 buffer.mul_(_per_run(self.momentum, parameter)).add_(grad)
@@ -127,6 +133,46 @@ class StackedOptimizer:
             denominator = (exp_avg_sq.sqrt() / correction2.sqrt()).add_(self.EPS)
             parameter.sub_((lr / correction1) * exp_avg / denominator)
 
+    def _gradient(self, parameter: torch.Tensor,
+                  decayed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A parameter's gradient (with the L2 term of SGD and Adam), its runs' learning rates and weight decays."""
+        grad = parameter.grad
+        lr = _per_run(self.lr, parameter)
+        decay = _per_run(self.weight_decay, parameter) if decayed else None
+        if decay is not None and self.name != "adamw":
+            grad = grad + decay * parameter
+        return grad, lr, decay
+
+    def _masked_step(self, active: torch.Tensor) -> None:
+        """The update of :meth:`step` where ``active`` is set; elsewhere nothing moves (no weight decay, no
+        momentum, no Adam moments). Adam's bias corrections count each network's own updates, so a
+        network first trained at step T starts as a fresh Adam does."""
+        self.network_steps.add_(active.to(self.network_steps.dtype))
+        for i, (parameter, decayed) in enumerate(zip(self.parameters, self.decayed)):
+            keep = active.view(*active.shape, *([1] * (parameter.ndim - active.ndim)))
+            grad, lr, decay = self._gradient(parameter, decayed)
+            if self.name == "sgd":
+                buffer = self.state["momentum_buffer"][i]
+                moved = buffer * _per_run(self.momentum, parameter) + grad
+                buffer.copy_(torch.where(keep, moved, buffer))
+                parameter.copy_(torch.where(keep, parameter - lr * moved, parameter))
+                continue
+            updated = parameter
+            if decay is not None and self.name == "adamw":
+                updated = parameter * (1 - lr * decay)
+            beta1, beta2 = self.BETAS
+            exp_avg, exp_avg_sq = self.state["exp_avg"][i], self.state["exp_avg_sq"][i]
+            new_avg = exp_avg.lerp(grad, 1 - beta1)
+            new_avg_sq = (exp_avg_sq * beta2).addcmul_(grad, grad, value=1 - beta2)
+            counts = self.network_steps.view(keep.shape)
+            correction1 = (1 - beta1 ** counts).to(parameter.dtype)
+            root_correction2 = (1 - beta2 ** counts).sqrt().to(parameter.dtype)
+            denominator = (new_avg_sq.sqrt() / root_correction2).add_(self.EPS)
+            updated = updated - (lr / correction1) * new_avg / denominator
+            exp_avg.copy_(torch.where(keep, new_avg, exp_avg))
+            exp_avg_sq.copy_(torch.where(keep, new_avg_sq, exp_avg_sq))
+            parameter.copy_(torch.where(keep, updated, parameter))
+
     def zero_grad(self) -> None:
         """Forget the gradients of the last step."""
         for parameter in self.parameters:
@@ -134,12 +180,15 @@ class StackedOptimizer:
 
     def member_state(self, member: int) -> dict:
         """Run ``member``'s optimiser state, on the CPU (for its checkpoint)."""
-        return {"steps": int(self.steps.item()),
+        return {"steps": int(self.steps.item()), "network_steps": self.network_steps[member].cpu().clone(),
                 **{slot: [t[member].cpu().clone() for t in tensors] for slot, tensors in self.state.items()}}
 
     def load_member_state(self, member: int, state: dict) -> None:
         """Restore run ``member``'s optimiser state from :meth:`member_state`."""
         self.steps.fill_(state["steps"])
+        # checkpoints written before per-network counts: every network had every update
+        self.network_steps[member] = state.get("network_steps", torch.full_like(self.network_steps[member].cpu(),
+                                                                               float(state["steps"]))).to(self.network_steps)
         for slot, tensors in self.state.items():
             for tensor, saved in zip(tensors, state[slot]):
                 tensor[member] = saved.to(tensor)

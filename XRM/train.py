@@ -293,6 +293,9 @@ class StackTrainer:
 
     def _train_step(self, batch: Batch, x: torch.Tensor | None = None) -> None:
         """One step of every member; algorithm state is updated in place (a CUDA graph replays it)."""
+        active = self._active_networks(batch.step)
+        if active is not None and isinstance(self.model, ModuleStack):
+            self.model.set_training_networks(active)
         logits = self.model.forward(self._inputs(batch.index) if x is None else x)
         run_losses = []
         for algorithm_slice in self.slices:
@@ -308,7 +311,22 @@ class StackTrainer:
         losses = torch.cat(run_losses)
         first = (self.diverged_step < 0) & ~torch.isfinite(losses)
         self.diverged_step.copy_(torch.where(first, batch.step, self.diverged_step))
-        self.model.step(losses.sum())
+        self.model.step(losses.sum(), active)
+
+    def _active_networks(self, step: torch.Tensor) -> torch.Tensor | None:
+        """The stack's [H, m] mask of the networks step ``step`` trains, from each slice's algorithm (None: all
+        networks of every run)."""
+        updates = [s.algorithm.network_updates(step, s.state, s.hparams) for s in self.slices]
+        if all(update is None for update in updates):
+            return None
+        per_run = self.model.per_run
+        return torch.cat([torch.ones(s.end - s.begin, per_run, dtype=torch.bool, device=self.device)
+                          if update is None else update for s, update in zip(self.slices, updates)])
+
+    def _evaluation_logits(self, inputs) -> torch.Tensor:
+        """Every run's logits on ``inputs`` as its algorithm classifies (e.g. the debiased of two networks)."""
+        logits = self.model.predict(inputs)
+        return torch.cat([s.algorithm.evaluation_logits(logits[s.begin:s.end]) for s in self.slices])
 
     def _inputs(self, plan_index: torch.Tensor) -> torch.Tensor:
         """The inputs of a step's batches held as a tensor: [H, B, ...] for a ParameterStack, [B, ...] for a module."""
@@ -396,7 +414,7 @@ class StackTrainer:
                 if member.diverged_at is None:
                     append_jsonl(member.spec.files.results, {records.STEP: step, records.FLIP_RATE: rate})
             return
-        metrics = self.evaluator(self.model.predict)
+        metrics = self.evaluator(self._evaluation_logits)
         names = list(metrics)
         values = torch.stack([metrics[name] for name in names], dim=1).tolist()
         improved = []

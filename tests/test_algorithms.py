@@ -12,7 +12,8 @@ from XRM.optimizers import StackedOptimizer
 from XRM.sampling import StepSampler, group_balancing_weights, subsample_to_smallest_group
 
 HPARAMS = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "eta": 0.1, "lambda": 10.0,
-           "penalty_anneal_iters": 2, "tau": 0.1}
+           "penalty_anneal_iters": 2, "tau": 0.1, "num_steps": 10, "jtt_T_fraction": 0.2, "jtt_lambda_up": 5.0,
+           "ula_T_fraction": 0.2, "ula_eta": 1.0, "ula_teacher_temperature": 1.0, "lff_q": 0.7, "lff_ema": 0.7}
 
 
 def _data(n: int = 16) -> tuple[RunData, torch.Tensor]:
@@ -52,7 +53,7 @@ def test_each_algorithm_trains_a_stack_of_one(name):
         stack.step(losses.sum())
     assert any(not torch.equal(b, a) for b, a in zip(before, stack.parameters()))
     logits = stack.predict(x)
-    assert logits.shape == ((1, 16, 2, 2) if cls.phase == 1 else (1, 16, 2)) and torch.isfinite(logits).all()
+    assert logits.shape == ((1, 16, 2, 2) if cls.networks_per_run == 2 else (1, 16, 2)) and torch.isfinite(logits).all()
 
 
 def test_group_dro_weights_follow_group_losses_exactly():
