@@ -7,6 +7,7 @@ real examples, since runs with smaller batches are padded), its runs' hyper-para
 tensors that it returns updated. A single run is a stack of one. Per-example state has
 one extra row, index ``n`` (the training set's size), where padded positions write.
 """
+import importlib
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -65,16 +66,18 @@ class RunData:
     num_attributes: int
     seed: int
     hparams: dict
-    held_out_logits: torch.Tensor | None = None  # [n, K], phase 1's, for MAT
+    held_out_logits: torch.Tensor | None = None  # [n, K], phase 1's, for MAT (AFR: its base model's)
+    base_model: dict[str, torch.Tensor] | None = None  # AFR: its base model's head {'weight', 'bias'}
 
     @classmethod
     def from_labels(cls, y: torch.Tensor, attributes: torch.Tensor, num_classes: int, seed: int, hparams: dict,
-                    held_out_logits: torch.Tensor | None = None) -> "RunData":
+                    held_out_logits: torch.Tensor | None = None,
+                    base_model: dict[str, torch.Tensor] | None = None) -> "RunData":
         """A run's view of a training set with labels ``y`` and attributes ``attributes`` [n] (on the CPU)."""
         groups = group_ids(y, attributes)
         return cls(y=y, groups=groups, num_classes=num_classes, num_groups=int(groups.max()) + 1,
                    num_attributes=int(attributes.max()) + 1, seed=seed, hparams=hparams,
-                   held_out_logits=held_out_logits)
+                   held_out_logits=held_out_logits, base_model=base_model)
 
 
 @dataclass(frozen=True)
@@ -138,9 +141,23 @@ class Algorithm:
     #: the kinds of --group_labels it accepts (GROUP_LABEL_KINDS); others get one line
     accepted_group_labels: tuple[str, ...] = GROUP_LABEL_KINDS
     hparam_names: tuple[str, ...] = ()
+    #: the splits it trains and selects on (XRM.last_layer_inputs: "standard", or DFR's "validation_halves")
+    data_view = "standard"
+    #: the algorithm whose selected run is its base model (AFR: "AFRBase"); None: none
+    base_algorithm: str | None = None
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
+
+    def training_pool(self, run: RunData) -> torch.Tensor | None:
+        """The training examples its batches are drawn from (ids); None: all of them."""
+        return None
+
+    def last_layer_penalty(self, model, part: slice, state: State,
+                           hparams: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """A penalty [h] on the last layer of the stack's runs ``part`` (``model.last_layer(part)``),
+        added to their losses; None: none."""
+        return None
 
     def initial_state(self, run: RunData) -> State:
         """One run's algorithm state before step 0 (tensors; per-example ones have n + 1 rows)."""
@@ -348,3 +365,7 @@ class XRM(Algorithm):
 def flip_rates(dynamic_labels: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per run, the fraction of training labels that differ from the true ones: [H]."""
     return (dynamic_labels[:, : len(y)] != y).double().mean(dim=1)
+
+
+# DFR, AFRBase and AFR live in their own module, which imports this one: registered once this one is complete
+importlib.import_module("XRM.last_layer")

@@ -7,6 +7,7 @@ from XRM import records
 from XRM.algorithms import PHASE_1_GROUP_LABELS, check_group_labels, get_algorithm_class
 from XRM.data.registry import dataset_label, dataset_names, get_dataset
 from XRM.errors import UserError
+from XRM.last_layer_inputs import select_base_model
 from XRM.model_selection import best_hparams_comb, best_phase_1_comb
 from XRM.results import collect_runs
 from XRM.networks import STACKED_FAMILIES
@@ -129,11 +130,14 @@ def make_runs(spec: SweepSpec) -> list[RunSpec]:
                 if needs_phase_1:
                     phase_1_dir = spec.phase_1_dir or str(Path(spec.out_dir) / "XRM")
                     phase_1_file = str(select_phase_1_file(phase_1_dir, dataset, phase_1_seed))
+                base = get_algorithm_class(algorithm).base_algorithm
+                base_model_file = None if base is None else select_base_model(
+                    algorithm, base, spec.out_dir, label, name, group_labels, seed)
                 for comb in _hparams_combs(spec, directory):
                     runs.append(RunSpec(
                         phase=spec.phase, dataset=dataset, algorithm=algorithm, hparams_comb=comb, seed=seed,
                         out_dir=str(directory), data_path=spec.data_path, group_labels=group_labels,
-                        phase_1_file=phase_1_file, quick_run=spec.quick_run, adam=spec.adam, resume=spec.resume,
+                        phase_1_file=phase_1_file, base_model_file=base_model_file, quick_run=spec.quick_run, adam=spec.adam, resume=spec.resume,
                         device=spec.device, dtype=spec.dtype, hparams_overrides=dict(spec.hparams_overrides),
                         inputs=spec.inputs, image_backbone=spec.image_backbone, text_model=spec.text_model,
                         backbone_weights=spec.backbone_weights, num_workers=spec.num_workers,
