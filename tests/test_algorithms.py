@@ -12,7 +12,7 @@ from XRM.optimizers import StackedOptimizer
 from XRM.sampling import StepSampler, group_balancing_weights, subsample_to_smallest_group
 
 HPARAMS = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "eta": 0.1, "lambda": 10.0,
-           "penalty_anneal_iters": 2, "tau": 0.1}
+           "penalty_anneal_iters": 2, "tau": 0.1, "dfr_c": 0.3, "afr_gamma": 4.0, "afr_lambda": 0.1}
 
 
 def _data(n: int = 16) -> tuple[RunData, torch.Tensor]:
@@ -21,7 +21,8 @@ def _data(n: int = 16) -> tuple[RunData, torch.Tensor]:
     y = (x[:, 0] > 0).long()
     a = (x[:, 1] > 0).long()
     logits = torch.randn(n, 2, generator=generator)
-    return RunData(y, y * 2 + a, 2, 4, 2, seed=0, hparams=HPARAMS, held_out_logits=logits), x
+    base_model = {"weight": torch.randn(2, 3, generator=generator), "bias": torch.zeros(2)}  # AFR's
+    return RunData(y, y * 2 + a, 2, 4, 2, seed=0, hparams=HPARAMS, held_out_logits=logits, base_model=base_model), x
 
 
 def _stacked_state(algorithm, run: RunData) -> dict:
