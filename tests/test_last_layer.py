@@ -31,12 +31,12 @@ def features(tmp_path_factory) -> Path:
 
 
 def sweep(features: Path, out: Path, phase: int, algorithms: list[str], group_labels: str, combs: int = 4,
-          dtype: str = "float32", **options) -> None:
-    """Train a sweep in this process, as main.py does."""
+          dtype: str = "float32", stack_size: int | None = None, **options) -> None:
+    """Train a sweep in this process, as main.py does (stacks of at most ``stack_size`` runs)."""
     spec = SweepSpec(phase=phase, datasets=[str(features)], algorithms=algorithms, group_labels=group_labels,
                      data_path=str(out), out_dir=str(out), num_hparams_combs=combs, device="cpu", dtype=dtype,
                      hparams_overrides={"num_steps": STEPS, "eval_every": 20}, **options)
-    for stack in plan_stacks(make_runs(spec)):
+    for stack in plan_stacks(make_runs(spec), stack_size):
         train_stack(stack)
 
 
@@ -160,6 +160,16 @@ def test_dfr_with_xrm_inferred_validation_groups(features, tmp_path):
     erm, dfr = (selected(tmp_path, name, "group_labels_inferred", "va_gi_wga") for name in ("ERM", "DFR"))
     # measured: ERM 0.0, DFR 1.0 (XRM's cross-mistakes find the validation minority exactly here)
     assert dfr["te_wga"] >= erm["te_wga"] + 0.5 and "va_gi_wga" in dfr
+
+
+def test_stacked_runs_write_what_they_write_alone(features, tmp_path):
+    outputs = []
+    for mode, stack_size in (("stacked", None), ("alone", 1)):
+        out = tmp_path / mode
+        sweep(features, out, 2, ["AFRBase"], "yes", combs=2, dtype="float64", stack_size=stack_size)
+        sweep(features, out, 2, ["ERM", "AFR", "DFR"], "yes", combs=2, dtype="float64", stack_size=stack_size)
+        outputs.append({str(path.relative_to(out)): read_results(path)[1] for path in sorted(out.rglob("results_*"))})
+    assert len(outputs[0]) == 8 and outputs[0] == outputs[1]
 
 
 class _Stopped(Exception):
