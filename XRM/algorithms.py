@@ -143,8 +143,11 @@ class Algorithm:
     hparam_names: tuple[str, ...] = ()
     #: the splits it trains and selects on (XRM.last_layer_inputs: "standard", or DFR's "validation_halves")
     data_view = "standard"
-    #: the algorithm whose selected run is its base model (AFR: "AFRBase"); None: none
+    #: last-layer retraining: the algorithm whose selected run is its base model (AFR: "AFRBase", DFR:
+    #: "ERM"; XRM.last_layer_inputs.needs_base_model says when it is read); None: none
     base_algorithm: str | None = None
+    #: whether it starts from (and reads) its base model's last layer (AFR)
+    starts_from_base_head = False
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes

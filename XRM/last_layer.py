@@ -21,6 +21,7 @@ class DFR(Algorithm):
     group_information = "validation"
     accepted_group_labels = ("yes", "inferred")
     data_view = VALIDATION_HALVES_VIEW
+    base_algorithm = "ERM"  # its embeddings, on datasets whose network is more than a head
     hparam_names = ("dfr_c",)
 
     def training_pool(self, run: RunData) -> torch.Tensor:
@@ -66,6 +67,7 @@ class AFR(Algorithm):
     Trains with no group labels; validation groups select."""
 
     base_algorithm = "AFRBase"
+    starts_from_base_head = True
     hparam_names = ("afr_lambda",)
 
     def training_pool(self, run: RunData) -> torch.Tensor:

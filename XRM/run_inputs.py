@@ -19,8 +19,7 @@ from XRM.data.registry import get_dataset
 from XRM.errors import UserError
 from XRM.group_inference import HELD_OUT_LOGITS, TRAIN_ATTRIBUTES, VALIDATION_ATTRIBUTES, load_phase_1_artifact
 from XRM.hparams_registry import check_hparams, default_hparams, random_hparams
-from XRM.last_layer_inputs import (STANDARD_VIEW, base_logits, check_linear_head, load_base_head,
-                                   validation_half_attributes, view_splits)
+from XRM.last_layer_inputs import prepare_last_layer, training_family
 from XRM.networks import build_network
 from XRM.batches import input_shape
 from XRM.run_spec import RunSpec
@@ -79,6 +78,7 @@ def load_stack_data(spec: RunSpec, device: torch.device, dtype: torch.dtype = to
 
 def resolve_hparams(spec: RunSpec, family: str, num_steps: int, eval_every: int) -> dict[str, Any]:
     """The run's hyper-parameters: a random draw (or defaults for --quick_run), then overrides."""
+    family = training_family(get_algorithm_class(spec.algorithm), family)
     hparams = (default_hparams(family, spec.algorithm) if spec.quick_run
                else random_hparams(family, spec.algorithm, spec.hparams_comb))
     if spec.adam:
@@ -102,8 +102,8 @@ class RunSetup:
     train_attributes: torch.Tensor  # [n_tr]
     validation_groups: torch.Tensor  # [n_va]: the --group_labels source's validation attributes (va_wga)
     inferred_validation_attributes: torch.Tensor | None  # [n_va], from a phase-1 file (va_gi_wga)
-    held_out_logits: torch.Tensor | None  # [n_tr, K], MAT's (AFR: its base model's logits)
-    base_model: dict[str, torch.Tensor] | None = None  # AFR: its base model's head, where it starts from
+    held_out_logits: torch.Tensor | None  # [n_tr, K], MAT's (AFR: its base head's logits)
+    base_model: dict[str, torch.Tensor] | None = None  # AFR: its base model's last layer, where it starts from
 
     def run_data(self, y: torch.Tensor, num_classes: int) -> RunData:
         """What the run's algorithm may know about the training set."""
@@ -162,44 +162,23 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
                             "in files of the XRM repository's main.py); MAT needs them: re-run phase 1 with this "
                             "toolkit (GroupDRO and the other baselines can still use the file's groups)")
         held_out, inferred_validation = outputs[HELD_OUT_LOGITS], outputs[VALIDATION_ATTRIBUTES]
-    base_model = None
-    if algorithm_cls.data_view != STANDARD_VIEW:  # DFR (see load_inputs)
-        check_linear_head(spec.algorithm, data.family)
-    if algorithm_cls.base_algorithm is not None:  # AFR: the base model's head and its logits on the training set
-        check_linear_head(spec.algorithm, data.family)
-        if spec.base_model_file is None:
-            raise UserError(f"{spec.algorithm} needs its {algorithm_cls.base_algorithm} base model; launch it "
-                            "through main.py, which selects it")
-        train_x = data.splits["tr"].x
-        base_model = load_base_head(spec.base_model_file, train_x.shape[1], data.num_classes)
-        held_out = base_logits(base_model, train_x)
     hparams = resolve_hparams(spec, data.family, data.num_steps, data.eval_every)
     if hparams["batch_size"] > len(train_y):
         raise UserError(f"hyper-parameter batch_size = {hparams['batch_size']} is larger than the training set "
                         f"({len(train_y)} examples); lower it with --hparams '{{\"batch_size\": {len(train_y)}}}'")
-    return RunSetup(spec, hparams, train_attributes, validation_groups, inferred_validation, held_out, base_model)
+    return RunSetup(spec, hparams, train_attributes, validation_groups, inferred_validation, held_out)
 
 
-def load_inputs(specs: Sequence[RunSpec], device: torch.device,
-                dtype: torch.dtype = torch.float32) -> tuple[StackData, list[RunSetup]]:
-    """The data ``specs`` share (loaded once, on ``device``) and each run's own inputs, all checked."""
+def load_inputs(specs: Sequence[RunSpec], device: torch.device, dtype: torch.dtype = torch.float32,
+                embed: bool = True) -> tuple[StackData, list[RunSetup]]:
+    """The data ``specs`` share (loaded once, on ``device``) and each run's own inputs, all checked
+    (``embed``: compute a last-layer algorithm's embeddings; the up-front checks do not)."""
     data = load_stack_data(specs[0], device, dtype)
     phase_1_files = Phase1Files(data)
     setups = [load_run_setup(spec, data, phase_1_files) for spec in specs]
-    view = get_algorithm_class(specs[0].algorithm).data_view  # one per stack: it is part of RunSpec.data_key
-    if view != STANDARD_VIEW:
-        data.splits = view_splits(view, data.splits)
-        for setup in setups:
-            _on_validation_halves(setup)
+    # one algorithm data view and base model per stack: both are part of RunSpec.data_key
+    prepare_last_layer(get_algorithm_class(specs[0].algorithm), data, setups, device, dtype, embed)
     return data, setups
-
-
-def _on_validation_halves(setup: RunSetup) -> None:
-    """DFR's run inputs: its training groups are the first validation half's, its validation groups
-    the second's (where va_wga and va_gi_wga are measured)."""
-    setup.train_attributes, setup.validation_groups = validation_half_attributes(setup.validation_groups)
-    if setup.inferred_validation_attributes is not None:
-        setup.inferred_validation_attributes = validation_half_attributes(setup.inferred_validation_attributes)[1]
 
 
 def check_runs(specs: Sequence[RunSpec]) -> None:
@@ -208,7 +187,7 @@ def check_runs(specs: Sequence[RunSpec]) -> None:
     for spec in specs:
         by_data.setdefault(spec.data_key(), []).append(spec)
     for group in by_data.values():
-        data, setups = load_inputs(group, torch.device("cpu"))
+        data, setups = load_inputs(group, torch.device("cpu"), embed=False)
         for setup in setups:  # a checkpoint to resume from must be readable and of the same settings
             if setup.spec.resume and setup.spec.files.checkpoint.exists():
                 load_checkpoint(setup.spec.files, setup.hparams)

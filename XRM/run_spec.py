@@ -78,7 +78,7 @@ class RunSpec:
         from XRM.algorithms import get_algorithm_class  # torch: only the engine's callers ask for keys
 
         return (self.dataset, self.data_path, self.phase, self.inputs, self.image_backbone, self.text_model,
-                self.backbone_weights, get_algorithm_class(self.algorithm).data_view)
+                self.backbone_weights, get_algorithm_class(self.algorithm).data_view, self.base_model_file)
 
     def stack_key(self) -> tuple:
         """Runs with equal keys may share one stack: same data, device and precision."""
