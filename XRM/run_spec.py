@@ -28,7 +28,7 @@ class RunSpec:
     data_path: str = "./data"
     group_labels: str = "no"  # 'yes', 'no' or a phase-1 .pt file
     phase_1_file: str | None = None  # MAT's held-out logits
-    base_model_file: str | None = None  # AFR's base model (the best model of its selected AFRBase run)
+    base_model_file: str | None = None  # last-layer retraining's base: the selected AFRBase (AFR) or ERM (DFR) run's best model
     quick_run: bool = False
     adam: bool = False
     resume: bool = False

@@ -172,7 +172,8 @@ def plan_stacks(runs: list[RunSpec], stack_size: int | None = None) -> list[list
     for run in runs:
         key = run.stack_key()
         if key not in small:
-            small[key] = training_family(get_algorithm_class(run.algorithm), resolve_dataset(run).family) in STACKED_FAMILIES
+            family = training_family(get_algorithm_class(run.algorithm), resolve_dataset(run).family)
+            small[key] = family in STACKED_FAMILIES
         groups.setdefault(key, []).append(run)
     stacks = []
     for key, group in groups.items():
