@@ -148,6 +148,9 @@ class Algorithm:
     base_algorithm: str | None = None
     #: whether it starts from (and reads) its base model's last layer (AFR)
     starts_from_base_head = False
+    #: whether its uniform draws follow a dataset's class-balanced batches (CivilComments); AFR's
+    #: weights balance the classes already
+    follows_balanced_batches = True
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes

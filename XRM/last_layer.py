@@ -68,6 +68,7 @@ class AFR(Algorithm):
 
     base_algorithm = "AFRBase"
     starts_from_base_head = True
+    follows_balanced_batches = False  # uniform draws: each batch's weighted mean estimates sum_i w_i CE_i
     hparam_names = ("afr_lambda",)
 
     def training_pool(self, run: RunData) -> torch.Tensor:

@@ -181,9 +181,9 @@ class StackTrainer:
         self.y = torch.cat([self.train_split.y, self.train_split.y.new_zeros(1)])
         for member in members:
             cls = get_algorithm_class(member.spec.algorithm)
+            classes = member.run_data.y if data.balanced_batches and cls.follows_balanced_batches else None
             member.sampler = build_sampler(cls.sampling, member.run_data.groups, member.setup.hparams["batch_size"],
-                                           member.spec.seed, member.run_data.y if data.balanced_batches else None,
-                                           cls(data.num_classes).training_pool(member.run_data))
+                                           member.spec.seed, classes, cls(data.num_classes).training_pool(member.run_data))
             if cls.draws_uniforms:
                 member.uniforms = StepUniforms(member.spec.seed, member.sampler.batch_size)
         self.batch_width = max(member.sampler.batch_size for member in members)
