@@ -90,8 +90,8 @@ ALGORITHM_SPACES: dict[str, dict[str, tuple[Any, Sampler]]] = {
     "DFR": {"dfr_c": (0.3, _choice([3.0, 1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01, 0.003])),
             "lr": (1e-2, _log_uniform(-3, -1)), "weight_decay": (0.0, _fixed(0.0))},
     # AFR (Qiu et al., 2023): gamma, the weights' temperature, and lambda, the pull towards the base head;
-    # the authors' commands use gamma 14, lambda 0.2 (Waterbirds) and gamma 1.8, lambda 0 (CelebA), SGD at
-    # 0.01 - 0.02: the ranges hold both
+    # the commands of the authors' README pass gamma 14 and reg_coeff 0.2 (Waterbirds), 1.8 and 0 (CelebA),
+    # SGD at 0.02 and 0.01: the ranges hold both
     "AFR": {"afr_gamma": (4.0, _choice([0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0])),
             "afr_lambda": (0.1, _choice([0.0, 0.01, 0.1, 0.2, 0.3, 0.4])),
             "lr": (1e-2, _log_uniform(-3, -1)), "weight_decay": (0.0, _fixed(0.0))},

@@ -49,9 +49,9 @@ class AFRBase(ERM):
 
 
 def afr_weights(base_logits: torch.Tensor, y: torch.Tensor, gamma: float) -> torch.Tensor:
-    """AFR's per-example weights (Qiu et al., 2023, Eq. 2, with the authors' class balancing):
-    exp(-gamma p_i), p_i the base model's probability of the true class; multiplied by
-    n / n_y (so every class weighs the same in total); normalised to sum to 1. Inputs [n, K], [n]."""
+    """AFR's per-example weights (Qiu et al., 2023): exp(-gamma p_i), p_i the base model's
+    probability of the true class; multiplied by n / n_y, so every class weighs the same in total
+    (an option of the authors' code, always on here); normalised to sum to 1. Inputs [n, K], [n]."""
     probability = torch.softmax(base_logits.double(), dim=-1).gather(1, y[:, None]).squeeze(1)
     weights = torch.exp(-gamma * probability)
     counts = torch.bincount(y, minlength=base_logits.shape[1]).double()

@@ -95,6 +95,7 @@ def view_splits(view: str, splits: dict[str, SplitTensors]) -> dict[str, SplitTe
     splits = _standardised(splits)
     validation = splits["va"]
     train_half, selection_half = validation_halves(len(validation))
+
     def part(ids: torch.Tensor) -> SplitTensors:
         ids = ids.to(validation.y.device)
         return SplitTensors(validation.x[ids], validation.y[ids], validation.a[ids])
@@ -122,7 +123,7 @@ def validation_half_attributes(validation_attributes: torch.Tensor) -> tuple[tor
     return validation_attributes[train_half], validation_attributes[selection_half]
 
 
-# ---------------------------------------------------------------------------------- AFR's base model
+# ---------------------------------------------------------------- base models (AFR's; DFR's embeddings)
 
 def base_runs_directory(out_dir: str | Path, base_algorithm: str, dataset_label: str, group_labels: str) -> Path:
     """``<out_dir>/<base>/<Dataset>/group_labels_<kind>``: where a run's base model is read from."""
