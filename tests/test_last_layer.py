@@ -19,7 +19,8 @@ from XRM.records import read_results
 from XRM.results import collect_runs
 from XRM.sampling import build_sampler
 from XRM.sweep import SweepSpec, make_runs, plan_stacks
-from XRM.train import StackTrainer, train_stack
+from XRM.run_inputs import load_inputs
+from XRM.train import StackTrainer, _member_of, train_stack
 
 STEPS = 201
 
@@ -225,3 +226,30 @@ def test_dfr_without_validation_groups_is_refused(features, tmp_path):
     with pytest.raises(UserError, match="^DFR does not take --group_labels no: use yes or a phase-1 folder$"):
         sweep(features, tmp_path / "out", 2, ["DFR"], "no")
     assert not (tmp_path / "out").exists()
+
+
+def test_afr_draws_uniformly_where_the_dataset_balances_classes(tmp_path):
+    content = torch.load(write_spurious_features(tmp_path / "spurious.pt"))
+    train = content["tr"]
+    kept = (train["y"][:, 0] == 0) | (torch.arange(len(train["y"])) % 4 == 0)  # class 1: about a fifth
+    content["tr"] = {key: value[kept] for key, value in train.items()}
+    torch.save(content, tmp_path / "imbalanced.pt")
+    features = tmp_path / "imbalanced.pt"
+    sweep(features, tmp_path, 2, ["AFRBase"], "yes", combs=1)
+    spec = SweepSpec(phase=2, datasets=[str(features)], algorithms=["ERM", "AFR"], group_labels="yes",
+                     data_path=str(tmp_path), out_dir=str(tmp_path), device="cpu",
+                     hparams_overrides={"num_steps": STEPS, "eval_every": 20})
+    shares = {}
+    for stack in plan_stacks(make_runs(spec)):
+        data, setups = load_inputs(stack, torch.device("cpu"))
+        data.balanced_batches = True  # as CivilComments
+        trainer = StackTrainer([_member_of(setup, data) for setup in setups], data, torch.device("cpu"), torch.float32)
+        y = data.splits["tr"].y
+        part = reweighting_part(len(y))
+        for member in trainer.members:
+            drawn = member.sampler.batches(0, 200).flatten()
+            shares[member.spec.algorithm] = y[drawn].float().mean().item()
+            if member.spec.algorithm == "AFR":
+                assert set(drawn.tolist()) <= set(part.tolist())
+                assert abs(shares["AFR"] - y[part].float().mean().item()) < 0.05  # uniform over its part
+    assert abs(shares["ERM"] - 0.5) < 0.05 and shares["AFR"] < 0.35  # ERM's draws balance the classes
