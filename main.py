@@ -27,7 +27,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "(a features .pt, or a .csv with id,filename,split,y,a or id,text,split,y,a)")
     parser.add_argument("--algorithms", nargs="+", default=None, metavar="NAME",
                         help="algorithms (default: XRM for phase 1, GroupDRO for phase 2): XRM in phase 1; ERM, "
-                             "GroupDRO, IRM, RWG, SUBG, MAT, JTT, uLA, LfF in phase 2 (an unknown name lists them all)")
+                             "GroupDRO, IRM, RWG, SUBG, MAT, JTT, uLA, LfF, DFR, AFRBase, AFR in phase 2 (an unknown name lists them all)")
     parser.add_argument("--group_labels", default=None,
                         help="training group labels: 'yes' (true), 'no' (none), a phase-1 .pt file, or a phase-1 "
                              "folder whose best run (by flip_rate) is used (default: 'no' in phase 1, 'yes' in phase 2)")

@@ -66,16 +66,18 @@ class RunData:
     num_attributes: int
     seed: int
     hparams: dict
-    held_out_logits: torch.Tensor | None = None  # [n, K], phase 1's, for MAT
+    held_out_logits: torch.Tensor | None = None  # [n, K], phase 1's, for MAT (AFR: its base model's)
+    base_model: dict[str, torch.Tensor] | None = None  # AFR: its base model's head {'weight', 'bias'}
 
     @classmethod
     def from_labels(cls, y: torch.Tensor, attributes: torch.Tensor, num_classes: int, seed: int, hparams: dict,
-                    held_out_logits: torch.Tensor | None = None) -> "RunData":
+                    held_out_logits: torch.Tensor | None = None,
+                    base_model: dict[str, torch.Tensor] | None = None) -> "RunData":
         """A run's view of a training set with labels ``y`` and attributes ``attributes`` [n] (on the CPU)."""
         groups = group_ids(y, attributes)
         return cls(y=y, groups=groups, num_classes=num_classes, num_groups=int(groups.max()) + 1,
                    num_attributes=int(attributes.max()) + 1, seed=seed, hparams=hparams,
-                   held_out_logits=held_out_logits)
+                   held_out_logits=held_out_logits, base_model=base_model)
 
 
 @dataclass(frozen=True)
@@ -139,9 +141,29 @@ class Algorithm:
     #: the kinds of --group_labels it accepts (GROUP_LABEL_KINDS); others get one line
     accepted_group_labels: tuple[str, ...] = GROUP_LABEL_KINDS
     hparam_names: tuple[str, ...] = ()
+    #: the splits it trains and selects on (XRM.last_layer_inputs: "standard", or DFR's "validation_halves")
+    data_view = "standard"
+    #: last-layer retraining: the algorithm whose selected run is its base model (AFR: "AFRBase", DFR:
+    #: "ERM"; XRM.last_layer_inputs.needs_base_model says when it is read); None: none
+    base_algorithm: str | None = None
+    #: whether it starts from (and reads) its base model's last layer (AFR)
+    starts_from_base_head = False
+    #: whether its uniform draws follow a dataset's class-balanced batches (CivilComments); AFR's
+    #: weights balance the classes already
+    follows_balanced_batches = True
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
+
+    def training_pool(self, run: RunData) -> torch.Tensor | None:
+        """The training examples its batches are drawn from (ids); None: all of them."""
+        return None
+
+    def last_layer_penalty(self, model, part: slice, state: State,
+                           hparams: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """A penalty [h] on the last layer of the stack's runs ``part`` (``model.last_layer(part)``),
+        added to their losses; None: none."""
+        return None
 
     def initial_state(self, run: RunData) -> State:
         """One run's algorithm state before step 0 (tensors; per-example ones have n + 1 rows)."""
@@ -357,5 +379,7 @@ def flip_rates(dynamic_labels: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (dynamic_labels[:, : len(y)] != y).double().mean(dim=1)
 
 
-# the baselines that train two networks per run (JTT, uLA, LfF) register themselves on import
+# baselines in their own modules, which import this one: registered once this one is complete
+# (JTT, uLA, LfF train two networks per run; DFR, AFRBase and AFR retrain a linear head)
 importlib.import_module("XRM.two_model_baselines")
+importlib.import_module("XRM.last_layer")

@@ -101,6 +101,17 @@ ALGORITHM_SPACES: dict[str, dict[str, tuple[Any, Sampler]]] = {
     },
     # LfF (Nam et al., 2020): GCE's q = 0.7 and the loss averages' rate 0.7, fixed in the paper
     "LfF": {"lff_q": (0.7, _fixed(0.7)), "lff_ema": (0.7, _fixed(0.7))},
+    # DFR (Kirichenko et al., 2023): the inverse L1 strength C of the authors' logistic regression, from
+    # their grids (Waterbirds {1, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01}, CelebA {3, 1, 0.3, 0.1, 0.03, 0.01, 0.003});
+    # the head is trained from zero by the family's optimiser instead of liblinear, so larger rates too
+    "DFR": {"dfr_c": (0.3, _choice([3.0, 1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01, 0.003])),
+            "lr": (1e-2, _log_uniform(-3, -1)), "weight_decay": (0.0, _fixed(0.0))},
+    # AFR (Qiu et al., 2023): gamma, the weights' temperature, and lambda, the pull towards the base head;
+    # the commands of the authors' README pass gamma 14 and reg_coeff 0.2 (Waterbirds), 1.8 and 0 (CelebA),
+    # SGD at 0.02 and 0.01: the ranges hold both
+    "AFR": {"afr_gamma": (4.0, _choice([0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0])),
+            "afr_lambda": (0.1, _choice([0.0, 0.01, 0.1, 0.2, 0.3, 0.4])),
+            "lr": (1e-2, _log_uniform(-3, -1)), "weight_decay": (0.0, _fixed(0.0))},
 }
 
 
@@ -128,8 +139,9 @@ def random_hparams(family: str, algorithm: str, hparams_comb: int) -> dict[str, 
 
 
 _POSITIVE_INTEGERS = ("num_steps", "eval_every", "batch_size")
-_POSITIVE = ("lr", "tau", "eta", "jtt_lambda_up", "ula_eta", "ula_teacher_temperature", "lff_q")
-_NON_NEGATIVE = ("weight_decay", "lambda", "penalty_anneal_iters", "sgd_momentum", "last_layer_dropout")
+_POSITIVE = ("lr", "tau", "eta", "jtt_lambda_up", "ula_eta", "ula_teacher_temperature", "lff_q", "dfr_c")
+_NON_NEGATIVE = ("weight_decay", "lambda", "penalty_anneal_iters", "sgd_momentum", "last_layer_dropout",
+                 "afr_gamma", "afr_lambda")
 #: JTT's and uLA's fractions of the run's steps, LfF's rate of the loss averages
 _OPEN_UNIT_INTERVAL = ("jtt_T_fraction", "ula_T_fraction", "lff_ema")
 

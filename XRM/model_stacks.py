@@ -94,6 +94,11 @@ class ParameterStack:
         """Training logits of each run on its own batch x [H, B, ...]."""
         return self._apply(x, shared=False)
 
+    def last_layer(self, part: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The last linear layer of runs ``part`` (their first network): weight [h, K, D], bias [h, K]."""
+        bias = self.biases[-1]
+        return self.weights[-1][part, 0], None if bias is None else bias[part, 0]
+
     @torch.inference_mode()
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
         """Every run's logits on every example of ``inputs`` [n, ...], in chunks of examples."""

@@ -19,6 +19,7 @@ from XRM.data.registry import get_dataset
 from XRM.errors import UserError
 from XRM.group_inference import HELD_OUT_LOGITS, TRAIN_ATTRIBUTES, VALIDATION_ATTRIBUTES, load_phase_1_artifact
 from XRM.hparams_registry import check_hparams, default_hparams, random_hparams
+from XRM.last_layer_inputs import prepare_last_layer, training_family
 from XRM.networks import build_network
 from XRM.batches import input_shape
 from XRM.run_spec import RunSpec
@@ -77,6 +78,7 @@ def load_stack_data(spec: RunSpec, device: torch.device, dtype: torch.dtype = to
 
 def resolve_hparams(spec: RunSpec, family: str, num_steps: int, eval_every: int) -> dict[str, Any]:
     """The run's hyper-parameters: a random draw (or defaults for --quick_run), then overrides."""
+    family = training_family(get_algorithm_class(spec.algorithm), family)
     hparams = (default_hparams(family, spec.algorithm) if spec.quick_run
                else random_hparams(family, spec.algorithm, spec.hparams_comb))
     if spec.adam:
@@ -100,12 +102,13 @@ class RunSetup:
     train_attributes: torch.Tensor  # [n_tr]
     validation_groups: torch.Tensor  # [n_va]: the --group_labels source's validation attributes (va_wga)
     inferred_validation_attributes: torch.Tensor | None  # [n_va], from a phase-1 file (va_gi_wga)
-    held_out_logits: torch.Tensor | None  # [n_tr, K], MAT's
+    held_out_logits: torch.Tensor | None  # [n_tr, K], MAT's (AFR: its base head's logits)
+    base_model: dict[str, torch.Tensor] | None = None  # AFR: its base model's last layer, where it starts from
 
     def run_data(self, y: torch.Tensor, num_classes: int) -> RunData:
         """What the run's algorithm may know about the training set."""
         return RunData.from_labels(y.cpu(), self.train_attributes, num_classes, self.spec.seed, self.hparams,
-                                   self.held_out_logits)
+                                   self.held_out_logits, self.base_model)
 
 
 class Phase1Files:
@@ -166,12 +169,16 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
     return RunSetup(spec, hparams, train_attributes, validation_groups, inferred_validation, held_out)
 
 
-def load_inputs(specs: Sequence[RunSpec], device: torch.device,
-                dtype: torch.dtype = torch.float32) -> tuple[StackData, list[RunSetup]]:
-    """The data ``specs`` share (loaded once, on ``device``) and each run's own inputs, all checked."""
+def load_inputs(specs: Sequence[RunSpec], device: torch.device, dtype: torch.dtype = torch.float32,
+                embed: bool = True) -> tuple[StackData, list[RunSetup]]:
+    """The data ``specs`` share (loaded once, on ``device``) and each run's own inputs, all checked
+    (``embed``: compute a last-layer algorithm's embeddings; the up-front checks do not)."""
     data = load_stack_data(specs[0], device, dtype)
     phase_1_files = Phase1Files(data)
-    return data, [load_run_setup(spec, data, phase_1_files) for spec in specs]
+    setups = [load_run_setup(spec, data, phase_1_files) for spec in specs]
+    # one algorithm data view and base model per stack: both are part of RunSpec.data_key
+    prepare_last_layer(get_algorithm_class(specs[0].algorithm), data, setups, device, dtype, embed)
+    return data, setups
 
 
 def check_runs(specs: Sequence[RunSpec]) -> None:
@@ -180,7 +187,7 @@ def check_runs(specs: Sequence[RunSpec]) -> None:
     for spec in specs:
         by_data.setdefault(spec.data_key(), []).append(spec)
     for group in by_data.values():
-        data, setups = load_inputs(group, torch.device("cpu"))
+        data, setups = load_inputs(group, torch.device("cpu"), embed=False)
         for setup in setups:  # a checkpoint to resume from must be readable and of the same settings
             if setup.spec.resume and setup.spec.files.checkpoint.exists():
                 load_checkpoint(setup.spec.files, setup.hparams)

@@ -28,6 +28,7 @@ class RunSpec:
     data_path: str = "./data"
     group_labels: str = "no"  # 'yes', 'no' or a phase-1 .pt file
     phase_1_file: str | None = None  # MAT's held-out logits
+    base_model_file: str | None = None  # last-layer retraining's base: the selected AFRBase (AFR) or ERM (DFR) run's best model
     quick_run: bool = False
     adam: bool = False
     resume: bool = False
@@ -74,8 +75,10 @@ class RunSpec:
 
     def data_key(self) -> tuple:
         """What decides the data a run trains on: runs with equal keys read the same inputs."""
+        from XRM.algorithms import get_algorithm_class  # torch: only the engine's callers ask for keys
+
         return (self.dataset, self.data_path, self.phase, self.inputs, self.image_backbone, self.text_model,
-                self.backbone_weights)
+                self.backbone_weights, get_algorithm_class(self.algorithm).data_view, self.base_model_file)
 
     def stack_key(self) -> tuple:
         """Runs with equal keys may share one stack: same data, device and precision."""

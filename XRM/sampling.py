@@ -121,17 +121,19 @@ SAMPLINGS = ("uniform", "group_balanced", "group_subsampled")
 
 
 def build_sampler(sampling: str, groups: torch.Tensor, batch_size: int, seed: int,
-                  classes: torch.Tensor | None = None) -> StepSampler:
+                  classes: torch.Tensor | None = None, pool: torch.Tensor | None = None) -> StepSampler:
     """The batch sampler of one run: ``sampling`` is one of SAMPLINGS; with ``classes`` (a
-    dataset that wants class-balanced batches) uniform sampling draws every class equally often."""
+    dataset that wants class-balanced batches) uniform sampling draws every class equally often.
+    ``pool`` (example ids) restricts the draws to those examples (None: every example)."""
     groups = groups.cpu()
-    pool = torch.arange(len(groups))
+    pool = torch.arange(len(groups)) if pool is None else pool.cpu()
     if sampling == "group_balanced":
-        return StepSampler(pool, batch_size, seed, weights=group_balancing_weights(groups))
+        return StepSampler(pool, batch_size, seed, weights=group_balancing_weights(groups[pool]))
     if sampling == "group_subsampled":
-        return StepSampler(subsample_to_smallest_group(groups, torch.Generator().manual_seed(seed)), batch_size, seed)
+        kept = subsample_to_smallest_group(groups[pool], torch.Generator().manual_seed(seed))
+        return StepSampler(pool[kept], batch_size, seed)
     if sampling != "uniform":
         raise ValueError(f"unknown sampling {sampling!r}; choose from: {', '.join(SAMPLINGS)}")
     if classes is not None:
-        return StepSampler(pool, batch_size, seed, weights=group_balancing_weights(classes.cpu()))
+        return StepSampler(pool, batch_size, seed, weights=group_balancing_weights(classes.cpu()[pool]))
     return StepSampler(pool, batch_size, seed)

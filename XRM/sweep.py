@@ -1,4 +1,5 @@
 """Turn a command line into the runs to launch, and group them into stacks (pure: reads results, trains nothing)."""
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -7,6 +8,7 @@ from XRM import records
 from XRM.algorithms import PHASE_1_GROUP_LABELS, check_group_labels, get_algorithm_class
 from XRM.data.registry import dataset_label, dataset_names, get_dataset
 from XRM.errors import UserError
+from XRM.last_layer_inputs import needs_base_model, select_base_model, training_family
 from XRM.model_selection import best_hparams_comb, best_phase_1_comb
 from XRM.results import collect_runs
 from XRM.networks import STACKED_FAMILIES
@@ -139,7 +141,24 @@ def make_runs(spec: SweepSpec) -> list[RunSpec]:
                         backbone_weights=spec.backbone_weights, num_workers=spec.num_workers,
                         checkpoint_seconds=spec.checkpoint_seconds, cuda_graphs=spec.cuda_graphs,
                         pair_phase_1_seeds=spec.pair_phase_1_seeds))
-    return runs
+    return _with_base_models(runs, spec.out_dir)
+
+
+def _with_base_models(runs: list[RunSpec], out_dir: str) -> list[RunSpec]:
+    """The runs, those of last-layer algorithms with the base model they read (XRM.last_layer_inputs)."""
+    chosen: dict[tuple, str] = {}
+    completed = []
+    for run in runs:
+        cls = get_algorithm_class(run.algorithm)
+        if cls.base_algorithm is not None and needs_base_model(cls, resolve_dataset(run).family):
+            label = Path(run.out_dir).parent.name
+            key = (run.algorithm, run.dataset, run.group_labels, run.seed)
+            if key not in chosen:
+                chosen[key] = select_base_model(run.algorithm, cls.base_algorithm, out_dir, label, run.dataset,
+                                                run.group_labels, run.seed)
+            run = dataclasses.replace(run, base_model_file=chosen[key])
+        completed.append(run)
+    return completed
 
 
 def plan_stacks(runs: list[RunSpec], stack_size: int | None = None) -> list[list[RunSpec]]:
@@ -153,7 +172,8 @@ def plan_stacks(runs: list[RunSpec], stack_size: int | None = None) -> list[list
     for run in runs:
         key = run.stack_key()
         if key not in small:
-            small[key] = resolve_dataset(run).family in STACKED_FAMILIES
+            family = training_family(get_algorithm_class(run.algorithm), resolve_dataset(run).family)
+            small[key] = family in STACKED_FAMILIES
         groups.setdefault(key, []).append(run)
     stacks = []
     for key, group in groups.items():

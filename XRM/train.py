@@ -151,8 +151,12 @@ def _networks(member: Member, data: StackData) -> list[torch.nn.Module]:
     shape = input_shape(data.splits["tr"].x)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(member.spec.seed)
-        return [build_network(data.family, shape, data.num_classes, member.setup.hparams, data.backbone)
-                for _ in range(cls.networks_per_run)]
+        networks = [build_network(data.family, shape, data.num_classes, member.setup.hparams, data.backbone)
+                    for _ in range(cls.networks_per_run)]
+    if member.setup.base_model is not None:  # last-layer retraining starts from its base model's head
+        for network in networks:
+            network.load_state_dict({key: value.float() for key, value in member.setup.base_model.items()})
+    return networks
 
 
 class StackTrainer:
@@ -177,8 +181,9 @@ class StackTrainer:
         self.y = torch.cat([self.train_split.y, self.train_split.y.new_zeros(1)])
         for member in members:
             cls = get_algorithm_class(member.spec.algorithm)
+            classes = member.run_data.y if data.balanced_batches and cls.follows_balanced_batches else None
             member.sampler = build_sampler(cls.sampling, member.run_data.groups, member.setup.hparams["batch_size"],
-                                           member.spec.seed, member.run_data.y if data.balanced_batches else None)
+                                           member.spec.seed, classes, cls(data.num_classes).training_pool(member.run_data))
             if cls.draws_uniforms:
                 member.uniforms = StepUniforms(member.spec.seed, member.sampler.batch_size)
         self.batch_width = max(member.sampler.batch_size for member in members)
@@ -304,6 +309,10 @@ class StackTrainer:
                            batch.uniforms[part], batch.step)
             losses, state = algorithm_slice.algorithm.loss(logits[part], sliced, algorithm_slice.state,
                                                            algorithm_slice.hparams)
+            penalty = algorithm_slice.algorithm.last_layer_penalty(self.model, part, algorithm_slice.state,
+                                                                   algorithm_slice.hparams)
+            if penalty is not None:
+                losses = losses + penalty
             for key, value in state.items():
                 if value is not algorithm_slice.state[key]:
                     algorithm_slice.state[key].copy_(value)

@@ -13,7 +13,8 @@ from XRM.sampling import StepSampler, group_balancing_weights, subsample_to_smal
 
 HPARAMS = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "eta": 0.1, "lambda": 10.0,
            "penalty_anneal_iters": 2, "tau": 0.1, "num_steps": 10, "jtt_T_fraction": 0.2, "jtt_lambda_up": 5.0,
-           "ula_T_fraction": 0.2, "ula_eta": 1.0, "ula_teacher_temperature": 1.0, "lff_q": 0.7, "lff_ema": 0.7}
+           "ula_T_fraction": 0.2, "ula_eta": 1.0, "ula_teacher_temperature": 1.0, "lff_q": 0.7, "lff_ema": 0.7,
+           "dfr_c": 0.3, "afr_gamma": 4.0, "afr_lambda": 0.1}
 
 
 def _data(n: int = 16) -> tuple[RunData, torch.Tensor]:
@@ -22,7 +23,8 @@ def _data(n: int = 16) -> tuple[RunData, torch.Tensor]:
     y = (x[:, 0] > 0).long()
     a = (x[:, 1] > 0).long()
     logits = torch.randn(n, 2, generator=generator)
-    return RunData(y, y * 2 + a, 2, 4, 2, seed=0, hparams=HPARAMS, held_out_logits=logits), x
+    base_model = {"weight": torch.randn(2, 3, generator=generator), "bias": torch.zeros(2)}  # AFR's
+    return RunData(y, y * 2 + a, 2, 4, 2, seed=0, hparams=HPARAMS, held_out_logits=logits, base_model=base_model), x
 
 
 def _stacked_state(algorithm, run: RunData) -> dict:

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from XRM.data.feature_file import save_feature_file
-from XRM.data.synthetic import SpuriousDataSpec, make_spurious_splits
+from spurious_features import write_spurious_features
 from XRM.model_selection import selected_record
 from XRM.records import read_results
 from XRM.sweep import SweepSpec, make_runs, plan_stacks
@@ -23,12 +22,7 @@ PHASE_2 = ["ERM", "GroupDRO", "IRM", "RWG", "SUBG", "MAT"]
 @pytest.fixture(scope="module")
 def features(tmp_path_factory) -> Path:
     """A small spurious features file (custom dataset): 400 training examples, 30 dimensions."""
-    path = tmp_path_factory.mktemp("data") / "spurious.pt"
-    splits = make_spurious_splits(0, SpuriousDataSpec(n=400, noise_dim=28, minority_fraction=0.1),
-                                  SpuriousDataSpec(n=200, noise_dim=28, minority_fraction=0.5))
-    save_feature_file({name: {"x": split.x, "y": split.y[:, None], "m": split.a[:, None]}
-                       for name, split in splits.items()}, path)
-    return path
+    return write_spurious_features(tmp_path_factory.mktemp("data") / "spurious.pt")
 
 
 def sweep(features: Path, out: Path, phase: int, algorithms: list[str], dtype: str, stack_size: int | None,
