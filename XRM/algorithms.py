@@ -182,6 +182,12 @@ class Algorithm:
         """The logits that classify at evaluation time, [H, n, K]."""
         return logits
 
+    @classmethod
+    def first_recorded_step(cls, hparams: dict) -> int:
+        """The first evaluation step recorded: before it the network that classifies has not
+        trained (JTT's and uLA's second network before T), so there is nothing to select."""
+        return 0
+
     def network_updates(self, step: torch.Tensor | int, state: State,
                         hparams: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Which of each run's networks step ``step`` trains, [H, networks_per_run] (bool); None: all.

@@ -60,6 +60,11 @@ class Member:
         """The first step to train."""
         return 0 if self.checkpoint is None else self.checkpoint["step"] + 1
 
+    @property
+    def first_recorded_step(self) -> int:
+        """The first evaluation written to the run's records (Algorithm.first_recorded_step)."""
+        return get_algorithm_class(self.spec.algorithm).first_recorded_step(self.setup.hparams)
+
 
 @dataclass
 class AlgorithmSlice:
@@ -428,7 +433,7 @@ class StackTrainer:
         values = torch.stack([metrics[name] for name in names], dim=1).tolist()
         improved = []
         for member, row in zip(self.members, values):
-            if member.diverged_at is not None:
+            if member.diverged_at is not None or step < member.first_recorded_step:
                 improved.append(False)
                 continue
             record = {name: value for name, value in zip(names, row) if value == value}  # NaN: not recorded

@@ -53,6 +53,11 @@ class TwoStage(TwoNetworks):
         """The step T at which the stages switch."""
         return {"switch_step": torch.tensor(switch_step(run.hparams[self.fraction_name], run.hparams["num_steps"]))}
 
+    @classmethod
+    def first_recorded_step(cls, hparams: dict) -> int:
+        """T: network 1, the one evaluated, trains from T on."""
+        return switch_step(hparams[cls.fraction_name], hparams["num_steps"])
+
     def network_updates(self, step, state, hparams):
         """Network 0 before T, network 1 from T on."""
         second = torch.as_tensor(step, device=state["switch_step"].device) >= state["switch_step"]  # [H]

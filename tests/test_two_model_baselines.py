@@ -265,7 +265,12 @@ def test_stacked_runs_equal_the_runs_alone_in_float64(tmp_path):
         _sweep(features, outs[mode], list(METHOD_HPARAMS), {"num_steps": 61, "eval_every": 20}, dtype="float64",
                num_hparams_combs=2, stack_size=stack_size, group_labels="no")
     stacked, alone = _results(outs["stacked"]), _results(outs["alone"])
-    assert len(stacked) == 6 and all(len(records) == 4 for records in stacked.values())
+    assert len(stacked) == 6
+    for path in sorted(outs["stacked"].rglob("results_*.json")):  # evaluations at 0, 20, 40, 60
+        header, run_records = read_results(path)
+        fraction = {"JTT": "jtt_T_fraction", "uLA": "ula_T_fraction"}.get(header["algorithm"])
+        first = switch_step(header["hparams"][fraction], 61) if fraction else 0  # network 1 trains from T: no record before
+        assert [record["step"] for record in run_records] == [s for s in (0, 20, 40, 60) if s >= first]
     assert stacked == alone
 
 
@@ -294,7 +299,8 @@ def test_an_interrupted_run_resumes_to_the_records_and_weights_of_an_unbroken_on
         assert torch.load(checkpoint)["step"] == 20
         _sweep(features, tmp_path / "resumed", [algorithm], {**settings, **extra}, resume=True, **options)
     unbroken, resumed = _results(tmp_path / "unbroken"), _results(tmp_path / "resumed")
-    assert len(unbroken) == 3 and all(len(records) == 7 for records in unbroken.values())
+    counts = {path.split("/")[0]: len(records) for path, records in unbroken.items()}
+    assert counts == {"JTT": 5, "uLA": 5, "LfF": 7}  # steps 0 .. 120 by 20; JTT's and uLA's from T = 30 on
     assert resumed == unbroken
     for path in (tmp_path / "unbroken").rglob("ckpt_*.pt"):
         final = [torch.load(root / path.relative_to(tmp_path / "unbroken"))
@@ -318,7 +324,7 @@ def test_two_networks_fine_tune_a_resnet_end_to_end(tmp_path):
                                     '{"num_steps": 3, "eval_every": 2, "batch_size": 4, "ula_T_fraction": 0.5}')) == 0
     directory = out / "uLA" / "Waterbirds" / "group_labels_no"
     header, rows = fx.records(directory / "results_hpcomb_0_seed0.json")
-    assert header["backbone_used"] == "resnet18" and [r["step"] for r in rows] == [0, 2]
+    assert header["backbone_used"] == "resnet18" and [r["step"] for r in rows] == [2]  # none before T
     best = torch.load(directory / "best_hpcomb_0_seed0.pt")
     assert {key.split(".")[1] for key in best["model"]} == {"0", "1"}
     final = torch.load(directory / "ckpt_hpcomb_0_seed0.pt")
