@@ -156,8 +156,8 @@ def dry_run(protocol: Protocol) -> None:
         _progress(3, f"{seeds} seeds of each setting's selected combination", _count(protocol.seed_runs()))
     except UserError:
         settings = len(protocol.algorithms) * len(SELECTION_SETTINGS) * datasets
-        _progress(3, f"{seeds} seeds of each setting's selected combination",
-                  f"at most {settings * seeds} runs after stage 2 ({settings} (dataset, algorithm, setting) cells x {seeds} seeds)")
+        _progress(3, f"{seeds} seeds of each setting's selected combination", f"at most {settings * seeds} runs "
+                  f"after stage 2 ({settings} (dataset, algorithm, setting) cells x {seeds} seeds)")
     _progress(4, "tables and plots", f"{Path(protocol.out_dir) / 'table1'}.{{csv,md,tex}} and "
                                      f"{Path(protocol.out_dir) / PLOTS_FOLDER}/")
 
