@@ -6,9 +6,10 @@ python benchmarks/protocol_speed.py --dataset Waterbirds --device cuda    # rand
 
 Runs ``python reproduce.py --datasets <dataset> --algorithms MAT GroupDRO ERM`` with the defaults (10
 combinations, 10 seeds) in a new process into a fresh --out_dir, and prints the time at which each
-stage line appeared and the total (import included). Extra arguments after ``--`` go to reproduce.py.
+stage line appeared, the total (import included) and the CPU time the process used. Extra arguments after ``--`` go to reproduce.py.
 """
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,8 @@ def main() -> int:
     parser.add_argument("--sizes", nargs=3, type=int, default=[4795, 1199, 5794], metavar=("TR", "VA", "TE"),
                         help="split sizes of the Waterbirds-shaped features")
     parser.add_argument("--dim", type=int, default=2048, help="feature width of the Waterbirds-shaped features")
+    parser.add_argument("--out_dir", default=None,
+                        help="keep the results here (an empty or new folder; default: a temporary folder)")
     parser.add_argument("extra", nargs="*", help="more reproduce.py arguments (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
@@ -37,7 +40,7 @@ def main() -> int:
 
             write_waterbirds_features(data, dict(zip(("tr", "va", "te"), args.sizes)), args.dim)
         argv = [sys.executable, "reproduce.py", "--datasets", args.dataset, "--algorithms", "MAT", "GroupDRO", "ERM",
-                "--data_path", str(data), "--out_dir", str(Path(folder) / "out"), "--device", args.device, *args.extra]
+                "--data_path", str(data), "--out_dir", args.out_dir or str(Path(folder) / "out"), "--device", args.device, *args.extra]
         print("$", " ".join(argv[1:]), flush=True)
         start = time.perf_counter()
         process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -45,7 +48,9 @@ def main() -> int:
             if line.startswith("stage "):
                 print(f"{time.perf_counter() - start:7.1f} s  {line.rstrip()[:150]}", flush=True)
         process.wait()
-        print(f"total {time.perf_counter() - start:.1f} s, exit {process.returncode}")
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # on a shared machine, CPU time says more than wall time
+        print(f"total {time.perf_counter() - start:.1f} s wall, {usage.ru_utime + usage.ru_stime:.1f} s CPU "
+              f"(user + system), exit {process.returncode}")
         return process.returncode
 
 
