@@ -47,8 +47,9 @@ def main(args: argparse.Namespace) -> int:
     from XRM.run_inputs import check_runs
 
     run_options = {name: getattr(args, name) for name in RUN_OPTIONS}
-    protocol = Protocol(args.datasets, args.algorithms, args.num_hparams_combs, args.num_seeds, args.out_dir,
-                        args.true_groups, {**run_options, "hparams_overrides": hparams_overrides(args)})
+    protocol = Protocol(list(dict.fromkeys(args.datasets)), list(dict.fromkeys(args.algorithms)),  # each once
+                        args.num_hparams_combs, args.num_seeds, args.out_dir, args.true_groups,
+                        {**run_options, "hparams_overrides": hparams_overrides(args)})
     protocol.sources()  # unknown algorithms and group-label kinds an algorithm refuses: one line, before stage 1
     phase_1 = protocol.phase_1_runs()  # unknown datasets
     if launcher == "dry_run":

@@ -33,7 +33,7 @@ class Protocol:
     num_seeds: int
     out_dir: str
     true_groups: bool = False
-    run_options: dict = field(default_factory=dict)  # data_path, device, dtype, hparams_overrides, ...
+    run_options: dict = field(default_factory=dict)  # SweepSpec fields: data_path, device, dtype, hparams_overrides, ...
 
     @property
     def phase_1_dir(self) -> Path:
@@ -69,8 +69,7 @@ class Protocol:
     def _spec(self, **fields):
         from XRM.sweep import SweepSpec
 
-        return SweepSpec(data_path=self.run_options.get("data_path", "./data"), out_dir=self.out_dir, resume=True,
-                         **{key: value for key, value in self.run_options.items() if key != "data_path"}, **fields)
+        return SweepSpec(out_dir=self.out_dir, resume=True, **self.run_options, **fields)
 
     def phase_1_runs(self) -> list:
         """Stage 1's runs."""
