@@ -149,8 +149,11 @@ class Grid:
         row = [self.cells.get((setting, algorithm, dataset)) for dataset in self.datasets]
         if any(cell is None for cell in row):
             return None
-        return tuple(tuple(statistics.mean(pair[i] for pair in pairs) for i in range(2))  # type: ignore[return-value]
-                     for pairs in ([c.average for c in row], [c.worst_group for c in row]))
+
+        def mean_of(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+            return statistics.mean(mean for mean, _ in pairs), statistics.mean(std for _, std in pairs)
+
+        return mean_of([cell.average for cell in row]), mean_of([cell.worst_group for cell in row])
 
 
 def _number(mean_std: tuple[float, float], published_value: float | None, plus_minus: str, paper: str) -> str:

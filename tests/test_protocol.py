@@ -104,3 +104,16 @@ def test_the_no_labels_setting_never_reads_true_groups(tmp_path):
     cells = table_cells(find_folders(tmp_path))
     assert [(cell.selection, cell.fell_back) for cell in cells] == [("va_wga", False), ("va_gi_wga", True)]
     assert "| ERM | 80.0 ± 0.0 | 50.0 ± 0.0 † |" in to_markdown(cells)
+
+
+def test_the_average_column_is_over_datasets_and_needs_every_one(reference_folder):
+    celeba = reference_folder / "MAT" / "CelebA" / "group_labels_yes"
+    _write_run(celeba, 0, 0, [_record(0, 0.1, 0.1, 0.5, 0.1), _record(50, 0.8, 0.55, 0.80, 0.8)])
+    markdown = to_markdown(table_cells(find_folders(reference_folder)))
+    known = markdown.split("\n## ")[1]
+    # datasets in the order the cells first name them (GroupDRO's Waterbirds comes first)
+    assert known.splitlines()[2] == ("| algorithm | Waterbirds avg | Waterbirds worst | CelebA avg | CelebA worst "
+                                     "| Average avg | Average worst |")
+    # MAT: Waterbirds 92 +/- 2 / 75 +/- 5, CelebA 80 / 55 (one seed): means of the means and of the stds
+    assert "| MAT | 92.0 ± 2.0 | 75.0 ± 5.0 | 80.0 ± 0.0 | 55.0 ± 0.0 | 86.0 ± 1.0 | 65.0 ± 2.5 |" in known
+    assert "| GroupDRO | 90.0 ± 0.0 | 85.0 ± 0.0 | – | – | – | – |" in known  # no CelebA: no average
