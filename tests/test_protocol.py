@@ -3,6 +3,8 @@ table read from hand-built folders in the reference code's layout, with publishe
 import csv
 import io
 import json
+import shutil
+import subprocess
 
 import pytest
 
@@ -117,3 +119,15 @@ def test_the_average_column_is_over_datasets_and_needs_every_one(reference_folde
     # MAT: Waterbirds 92 +/- 2 / 75 +/- 5, CelebA 80 / 55 (one seed): means of the means and of the stds
     assert "| MAT | 92.0 ± 2.0 | 75.0 ± 5.0 | 80.0 ± 0.0 | 55.0 ± 0.0 | 86.0 ± 1.0 | 65.0 ± 2.5 |" in known
     assert "| GroupDRO | 90.0 ± 0.0 | 85.0 ± 0.0 | – | – | – | – |" in known  # no CelebA: no average
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex on this machine")
+def test_the_latex_table_compiles_standalone(reference_folder, tmp_path):
+    erm = reference_folder / "ERM" / "my_data" / "group_labels_no"  # an underscore and a † in the table
+    _write_run(erm, 0, 0, [_record(0, 0.1, 0.1, 0.5), _record(50, 0.6, 0.5, 0.8)])
+    (tmp_path / "table1.tex").write_text(to_latex(table_cells(find_folders(reference_folder))))
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "table1.tex"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert (tmp_path / "table1.pdf").stat().st_size > 1000
+    assert "Warning" not in (tmp_path / "table1.log").read_text()
