@@ -37,19 +37,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def protocol_from_args(args: argparse.Namespace):
+    """The Protocol the arguments describe (each dataset and algorithm once)."""
+    from XRM.reproduction import Protocol
+
+    run_options = {name: getattr(args, name) for name in RUN_OPTIONS}
+    return Protocol(list(dict.fromkeys(args.datasets)), list(dict.fromkeys(args.algorithms)), args.num_hparams_combs,
+                    args.num_seeds, args.out_dir, args.true_groups,
+                    {**run_options, "hparams_overrides": hparams_overrides(args)})
+
+
 def main(args: argparse.Namespace) -> int:
     """Check every input, then run (or, with --dry_run, list) the protocol's stages."""
     check_counts(args)
     output_folder(args.out_dir)
     launcher, options = launch_options(args)
     from XRM.devices import resolve_device
-    from XRM.reproduction import Protocol, dry_run, run_protocol
+    from XRM.reproduction import dry_run, run_protocol
     from XRM.run_inputs import check_runs
 
-    run_options = {name: getattr(args, name) for name in RUN_OPTIONS}
-    protocol = Protocol(list(dict.fromkeys(args.datasets)), list(dict.fromkeys(args.algorithms)),  # each once
-                        args.num_hparams_combs, args.num_seeds, args.out_dir, args.true_groups,
-                        {**run_options, "hparams_overrides": hparams_overrides(args)})
+    protocol = protocol_from_args(args)
     protocol.sources()  # unknown algorithms and group-label kinds an algorithm refuses: one line, before stage 1
     phase_1 = protocol.phase_1_runs()  # unknown datasets
     if launcher == "dry_run":

@@ -168,6 +168,25 @@ def test_a_second_run_is_a_no_op(protocol, capsys):
     assert {path: path.stat().st_mtime_ns for path in out.rglob("results_*.json")} == before
 
 
+def test_every_stage_waits_for_its_jobs(protocol, monkeypatch):
+    """On SLURM a stage must not select from runs still queued: each stage launches with wait=True."""
+    import reproduce
+    from XRM import launch
+    from XRM.reproduction import run_protocol
+
+    waits = []
+
+    def recording(stacks, run_fn, options):
+        waits.append(options.wait)
+        return launch.get_launcher("local")(stacks, run_fn, options)
+
+    monkeypatch.setitem(launch.LAUNCHERS, "recording", recording)
+    data, out, _ = protocol
+    args = reproduce.get_args_parser().parse_args(reproduce_args(data, out)[1:])
+    assert run_protocol(reproduce.protocol_from_args(args), None, "recording", launch.LaunchOptions(wait=False)) == 0
+    assert waits == [True, True, True]
+
+
 def test_killed_between_stages_then_run_again_gives_the_same_table(protocol, tmp_path):
     data, full_out, _ = protocol
     out = tmp_path / "out"
