@@ -14,16 +14,21 @@ class GroupAccuracy:
 
     def __init__(self, y: torch.Tensor, attributes: torch.Tensor) -> None:
         groups = group_ids(y, attributes.to(y.device))
-        _, inverse = torch.unique(groups, return_inverse=True)
+        present, inverse = torch.unique(groups, return_inverse=True)
         self.y = y
+        self.group_ids = present.tolist()  # read once here, so that evaluating never waits for the device
         self.membership = torch.nn.functional.one_hot(inverse).float()  # [n, groups present]
         self.sizes = self.membership.sum(dim=0)
 
+    def per_group(self, predictions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(average accuracy [H], accuracy of each group present [H, G], in ``group_ids`` order)."""
+        correct = (predictions == self.y).float()
+        return correct.mean(dim=1), (correct @ self.membership) / self.sizes
+
     def __call__(self, predictions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(average accuracy [H], worst-group accuracy [H]) of predictions [H, n]."""
-        correct = (predictions == self.y).float()
-        per_group = (correct @ self.membership) / self.sizes
-        return correct.mean(dim=1), per_group.min(dim=1).values
+        average, per_group = self.per_group(predictions)
+        return average, per_group.min(dim=1).values
 
 
 def _shared(attributes: list[torch.Tensor | None], y: torch.Tensor) -> list[tuple[GroupAccuracy, torch.Tensor]]:
@@ -41,8 +46,8 @@ class StackEvaluator:
     ``va_wga``: worst-group accuracy over the validation groups of each run's --group_labels
     source (``validation_groups[h]``: the true attributes for 'yes', zeros for 'no', so the
     classes, and a phase-1 file's inferred attributes); ``va_gi_wga``: over the XRM-inferred
-    validation groups where the run has them (``inferred[h]``, else NaN); ``te_wga`` and the
-    average accuracies: over the true groups.
+    validation groups where the run has them (``inferred[h]``, else NaN); ``te_wga``, the
+    average accuracies and each test group's accuracy (``te_acc_group_<g>``): over the true groups.
     """
 
     def __init__(self, validation: SplitTensors, test: SplitTensors, validation_groups: list[torch.Tensor],
@@ -63,11 +68,13 @@ class StackEvaluator:
         """Metric name -> [H] values; ``predict(inputs)`` gives every run's logits [H, n, K]."""
         validation = predict(self.splits["va"].x).argmax(dim=-1)
         test = predict(self.splits["te"].x).argmax(dim=-1)
-        test_average, test_worst = self.test_groups(test)
+        test_average, test_per_group = self.test_groups.per_group(test)
         return {
             records.VA_AVG_ACC: (validation == self.splits["va"].y).float().mean(dim=1),
             records.VA_WGA: self._per_member(self.validation_groups, validation),
             records.VA_GI_WGA: self._per_member(self.inferred, validation),
             records.TE_AVG_ACC: test_average,
-            records.TE_WGA: test_worst,
+            records.TE_WGA: test_per_group.min(dim=1).values,
+            **{records.test_group_accuracy_key(group): test_per_group[:, column]
+               for column, group in enumerate(self.test_groups.group_ids)},
         }

@@ -1,6 +1,9 @@
-"""Print result tables from a results folder: one row per hyper-parameter combination, then the best.
+"""Print result tables from a results folder: one row per hyper-parameter combination, then the best;
+or the paper's Table 1 (--table csv|md|tex) and the protocol's plots (--plots DIR).
 
     python XRM/read_results.py --dir out --datasets Synthetic --algorithms MAT ERM --group_labels no
+    python XRM/read_results.py --dir out --table tex > table1.tex
+    python XRM/read_results.py --dir out --plots out/plots
 """
 import argparse
 import sys
@@ -14,6 +17,7 @@ from XRM.errors import UserError  # noqa: E402
 from XRM.records import SELECTION_METRICS, group_labels_folder  # noqa: E402
 from XRM.model_selection import criterion_for  # noqa: E402
 from XRM.results import collect_runs, format_table  # noqa: E402
+from XRM.reporting import TABLE_FORMATS, WRITERS, found_cells  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -28,6 +32,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="metric that picks the step and the combination of phase-2 runs "
                              "(default va_wga; phase-1 runs are always selected by flip_rate)")
     parser.add_argument("--seed", type=int, default=0, help="seed whose runs choose the combination")
+    parser.add_argument("--table", choices=TABLE_FORMATS, default=None,
+                        help="print Table 1 in this format instead (a block per selection setting, va_wga and "
+                             "va_gi_wga, whatever the folder holds; --group_labels and --selection_criterion do not "
+                             "apply: each setting reads the folder that serves it)")
+    parser.add_argument("--plots", default=None, metavar="DIR",
+                        help="write the protocol's plots (PNG) into DIR: curves and group accuracies of the selected "
+                             "runs, phase 1's flip rates")
     return parser
 
 
@@ -36,10 +47,13 @@ def _names(root: Path, wanted: list[str] | None) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Print a table per (algorithm, dataset, group-label source) found under --dir."""
+    """Print a table per (algorithm, dataset, group-label source) found under --dir, or Table 1
+    (--table), and write the plots (--plots)."""
     root = Path(args.dir)
     if not root.is_dir():
         raise UserError(f"no results folder {root}; pass the --out_dir you gave main.py")
+    if args.table or args.plots:
+        return write_table_and_plots(args, root)
     shown = 0
     for algorithm in _names(root, args.algorithms):
         for dataset in _names(root / algorithm, args.datasets):
@@ -54,6 +68,25 @@ def main(args: argparse.Namespace) -> int:
                 shown += 1
     if not shown:
         raise UserError(f"no results found under {root} for the datasets, algorithms and group labels asked for")
+    return 0
+
+
+def write_table_and_plots(args: argparse.Namespace, root: Path) -> int:
+    """--table: print Table 1 in its format; --plots: write the plots and list them."""
+    from XRM.plots import find_phase_1_runs, write_plots
+
+    phase_1_runs = find_phase_1_runs(root, args.datasets) if args.plots else {}
+    try:
+        cells = found_cells(root, args.datasets, args.algorithms, args.seed)
+    except UserError:
+        if args.table or not phase_1_runs:
+            raise
+        cells = []  # a phase-1 folder alone: its flip rates are the only plot
+    if args.table:
+        print(WRITERS[args.table](cells), end="")
+    if args.plots:
+        for path in write_plots(cells, phase_1_runs, Path(args.plots)):
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

@@ -31,6 +31,26 @@ def metric_key(split: str, metric: str) -> str:
     return key
 SELECTION_METRICS = (VA_WGA, VA_GI_WGA, VA_AVG_ACC, FLIP_RATE)
 
+#: per-group test accuracy: ``te_acc_group_<g>`` for each test group id g = y * n_attr + a
+#: present (keys the reference code's reader does not read, so its folders stay readable)
+TEST_GROUP_ACCURACY_PREFIX = "te_acc_group_"
+TEST_GROUP_ACCURACY_PATTERN = re.compile(rf"^{TEST_GROUP_ACCURACY_PREFIX}(\d+)$")
+
+
+def test_group_accuracy_key(group: int) -> str:
+    """The record key of the test accuracy of group id ``group``."""
+    return f"{TEST_GROUP_ACCURACY_PREFIX}{group}"
+
+
+def test_group_accuracies(record: dict) -> dict[int, float]:
+    """Group id -> test accuracy, from a record's per-group keys (empty for records without them)."""
+    found = {}
+    for key, value in record.items():
+        match = TEST_GROUP_ACCURACY_PATTERN.match(key)
+        if match:
+            found[int(match.group(1))] = value
+    return dict(sorted(found.items()))
+
 RESULTS_PATTERN = re.compile(r"results_hpcomb_(\d+)_seed(\d+)\.json$")
 
 

@@ -59,31 +59,54 @@ def _format(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+@dataclass
+class Summary:
+    """The best combination of a folder by a metric and its seeds: what the tables report."""
+
+    metric: str
+    best: int  # the selected hyper-parameter combination
+    seed: int  # the seed whose runs chose it
+    runs: list[RunResult]  # its selectable runs, one per seed
+    stats: dict[str, tuple[float, float]]  # column -> (mean, population std) over the runs, in percent
+
+    @property
+    def selected_run(self) -> RunResult:
+        """The run of the selection seed (the run whose curve and groups the plots show)."""
+        return next((run for run in self.runs if run.seed == self.seed), self.runs[0])
+
+
+def summarize(runs: list[RunResult], metric: str, seed: int = 0) -> Summary:
+    """The best combination by ``metric`` (chosen by ``seed``'s runs) and the mean and population std
+    over its selectable seeds, as the reference prints them, of the test worst-group and average
+    accuracy (phase 1: the flip rate), each run read at its selected step."""
+    check_metric(runs, metric)
+    best = best_hparams_comb(runs, metric, seed)
+    best_runs = sorted((run for run in runs if run.hparams_comb == best and selectable(run)), key=lambda r: r.seed)
+    columns = [records.FLIP_RATE] if runs[0].phase == 1 else [records.TE_WGA, records.TE_AVG_ACC]
+    stats = {}
+    for column in columns:
+        values = [selected_record(run.records, metric).get(column) for run in best_runs]
+        values = [100 * v for v in values if v is not None]
+        stats[column] = (statistics.mean(values), statistics.pstdev(values))  # pstdev: numpy's default, as the reference
+    return Summary(metric, best, selection_seed(runs, seed), best_runs, stats)
+
+
 def format_table(runs: list[RunResult], metric: str, seed: int = 0) -> str:
     """One row per hyper-parameter combination (best marked '*'), then mean +/- std over seeds of the best,
     then the runs that were not selected and why (unfinished, or records repeating steps)."""
-    check_metric(runs, metric)
-    phase = runs[0].phase
-    columns = [records.FLIP_RATE] if phase == 1 else list(records.PHASE_2_METRICS)
-    best = best_hparams_comb(runs, metric, seed)
-    chosen_seed = selection_seed(runs, seed)
+    summary = summarize(runs, metric, seed)
+    columns = [records.FLIP_RATE] if runs[0].phase == 1 else list(records.PHASE_2_METRICS)
     lines = [f"  {'hpcomb':>7} {'step':>6} " + " ".join(f"{c:>10}" for c in columns)]
     for run in sorted(runs, key=lambda r: r.hparams_comb):
-        if run.seed != chosen_seed:
+        if run.seed != summary.seed:
             continue
         record = selected_record(run.records, metric) or {}
-        mark = "*" if run.hparams_comb == best else " "
+        mark = "*" if run.hparams_comb == summary.best else " "
         lines.append(f"{mark} {run.hparams_comb:>7} {record.get(records.STEP, '-'):>6} "
                      + " ".join(f"{_format(record.get(c)):>10}" for c in columns))
-    best_runs = [run for run in runs if run.hparams_comb == best and selectable(run)]
-    summary_columns = [records.FLIP_RATE] if phase == 1 else [records.TE_WGA, records.TE_AVG_ACC]
-    parts = []
-    for column in summary_columns:
-        values = [selected_record(run.records, metric).get(column) for run in best_runs]
-        values = [100 * v for v in values if v is not None]
-        spread = statistics.pstdev(values)  # the population std, as the reference prints (numpy's default)
-        parts.append(f"{column} {statistics.mean(values):.1f} +/- {spread:.1f}")
-    lines.append(f"best hpcomb {best} by {metric} (seed {chosen_seed}); over {len(best_runs)} seed(s): " + ", ".join(parts))
+    parts = [f"{column} {mean:.1f} +/- {spread:.1f}" for column, (mean, spread) in summary.stats.items()]
+    lines.append(f"best hpcomb {summary.best} by {metric} (seed {summary.seed}); over {len(summary.runs)} seed(s): "
+                 + ", ".join(parts))
     flagged = [run for run in runs if not selectable(run)]
     if flagged:
         lines.append(f"not selected ({len(flagged)}):")

@@ -42,4 +42,8 @@ def test_va_wga_uses_the_groups_of_each_runs_group_label_source():
     assert metrics["va_wga"].tolist() == pytest.approx([0.5, 0.75, 2 / 3])
     assert metrics["va_gi_wga"][1:].tolist() == pytest.approx([2 / 3, 2 / 3]) and metrics["va_gi_wga"][0].isnan()
     assert metrics["te_wga"].tolist() == pytest.approx([0.5] * 3)  # test: always the true groups
+    # each true test group's accuracy, keyed by its id y * 2 + a
+    per_group = {key: metrics[key].tolist() for key in metrics if key.startswith("te_acc_group_")}
+    assert per_group == {"te_acc_group_0": [0.5] * 3, "te_acc_group_1": [1.0] * 3,
+                         "te_acc_group_2": [1.0] * 3, "te_acc_group_3": [0.5] * 3}
     assert metrics["va_avg_acc"].tolist() == pytest.approx([0.75] * 3)

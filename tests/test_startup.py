@@ -71,10 +71,28 @@ def test_read_results_never_imports_torch(tmp_path, script):
     (["XRM/read_results.py"], 2),  # usage error: no --dir
     (["memorization_analysis.py", "--help"], 0),
     (["memorization_analysis.py", "--algorithms", "XRM"], 2),  # usage error: no --dataset, unknown algorithm
+    (["reproduce.py", "--help"], 0),
+    (["reproduce.py", "--num_seeds", "many"], 2),  # usage error
 ])
 def test_help_and_usage_errors_never_import_torch(script, command, exit_code):
     result = script("-c", RUN_SCRIPT, *command)
     assert _report(result) == {"exit": exit_code, "loaded": []}
+
+
+def test_read_results_table_never_imports_torch_or_matplotlib(tmp_path, script):
+    _phase_2_results(tmp_path)
+    result = script("-c", RUN_SCRIPT, "XRM/read_results.py", "--dir", str(tmp_path), "--table", "csv")
+    assert _report(result) == {"exit": 0, "loaded": []}, result.stderr
+    assert result.stdout.splitlines()[:-1] == [
+        "dataset,algorithm,selection,n_seeds,te_wga_mean,te_wga_std,te_avg_mean,te_avg_std",
+        "Synthetic,ERM,va_wga,1,37.50,0.00,62.50,0.00"]
+
+
+def test_read_results_plots_load_matplotlib_not_torch(tmp_path, script):
+    _phase_2_results(tmp_path)
+    result = script("-c", RUN_SCRIPT, "XRM/read_results.py", "--dir", str(tmp_path), "--plots", str(tmp_path / "p"))
+    assert _report(result) == {"exit": 0, "loaded": ["matplotlib"]}, result.stderr
+    assert sorted(path.name for path in (tmp_path / "p").iterdir()) == ["curves_Synthetic.png", "groups_Synthetic.png"]
 
 
 def test_datasets_networks_and_sweep_status_import_torch_alone(script):

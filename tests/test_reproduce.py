@@ -1,0 +1,252 @@
+"""reproduce.py end to end on a small features file the test makes: 2 combinations, 2 seeds, MAT ERM
+GroupDRO; its tables against read_results, its plots, a relaunch, a kill between stages."""
+import csv
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, run_script
+from XRM.cli import call_main
+from XRM.plots import curves_size, flip_rate_size, groups_size
+
+ALGORITHMS = ["MAT", "ERM", "GroupDRO"]
+# each (algorithm, setting) -> the group-label folder it is read from (what the algorithms declare decides)
+EXPECTED_FOLDERS = {("MAT", "va_wga"): "yes", ("MAT", "va_gi_wga"): "yes", ("ERM", "va_wga"): "yes",
+                    ("ERM", "va_gi_wga"): "inferred", ("GroupDRO", "va_wga"): "inferred",
+                    ("GroupDRO", "va_gi_wga"): "inferred"}
+SHORT = '{"num_steps": 81, "eval_every": 20, "lr": 0.01}'
+
+
+def make_features(path, seed=0, n=(400, 200, 200), noise_dims=40):
+    """A features.pt in the real format: a core feature (+-1), a spurious one (+-5) agreeing with the
+    label for 90% of training and 50% of validation and test examples, and noise to memorise with."""
+    generator = torch.Generator().manual_seed(seed)
+    splits = {}
+    for name, size, agree in zip(("tr", "va", "te"), n, (0.9, 0.5, 0.5)):
+        y = torch.randint(0, 2, (size,), generator=generator)
+        a = (torch.rand(size, generator=generator) >= agree).long()  # 1: the minority, spurious sign flipped
+        sign = 1.0 - 2.0 * y.float()
+        spurious = 5 * sign * (1 - 2 * a.float())
+        x = torch.cat([sign[:, None], spurious[:, None], 0.5 * torch.randn(size, noise_dims, generator=generator)], 1)
+        splits[name] = {"x": x, "y": y[:, None], "m": a[:, None]}
+    torch.save(splits, path)
+    return path
+
+
+def reproduce_args(data, out, *extra):
+    """reproduce.py's command line for the test's protocol on ``data``."""
+    return ["reproduce.py", "--datasets", str(data), "--algorithms", *ALGORITHMS, "--num_hparams_combs", "2",
+            "--num_seeds", "2", "--out_dir", str(out), "--hparams", SHORT, "--checkpoint_seconds", "0", *extra]
+
+
+def reproduce_here(args: list[str]) -> int:
+    """reproduce.py's main in this process (torch is loaded already: no start-up to wait for); its exit status."""
+    import reproduce
+
+    return call_main(reproduce.main, reproduce.get_args_parser().parse_args(args[1:]))
+
+
+@pytest.fixture(scope="module")
+def protocol(tmp_path_factory):
+    """The protocol run once; (features file, out_dir, its stdout)."""
+    folder = tmp_path_factory.mktemp("reproduce")
+    data = make_features(folder / "tiny.pt")
+    result = run_script(*reproduce_args(data, folder / "out"))
+    assert result.returncode == 0, result.stderr
+    return data, folder / "out", result.stdout
+
+
+def _csv_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _read_results_summary(out, algorithm, kind, criterion):
+    """(te_wga mean, std, te_avg_acc mean, std, seeds) as read_results prints them."""
+    result = run_script("XRM/read_results.py", "--dir", str(out), "--datasets", "tiny", "--algorithms", algorithm,
+                        "--group_labels", kind, "--selection_criterion", criterion)
+    assert result.returncode == 0, result.stderr
+    assert f"== {algorithm} / tiny / group_labels_{kind}  (phase 2, selected by {criterion})" in result.stdout
+    match = re.search(r"over (\d+) seed\(s\): te_wga ([0-9.]+) \+/- ([0-9.]+), te_avg_acc ([0-9.]+) \+/- ([0-9.]+)",
+                      result.stdout)
+    return [float(value) for value in match.groups()[1:]], int(match.group(1))
+
+
+def test_stages_report_progress_and_the_csv_equals_read_results(protocol):
+    _, out, stdout = protocol
+    stages = [line for line in stdout.splitlines() if line.startswith("stage ")]
+    assert [line.split(":")[0] for line in stages] == [
+        "stage 1/4 phase 1 (XRM)",
+        "stage 2/4 phase 2 sweeps (MAT on group_labels_yes, ERM on group_labels_yes, ERM on group_labels_inferred, "
+        "GroupDRO on group_labels_inferred)",
+        "stage 3/4 2 seeds of each setting's selected combination", "stage 4/4 tables and plots"]
+    assert stages[0].endswith("2 runs, 0 done, 2 to run") and stages[1].endswith("8 runs, 0 done, 8 to run")
+    rows = _csv_rows(out / "table1.csv")
+    assert list(rows[0]) == ["dataset", "algorithm", "selection", "n_seeds", "te_wga_mean", "te_wga_std",
+                             "te_avg_mean", "te_avg_std"]
+    assert [(row["algorithm"], row["selection"]) for row in rows] == [
+        (algorithm, setting) for setting in ("va_wga", "va_gi_wga") for algorithm in ALGORITHMS]
+    for row in rows:
+        printed, seeds = _read_results_summary(out, row["algorithm"], EXPECTED_FOLDERS[row["algorithm"], row["selection"]],
+                                               row["selection"])
+        assert row["dataset"] == "tiny" and int(row["n_seeds"]) == seeds == 2
+        ours = [float(row[key]) for key in ("te_wga_mean", "te_wga_std", "te_avg_mean", "te_avg_std")]
+        assert ours == pytest.approx(printed, abs=0.05 + 1e-9), row  # read_results prints one decimal, the CSV two
+        assert 0 <= ours[0] <= ours[2] <= 100  # the worst group is no better than the average
+
+
+def test_markdown_and_latex_cells_hold_the_csv_numbers(protocol):
+    _, out, _ = protocol
+    rows = _csv_rows(out / "table1.csv")
+    markdown = (out / "table1.md").read_text()
+    blocks = markdown.split("\n## ")[1:]
+    assert [block.splitlines()[0] for block in blocks] == ["Validation groups known (selection by va_wga)",
+                                                           "No group labels (selection by va_gi_wga)"]
+    latex = (out / "table1.tex").read_text()
+    assert latex.startswith("\\documentclass{article}") and latex.rstrip().endswith("\\end{document}")
+    assert latex.count("{") == latex.count("}") and "\\usepackage{booktabs}" in latex
+    assert "\\begin{tabular}{lrrrr}" in latex and latex.count("\\toprule") == latex.count("\\bottomrule") == 1
+    latex_rows = [line for line in latex.splitlines() if line.split(" & ")[0] in ALGORITHMS]
+    for block, setting in zip(blocks, ("va_wga", "va_gi_wga")):
+        for row in (row for row in rows if row["selection"] == setting):
+            wga = float(row["te_wga_mean"]), float(row["te_wga_std"])
+            average = float(row["te_avg_mean"]), float(row["te_avg_std"])
+            cells = [f"{average[0]:.1f} ± {average[1]:.1f}", f"{wga[0]:.1f} ± {wga[1]:.1f}"]
+            # one dataset: the Average columns repeat its numbers
+            assert f"| {row['algorithm']} | " + " | ".join(cells * 2) + " |" in block.splitlines()
+            tex = [f"{average[0]:.1f}{{\\scriptsize$\\pm${average[1]:.1f}}}", f"{wga[0]:.1f}{{\\scriptsize$\\pm${wga[1]:.1f}}}"]
+            assert " & ".join([row["algorithm"], *tex * 2]) + " \\\\" in latex_rows
+    assert len(latex_rows) == 6
+
+
+def test_plots_are_pngs_of_the_stated_sizes(protocol):
+    _, out, _ = protocol
+    expected = {"curves_tiny.png": curves_size(2, 3), "groups_tiny.png": groups_size(2),
+                "flip_rate_tiny.png": flip_rate_size()}
+    assert sorted(path.name for path in (out / "plots").iterdir()) == sorted(expected)
+    for name, size in expected.items():
+        with Image.open(out / "plots" / name) as image:
+            assert (image.format, image.size) == ("PNG", size)
+    assert curves_size(2, 3) == (960, 480)
+
+
+def test_read_results_writes_the_same_tables_and_plots(protocol, tmp_path):
+    _, out, _ = protocol
+    for suffix in ("csv", "md", "tex"):
+        result = run_script("XRM/read_results.py", "--dir", str(out), "--algorithms", *ALGORITHMS, "--table", suffix)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == (out / f"table1.{suffix}").read_text()
+    result = run_script("XRM/read_results.py", "--dir", str(out), "--plots", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["curves_tiny.png", "flip_rate_tiny.png",
+                                                                "groups_tiny.png"]
+
+
+def test_records_carry_every_test_groups_accuracy(protocol):
+    _, out, _ = protocol
+    import json
+
+    lines = (out / "ERM" / "tiny" / "group_labels_yes" / "results_hpcomb_0_seed0.json").read_text().splitlines()
+    last = json.loads(lines[-1])
+    groups = {key: value for key, value in last.items() if key.startswith("te_acc_group_")}
+    assert sorted(groups) == [f"te_acc_group_{group}" for group in range(4)]
+    assert last["te_wga"] == min(groups.values())
+
+
+def test_a_second_run_is_a_no_op(protocol, capsys):
+    data, out, _ = protocol
+    before = {path: path.stat().st_mtime_ns for path in out.rglob("results_*.json")}
+    assert reproduce_here(reproduce_args(data, out)) == 0
+    stages = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stage ")]
+    assert [line.rsplit(": ", 1)[1] for line in stages[:3]] == [
+        "2 runs, 2 done, 0 to run", "8 runs, 8 done, 0 to run", "8 runs, 8 done, 0 to run"]
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("results_*.json")} == before
+
+
+def test_every_stage_waits_for_its_jobs(protocol, monkeypatch):
+    """On SLURM a stage must not select from runs still queued: each stage launches with wait=True."""
+    import reproduce
+    from XRM import launch
+    from XRM.reproduction import run_protocol
+
+    waits = []
+
+    def recording(stacks, run_fn, options):
+        waits.append(options.wait)
+        return launch.get_launcher("local")(stacks, run_fn, options)
+
+    monkeypatch.setitem(launch.LAUNCHERS, "recording", recording)
+    data, out, _ = protocol
+    args = reproduce.get_args_parser().parse_args(reproduce_args(data, out)[1:])
+    assert run_protocol(reproduce.protocol_from_args(args), None, "recording", launch.LaunchOptions(wait=False)) == 0
+    assert waits == [True, True, True]
+
+
+def test_killed_between_stages_then_run_again_gives_the_same_table(protocol, tmp_path):
+    data, full_out, _ = protocol
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, *reproduce_args(data, out)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    for line in process.stdout:
+        if line.startswith("stage 2/4"):
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=120)
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "table1.csv").exists()
+    assert len(list((out / "XRM" / "tiny" / "group_labels_no").glob("done_*"))) == 2
+    again = run_script(*reproduce_args(data, out))
+    assert again.returncode == 0, again.stderr
+    assert "stage 1/4 phase 1 (XRM): 2 runs, 2 done, 0 to run" in again.stdout
+    assert (out / "table1.csv").read_text() == (full_out / "table1.csv").read_text()
+
+
+def test_dry_run_lists_the_stages_and_runs_nothing(tmp_path, capsys):
+    data = make_features(tmp_path / "tiny.pt")
+    assert reproduce_here(reproduce_args(data, tmp_path / "out", "--dry_run")) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "stage 1/4 phase 1 (XRM): 2 runs, 0 done, 2 to run",
+        "stage 2/4 phase 2 sweeps (MAT on group_labels_yes, ERM on group_labels_yes, ERM on group_labels_inferred, "
+        "GroupDRO on group_labels_inferred): 8 runs after stage 1",
+        "stage 3/4 2 seeds of each setting's selected combination: at most 12 runs after stage 2 (6 (dataset, "
+        "algorithm, setting) cells x 2 seeds)",
+        f"stage 4/4 tables and plots: {tmp_path / 'out' / 'table1'}.{{csv,md,tex}} and {tmp_path / 'out' / 'plots'}/"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.json"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--algorithms", "XRM"], "error: XRM is phase 1, which reproduce.py runs itself"),
+    (["--algorithms", "MAT", "Nope"], "error: unknown algorithm 'Nope'"),
+    (["--datasets", "Waterbirds", "--data_path", "DATA"], "python download.py"),
+    (["--num_seeds", "0"], "error: --num_seeds 0: give a number >= 1"),
+])
+def test_bad_input_fails_before_stage_1_in_one_line(tmp_path, capsys, extra, message):
+    data = make_features(tmp_path / "tiny.pt")
+    args = [arg.replace("DATA", str(tmp_path / "data")) for arg in reproduce_args(data, tmp_path / "out") + extra]
+    assert reproduce_here(args) == 2
+    output = capsys.readouterr()
+    assert len(output.err.strip().splitlines()) == 1 and message in output.err, output.err
+    assert "stage 1/4" not in output.out and not any(tmp_path.rglob("results_*.json"))
+
+
+def test_a_last_layer_algorithm_gets_its_base_model_trained_first(tmp_path):
+    """AFR retrains the head of an AFRBase run: the protocol trains AFRBase's sweep and seeds before
+    AFR's (their folders' kinds match), and Table 1 has a row for AFR only (AFRBase was not asked for)."""
+    data = make_features(tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    args = ["reproduce.py", "--datasets", str(data), "--algorithms", "AFR", "--num_hparams_combs", "2",
+            "--num_seeds", "2", "--out_dir", str(out), "--hparams", SHORT, "--checkpoint_seconds", "0"]
+    assert reproduce_here(args) == 0
+    for algorithm in ("AFRBase", "AFR"):
+        for kind in ("yes", "inferred"):
+            folder = out / algorithm / "tiny" / f"group_labels_{kind}"
+            assert len(list(folder.glob("done_hpcomb_*_seed0"))) == 2, folder  # the sweep: two combinations
+            assert len(list(folder.glob("done_hpcomb_*_seed1"))) >= 1, folder  # the selected one's seed 1
+    rows = _csv_rows(out / "table1.csv")
+    assert sorted((row["algorithm"], row["selection"]) for row in rows) == [("AFR", "va_gi_wga"), ("AFR", "va_wga")]
+    assert all(row["n_seeds"] == "2" for row in rows)
