@@ -8,9 +8,10 @@ the same step-indexed sampler so that resuming stays exact.
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from XRM.errors import unwrap_worker_errors
+from XRM.loader_parts import LoaderParts
 from XRM.sampling import StepSampler
 
 Inputs = torch.Tensor | Dataset
@@ -43,14 +44,20 @@ class _IndexedInputs(Dataset):
         return index, self.inputs[index]
 
 
-def _loader(inputs: Dataset, num_workers: int, device: torch.device, **kwargs) -> DataLoader:
-    return DataLoader(
-        _IndexedInputs(inputs),
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        **kwargs,
-    )
+def _parts(inputs: Dataset, device: torch.device) -> LoaderParts:
+    """A dataset's own way to the device (images: ``loader_parts``), else its items collated and copied."""
+    if hasattr(inputs, "loader_parts"):
+        return inputs.loader_parts(device)
+    return LoaderParts(_IndexedInputs(inputs), default_collate)
+
+
+def _batches(inputs: Dataset, num_workers: int, device: torch.device, **kwargs) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(indices on the CPU, inputs on ``device``) of every batch a DataLoader over ``inputs`` reads."""
+    parts = _parts(inputs, device)
+    loader = DataLoader(parts.dataset, num_workers=num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=False, collate_fn=parts.collate, **kwargs)
+    for index, x in unwrap_worker_errors(loader):
+        yield index, parts.to_device(x, index, device)
 
 
 def training_batches(
@@ -62,9 +69,8 @@ def training_batches(
             index = sampler.batch(step)
             yield index, inputs[index]
         return
-    loader = _loader(inputs, num_workers, device, batch_sampler=_StepBatches(sampler, start, stop))
-    for index, x in unwrap_worker_errors(loader):
-        yield index.to(device, non_blocking=True), x.to(device, non_blocking=True)
+    for index, x in _batches(inputs, num_workers, device, batch_sampler=_StepBatches(sampler, start, stop)):
+        yield index.to(device, non_blocking=True), x
 
 
 def evaluation_batches(
@@ -75,8 +81,8 @@ def evaluation_batches(
         for start in range(0, len(inputs), batch_size):
             yield inputs[start : start + batch_size]
         return
-    for _, x in unwrap_worker_errors(_loader(inputs, num_workers, device, batch_size=batch_size, shuffle=False)):
-        yield x.to(device, non_blocking=True)
+    for _, x in _batches(inputs, num_workers, device, batch_size=batch_size, shuffle=False):
+        yield x
 
 
 def input_shape(inputs: Inputs) -> tuple[int, ...]:

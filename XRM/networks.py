@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from XRM.backbones import DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_MODEL, BackboneSpec, build_text_encoder, build_torchvision_backbone
+from XRM.data.image_layouts import normalise_pixels
 from XRM.packed_bert import packed_pooled_output, supports_packing
 from XRM.token_batches import TokenBatch
 
@@ -61,9 +62,12 @@ class ImageClassifier(nn.Module):
         self.backbone = backbone.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [n, num_classes] of images [n, 3, H, W]."""
+        """Logits [n, num_classes] of images [n, 3, H, W]: normalised floats, or uint8 pixels that are
+        normalised here, on the device (a quarter of the bytes to copy there)."""
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
+        if x.dtype == torch.uint8:
+            x = normalise_pixels(x)
         with bf16_on_cuda(x):
             return self.backbone(x).float()
 
