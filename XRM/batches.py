@@ -6,6 +6,7 @@ i, e.g. a decoded image) go through a DataLoader with workers and pinned memory,
 the same step-indexed sampler so that resuming stays exact.
 """
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
@@ -56,8 +57,39 @@ def _batches(inputs: Dataset, num_workers: int, device: torch.device, **kwargs) 
     parts = _parts(inputs, device)
     loader = DataLoader(parts.dataset, num_workers=num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=False, collate_fn=parts.collate, **kwargs)
+    if parts.run_ahead and device.type == "cuda":
+        yield from _run_ahead(unwrap_worker_errors(loader), parts, device)
+        return
     for index, x in unwrap_worker_errors(loader):
         yield index, parts.to_device(x, index, device)
+
+
+def _run_ahead(loaded: Iterator, parts: LoaderParts, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``parts.to_device`` of each loaded batch, run one batch ahead in a thread on a CUDA stream of its
+    own: the next batch is decoded while the caller's stream trains on this one."""
+    side, caller = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+
+    def prepare(index: torch.Tensor, raw) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event]:
+        with torch.cuda.stream(side):
+            x = parts.to_device(raw, index, device)
+            ready = torch.cuda.Event()
+            ready.record(side)
+        return index, x, ready
+
+    def handed_over(index: torch.Tensor, x: torch.Tensor, ready: torch.cuda.Event) -> tuple[torch.Tensor, torch.Tensor]:
+        caller.wait_event(ready)
+        x.record_stream(caller)  # its memory is not reused before the caller's stream is done with it
+        return index, x
+
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        pending = None
+        for index, raw in loaded:
+            following = thread.submit(prepare, index, raw)
+            if pending is not None:
+                yield handed_over(*pending.result())
+            pending = following
+        if pending is not None:
+            yield handed_over(*pending.result())
 
 
 def training_batches(

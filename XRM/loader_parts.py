@@ -20,3 +20,6 @@ class LoaderParts:
     collate: Callable
     #: (collated inputs, their indices on the CPU, device) -> the inputs [B, ...] on the device
     to_device: Callable[[object, torch.Tensor, torch.device], torch.Tensor] = copied_to_device
+    #: whether ``to_device`` computes on the device (decoding): then, on CUDA, the next batch's is
+    #: run ahead in a thread on a stream of its own while the caller trains on this one
+    run_ahead: bool = False

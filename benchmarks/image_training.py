@@ -11,7 +11,8 @@ workers, decoded and shaped (centre crop 178, resize 224) where XRM_IMAGE_DECODI
 bf16 autocast and channels_last on CUDA. Training speed is the difference between a short
 and a long run, so start-up and evaluation (first and last step only) cancel out. Then
 the model step alone (benchmarks/backbone_step.py's: random images already on the device,
-same batch size) gives the pace the data path is measured against.
+same batch size, cuDNN's default kernel choice as in training) gives the pace the data
+path is measured against.
 """
 import argparse
 import os
@@ -91,7 +92,6 @@ def main() -> None:
         train_stack([RunSpec(**common, hparams_comb=steps, hparams_overrides=overrides)])
         seconds[steps] = time.perf_counter() - start
     per_step = (seconds[long] - seconds[short]) / (long - short)
-    torch.backends.cudnn.benchmark = True
     x = torch.randn(args.batch_size, 3, 224, 224, device=device)
     alone = time_steps(image_model(args.backbone == "resnet18"), x, "sgd", 1e-4, 50, 10, device)
     print(f"device {device}, {args.images} JPEGs of {size / 1000:.1f} kB, batch {args.batch_size}, "

@@ -90,6 +90,11 @@ class DeviceDecoder:
     def _decoded(self, encoded: list[torch.Tensor], index: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
         from torchvision.io import ImageReadMode, decode_jpeg
 
+        if device.type == "cuda":
+            # nvJPEG's hardware decoder writes its outputs without waiting for the work already queued
+            # on its stream, so memory the caching allocator hands it could still be read by that work
+            # (pytorch/vision#9606): the stream is drained first.
+            torch.cuda.current_stream(device).synchronize()
         try:
             return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:  # find the file that fails alone, and name it
@@ -111,5 +116,5 @@ class DeviceDecoder:
 def loader_parts(split: ImageSplit, device: torch.device) -> LoaderParts:
     """How a DataLoader delivers ``split``'s images to ``device`` (see the module docstring)."""
     if decoding_mode(split.paths, device) == "device":
-        return LoaderParts(FileBytes(split.paths), _collate_bytes, DeviceDecoder(split))
+        return LoaderParts(FileBytes(split.paths), _collate_bytes, DeviceDecoder(split), run_ahead=True)
     return LoaderParts(PixelsOf(split), default_collate)
