@@ -21,8 +21,9 @@ from XRM.errors import UserError
 
 
 def measure_rows(tokens: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Each row's length (one past its last real token; int64 [n], on the CPU) and whether every
-    row is right-padded (its real tokens are exactly the first ``length``). One synchronisation."""
+    """Each row's length (one past its last real token; int64 [n], on the tokens' device) and
+    whether every row is right-padded (its real tokens are exactly the first ``length``).
+    One synchronisation."""
     if tokens.ndim != 3 or tokens.shape[-1] != 3:
         raise UserError(f"token inputs must be [n, length, 3] (ids, attention mask, token type ids); got "
                         f"{list(tokens.shape)}: delete the token cache so that it is rebuilt")
@@ -30,7 +31,7 @@ def measure_rows(tokens: torch.Tensor) -> tuple[torch.Tensor, bool]:
     positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
     lengths = (real * positions).amax(dim=1) if tokens.shape[1] else real.sum(dim=1)
     right_padded = bool((real.sum(dim=1) == lengths).all()) if len(tokens) else True
-    return lengths.cpu(), right_padded
+    return lengths, right_padded
 
 
 @dataclass
@@ -40,27 +41,26 @@ class PackedLayout:
 
     ``gather`` indexes the rows cut to ``width`` and flattened ([rows * width]): packed token
     t is flattened position ``gather[t]``; ``positions[t]`` is its position in its row.
+    Built on the device from the lengths held there, with its sizes read from the copy on the
+    host: no copy between host and device (a copy from pageable memory can wait for the device).
     """
 
     gather: torch.Tensor  # int64 [T] on the device
     positions: torch.Tensor  # int64 [T] on the device
     starts: torch.Tensor  # int64 [rows] on the device
     lengths: torch.Tensor  # int64 [rows] on the CPU
+    device_lengths: torch.Tensor  # the same, on the device
     width: int  # the longest row
 
     @classmethod
-    def of(cls, lengths: torch.Tensor, device: torch.device) -> "PackedLayout":
-        """The layout of rows of ``lengths`` (CPU), built on the host and copied to ``device`` at once."""
-        rows = len(lengths)
-        width = int(lengths.max()) if rows else 0
-        ends = lengths.cumsum(0)
-        starts = ends - lengths
-        row_of = torch.repeat_interleave(torch.arange(rows), lengths)
-        positions = torch.arange(int(ends[-1]) if rows else 0) - starts[row_of]
-        host = torch.cat([row_of * width + positions, positions, starts])
-        on_device = host.to(device, non_blocking=True)
-        total = len(positions)
-        return cls(on_device[:total], on_device[total: 2 * total], on_device[2 * total:], lengths, width)
+    def of(cls, lengths: torch.Tensor, device_lengths: torch.Tensor) -> "PackedLayout":
+        """The layout of rows of ``lengths`` (on the CPU, and ``device_lengths`` on the device)."""
+        rows, device = len(lengths), device_lengths.device
+        width, total = (int(lengths.max()), int(lengths.sum())) if rows else (0, 0)
+        starts = device_lengths.cumsum(0) - device_lengths
+        row_of = torch.repeat_interleave(torch.arange(rows, device=device), device_lengths, output_size=total)
+        positions = torch.arange(total, device=device) - starts[row_of]
+        return cls(row_of * width + positions, positions, starts, lengths, device_lengths, width)
 
     @property
     def rows(self) -> int:
@@ -76,8 +76,8 @@ class PackedLayout:
         """[rows, 1, 1, width] bool: which keys of the rows cut to ``width`` are real (None: all are)."""
         if self.full:
             return None
-        mask = torch.arange(self.width)[None, :] < self.lengths[:, None]
-        return mask.to(self.gather.device, non_blocking=True)[:, None, None, :]
+        mask = torch.arange(self.width, device=self.device_lengths.device)[None, :] < self.device_lengths[:, None]
+        return mask[:, None, None, :]
 
 
 @dataclass
@@ -86,6 +86,7 @@ class TokenBatch:
 
     tokens: torch.Tensor
     lengths: torch.Tensor  # int64 [B] on the CPU
+    device_lengths: torch.Tensor  # the same, on the tokens' device
     right_padded: bool
     _layout: PackedLayout | None = field(default=None, repr=False)
 
@@ -93,7 +94,7 @@ class TokenBatch:
     def measured(cls, tokens: torch.Tensor) -> "TokenBatch":
         """A batch of ``tokens`` whose lengths are read from its attention mask (one synchronisation)."""
         lengths, right_padded = measure_rows(tokens)
-        return cls(tokens, lengths, right_padded)
+        return cls(tokens, lengths.cpu(), lengths, right_padded)
 
     @property
     def width(self) -> int:
@@ -109,7 +110,7 @@ class TokenBatch:
         if not self.right_padded:
             raise ValueError("only right-padded rows can be packed")
         if self._layout is None:
-            self._layout = PackedLayout.of(self.lengths, self.tokens.device)
+            self._layout = PackedLayout.of(self.lengths, self.device_lengths)
         return self._layout
 
     def packed(self) -> torch.Tensor:
@@ -124,8 +125,9 @@ class TokenRows:
 
     def __init__(self, tokens: torch.Tensor) -> None:
         self.tokens = tokens
-        self.lengths, self.right_padded = measure_rows(tokens)
+        self.device_lengths, self.right_padded = measure_rows(tokens)
+        self.lengths = self.device_lengths.cpu()
 
     def batch(self, index: torch.Tensor, host_index: torch.Tensor) -> TokenBatch:
         """Rows ``index`` (on the tokens' device), whose copy ``host_index`` is on the CPU."""
-        return TokenBatch(self.tokens[index], self.lengths[host_index], self.right_padded)
+        return TokenBatch(self.tokens[index], self.lengths[host_index], self.device_lengths[index], self.right_padded)

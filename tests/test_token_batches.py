@@ -57,6 +57,7 @@ def test_rows_that_are_not_right_padded_are_trimmed_with_their_mask():
     x[1, 7, 1] = 0  # a hole inside row 1: its real tokens are no prefix
     lengths, right_padded = measure_rows(x)
     assert lengths.tolist() == LENGTHS and not right_padded
+    assert TokenBatch.measured(x).trimmed().shape == (6, 40, 3)
     assert (network(x) - _padded_logits(network, x)).abs().max() < 1e-5
 
 
@@ -70,7 +71,7 @@ def test_a_batch_of_rows_reads_lengths_on_the_host_and_packs_exactly():
     expected = torch.cat([x[4, :33], x[0, :5], x[3, :2]])
     assert torch.equal(batch.packed(), expected)
     assert layout.key_mask()[:, 0, 0].sum(dim=1).tolist() == [33, 5, 2]
-    assert PackedLayout.of(torch.tensor([4, 4]), x.device).key_mask() is None  # nothing to mask
+    assert PackedLayout.of(torch.tensor([4, 4]), torch.tensor([4, 4])).key_mask() is None  # nothing to mask
 
 
 def test_training_on_packed_rows_matches_the_padded_gradients():
