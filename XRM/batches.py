@@ -45,16 +45,16 @@ class _IndexedInputs(Dataset):
         return index, self.inputs[index]
 
 
-def _parts(inputs: Dataset, device: torch.device) -> LoaderParts:
+def _parts(inputs: Dataset, device: torch.device, num_workers: int) -> LoaderParts:
     """A dataset's own way to the device (images: ``loader_parts``), else its items collated and copied."""
     if hasattr(inputs, "loader_parts"):
-        return inputs.loader_parts(device)
+        return inputs.loader_parts(device, num_workers)
     return LoaderParts(_IndexedInputs(inputs), default_collate)
 
 
 def _batches(inputs: Dataset, num_workers: int, device: torch.device, **kwargs) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(indices on the CPU, inputs on ``device``) of every batch a DataLoader over ``inputs`` reads."""
-    parts = _parts(inputs, device)
+    parts = _parts(inputs, device, num_workers)
     loader = DataLoader(parts.dataset, num_workers=num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=False, collate_fn=parts.collate, **kwargs)
     if parts.run_ahead and device.type == "cuda":

@@ -55,18 +55,20 @@ def test_the_mode_follows_the_variable_and_the_device(tmp_path, monkeypatch):
     jpegs, mixed = ["a.jpg", "b.JPEG"], ["a.jpg", "b.png"]
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.delenv(DECODING_VARIABLE, raising=False)
-    assert [decoding_mode(jpegs, cuda), decoding_mode(mixed, cuda), decoding_mode(jpegs, cpu)] == \
-        ["device", "workers", "workers"]
+    # auto: on the GPU with few workers (4, main.py's default), in workers with many or without a GPU
+    assert [decoding_mode(jpegs, cuda, 4), decoding_mode(jpegs, cuda, 6), decoding_mode(jpegs, cuda, 7),
+            decoding_mode(mixed, cuda, 4), decoding_mode(jpegs, cpu, 4)] == \
+        ["device", "device", "workers", "workers", "workers"]
     monkeypatch.setenv(DECODING_VARIABLE, "device")
-    assert decoding_mode(jpegs, cpu) == "device"
+    assert decoding_mode(jpegs, cpu, 16) == "device"
     with pytest.raises(UserError, match=f"{DECODING_VARIABLE}=device decodes JPEG files only, and b.png is not one: "
                                         f"set {DECODING_VARIABLE}=workers"):
-        decoding_mode(mixed, cpu)
+        decoding_mode(mixed, cpu, 4)
     monkeypatch.setenv(DECODING_VARIABLE, "workers")
-    assert decoding_mode(jpegs, cuda) == "workers"
+    assert decoding_mode(jpegs, cuda, 0) == "workers"
     monkeypatch.setenv(DECODING_VARIABLE, "gpu")
     with pytest.raises(UserError, match=f"{DECODING_VARIABLE}=gpu: choose one of auto, workers, device"):
-        decoding_mode(jpegs, cpu)
+        decoding_mode(jpegs, cpu, 4)
 
 
 def test_a_corrupt_jpeg_decoded_on_the_device_is_named(tmp_path):

@@ -35,9 +35,10 @@ class ImageInputs(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.images[index][1]
 
-    def loader_parts(self, device: torch.device) -> LoaderParts:
-        """What a DataLoader reads for these images on ``device`` (XRM/data/image_decoding.py)."""
-        return loader_parts(self.split, device)
+    def loader_parts(self, device: torch.device, num_workers: int) -> LoaderParts:
+        """What a DataLoader with ``num_workers`` workers reads for these images on ``device``
+        (XRM/data/image_decoding.py)."""
+        return loader_parts(self.split, device, num_workers)
 
 
 def image_split_tensors(split: ImageSplit) -> SplitTensors:

@@ -9,9 +9,13 @@
   values within a few levels of PIL's).
 
 ``XRM_IMAGE_DECODING`` chooses: ``workers``, ``device``, or ``auto`` (the default):
-``device`` when training on CUDA and every file is a JPEG, else ``workers``. The rule comes
-from benchmarks/image_training.py on an H200 (README, Benchmarks): there, decoding on the
-GPU kept the step at the model's pace where 12 CPU workers could not.
+``device`` when training on CUDA, every file is a JPEG and there are at most
+``DEVICE_DECODING_MAX_WORKERS`` workers, else ``workers``. The rule comes from
+benchmarks/image_training.py on an H200 (README, Benchmarks): one CPU core decoded and shaped
+about 480 CelebA-sized JPEGs a second, and ResNet-50 at batch 128 trained at about 3000
+images a second with decoding on the GPU; so up to 6 workers (about 2900 images a second at
+best) decoding on the GPU is the faster, and with more, the workers are (15 workers measured
+faster than decoding on the GPU there).
 """
 import os
 from pathlib import Path
@@ -26,9 +30,11 @@ from XRM.loader_parts import LoaderParts
 DECODING_VARIABLE = "XRM_IMAGE_DECODING"
 DECODING_MODES = ("auto", "workers", "device")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
+#: ``auto`` decodes on a GPU with this many DataLoader workers or fewer (see the module docstring)
+DEVICE_DECODING_MAX_WORKERS = 6
 
 
-def decoding_mode(paths: list[str], device: torch.device) -> str:
+def decoding_mode(paths: list[str], device: torch.device, num_workers: int) -> str:
     """``workers`` or ``device``, as ``$XRM_IMAGE_DECODING`` asks (see the module docstring)."""
     asked = os.environ.get(DECODING_VARIABLE, "auto") or "auto"
     if asked not in DECODING_MODES:
@@ -39,7 +45,8 @@ def decoding_mode(paths: list[str], device: torch.device) -> str:
         raise UserError(f"{DECODING_VARIABLE}=device decodes JPEG files only, and {first} is not one: "
                         f"set {DECODING_VARIABLE}=workers")
     if asked == "auto":
-        return "device" if device.type == "cuda" and all_jpeg else "workers"
+        few_workers = num_workers <= DEVICE_DECODING_MAX_WORKERS
+        return "device" if device.type == "cuda" and all_jpeg and few_workers else "workers"
     return asked
 
 
@@ -113,8 +120,9 @@ class DeviceDecoder:
         return torch.stack([self.geometry(image) for image in images])
 
 
-def loader_parts(split: ImageSplit, device: torch.device) -> LoaderParts:
-    """How a DataLoader delivers ``split``'s images to ``device`` (see the module docstring)."""
-    if decoding_mode(split.paths, device) == "device":
+def loader_parts(split: ImageSplit, device: torch.device, num_workers: int) -> LoaderParts:
+    """How a DataLoader with ``num_workers`` workers delivers ``split``'s images to ``device`` (see the
+    module docstring)."""
+    if decoding_mode(split.paths, device, num_workers) == "device":
         return LoaderParts(FileBytes(split.paths), _collate_bytes, DeviceDecoder(split), run_ahead=True)
     return LoaderParts(PixelsOf(split), default_collate)
