@@ -111,11 +111,24 @@ def load_tokenizer(name: str):
     return _from_pretrained(AutoTokenizer.from_pretrained, name, use_fast=True)
 
 
+def _with_sdpa_attention(load, *args, **kwargs):
+    """``load(*args, attn_implementation="sdpa", **kwargs)``: PyTorch's fused attention; the
+    model's default attention where the installed transformers or the model offers no SDPA."""
+    try:
+        return load(*args, attn_implementation="sdpa", **kwargs)
+    except (TypeError, ValueError) as error:
+        if "sdpa" not in str(error).lower() and "attn_implementation" not in str(error):
+            raise
+        return load(*args, **kwargs)
+
+
 def build_text_encoder(spec: BackboneSpec) -> nn.Module:
     """A transformers encoder with a pooler (BertModel for bert-base-uncased), pretrained or
-    randomly initialised from its config."""
+    randomly initialised from its config, with SDPA attention where transformers has it."""
     from transformers import AutoConfig, AutoModel
 
     if spec.pretrained:
-        return _from_pretrained(AutoModel.from_pretrained, spec.name)
-    return AutoModel.from_config(_from_pretrained(AutoConfig.from_pretrained, spec.name))
+        return _from_pretrained(lambda path, **kwargs: _with_sdpa_attention(AutoModel.from_pretrained, path, **kwargs),
+                                spec.name)
+    config = _from_pretrained(AutoConfig.from_pretrained, spec.name)
+    return _with_sdpa_attention(AutoModel.from_config, config)

@@ -6,11 +6,13 @@ i, e.g. a decoded image) go through a DataLoader with workers and pinned memory,
 the same step-indexed sampler so that resuming stays exact.
 """
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from XRM.errors import unwrap_worker_errors
+from XRM.loader_parts import LoaderParts
 from XRM.sampling import StepSampler
 
 Inputs = torch.Tensor | Dataset
@@ -43,14 +45,51 @@ class _IndexedInputs(Dataset):
         return index, self.inputs[index]
 
 
-def _loader(inputs: Dataset, num_workers: int, device: torch.device, **kwargs) -> DataLoader:
-    return DataLoader(
-        _IndexedInputs(inputs),
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        **kwargs,
-    )
+def _parts(inputs: Dataset, device: torch.device, num_workers: int) -> LoaderParts:
+    """A dataset's own way to the device (images: ``loader_parts``), else its items collated and copied."""
+    if hasattr(inputs, "loader_parts"):
+        return inputs.loader_parts(device, num_workers)
+    return LoaderParts(_IndexedInputs(inputs), default_collate)
+
+
+def _batches(inputs: Dataset, num_workers: int, device: torch.device, **kwargs) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(indices on the CPU, inputs on ``device``) of every batch a DataLoader over ``inputs`` reads."""
+    parts = _parts(inputs, device, num_workers)
+    loader = DataLoader(parts.dataset, num_workers=num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=False, collate_fn=parts.collate, **kwargs)
+    if parts.run_ahead and device.type == "cuda":
+        yield from _run_ahead(unwrap_worker_errors(loader), parts, device)
+        return
+    for index, x in unwrap_worker_errors(loader):
+        yield index, parts.to_device(x, index, device)
+
+
+def _run_ahead(loaded: Iterator, parts: LoaderParts, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``parts.to_device`` of each loaded batch, run one batch ahead in a thread on a CUDA stream of its
+    own: the next batch is decoded while the caller's stream trains on this one."""
+    side, caller = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+
+    def prepare(index: torch.Tensor, raw) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event]:
+        with torch.cuda.stream(side):
+            x = parts.to_device(raw, index, device)
+            ready = torch.cuda.Event()
+            ready.record(side)
+        return index, x, ready
+
+    def handed_over(index: torch.Tensor, x: torch.Tensor, ready: torch.cuda.Event) -> tuple[torch.Tensor, torch.Tensor]:
+        caller.wait_event(ready)
+        x.record_stream(caller)  # its memory is not reused before the caller's stream is done with it
+        return index, x
+
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        pending = None
+        for index, raw in loaded:
+            following = thread.submit(prepare, index, raw)
+            if pending is not None:
+                yield handed_over(*pending.result())
+            pending = following
+        if pending is not None:
+            yield handed_over(*pending.result())
 
 
 def training_batches(
@@ -62,9 +101,8 @@ def training_batches(
             index = sampler.batch(step)
             yield index, inputs[index]
         return
-    loader = _loader(inputs, num_workers, device, batch_sampler=_StepBatches(sampler, start, stop))
-    for index, x in unwrap_worker_errors(loader):
-        yield index.to(device, non_blocking=True), x.to(device, non_blocking=True)
+    for index, x in _batches(inputs, num_workers, device, batch_sampler=_StepBatches(sampler, start, stop)):
+        yield index.to(device, non_blocking=True), x
 
 
 def evaluation_batches(
@@ -75,8 +113,8 @@ def evaluation_batches(
         for start in range(0, len(inputs), batch_size):
             yield inputs[start : start + batch_size]
         return
-    for _, x in unwrap_worker_errors(_loader(inputs, num_workers, device, batch_size=batch_size, shuffle=False)):
-        yield x.to(device, non_blocking=True)
+    for _, x in _batches(inputs, num_workers, device, batch_size=batch_size, shuffle=False):
+        yield x
 
 
 def input_shape(inputs: Inputs) -> tuple[int, ...]:

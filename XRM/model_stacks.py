@@ -19,6 +19,7 @@ from XRM.batches import evaluation_batches
 from XRM.errors import UserError
 from XRM.networks import MLP, TwinNetwork
 from XRM.optimizers import SGD_MOMENTUM, StackedOptimizer, build_lr_scheduler, build_optimizer
+from XRM.token_batches import TokenBatch
 
 #: evaluation computes at most this many hidden activations at once (elements)
 EVALUATION_ELEMENTS = 1 << 26
@@ -181,8 +182,8 @@ class ModuleStack:
         self.scheduler = build_lr_scheduler(self.optimizer, self.schedule, hparams["num_steps"])
         self.best = self.model_state(0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Training logits [1, B, ...] of the run's batch x [B, ...]."""
+    def forward(self, x: "torch.Tensor | TokenBatch") -> torch.Tensor:
+        """Training logits [1, B, ...] of the run's batch x [B, ...] (token rows: a TokenBatch)."""
         return self.network(x)[None]
 
     def set_training_networks(self, active: torch.Tensor) -> None:

@@ -3,6 +3,9 @@ import torch
 from torch import nn
 
 from XRM.backbones import DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_MODEL, BackboneSpec, build_text_encoder, build_torchvision_backbone
+from XRM.data.image_layouts import normalise_pixels
+from XRM.packed_bert import packed_pooled_output, supports_packing
+from XRM.token_batches import TokenBatch
 
 #: dataset families whose networks are small (a head, an MLP): their runs train as stacks
 STACKED_FAMILIES = ("features", "synthetic", "mlp")
@@ -59,9 +62,12 @@ class ImageClassifier(nn.Module):
         self.backbone = backbone.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [n, num_classes] of images [n, 3, H, W]."""
+        """Logits [n, num_classes] of images [n, 3, H, W]: normalised floats, or uint8 pixels that are
+        normalised here, on the device (a quarter of the bytes to copy there)."""
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
+        if x.dtype == torch.uint8:
+            x = normalise_pixels(x)
         with bf16_on_cuda(x):
             return self.backbone(x).float()
 
@@ -75,8 +81,11 @@ class TextClassifier(nn.Module):
     """A transformers encoder, dropout (0.1 unless given), and a zero-initialised head on the pooled
     output, as BertForSequenceClassification; bf16 on CUDA.
 
-    Inputs are token tensors [n, L, 3]: input ids, attention mask and token type ids, the
-    layout of the reference (MultiNLI's cached features, CivilComments' tokens).
+    Inputs are token tensors [n, L, 3] (input ids, attention mask and token type ids, the
+    layout of the reference: MultiNLI's cached features, CivilComments' tokens), or a
+    TokenBatch of them whose real lengths are known on the host. Padding is never
+    computed on: a BERT encoder runs on the real tokens packed end to end
+    (``XRM/packed_bert.py``), any other encoder on the batch cut to its longest text.
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = TEXT_HEAD_DROPOUT) -> None:
@@ -84,13 +93,20 @@ class TextClassifier(nn.Module):
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.head = LinearHead(encoder.config.hidden_size, num_classes)
+        self.packs = supports_packing(encoder)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [n, num_classes]; token tensors are cached as int32 and widened here, per batch."""
-        x = x.long()
-        with bf16_on_cuda(x):
-            output = self.encoder(input_ids=x[..., 0], attention_mask=x[..., 1], token_type_ids=x[..., 2])
-            return self.head(self.dropout(output.pooler_output)).float()
+    def pooled(self, batch: TokenBatch) -> torch.Tensor:
+        """The encoder's pooled output [n, hidden] of ``batch``, computed without padding."""
+        if self.packs and batch.right_padded:
+            return packed_pooled_output(self.encoder, batch)
+        x = batch.trimmed().long()  # token tensors are cached as int32 and widened here, per batch
+        return self.encoder(input_ids=x[..., 0], attention_mask=x[..., 1], token_type_ids=x[..., 2]).pooler_output
+
+    def forward(self, x: torch.Tensor | TokenBatch) -> torch.Tensor:
+        """Logits [n, num_classes] of token rows (a tensor is measured first: one synchronisation)."""
+        batch = x if isinstance(x, TokenBatch) else TokenBatch.measured(x)
+        with bf16_on_cuda(batch.tokens):
+            return self.head(self.dropout(self.pooled(batch))).float()
 
 
 class TwinNetwork(nn.Module):

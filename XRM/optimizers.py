@@ -1,5 +1,6 @@
 """Optimisers, with weight decay on weights only (never on biases or normalisation layers), and
 learning-rate schedules."""
+import inspect
 from typing import Callable
 
 import torch
@@ -28,17 +29,26 @@ def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def _fused(optimizer_class: type, parameters: list[torch.Tensor]) -> dict:
+    """``{"fused": True}`` when ``optimizer_class`` has a fused kernel (one launch for every tensor)
+    for parameters all on CUDA, as torch >= 2.4 has for Adam, AdamW and SGD; else ``{}``."""
+    on_cuda = bool(parameters) and all(p.is_cuda and p.is_floating_point() for p in parameters)
+    return {"fused": True} if on_cuda and "fused" in inspect.signature(optimizer_class).parameters else {}
+
+
 def build_optimizer(
     model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = SGD_MOMENTUM
 ) -> torch.optim.Optimizer:
-    """SGD (with ``momentum``, 0.9 by default), Adam or AdamW over ``model``'s trainable parameters."""
+    """SGD (with ``momentum``, 0.9 by default), Adam or AdamW over ``model``'s trainable parameters
+    (a fused update on CUDA)."""
     groups = decay_parameter_groups(model, weight_decay)
+    parameters = [p for group in groups for p in group["params"]]
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, **_fused(torch.optim.SGD, parameters))
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.Adam(groups, lr=lr, **_fused(torch.optim.Adam, parameters))
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, **_fused(torch.optim.AdamW, parameters))
     raise ValueError(f"unknown optimizer {name!r}; choose from: {', '.join(OPTIMIZERS)}")
 
 

@@ -33,6 +33,7 @@ from XRM.run_spec import RunSpec
 from XRM.sampling import StepSampler, StepUniforms, build_sampler
 from XRM.stack_memory import split_to_fit
 from XRM.stop_signals import StopRequests
+from XRM.token_batches import TokenRows
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -181,6 +182,8 @@ class StackTrainer:
             network = TwinNetwork(*networks) if len(networks) == 2 else networks[0]
             self.model = ModuleStack(network, hparams[0], device, members[0].spec.num_workers)
             torch.manual_seed(members[0].spec.seed)  # a backbone's dropout draws from the global generators
+        # text: every row's real length known on the host, so a step's batch skips padding without a synchronisation
+        self.token_rows = TokenRows(self.train_split.x) if data.inputs == "tokens" and not data.small_model else None
         self.slices = self._slices()
         self.groups = self._per_run(lambda m: torch.cat([m.run_data.groups, m.run_data.groups.new_zeros(1)]))
         self.y = torch.cat([self.train_split.y, self.train_split.y.new_zeros(1)])
@@ -293,13 +296,14 @@ class StackTrainer:
             index[:, h, : batches.shape[1]] = batches
             if member.uniforms is not None:
                 uniforms[:, h, : batches.shape[1]] = member.uniforms.rows(start, stop)
+        host_index = index
         if self.device.type == "cuda":  # page-locked, so the copies queue behind the training instead of waiting for it
             index, uniforms = index.pin_memory(), uniforms.pin_memory()
         index = index.to(self.device, non_blocking=True)
         groups = self.groups.unsqueeze(0).expand(steps, -1, -1).gather(2, index)
         return {"index": index, "y": self.y[index], "groups": groups, "mask": (index < self.n_train).to(self.dtype),
                 "uniforms": uniforms.to(self.device, non_blocking=True),
-                "step": torch.arange(start, stop, device=self.device)}
+                "step": torch.arange(start, stop, device=self.device), "host_index": host_index}
 
     def _train_step(self, batch: Batch, x: torch.Tensor | None = None) -> None:
         """One step of every member; algorithm state is updated in place (a CUDA graph replays it)."""
@@ -373,6 +377,8 @@ class StackTrainer:
                                   plan["uniforms"][row], plan["step"][row])
                     if loader_batches is not None:
                         self._train_step(batch, next(loader_batches)[1])
+                    elif self.token_rows is not None:
+                        self._train_step(batch, self.token_rows.batch(batch.index[0], plan["host_index"][row, 0]))
                     else:
                         train_step(batch)
                     if stops.signum is not None:

@@ -39,7 +39,8 @@ def text_model(tiny: bool) -> torch.nn.Module:
 def time_steps(model: torch.nn.Module, x: torch.Tensor, optimizer: str, lr: float, steps: int, warmup: int,
                device: torch.device) -> float:
     """Seconds per training step, averaged over ``steps`` after ``warmup`` steps."""
-    stack = ModuleStack(model, {"optimizer": optimizer, "lr": lr, "weight_decay": 1e-4}, device, num_workers=0)
+    stack = ModuleStack(model, {"optimizer": optimizer, "lr": lr, "weight_decay": 1e-4, "num_steps": warmup + steps},
+                        device, num_workers=0)
     y = torch.randint(0, 2, (1, len(x)), device=device)
     batch = Batch(index=torch.arange(len(x), device=device)[None], y=y, groups=torch.zeros_like(y),
                   mask=torch.ones(y.shape, device=device), uniforms=None, step=0)

@@ -21,7 +21,7 @@ from XRM.data.base import SPLITS, GroupDataset, InputOptions, SplitTensors
 from XRM.data.feature_file import load_features_file
 from XRM.data.files import open_csv
 from XRM.data.image_datasets import image_split_tensors, on_images
-from XRM.data.image_layouts import resize_crop_transform
+from XRM.data.image_layouts import resize_crop_geometry
 from XRM.data.images import ImageSplit
 from XRM.data.metadata_table import COLUMNS, SPLIT_IDS, MetadataTable, read_metadata_csv, table_from_rows
 from XRM.data.text_datasets import CIVILCOMMENTS_MAX_LENGTH, TextDataset, read_text_column, token_splits, tokens_for
@@ -93,7 +93,7 @@ class CustomImages(GroupDataset):
             rows = self.table.rows_of_split(SPLIT_IDS[split])
             paths = [str(self.path.parent / self.table.filenames[row]) for row in rows]
             splits[split] = image_split_tensors(ImageSplit(paths, self.table.y[rows], self.table.a[rows],
-                                                           resize_crop_transform()))
+                                                           resize_crop_geometry()))
         return splits
 
 

@@ -13,23 +13,32 @@ from torch.utils.data import Dataset
 
 from XRM.data.base import INPUT_CHOICES, SPLITS, GroupDataset, InputOptions, SplitTensors
 from XRM.data.feature_file import FEATURES_FILE, load_features_file
+from XRM.data.image_decoding import loader_parts
 from XRM.data.image_layouts import get_image_layout
 from XRM.data.images import ImageSplit, ImageSplitDataset, load_image_split
 from XRM.data.registry import register_dataset
 from XRM.errors import UserError
+from XRM.loader_parts import LoaderParts
 
 
 class ImageInputs(Dataset):
-    """Item i = the image tensor of example i (what the training loop's DataLoader reads)."""
+    """Item i = the uint8 image tensor of example i, shaped by the dataset's geometry; a
+    DataLoader reads them through :meth:`loader_parts` (decoded in workers or on the device)."""
 
     def __init__(self, split: ImageSplit) -> None:
-        self.images = ImageSplitDataset(split)
+        self.split = split
+        self.images = ImageSplitDataset(split, as_bytes=True)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.images[index][1]
+
+    def loader_parts(self, device: torch.device, num_workers: int) -> LoaderParts:
+        """What a DataLoader with ``num_workers`` workers reads for these images on ``device``
+        (XRM/data/image_decoding.py)."""
+        return loader_parts(self.split, device, num_workers)
 
 
 def image_split_tensors(split: ImageSplit) -> SplitTensors:

@@ -1,4 +1,4 @@
-"""Where each image dataset's files are, and the reference's transform of its images.
+"""Where each image dataset's files are, and the reference's transform of its images (geometry, then normalisation).
 
 Light on purpose: download.py's recipes and the dataset registry read the layouts
 without loading torch or torchvision; a transform imports torchvision when it is built.
@@ -12,37 +12,49 @@ from XRM.data.metadata_table import SPLIT_IDS_BY_NAME
 from XRM.registry import Registry
 
 if TYPE_CHECKING:
+    import torch
     from torchvision import transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _to_normalised_tensor() -> list:
+def normalised(geometry: list) -> "transforms.Compose":
+    """``geometry`` (resizes and crops of a PIL image), then a float tensor with ImageNet's normalisation."""
     from torchvision import transforms
 
-    return [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return transforms.Compose([*geometry, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def waterbirds_transform() -> "transforms.Compose":
-    """The reference's Waterbirds transform: squash to 256x256, centre crop 224."""
+def normalise_pixels(images: "torch.Tensor") -> "torch.Tensor":
+    """uint8 images [..., 3, H, W] as float32 with ImageNet's normalisation, computed as ToTensor
+    and Normalize compute it (the same values), on the images' device."""
+    import torch
+
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=images.device)[:, None, None]
+    return images.float().div(255).sub(mean).div(std)
+
+
+def waterbirds_geometry() -> list:
+    """The reference's Waterbirds geometry: squash to 256x256, centre crop 224."""
     from torchvision import transforms
 
-    return transforms.Compose([transforms.Resize((256, 256)), transforms.CenterCrop(224), *_to_normalised_tensor()])
+    return [transforms.Resize((256, 256)), transforms.CenterCrop(224)]
 
 
-def celeba_transform() -> "transforms.Compose":
-    """The reference's CelebA transform: centre crop 178 (the face), resize to 224."""
+def celeba_geometry() -> list:
+    """The reference's CelebA geometry: centre crop 178 (the face), resize to 224."""
     from torchvision import transforms
 
-    return transforms.Compose([transforms.CenterCrop(178), transforms.Resize(224), *_to_normalised_tensor()])
+    return [transforms.CenterCrop(178), transforms.Resize(224)]
 
 
-def resize_crop_transform() -> "transforms.Compose":
-    """The reference's MetaShift / ImagenetBG transform: shorter side 256, centre crop 224."""
+def resize_crop_geometry() -> list:
+    """The reference's MetaShift / ImagenetBG geometry: shorter side 256, centre crop 224."""
     from torchvision import transforms
 
-    return transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), *_to_normalised_tensor()])
+    return [transforms.Resize(256), transforms.CenterCrop(224)]
 
 
 @dataclass(frozen=True)
@@ -52,9 +64,14 @@ class ImageLayout:
     folder: str  # the dataset's folder; features.pt is written here
     metadata: str  # the metadata CSV, relative to ``folder``
     image_root: str  # metadata filenames are relative to this folder inside ``folder``
-    transform: Callable[[], "transforms.Compose"]
+    #: the reference's resizes and crops (torchvision transforms: PIL images and image tensors alike)
+    geometry: Callable[[], list]
     #: split code by name, for metadata files that spell the split out
     split_ids: Mapping[str, int] = field(default_factory=lambda: SPLIT_IDS_BY_NAME)
+
+    def transform(self) -> "transforms.Compose":
+        """The reference's transform of this dataset's images: its geometry, then normalised."""
+        return normalised(self.geometry())
 
 
 IMAGE_LAYOUTS: Registry[ImageLayout] = Registry("image dataset")
@@ -71,8 +88,8 @@ def get_image_layout(name: str) -> ImageLayout:
 
 
 register_image_layout("waterbirds", ImageLayout("waterbirds", "metadata_waterbirds.csv", WATERBIRDS_IMAGES,
-                                                waterbirds_transform))
-register_image_layout("celeba", ImageLayout("celeba", "metadata_celeba.csv", CELEBA_IMAGES, celeba_transform))
-register_image_layout("metashift", ImageLayout("metashift", "metadata_metashift.csv", "", resize_crop_transform))
-register_image_layout("imagenetbg", ImageLayout("backgrounds_challenge", "metadata.csv", "", resize_crop_transform,
+                                                waterbirds_geometry))
+register_image_layout("celeba", ImageLayout("celeba", "metadata_celeba.csv", CELEBA_IMAGES, celeba_geometry))
+register_image_layout("metashift", ImageLayout("metashift", "metadata_metashift.csv", "", resize_crop_geometry))
+register_image_layout("imagenetbg", ImageLayout("backgrounds_challenge", "metadata.csv", "", resize_crop_geometry,
                                                 IMAGENETBG_SPLIT_IDS))

@@ -1,0 +1,128 @@
+"""Where a training run's images are decoded and resized: in DataLoader workers, or on the device.
+
+- ``workers``: each worker opens a file with PIL, applies the dataset's geometry (its
+  resizes and crops) and hands over a uint8 tensor; the network normalises it on the
+  device. What every machine without a GPU does.
+- ``device``: workers only read the files' bytes; the main process decodes a whole batch
+  with ``torchvision.io.decode_jpeg`` on the training device (nvJPEG on a GPU) and applies
+  the same geometry there, to uint8 tensors (torchvision's antialiased resize: pixel
+  values within a few levels of PIL's).
+
+``XRM_IMAGE_DECODING`` chooses: ``workers``, ``device``, or ``auto`` (the default):
+``device`` when training on CUDA, every file is a JPEG and there are at most
+``DEVICE_DECODING_MAX_WORKERS`` workers, else ``workers``. The rule comes from
+benchmarks/image_training.py on an H200 (README, Benchmarks): one CPU core decoded and shaped
+about 480 CelebA-sized JPEGs a second, and ResNet-50 at batch 128 trained at about 3000
+images a second with decoding on the GPU; so up to 6 workers (about 2900 images a second at
+best) decoding on the GPU is the faster, and with more, the workers are (15 workers measured
+faster than decoding on the GPU there).
+"""
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from XRM.data.images import ImageSplit, ImageSplitDataset, unreadable_image
+from XRM.errors import UserError
+from XRM.loader_parts import LoaderParts
+
+DECODING_VARIABLE = "XRM_IMAGE_DECODING"
+DECODING_MODES = ("auto", "workers", "device")
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+#: ``auto`` decodes on a GPU with this many DataLoader workers or fewer (see the module docstring)
+DEVICE_DECODING_MAX_WORKERS = 6
+
+
+def decoding_mode(paths: list[str], device: torch.device, num_workers: int) -> str:
+    """``workers`` or ``device``, as ``$XRM_IMAGE_DECODING`` asks (see the module docstring)."""
+    asked = os.environ.get(DECODING_VARIABLE, "auto") or "auto"
+    if asked not in DECODING_MODES:
+        raise UserError(f"{DECODING_VARIABLE}={asked}: choose one of {', '.join(DECODING_MODES)}")
+    all_jpeg = all(path.lower().endswith(JPEG_SUFFIXES) for path in paths)
+    if asked == "device" and not all_jpeg:
+        first = next(path for path in paths if not path.lower().endswith(JPEG_SUFFIXES))
+        raise UserError(f"{DECODING_VARIABLE}=device decodes JPEG files only, and {first} is not one: "
+                        f"set {DECODING_VARIABLE}=workers")
+    if asked == "auto":
+        few_workers = num_workers <= DEVICE_DECODING_MAX_WORKERS
+        return "device" if device.type == "cuda" and all_jpeg and few_workers else "workers"
+    return asked
+
+
+class PixelsOf(Dataset):
+    """Items (index, uint8 image [3, H, W]) of a split, decoded and shaped by PIL in a worker."""
+
+    def __init__(self, split: ImageSplit) -> None:
+        self.images = ImageSplitDataset(split, as_bytes=True)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        return index, self.images[index][1]
+
+
+class FileBytes(Dataset):
+    """Items (index, the file's bytes as a uint8 tensor) of a split's images."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        path = self.paths[index]
+        try:
+            content = Path(path).read_bytes()
+        except OSError as error:
+            raise unreadable_image(path, error) from None
+        return index, torch.frombuffer(bytearray(content), dtype=torch.uint8)
+
+
+def _collate_bytes(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    return torch.tensor([index for index, _ in items]), [content for _, content in items]
+
+
+class DeviceDecoder:
+    """Decodes batches of JPEG bytes on a device and applies a dataset's geometry there."""
+
+    def __init__(self, split: ImageSplit) -> None:
+        from torchvision import transforms
+
+        self.paths = split.paths
+        self.geometry = transforms.Compose(split.geometry)
+
+    def _decoded(self, encoded: list[torch.Tensor], index: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        if device.type == "cuda":
+            # nvJPEG's hardware decoder writes its outputs without waiting for the work already queued
+            # on its stream, so memory the caching allocator hands it could still be read by that work
+            # (pytorch/vision#9606): the stream is drained first.
+            torch.cuda.current_stream(device).synchronize()
+        try:
+            return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:  # find the file that fails alone, and name it
+            for content, row in zip(encoded, index.tolist()):
+                try:
+                    decode_jpeg(content, mode=ImageReadMode.RGB)
+                except RuntimeError as error:
+                    raise unreadable_image(self.paths[row], error) from None
+            raise
+
+    def __call__(self, encoded: list[torch.Tensor], index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """uint8 images [B, 3, h, w] on ``device`` of one batch of encoded files."""
+        images = self._decoded(encoded, index, device)
+        if len({tuple(image.shape) for image in images}) == 1:  # one size (CelebA): the geometry once, batched
+            return self.geometry(torch.stack(images))
+        return torch.stack([self.geometry(image) for image in images])
+
+
+def loader_parts(split: ImageSplit, device: torch.device, num_workers: int) -> LoaderParts:
+    """How a DataLoader with ``num_workers`` workers delivers ``split``'s images to ``device`` (see the
+    module docstring)."""
+    if decoding_mode(split.paths, device, num_workers) == "device":
+        return LoaderParts(FileBytes(split.paths), _collate_bytes, DeviceDecoder(split), run_ahead=True)
+    return LoaderParts(PixelsOf(split), default_collate)

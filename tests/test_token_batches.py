@@ -1,0 +1,93 @@
+"""Text batches without padding: packed and trimmed BERT forward passes give the padded batch's logits."""
+import pytest
+import torch
+
+from XRM.networks import TextClassifier
+from XRM.token_batches import PackedLayout, TokenBatch, TokenRows, measure_rows
+
+LENGTHS = [5, 40, 17, 2, 33, 1]
+
+
+def _tiny_classifier(layers: int = 2) -> TextClassifier:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=140, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=256)
+    network = TextClassifier(BertModel(config), 3)
+    torch.nn.init.normal_(network.head.weight)  # a zero head would hide every difference
+    return network.eval()
+
+
+def _tokens(lengths: list[int], width: int = 60, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    mask = (torch.arange(width)[None] < torch.tensor(lengths)[:, None]).long()
+    ids = torch.randint(5, 140, (len(lengths), width), generator=generator) * mask
+    types = torch.randint(0, 2, (len(lengths), width), generator=generator) * mask
+    return torch.stack([ids, mask, types], dim=-1).int()
+
+
+def _padded_logits(network: TextClassifier, x: torch.Tensor) -> torch.Tensor:
+    """Hugging Face's own forward pass on every position of the padded rows, as before."""
+    x = x.long()
+    output = network.encoder(input_ids=x[..., 0], attention_mask=x[..., 1], token_type_ids=x[..., 2])
+    return network.head(output.pooler_output)
+
+
+@torch.no_grad()
+def test_packed_and_trimmed_rows_give_the_padded_logits():
+    network = _tiny_classifier()
+    x = _tokens(LENGTHS)
+    padded = _padded_logits(network, x)
+    assert network.packs and padded.abs().min() > 1e-3
+    packed = network(x)
+    assert packed.shape == (6, 3) and (packed - padded).abs().max() < 1e-5
+    network.packs = False  # the path of other encoders: the batch cut to its longest text (40 of 60)
+    assert (network(x) - padded).abs().max() < 1e-5
+    # rows in another order give their logits in that order
+    order = torch.tensor([3, 0, 5, 1, 4, 2])
+    network.packs = True
+    assert (network(x[order]) - padded[order]).abs().max() < 1e-5
+
+
+@torch.no_grad()
+def test_rows_that_are_not_right_padded_are_trimmed_with_their_mask():
+    network = _tiny_classifier(layers=1)
+    x = _tokens(LENGTHS)
+    x[1, 7, 1] = 0  # a hole inside row 1: its real tokens are no prefix
+    lengths, right_padded = measure_rows(x)
+    assert lengths.tolist() == LENGTHS and not right_padded
+    assert TokenBatch.measured(x).trimmed().shape == (6, 40, 3)
+    assert (network(x) - _padded_logits(network, x)).abs().max() < 1e-5
+
+
+def test_a_batch_of_rows_reads_lengths_on_the_host_and_packs_exactly():
+    x = _tokens(LENGTHS)
+    rows = TokenRows(x)
+    batch = rows.batch(torch.tensor([4, 0, 3]), torch.tensor([4, 0, 3]))
+    assert batch.lengths.tolist() == [33, 5, 2] and batch.width == 33 and batch.trimmed().shape == (3, 33, 3)
+    layout = batch.layout()
+    assert layout.starts.tolist() == [0, 33, 38] and layout.positions[33:40].tolist() == [0, 1, 2, 3, 4, 0, 1]
+    expected = torch.cat([x[4, :33], x[0, :5], x[3, :2]])
+    assert torch.equal(batch.packed(), expected)
+    assert layout.key_mask()[:, 0, 0].sum(dim=1).tolist() == [33, 5, 2]
+    assert PackedLayout.of(torch.tensor([4, 4]), torch.tensor([4, 4])).key_mask() is None  # nothing to mask
+
+
+def test_training_on_packed_rows_matches_the_padded_gradients():
+    network = _tiny_classifier(layers=1)
+    x, y = _tokens(LENGTHS), torch.tensor([0, 1, 2, 0, 1, 2])
+    gradients = []
+    for logits in (lambda: network(TokenRows(x).batch(torch.arange(6), torch.arange(6))),
+                   lambda: _padded_logits(network, x)):
+        network.zero_grad()
+        torch.nn.functional.cross_entropy(logits(), y).backward()
+        gradients.append(torch.cat([p.grad.flatten() for p in network.parameters() if p.grad is not None]))
+    assert gradients[0].abs().max() > 1e-3 and (gradients[0] - gradients[1]).abs().max() < 1e-5
+
+
+def test_token_inputs_of_another_shape_are_refused():
+    from XRM.errors import UserError
+
+    with pytest.raises(UserError, match=r"token inputs must be \[n, length, 3\].*delete the token cache"):
+        TokenBatch.measured(torch.zeros(2, 5, dtype=torch.int32))
