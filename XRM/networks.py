@@ -1,9 +1,12 @@
 """Networks: zero-initialised linear heads, MLPs, ResNet and BERT classifiers, and twin networks for XRM."""
+import os
+
 import torch
 from torch import nn
 
 from XRM.backbones import DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_MODEL, BackboneSpec, build_text_encoder, build_torchvision_backbone
 from XRM.data.image_layouts import normalise_pixels
+from XRM.errors import UserError
 from XRM.packed_bert import packed_pooled_output, supports_packing
 from XRM.token_batches import TokenBatch
 
@@ -77,15 +80,29 @@ class ImageClassifier(nn.Module):
 TEXT_HEAD_DROPOUT = 0.1
 
 
+#: how text batches skip padding: "trim" (default: each batch cut to its longest text) or "pack"
+TEXT_PACKING_VARIABLE = "XRM_TEXT_PACKING"
+
+
+def packing_asked() -> bool:
+    """Whether ``$XRM_TEXT_PACKING`` asks BERT encoders to run on packed tokens; a UserError for
+    a value other than trim or pack."""
+    value = os.environ.get(TEXT_PACKING_VARIABLE, "trim")
+    if value not in ("trim", "pack"):
+        raise UserError(f"{TEXT_PACKING_VARIABLE}={value}: use trim (the default) or pack")
+    return value == "pack"
+
+
 class TextClassifier(nn.Module):
     """A transformers encoder, dropout (0.1 unless given), and a zero-initialised head on the pooled
     output, as BertForSequenceClassification; bf16 on CUDA.
 
     Inputs are token tensors [n, L, 3] (input ids, attention mask and token type ids, the
     layout of the reference: MultiNLI's cached features, CivilComments' tokens), or a
-    TokenBatch of them whose real lengths are known on the host. Padding is never
-    computed on: a BERT encoder runs on the real tokens packed end to end
-    (``XRM/packed_bert.py``), any other encoder on the batch cut to its longest text.
+    TokenBatch of them whose real lengths are known on the host. Each batch is cut to its
+    longest text; with ``XRM_TEXT_PACKING=pack`` a BERT encoder runs on the real tokens
+    packed end to end instead (``XRM/packed_bert.py``: exact, but slower per step on an H200
+    today, see README).
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = TEXT_HEAD_DROPOUT) -> None:
@@ -93,7 +110,7 @@ class TextClassifier(nn.Module):
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.head = LinearHead(encoder.config.hidden_size, num_classes)
-        self.packs = supports_packing(encoder)
+        self.packs = supports_packing(encoder) and packing_asked()
 
     def pooled(self, batch: TokenBatch) -> torch.Tensor:
         """The encoder's pooled output [n, hidden] of ``batch``, computed without padding."""

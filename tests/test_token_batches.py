@@ -2,19 +2,22 @@
 import pytest
 import torch
 
+from XRM.errors import UserError
 from XRM.networks import TextClassifier
 from XRM.token_batches import PackedLayout, TokenBatch, TokenRows, measure_rows
 
 LENGTHS = [5, 40, 17, 2, 33, 1]
 
 
-def _tiny_classifier(layers: int = 2) -> TextClassifier:
+def _tiny_classifier(layers: int = 2, packing: str = "pack") -> TextClassifier:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=140, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=37, max_position_embeddings=256)
-    network = TextClassifier(BertModel(config), 3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XRM_TEXT_PACKING", packing)
+        network = TextClassifier(BertModel(config), 3)
     torch.nn.init.normal_(network.head.weight)  # a zero head would hide every difference
     return network.eval()
 
@@ -48,6 +51,12 @@ def test_packed_and_trimmed_rows_give_the_padded_logits():
     order = torch.tensor([3, 0, 5, 1, 4, 2])
     network.packs = True
     assert (network(x[order]) - padded[order]).abs().max() < 1e-5
+
+
+def test_bert_packs_only_when_asked():
+    assert not _tiny_classifier(1, packing="trim").packs and _tiny_classifier(1, packing="pack").packs
+    with pytest.raises(UserError, match="XRM_TEXT_PACKING=squeeze: use trim"):
+        _tiny_classifier(1, packing="squeeze")
 
 
 @torch.no_grad()

@@ -12,10 +12,10 @@
 ``device`` when training on CUDA, every file is a JPEG and there are at most
 ``DEVICE_DECODING_MAX_WORKERS`` workers, else ``workers``. The rule comes from
 benchmarks/image_training.py on an H200 (README, Benchmarks): one CPU core decoded and shaped
-about 480 CelebA-sized JPEGs a second, and ResNet-50 at batch 128 trained at about 3000
-images a second with decoding on the GPU; so up to 6 workers (about 2900 images a second at
-best) decoding on the GPU is the faster, and with more, the workers are (15 workers measured
-faster than decoding on the GPU there).
+about 480 CelebA-sized JPEGs a second, and ResNet-50 at batch 128 trained at 2000 - 3000
+images a second with decoding on the GPU (two measurements); so up to 4 workers (about 1900
+images a second at best) decoding on the GPU is the faster, and with more, the workers are
+(15 workers measured faster than decoding on the GPU there).
 """
 import os
 from pathlib import Path
@@ -31,7 +31,7 @@ DECODING_VARIABLE = "XRM_IMAGE_DECODING"
 DECODING_MODES = ("auto", "workers", "device")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 #: ``auto`` decodes on a GPU with this many DataLoader workers or fewer (see the module docstring)
-DEVICE_DECODING_MAX_WORKERS = 6
+DEVICE_DECODING_MAX_WORKERS = 4
 
 
 def decoding_mode(paths: list[str], device: torch.device, num_workers: int) -> str:
