@@ -111,3 +111,20 @@ def test_an_unknown_partition_is_refused_with_the_partitions_there_are(tmp_path)
     assert refused.stderr.splitlines() == [
         "error: --slurm_partition gpu: sinfo knows no partition 'gpu' (or it has no nodes); partitions: debug"]
     assert not (tmp_path / "submitit" / "runs_index.json").exists()
+
+
+def test_reproduce_on_slurm_writes_the_table_of_a_local_protocol(tmp_path):
+    """The whole Table 1 protocol through --slurm_partition (each stage waits for its job arrays):
+    the same table1.csv as the protocol run in this process's machine."""
+    common = ["--datasets", "Synthetic", "--algorithms", "MAT", "ERM", "--num_hparams_combs", "2", "--num_seeds", "2",
+              "--hparams", '{"num_steps": 101, "eval_every": 50}']
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    tables = {}
+    for where, extra in (("slurm", slurm_args(tmp_path)), ("local", [])):
+        out = tmp_path / where
+        result = subprocess.run([sys.executable, "reproduce.py", *common, "--out_dir", str(out), *extra], cwd=ROOT,
+                                env=env, capture_output=True, text=True, timeout=4 * TIMEOUT_S)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.count("stage ") >= 4
+        tables[where] = (out / "table1.csv").read_text()
+    assert tables["slurm"] == tables["local"] and len(tables["local"].splitlines()) == 1 + 4  # 2 algorithms x 2 settings
