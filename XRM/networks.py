@@ -80,17 +80,20 @@ class ImageClassifier(nn.Module):
 TEXT_HEAD_DROPOUT = 0.1
 
 
-#: how text batches skip padding: "trim" (default: each batch cut to its longest text) or "pack"
+#: how text batches meet padding: "pad" (default: every batch at the token cache's width, one
+#: shape for every step), "trim" (each batch cut to its longest text) or "pack" (BERT on its
+#: real tokens only); all three give the same logits (README, Benchmarks: on an H200 the one
+#: shape of "pad" ran fastest)
 TEXT_PACKING_VARIABLE = "XRM_TEXT_PACKING"
+TEXT_PACKING_MODES = ("pad", "trim", "pack")
 
 
-def packing_asked() -> bool:
-    """Whether ``$XRM_TEXT_PACKING`` asks BERT encoders to run on packed tokens; a UserError for
-    a value other than trim or pack."""
-    value = os.environ.get(TEXT_PACKING_VARIABLE, "trim")
-    if value not in ("trim", "pack"):
-        raise UserError(f"{TEXT_PACKING_VARIABLE}={value}: use trim (the default) or pack")
-    return value == "pack"
+def text_packing() -> str:
+    """``$XRM_TEXT_PACKING`` (default pad); a UserError for a value not in TEXT_PACKING_MODES."""
+    value = os.environ.get(TEXT_PACKING_VARIABLE, "pad")
+    if value not in TEXT_PACKING_MODES:
+        raise UserError(f"{TEXT_PACKING_VARIABLE}={value}: use pad (the default), trim or pack")
+    return value
 
 
 class TextClassifier(nn.Module):
@@ -99,10 +102,10 @@ class TextClassifier(nn.Module):
 
     Inputs are token tensors [n, L, 3] (input ids, attention mask and token type ids, the
     layout of the reference: MultiNLI's cached features, CivilComments' tokens), or a
-    TokenBatch of them whose real lengths are known on the host. Each batch is cut to its
-    longest text; with ``XRM_TEXT_PACKING=pack`` a BERT encoder runs on the real tokens
-    packed end to end instead (``XRM/packed_bert.py``: exact, but slower per step on an H200
-    today, see README).
+    TokenBatch of them whose real lengths are known on the host. ``XRM_TEXT_PACKING`` says
+    how padding is met: kept (``pad``, the default: one shape every step), each batch cut to
+    its longest text (``trim``), or, for a BERT encoder, the real tokens packed end to end
+    (``pack``, ``XRM/packed_bert.py``); the logits are the same.
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = TEXT_HEAD_DROPOUT) -> None:
@@ -110,13 +113,14 @@ class TextClassifier(nn.Module):
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.head = LinearHead(encoder.config.hidden_size, num_classes)
-        self.packs = supports_packing(encoder) and packing_asked()
+        self.padding = text_packing()
+        self.packs = supports_packing(encoder) and self.padding == "pack"
 
     def pooled(self, batch: TokenBatch) -> torch.Tensor:
         """The encoder's pooled output [n, hidden] of ``batch``, computed without padding."""
         if self.packs and batch.right_padded:
             return packed_pooled_output(self.encoder, batch)
-        x = batch.trimmed().long()  # token tensors are cached as int32 and widened here, per batch
+        x = (batch.tokens if self.padding == "pad" else batch.trimmed()).long()  # cached as int32, widened per batch
         return self.encoder(input_ids=x[..., 0], attention_mask=x[..., 1], token_type_ids=x[..., 2]).pooler_output
 
     def forward(self, x: torch.Tensor | TokenBatch) -> torch.Tensor:

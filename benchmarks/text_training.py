@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
 from XRM.devices import resolve_device  # noqa: E402
+from XRM.networks import TEXT_PACKING_VARIABLE, text_packing  # noqa: E402
 from XRM.records import run_directory  # noqa: E402
 from XRM.run_spec import RunSpec  # noqa: E402
 from XRM.train import train_stack  # noqa: E402
@@ -104,7 +105,7 @@ def main() -> None:
     # Class-balanced batches draw texts uniformly within each class: on average a batch holds
     # batch_size texts of the training split's mean length.
     real = args.batch_size * float(train_lengths.mean())
-    print(f"device {device}, {args.texts} texts, lengths: mean {lengths.mean():.1f}, median {np.median(lengths):.0f}, "
+    print(f"device {device}, padding mode {text_packing()} ({TEXT_PACKING_VARIABLE}), {args.texts} texts, lengths: mean {lengths.mean():.1f}, median {np.median(lengths):.0f}, "
           f"{(lengths == MAX_LENGTH).mean():.1%} at {MAX_LENGTH}; batch {args.batch_size}: {1 / per_step:.1f} steps/s, "
           f"{args.batch_size / per_step:.0f} texts/s, {real / per_step / 1000:.1f}k real tokens/s "
           f"({args.batch_size * MAX_LENGTH / per_step / 1000:.1f}k tokens/s counting padding to {MAX_LENGTH}); "

@@ -53,9 +53,17 @@ def test_packed_and_trimmed_rows_give_the_padded_logits():
     assert (network(x[order]) - padded[order]).abs().max() < 1e-5
 
 
-def test_bert_packs_only_when_asked():
-    assert not _tiny_classifier(1, packing="trim").packs and _tiny_classifier(1, packing="pack").packs
-    with pytest.raises(UserError, match="XRM_TEXT_PACKING=squeeze: use trim"):
+@torch.no_grad()
+def test_each_padding_mode_gives_the_padded_logits_and_bert_packs_only_when_asked():
+    x = _tokens(LENGTHS)
+    logits = {}
+    for mode in ("pad", "trim", "pack"):
+        network = _tiny_classifier(1, packing=mode)
+        assert network.packs == (mode == "pack")
+        logits[mode] = network(x)
+    reference = _padded_logits(network, x)
+    assert all((value - reference).abs().max() < 1e-5 for value in logits.values())
+    with pytest.raises(UserError, match="XRM_TEXT_PACKING=squeeze: use pad"):
         _tiny_classifier(1, packing="squeeze")
 
 
