@@ -250,3 +250,12 @@ def test_a_last_layer_algorithm_gets_its_base_model_trained_first(tmp_path):
     rows = _csv_rows(out / "table1.csv")
     assert sorted((row["algorithm"], row["selection"]) for row in rows) == [("AFR", "va_gi_wga"), ("AFR", "va_wga")]
     assert all(row["n_seeds"] == "2" for row in rows)
+
+
+def test_dry_run_on_a_finished_protocol_shows_every_stage_done(protocol, capsys):
+    data, out, _ = protocol
+    assert reproduce_here(reproduce_args(data, out, "--dry_run")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    counts = [re.search(r": (\d+) runs, (\d+) done, (\d+) to run$", line) for line in lines[:3]]
+    assert all(counts) and [match.groups()[2] for match in counts] == ["0", "0", "0"]
+    assert [int(match.group(1)) for match in counts[:2]] == [2, 8]  # 2 phase-1 combinations; 4 sweeps x 2
