@@ -163,6 +163,18 @@ def _launch(runs: list, stack_size: int | None, launcher: str, options: LaunchOp
     return report
 
 
+def _sweeps_title(protocol: Protocol, algorithms: list[str] | None = None) -> str:
+    """Stage 2's line for the sweeps of ``algorithms`` (default all trained)."""
+    sweeps = ", ".join(f"{algorithm} on group_labels_{kind}" for algorithm, kind in protocol.sweeps(algorithms))
+    return f"phase 2 sweeps ({sweeps})"
+
+
+def _seeds_title(protocol: Protocol, wave: list[str] | None = None) -> str:
+    """Stage 3's line, naming the wave's algorithms where the stage has several waves."""
+    named = f" ({' '.join(wave)})" if wave is not None and len(protocol.waves()) > 1 else ""
+    return f"{protocol.num_seeds} seeds of each setting's selected combination{named}"
+
+
 def dry_run(protocol: Protocol) -> None:
     """Print the stages and their run counts; run nothing (stages whose runs depend on earlier
     results that do not exist yet give the count they will have)."""
@@ -170,16 +182,15 @@ def dry_run(protocol: Protocol) -> None:
 
     combs, seeds, datasets = protocol.num_hparams_combs, protocol.num_seeds, len(protocol.datasets)
     _progress(1, "phase 1 (XRM)", _count(protocol.phase_1_runs()))
-    sweeps = ", ".join(f"{algorithm} on group_labels_{kind}" for algorithm, kind in protocol.sweeps())
     try:
-        _progress(2, f"phase 2 sweeps ({sweeps})", _count(protocol.sweep_runs()))
+        _progress(2, _sweeps_title(protocol), _count(protocol.sweep_runs()))
     except UserError:  # phase 1 has not run yet
-        _progress(2, f"phase 2 sweeps ({sweeps})", f"{len(protocol.sweeps()) * datasets * combs} runs after stage 1")
+        _progress(2, _sweeps_title(protocol), f"{len(protocol.sweeps()) * datasets * combs} runs after stage 1")
     try:
-        _progress(3, f"{seeds} seeds of each setting's selected combination", _count(protocol.seed_runs()))
+        _progress(3, _seeds_title(protocol), _count(protocol.seed_runs()))
     except UserError:
         settings = len(protocol.trained_algorithms()) * len(SELECTION_SETTINGS) * datasets
-        _progress(3, f"{seeds} seeds of each setting's selected combination", f"at most {settings * seeds} runs "
+        _progress(3, _seeds_title(protocol), f"at most {settings * seeds} runs "
                   f"after stage 2 ({settings} (dataset, algorithm, setting) cells x {seeds} seeds)")
     _progress(4, "tables and plots", f"{Path(protocol.out_dir) / 'table1'}.{{csv,md,tex}} and "
                                      f"{Path(protocol.out_dir) / PLOTS_FOLDER}/")
@@ -195,13 +206,10 @@ def run_protocol(protocol: Protocol, stack_size: int | None, launcher: str, opti
     options = dataclasses.replace(options, wait=True)
     failed = []
     stages = [(1, "phase 1 (XRM)", protocol.phase_1_runs)]
-    for make_stage_runs, number in ((protocol.sweep_runs, 2), (protocol.seed_runs, 3)):
-        waves = protocol.waves()
-        for wave in waves:  # runs made once the wave before has finished (bases before dependents)
-            title = (f"phase 2 sweeps ({', '.join(f'{a} on group_labels_{k}' for a, k in protocol.sweeps(wave))})"
-                     if number == 2 else f"{protocol.num_seeds} seeds of each setting's selected combination"
-                     + (f" ({' '.join(wave)})" if len(waves) > 1 else ""))
-            stages.append((number, title, lambda make=make_stage_runs, wave=wave: make(wave)))
+    for make_stage_runs, make_title, number in ((protocol.sweep_runs, _sweeps_title, 2),
+                                                (protocol.seed_runs, _seeds_title, 3)):
+        for wave in protocol.waves():  # runs made once the wave before has finished (bases before dependents)
+            stages.append((number, make_title(protocol, wave), lambda make=make_stage_runs, wave=wave: make(wave)))
     for number, title, make_runs in stages:
         runs = make_runs()
         _progress(number, title, _count(runs))
