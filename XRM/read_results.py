@@ -16,7 +16,7 @@ from XRM.cli import run_cli  # noqa: E402
 from XRM.errors import UserError  # noqa: E402
 from XRM.records import SELECTION_METRICS, group_labels_folder  # noqa: E402
 from XRM.model_selection import criterion_for  # noqa: E402
-from XRM.results import collect_runs, format_table  # noqa: E402
+from XRM.results import collect_runs, folder_names, format_table  # noqa: E402
 from XRM.reporting import TABLE_FORMATS, WRITERS, found_cells  # noqa: E402
 
 
@@ -42,10 +42,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _names(root: Path, wanted: list[str] | None) -> list[str]:
-    return wanted if wanted else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-
-
 def main(args: argparse.Namespace) -> int:
     """Print a table per (algorithm, dataset, group-label source) found under --dir, or Table 1
     (--table), and write the plots (--plots)."""
@@ -55,8 +51,8 @@ def main(args: argparse.Namespace) -> int:
     if args.table or args.plots:
         return write_table_and_plots(args, root)
     shown = 0
-    for algorithm in _names(root, args.algorithms):
-        for dataset in _names(root / algorithm, args.datasets):
+    for algorithm in folder_names(root, args.algorithms):
+        for dataset in folder_names(root / algorithm, args.datasets):
             for source in args.group_labels:
                 directory = root / algorithm / dataset / group_labels_folder(source)
                 runs = collect_runs(directory) if directory.is_dir() else []

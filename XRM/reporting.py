@@ -15,7 +15,7 @@ from XRM.errors import UserError
 from XRM.model_selection import criterion_for
 from XRM.protocol import SELECTION_SETTINGS, SETTING_TITLES, serving_folder
 from XRM.published import Published, published
-from XRM.results import Summary, collect_runs, summarize
+from XRM.results import Summary, collect_runs, folder_names, summarize
 
 #: the columns of table1.csv: accuracies in percent, std the population std (as the reference prints)
 CSV_COLUMNS = ("dataset", "algorithm", "selection", "n_seeds", "te_wga_mean", "te_wga_std", "te_avg_mean", "te_avg_std")
@@ -75,20 +75,14 @@ def table_cells(folders: Folders, seed: int = 0) -> list[TableCell]:
     return cells
 
 
-def _names(root: Path, wanted: list[str] | None) -> list[str]:
-    if wanted:
-        return list(wanted)
-    return sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
-
-
 def find_folders(root: Path, datasets: list[str] | None = None, algorithms: list[str] | None = None) -> Folders:
     """For each setting, algorithm and dataset under ``root`` (ours or the reference code's layout),
     the folder that serves it (XRM.protocol.serving_folder); phase-1 folders are left out by
     :func:`table_cells`."""
     folders = {}
     for setting in SELECTION_SETTINGS:
-        for algorithm in _names(root, algorithms):
-            for dataset in _names(root / algorithm, datasets):
+        for algorithm in folder_names(root, algorithms):
+            for dataset in folder_names(root / algorithm, datasets):
                 folder = serving_folder(root / algorithm / dataset, setting)
                 if folder is not None:
                     folders[setting, algorithm, dataset] = folder

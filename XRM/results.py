@@ -37,6 +37,13 @@ class RunResult:
         return None
 
 
+def folder_names(root: Path, wanted: list[str] | None) -> list[str]:
+    """``wanted`` if given, else the names of the folders in ``root`` (algorithms, datasets), sorted."""
+    if wanted:
+        return list(wanted)
+    return sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+
+
 def collect_runs(directory: Path) -> list[RunResult]:
     """Every readable run in ``directory``; an unreadable results file is named and skipped."""
     found = []
