@@ -3,7 +3,7 @@
 A small stack's step is hundreds of tiny kernels whose launches, not their arithmetic,
 take the time. The graph replays the same kernels on the same memory: the step's batch is
 copied into static buffers first, and everything the step changes (parameters, optimiser
-and algorithm state) is updated in place.
+and algorithm state) is updated in place. (A backbone's passes: XRM/graphed_passes.py.)
 """
 from collections.abc import Callable
 from dataclasses import fields, replace

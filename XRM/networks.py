@@ -8,6 +8,7 @@ from XRM.backbones import DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_MODEL, BackboneSp
 from XRM.data.image_layouts import normalise_pixels
 from XRM.errors import UserError
 from XRM.packed_bert import packed_pooled_output, supports_packing
+from XRM.text_graphs import PackedGraphs
 from XRM.token_batches import TokenBatch
 
 #: dataset families whose networks are small (a head, an MLP): their runs train as stacks
@@ -80,19 +81,19 @@ class ImageClassifier(nn.Module):
 TEXT_HEAD_DROPOUT = 0.1
 
 
-#: how text batches meet padding: "pad" (default: every batch at the token cache's width, one
-#: shape for every step), "trim" (each batch cut to its longest text) or "pack" (BERT on its
-#: real tokens only); all three give the same logits (README, Benchmarks: on an H200 the one
-#: shape of "pad" ran fastest)
+#: how text batches meet padding: "pack" (default: a BERT encoder runs on the real tokens only,
+#: others on batches cut to their longest text), "trim" (each batch cut to its longest text) or
+#: "pad" (every batch at the token cache's width); all three give the same logits. On CUDA a
+#: packed BERT's training pass is replayed from CUDA graphs (XRM/text_graphs.py; README, Benchmarks)
 TEXT_PACKING_VARIABLE = "XRM_TEXT_PACKING"
-TEXT_PACKING_MODES = ("pad", "trim", "pack")
+TEXT_PACKING_MODES = ("pack", "trim", "pad")
 
 
 def text_packing() -> str:
-    """``$XRM_TEXT_PACKING`` (default pad); a UserError for a value not in TEXT_PACKING_MODES."""
-    value = os.environ.get(TEXT_PACKING_VARIABLE, "pad")
+    """``$XRM_TEXT_PACKING`` (default pack); a UserError for a value not in TEXT_PACKING_MODES."""
+    value = os.environ.get(TEXT_PACKING_VARIABLE, "pack")
     if value not in TEXT_PACKING_MODES:
-        raise UserError(f"{TEXT_PACKING_VARIABLE}={value}: use pad (the default), trim or pack")
+        raise UserError(f"{TEXT_PACKING_VARIABLE}={value}: use pack (the default), trim or pad")
     return value
 
 
@@ -103,9 +104,10 @@ class TextClassifier(nn.Module):
     Inputs are token tensors [n, L, 3] (input ids, attention mask and token type ids, the
     layout of the reference: MultiNLI's cached features, CivilComments' tokens), or a
     TokenBatch of them whose real lengths are known on the host. ``XRM_TEXT_PACKING`` says
-    how padding is met: kept (``pad``, the default: one shape every step), each batch cut to
-    its longest text (``trim``), or, for a BERT encoder, the real tokens packed end to end
-    (``pack``, ``XRM/packed_bert.py``); the logits are the same.
+    how padding is met: for a BERT encoder the real tokens packed end to end (``pack``, the
+    default, ``XRM/packed_bert.py``), each batch cut to its longest text (``trim``, and
+    ``pack`` for other encoders), or kept (``pad``); the logits are the same. After
+    :meth:`use_cuda_graphs`, a packed training pass on CUDA replays CUDA graphs.
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = TEXT_HEAD_DROPOUT) -> None:
@@ -115,6 +117,12 @@ class TextClassifier(nn.Module):
         self.head = LinearHead(encoder.config.hidden_size, num_classes)
         self.padding = text_packing()
         self.packs = supports_packing(encoder) and self.padding == "pack"
+        self.graphs: PackedGraphs | None = None
+
+    def use_cuda_graphs(self) -> None:
+        """Replay the encoder's packed training pass from CUDA graphs where it runs (see XRM/text_graphs.py)."""
+        if self.packs:
+            self.graphs = PackedGraphs(self.encoder)
 
     def pooled(self, batch: TokenBatch) -> torch.Tensor:
         """The encoder's pooled output [n, hidden] of ``batch``, computed without padding."""
@@ -126,8 +134,20 @@ class TextClassifier(nn.Module):
     def forward(self, x: torch.Tensor | TokenBatch) -> torch.Tensor:
         """Logits [n, num_classes] of token rows (a tensor is measured first: one synchronisation)."""
         batch = x if isinstance(x, TokenBatch) else TokenBatch.measured(x)
+        graphed = (self.graphs is not None and batch.right_padded and batch.tokens.is_cuda
+                   and torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
+        pooled = self.graphs(batch) if graphed else None  # captured with its own autocast
         with bf16_on_cuda(batch.tokens):
-            return self.head(self.dropout(self.pooled(batch))).float()
+            if pooled is None:
+                pooled = self.pooled(batch)
+            return self.head(self.dropout(pooled)).float()
+
+
+def use_cuda_graphs(network: nn.Module) -> None:
+    """Let every text classifier in ``network`` replay its packed training passes from CUDA graphs on CUDA."""
+    for module in network.modules():
+        if isinstance(module, TextClassifier):
+            module.use_cuda_graphs()
 
 
 class TwinNetwork(nn.Module):

@@ -32,32 +32,44 @@ def supports_packing(encoder: nn.Module) -> bool:
             and getattr(encoder, "pooler", None) is not None)
 
 
-def _attention(hidden: torch.Tensor, attention: nn.Module, layout: PackedLayout, key_mask: torch.Tensor | None,
-               heads: int) -> torch.Tensor:
-    """Self-attention of packed ``hidden`` [T, H] within each text: [T, H] before BERT's output projection."""
-    width, size = layout.width, hidden.shape[1]
+def _attention(hidden: torch.Tensor, attention: nn.Module, gather: torch.Tensor, key_mask: torch.Tensor | None,
+               rows: int, width: int, heads: int) -> torch.Tensor:
+    """Self-attention of packed ``hidden`` [T, H] within each row: [T, H] before BERT's output projection."""
+    size = hidden.shape[1]
     qkv = torch.cat([attention.query(hidden), attention.key(hidden), attention.value(hidden)], dim=1)
-    rows = qkv.new_zeros(layout.rows * width, 3 * size).index_copy(0, layout.gather, qkv)
-    query, key, value = rows.view(layout.rows, width, 3, heads, size // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    spread = qkv.new_zeros(rows * width, 3 * size).index_copy(0, gather, qkv)
+    query, key, value = spread.view(rows, width, 3, heads, size // heads).permute(2, 0, 3, 1, 4).unbind(0)
     dropout = attention.dropout.p if attention.training else 0.0
     context = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, dropout_p=dropout)
-    return context.transpose(1, 2).reshape(layout.rows * width, size).index_select(0, layout.gather)
+    return context.transpose(1, 2).reshape(rows * width, size).index_select(0, gather)
+
+
+def encode_packed(encoder: nn.Module, tokens: torch.Tensor, gather: torch.Tensor, positions: torch.Tensor,
+                  starts: torch.Tensor, key_mask: torch.Tensor | None, width: int) -> torch.Tensor:
+    """BERT's pooled output [rows, hidden] of packed ``tokens`` [T, 3] (int64 ids, mask, types) laid out as a
+    PackedLayout's tensors say (``gather``, ``positions``, ``starts``, ``key_mask``; attention rows of
+    ``width``). Tensors in, tensors out, no synchronisation: what a CUDA graph captures."""
+    embeddings = encoder.embeddings
+    hidden = embeddings.word_embeddings(tokens[:, 0]) + embeddings.token_type_embeddings(tokens[:, 2])
+    hidden = embeddings.dropout(embeddings.LayerNorm(hidden + embeddings.position_embeddings(positions)))
+    rows = len(starts) if key_mask is None else key_mask.shape[0]
+    heads = encoder.config.num_attention_heads
+    for layer in encoder.encoder.layer:
+        context = _attention(hidden, layer.attention.self, gather, key_mask, rows, width, heads)
+        projection = layer.attention.output
+        hidden = projection.LayerNorm(projection.dropout(projection.dense(context)) + hidden)
+        inner = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(hidden))
+        hidden = layer.output.LayerNorm(layer.output.dropout(layer.output.dense(inner)) + hidden)
+    first = hidden.index_select(0, starts)
+    return encoder.pooler.activation(encoder.pooler.dense(first))
+
+
+def layout_tensors(batch: TokenBatch, layout: PackedLayout) -> tuple[torch.Tensor, ...]:
+    """The tensors :func:`encode_packed` reads for ``batch`` packed as ``layout`` says (all but the width)."""
+    return batch.packed(layout).long(), layout.gather, layout.positions, layout.starts, layout.key_mask()
 
 
 def packed_pooled_output(encoder: nn.Module, batch: TokenBatch) -> torch.Tensor:
     """BERT's pooled output [B, hidden] of every row of ``batch``, computed on its real tokens only."""
     layout = batch.layout()
-    tokens = batch.packed().long()
-    embeddings = encoder.embeddings
-    hidden = embeddings.word_embeddings(tokens[:, 0]) + embeddings.token_type_embeddings(tokens[:, 2])
-    hidden = embeddings.dropout(embeddings.LayerNorm(hidden + embeddings.position_embeddings(layout.positions)))
-    key_mask = layout.key_mask()
-    heads = encoder.config.num_attention_heads
-    for layer in encoder.encoder.layer:
-        context = _attention(hidden, layer.attention.self, layout, key_mask, heads)
-        projection = layer.attention.output
-        hidden = projection.LayerNorm(projection.dropout(projection.dense(context)) + hidden)
-        inner = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(hidden))
-        hidden = layer.output.LayerNorm(layer.output.dropout(layer.output.dense(inner)) + hidden)
-    first = hidden.index_select(0, layout.starts)
-    return encoder.pooler.activation(encoder.pooler.dense(first))
+    return encode_packed(encoder, *layout_tensors(batch, layout), layout.width)

@@ -41,7 +41,7 @@ class RunSpec:
     backbone_weights: str = "pretrained"
     num_workers: int = 4
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
-    cuda_graphs: bool = True  # replay a small stack's step as a CUDA graph on a GPU
+    cuda_graphs: bool = True  # on a GPU, replay a small stack's step / a packed BERT's pass as CUDA graphs
     pair_phase_1_seeds: bool = False  # phase-1 outputs from this seed's phase-1 run (else seed 0's)
 
     @property

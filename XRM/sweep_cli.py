@@ -42,7 +42,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=DTYPES,
                         help="precision of the small models' training (float64: exact comparisons, on the CPU)")
     parser.add_argument("--no_cuda_graphs", dest="cuda_graphs", action="store_false",
-                        help="on a GPU, launch every kernel of a stack's step (default: replay the step as a CUDA graph)")
+                        help="on a GPU, launch every kernel of each step (default: replay a small stack's step, and a "
+                             "packed BERT's forward and backward pass, as CUDA graphs)")
     parser.add_argument("--checkpoint_seconds", type=float, default=DEFAULT_CHECKPOINT_SECONDS, metavar="S",
                         help="save each run's checkpoint at the first evaluation S seconds after the last one "
                              "(0: at every evaluation); a resumed run loses at most S seconds of training")

@@ -26,7 +26,7 @@ from XRM.evaluation import StackEvaluator
 from XRM.fileio import append_jsonl, atomic_write_text
 from XRM.group_inference import cross_mistakes, is_degenerate, save_phase_1_artifact
 from XRM.model_stacks import ModuleStack, ParameterStack
-from XRM.networks import TwinNetwork, build_network
+from XRM.networks import TwinNetwork, build_network, use_cuda_graphs
 from XRM.run_inputs import RunSetup, StackData, load_inputs
 from XRM.run_lock import try_lock, unlock
 from XRM.run_spec import RunSpec
@@ -181,6 +181,8 @@ class StackTrainer:
             networks = _networks(members[0], data)
             network = TwinNetwork(*networks) if len(networks) == 2 else networks[0]
             self.model = ModuleStack(network, hparams[0], device, members[0].spec.num_workers)
+            if device.type == "cuda" and members[0].spec.cuda_graphs:
+                use_cuda_graphs(network)
             torch.manual_seed(members[0].spec.seed)  # a backbone's dropout draws from the global generators
         # text: every row's real length known on the host, so a step's batch skips padding without a synchronisation
         self.token_rows = TokenRows(self.train_split.x) if data.inputs == "tokens" and not data.small_model else None

@@ -12,9 +12,9 @@ bf16 autocast and channels_last on CUDA. Training speed is the difference betwee
 and a long run (after an untimed one: the first run of a process also pays for starting CUDA,
 cuDNN and the decoder, which once made the short run the longer), so start-up and evaluation
 (first and last step only) cancel out. Then
-the model step alone (benchmarks/backbone_step.py's: random images already on the device,
-same batch size, cuDNN's default kernel choice as in training) gives the pace the data
-path is measured against.
+the model step alone (benchmarks/backbone_step.py's: random uint8 images already on the
+device, normalised there as in training, same batch size, cuDNN's default kernel choice as
+in training) gives the pace the data path is measured against.
 """
 import argparse
 import os
@@ -94,7 +94,7 @@ def main() -> None:
         train_stack([RunSpec(**common, hparams_comb=steps, hparams_overrides=overrides)])
         seconds[steps] = time.perf_counter() - start
     per_step = (seconds[long] - seconds[short]) / (long - short)
-    x = torch.randn(args.batch_size, 3, 224, 224, device=device)
+    x = torch.randint(0, 256, (args.batch_size, 3, 224, 224), dtype=torch.uint8, device=device)
     alone = time_steps(image_model(args.backbone == "resnet18"), x, "sgd", 1e-4, 50, 10, device)
     print(f"device {device}, {args.images} JPEGs of {size / 1000:.1f} kB, batch {args.batch_size}, "
           f"{args.num_workers} workers, decoding {os.environ.get('XRM_IMAGE_DECODING', 'auto')}: "

@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=16384, help="generated texts (90/5/5 split)")
     parser.add_argument("--steps", type=int, default=321, help="steps of the long run (the short one has 21)")
     parser.add_argument("--batch_size", type=int, default=32, help="texts per step (the reference draws 16-64)")
+    parser.add_argument("--no_cuda_graphs", action="store_true", help="train with every kernel launched (main.py's "
+                        "--no_cuda_graphs)")
     parser.add_argument("--tiny", action="store_true", help="a 1-layer, 32-wide BERT: checks the script on a CPU")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -93,7 +95,7 @@ def main() -> None:
     common = {"phase": 2, "dataset": str(root / "data" / "civil_like.csv"), "algorithm": "ERM", "group_labels": "yes",
               "seed": 0, "out_dir": str(run_directory(root / "out", "ERM", "civil_like", "yes")),
               "data_path": str(root / "data"), "device": str(device), "text_model": str(model),
-              "backbone_weights": "none", "num_workers": 0}
+              "backbone_weights": "none", "num_workers": 0, "cuda_graphs": not args.no_cuda_graphs}
     short, long = 21, args.steps
     seconds = {}
     for steps in (0, short, long):  # an untimed first run writes the token cache and starts CUDA
@@ -105,7 +107,8 @@ def main() -> None:
     # Class-balanced batches draw texts uniformly within each class: on average a batch holds
     # batch_size texts of the training split's mean length.
     real = args.batch_size * float(train_lengths.mean())
-    print(f"device {device}, padding mode {text_packing()} ({TEXT_PACKING_VARIABLE}), {args.texts} texts, lengths: mean {lengths.mean():.1f}, median {np.median(lengths):.0f}, "
+    print(f"device {device}, padding mode {text_packing()} ({TEXT_PACKING_VARIABLE}), CUDA graphs "
+          f"{'on' if device.type == 'cuda' and not args.no_cuda_graphs else 'off'}, {args.texts} texts, lengths: mean {lengths.mean():.1f}, median {np.median(lengths):.0f}, "
           f"{(lengths == MAX_LENGTH).mean():.1%} at {MAX_LENGTH}; batch {args.batch_size}: {1 / per_step:.1f} steps/s, "
           f"{args.batch_size / per_step:.0f} texts/s, {real / per_step / 1000:.1f}k real tokens/s "
           f"({args.batch_size * MAX_LENGTH / per_step / 1000:.1f}k tokens/s counting padding to {MAX_LENGTH}); "

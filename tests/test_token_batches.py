@@ -4,6 +4,8 @@ import torch
 
 from XRM.errors import UserError
 from XRM.networks import TextClassifier
+from XRM.packed_bert import encode_packed, layout_tensors
+from XRM.text_graphs import TOKEN_BUCKET, bucket_size
 from XRM.token_batches import PackedLayout, TokenBatch, TokenRows, measure_rows
 
 LENGTHS = [5, 40, 17, 2, 33, 1]
@@ -63,7 +65,7 @@ def test_each_padding_mode_gives_the_padded_logits_and_bert_packs_only_when_aske
         logits[mode] = network(x)
     reference = _padded_logits(network, x)
     assert all((value - reference).abs().max() < 1e-5 for value in logits.values())
-    with pytest.raises(UserError, match="XRM_TEXT_PACKING=squeeze: use pad"):
+    with pytest.raises(UserError, match="XRM_TEXT_PACKING=squeeze: use pack"):
         _tiny_classifier(1, packing="squeeze")
 
 
@@ -108,3 +110,36 @@ def test_token_inputs_of_another_shape_are_refused():
 
     with pytest.raises(UserError, match=r"token inputs must be \[n, length, 3\].*delete the token cache"):
         TokenBatch.measured(torch.zeros(2, 5, dtype=torch.int32))
+
+
+def test_a_fixed_size_layout_puts_fillers_in_a_spare_row_and_changes_no_logit_or_gradient():
+    """What a CUDA graph captures: the real tokens padded to a fixed count, over rows of the cache's width."""
+    network = _tiny_classifier(layers=2)
+    x, y = _tokens(LENGTHS), torch.tensor([0, 1, 2, 0, 1, 2])
+    batch = TokenRows(x).batch(torch.arange(6), torch.arange(6))
+    layout = batch.fixed_layout(60, 130)  # 98 real tokens, 32 fillers; rows 60 wide (the batch's longest: 40)
+    assert (layout.filler, layout.attention_rows, len(layout.gather)) == (32, 7, 130)
+    assert layout.gather[98:].tolist() == [6 * 60] * 32 and layout.positions[98:].tolist() == [0] * 32
+    mask = layout.key_mask()
+    assert mask.shape == (7, 1, 1, 60) and mask[:, 0, 0].sum(dim=1).tolist() == [*LENGTHS, 1]
+    tokens = batch.packed(layout)
+    assert tokens.shape == (130, 3) and torch.equal(tokens[:98], batch.packed()) and not tokens[98:].any()
+    gradients, outputs = [], []
+    for pooled in (lambda: encode_packed(network.encoder, *layout_tensors(batch, layout), 60),
+                   lambda: network.encoder(input_ids=x[..., 0].long(), attention_mask=x[..., 1].long(),
+                                           token_type_ids=x[..., 2].long()).pooler_output):
+        network.zero_grad()
+        logits = network.head(pooled())
+        torch.nn.functional.cross_entropy(logits, y).backward()
+        outputs.append(logits.detach())
+        gradients.append(torch.cat([p.grad.flatten() for p in network.parameters() if p.grad is not None]))
+    assert (outputs[0] - outputs[1]).abs().max() < 1e-5
+    assert gradients[0].abs().max() > 1e-3 and (gradients[0] - gradients[1]).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="do not fit"):
+        batch.fixed_layout(60, 97)  # fewer places than real tokens
+
+
+def test_packed_token_counts_round_up_to_a_bucket_and_never_past_the_padded_batch():
+    assert [bucket_size(n, 32, 220) for n in (1, TOKEN_BUCKET, TOKEN_BUCKET + 1, 2112)] == \
+        [TOKEN_BUCKET, TOKEN_BUCKET, 2 * TOKEN_BUCKET, 9 * TOKEN_BUCKET]
+    assert bucket_size(32 * 220 - 3, 32, 220) == 32 * 220  # not beyond every row full
