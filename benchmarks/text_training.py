@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
 from XRM.devices import resolve_device  # noqa: E402
@@ -100,6 +101,8 @@ def main() -> None:
     seconds = {}
     for steps in (0, short, long):  # an untimed first run writes the token cache and starts CUDA
         overrides = {"num_steps": max(steps, 2), "eval_every": 10 ** 9, "batch_size": args.batch_size}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         train_stack([RunSpec(**common, hparams_comb=steps, hparams_overrides=overrides)])
         seconds[steps] = time.perf_counter() - start
@@ -112,7 +115,8 @@ def main() -> None:
           f"{(lengths == MAX_LENGTH).mean():.1%} at {MAX_LENGTH}; batch {args.batch_size}: {1 / per_step:.1f} steps/s, "
           f"{args.batch_size / per_step:.0f} texts/s, {real / per_step / 1000:.1f}k real tokens/s "
           f"({args.batch_size * MAX_LENGTH / per_step / 1000:.1f}k tokens/s counting padding to {MAX_LENGTH}); "
-          f"a {short}-step run: {seconds[short]:.1f} s")
+          f"a {short}-step run: {seconds[short]:.1f} s" + (f"; GPU memory at most {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB "
+          f"in the {long}-step run" if device.type == "cuda" else ""))
 
 
 if __name__ == "__main__":
