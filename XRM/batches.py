@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from XRM.errors import unwrap_worker_errors
 from XRM.loader_parts import LoaderParts
 from XRM.sampling import StepSampler
+from XRM.worker_counts import auto_workers
 
 Inputs = torch.Tensor | Dataset
 
@@ -45,6 +46,12 @@ class _IndexedInputs(Dataset):
         return index, self.inputs[index]
 
 
+def worker_count(num_workers: int | None, device: torch.device) -> int:
+    """``num_workers``, or when None (``--num_workers auto``) the machine's choice (XRM/worker_counts.py),
+    made where the run executes."""
+    return auto_workers(device.type == "cuda") if num_workers is None else num_workers
+
+
 def _parts(inputs: Dataset, device: torch.device, num_workers: int) -> LoaderParts:
     """A dataset's own way to the device (images: ``loader_parts``), else its items collated and copied."""
     if hasattr(inputs, "loader_parts"):
@@ -52,8 +59,11 @@ def _parts(inputs: Dataset, device: torch.device, num_workers: int) -> LoaderPar
     return LoaderParts(_IndexedInputs(inputs), default_collate)
 
 
-def _batches(inputs: Dataset, num_workers: int, device: torch.device, **kwargs) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(indices on the CPU, inputs on ``device``) of every batch a DataLoader over ``inputs`` reads."""
+def _batches(inputs: Dataset, num_workers: int | None, device: torch.device,
+             **kwargs) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(indices on the CPU, inputs on ``device``) of every batch a DataLoader over ``inputs`` reads, with
+    ``worker_count(num_workers, device)`` workers."""
+    num_workers = worker_count(num_workers, device)
     parts = _parts(inputs, device, num_workers)
     loader = DataLoader(parts.dataset, num_workers=num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=False, collate_fn=parts.collate, **kwargs)
@@ -93,7 +103,7 @@ def _run_ahead(loaded: Iterator, parts: LoaderParts, device: torch.device) -> It
 
 
 def training_batches(
-    inputs: Inputs, sampler: StepSampler, start: int, stop: int, device: torch.device, num_workers: int = 4
+    inputs: Inputs, sampler: StepSampler, start: int, stop: int, device: torch.device, num_workers: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(index, x) for every step from ``start`` to ``stop`` - 1, both on ``device``."""
     if isinstance(inputs, torch.Tensor):
@@ -106,7 +116,7 @@ def training_batches(
 
 
 def evaluation_batches(
-    inputs: Inputs, batch_size: int, device: torch.device, num_workers: int = 4
+    inputs: Inputs, batch_size: int, device: torch.device, num_workers: int | None = None
 ) -> Iterator[torch.Tensor]:
     """The inputs of every example, in order, in batches on ``device``."""
     if isinstance(inputs, torch.Tensor):

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from XRM import slurm_resources, sweep_status
 from XRM.errors import RunsFailed, UserError
 from XRM.registry import Registry
+from XRM.worker_counts import auto_workers
 
 Run = Any  # a dataclass with run_name, done_path and resume (a RunSpec)
 Stack = list[Run]
@@ -227,7 +228,7 @@ def _run_on_local_gpus(stacks: list[Stack], run_fn: RunFn, options: LaunchOption
                 gpu = free_gpus.pop(0)
                 executor.update_parameters(visible_gpus=[gpu])
                 stack = queue.pop(0)
-                job = executor.submit(StackJob(run_fn, stack))
+                job = executor.submit(StackJob(run_fn, _sharing_cores(stack, gpus)))
                 running[job.job_id] = (job, gpu)
                 jobs += [(run, job) for run in stack]
                 sweep_status.record_jobs(options.slurm_dir, {
@@ -245,6 +246,14 @@ def _run_on_local_gpus(stacks: list[Stack], run_fn: RunFn, options: LaunchOption
     job_ids = list(dict.fromkeys(job.job_id for _, job in jobs))
     report = LaunchReport("local_gpus", _names(stacks), job_ids=job_ids, log_dir=str(folder.parent), jobs=jobs)
     return wait_for(report)
+
+
+def _sharing_cores(stack: Stack, processes: int) -> Stack:
+    """The stack's runs with ``--num_workers auto`` (None) resolved for ``processes`` training processes
+    that share this machine's cores (XRM/worker_counts.py); other runs as they are."""
+    workers = auto_workers(on_gpu=True, processes=processes)
+    return [dataclasses.replace(run, num_workers=workers) if getattr(run, "num_workers", 0) is None else run
+            for run in stack]
 
 
 def _slurm_executor(options: LaunchOptions, run_fn: RunFn):

@@ -172,7 +172,7 @@ class ModuleStack:
 
     num_runs = 1
 
-    def __init__(self, network: nn.Module, hparams: dict, device: torch.device, num_workers: int) -> None:
+    def __init__(self, network: nn.Module, hparams: dict, device: torch.device, num_workers: int | None) -> None:
         self.network = network.to(device)
         self.per_run = 2 if isinstance(network, TwinNetwork) else 1
         self.num_workers = num_workers

@@ -39,7 +39,7 @@ class RunSpec:
     image_backbone: str | None = None
     text_model: str | None = None
     backbone_weights: str = "pretrained"
-    num_workers: int = 4
+    num_workers: int | None = None  # DataLoader workers; None: chosen where the run executes (XRM.batches)
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     cuda_graphs: bool = True  # on a GPU, replay a small stack's step / a packed BERT's pass as CUDA graphs
     pair_phase_1_seeds: bool = False  # phase-1 outputs from this seed's phase-1 run (else seed 0's)

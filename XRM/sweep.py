@@ -42,7 +42,7 @@ class SweepSpec:
     image_backbone: str | None = None
     text_model: str | None = None
     backbone_weights: str = "pretrained"
-    num_workers: int = 4
+    num_workers: int | None = None  # DataLoader workers; None: chosen where the run executes (XRM.batches)
     dtype: str = "float32"
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     cuda_graphs: bool = True

@@ -35,8 +35,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                              f"${TEXT_MODEL_VARIABLE}, else bert-base-uncased)")
     parser.add_argument("--backbone_weights", default="pretrained", choices=["pretrained", "none"],
                         help="'none' starts the backbone from random weights (debugging, benchmarks; no download)")
-    parser.add_argument("--num_workers", type=int, default=4,
-                        help="DataLoader worker processes reading images from disk")
+    parser.add_argument("--num_workers", default="auto", metavar="N|auto",
+                        help="DataLoader worker processes reading images from disk (default auto: on a GPU the "
+                             "run's CPU cores less 4, at least 1; on the CPU 4)")
     parser.add_argument("--hparams", default="{}", metavar="JSON",
                         help='override hyper-parameters, e.g. \'{"num_steps": 301, "lr": 0.001}\'')
     parser.add_argument("--dtype", default="float32", choices=DTYPES,
@@ -101,7 +102,12 @@ def launch_options(args: argparse.Namespace) -> tuple[str, LaunchOptions]:
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    """A UserError for counts that cannot describe a sweep (the options a command lacks are skipped)."""
+    """A UserError for counts that cannot describe a sweep (the options a command lacks are skipped);
+    ``--num_workers`` becomes its count, or None for ``auto`` (chosen where each run executes)."""
+    workers = args.num_workers
+    if workers != "auto" and not (isinstance(workers, int) or workers.isdigit()):
+        raise UserError(f"--num_workers {workers}: give auto or a number of workers >= 0")
+    args.num_workers = None if workers == "auto" else int(workers)
     for name in ("num_hparams_combs", "num_seeds", "stack_size"):
         value = getattr(args, name, None)
         if value is not None and value < 1:

@@ -93,6 +93,14 @@ def test_read_results_on_a_missing_folder(script, tmp_path):
     _assert_user_error(result, "no results folder", "--out_dir")
 
 
+@pytest.mark.parametrize("workers", ["-1", "many"])
+def test_a_worker_count_that_is_no_count(script, tmp_path, workers):
+    result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--num_workers", workers,
+                    "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, f"--num_workers {workers}", "auto or a number of workers >= 0")
+    assert _nothing_under(tmp_path / "out")
+
+
 def test_a_device_that_does_not_exist(script, tmp_path):
     result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--device", "tpu",
                     "--out_dir", str(tmp_path / "out"))

@@ -60,3 +60,18 @@ def test_loader_inputs_match_tensor_inputs(tmp_path):
     assert [r["step"] for r in reference] == [0, 10, 20, 30]
     assert _records(tmp_path, "TestDatasetInputs", 0) == reference
     assert _records(tmp_path, "TestDatasetInputs", 1) == reference  # a worker process changes nothing
+
+
+def test_auto_workers_leave_a_gpu_run_four_of_its_cores(monkeypatch):
+    import os
+
+    from XRM.batches import worker_count
+    from XRM.worker_counts import auto_workers
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert [worker_count(None, cuda), worker_count(None, cpu), worker_count(3, cuda), worker_count(0, cpu)] == \
+        [12, 4, 3, 0]
+    assert [auto_workers(True, processes) for processes in (1, 2, 4, 8)] == [12, 4, 1, 1]  # --local_gpus shares
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # a small SLURM allocation
+    assert worker_count(None, cuda) == 1
