@@ -16,10 +16,12 @@ CPU_RUN_WORKERS = 4
 
 
 def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity, which SLURM and taskset set; else all)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """The CPU cores this process may run on: its affinity (which taskset and SLURM's task binding set; else
+    every core), and no more than a SLURM job step's ``SLURM_CPUS_PER_TASK`` (a cgroup may limit a job
+    without binding it)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cores, int(allocated)) if allocated.isdigit() and int(allocated) > 0 else cores
 
 
 def auto_workers(on_gpu: bool, processes: int = 1) -> int:

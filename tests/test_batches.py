@@ -69,9 +69,13 @@ def test_auto_workers_leave_a_gpu_run_four_of_its_cores(monkeypatch):
     from XRM.worker_counts import auto_workers
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert [worker_count(None, cuda), worker_count(None, cpu), worker_count(3, cuda), worker_count(0, cpu)] == \
         [12, 4, 3, 0]
     assert [auto_workers(True, processes) for processes in (1, 2, 4, 8)] == [12, 4, 1, 1]  # --local_gpus shares
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # a small SLURM allocation
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "10")  # a SLURM job limited to 10 of the node's 16 cores
+    assert worker_count(None, cuda) == 6
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # bound to 2 cores
     assert worker_count(None, cuda) == 1
