@@ -156,7 +156,8 @@ def _networks(member: Member, data: StackData) -> list[torch.nn.Module]:
 
 
 class StackTrainer:
-    """Trains one stack of members from their common start step to the end."""
+    """Trains one stack of members from their common start step to the end: the batches and steps are
+    StackSteps' (XRM/stack_steps.py); files, evaluation, checkpoints, locks and signals are its own."""
 
     def __init__(self, members: list[Member], data: StackData, device: torch.device, dtype: torch.dtype) -> None:
         self.members, self.data, self.device, self.dtype = members, data, device, dtype
