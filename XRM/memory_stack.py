@@ -1,11 +1,11 @@
 """H runs of one registered algorithm trained together on tensors held in memory: no files.
 
-The pieces are the engine's (XRM/train.py): the algorithm's loss and state over a stack
-(ERM, MAT's shift, XRM's label flips and twins), a ParameterStack for small networks (a
-linear layer, an MLP) or a ModuleStack for any other nn.Module (a stack of one), batches
-drawn by StepSampler as a pure function of (seed, step) and XRM's flips drawn from
-StepUniforms. What differs from the engine: nothing is written, and each run may draw its
-batches from its own pool of training examples (e.g. a random half, for memorisation
+The step is the engine's (XRM/stack_steps.py, as XRM/train.py trains): the algorithm's loss
+and state over a stack (ERM, MAT's shift, XRM's label flips and twins), a ParameterStack for
+small networks (a linear layer, an MLP) or a ModuleStack for any other nn.Module (a stack of
+one), batches drawn by StepSampler as a pure function of (seed, step) and XRM's flips drawn
+from StepUniforms. What differs from the engine: nothing is written, and each run may draw
+its batches from its own pool of training examples (e.g. a random half, for memorisation
 scores) or train full-batch on its pool in a fixed order (Figure 1).
 """
 from collections.abc import Callable, Sequence
@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from XRM.algorithms import Batch, RunData, get_algorithm_class
+from XRM.algorithms import RunData, get_algorithm_class
 from XRM.model_stacks import ModuleStack, ParameterStack, is_stackable
 from XRM.networks import TwinNetwork
 from XRM.sampling import StepSampler, StepUniforms, build_sampler
+from XRM.stack_steps import StackSteps, algorithm_slice
 
 #: steps whose batches are drawn at once (on the CPU), then moved to the device together
 STEPS_PER_DRAW = 64
@@ -60,6 +61,17 @@ def _sampler(algorithm: type, run: StackRun, run_data: RunData) -> StepSampler |
     return StepSampler(pool, run.hparams["batch_size"], run.seed)
 
 
+class _WholeSetSteps(StackSteps):
+    """Steps whose every batch is the whole training set in order: a ParameterStack's inputs are x
+    itself, seen once per run (no copy)."""
+
+    def inputs(self, index: torch.Tensor) -> torch.Tensor:
+        """[H, n, ...] for a ParameterStack (a view of x), [n, ...] for a module."""
+        if isinstance(self.model, ModuleStack):
+            return super().inputs(index)
+        return self.x[None].expand(len(index), *self.x.shape)
+
+
 class InMemoryStack:
     """Runs of the registered algorithm ``algorithm_name`` on the training set (x [n, ...], y [n]),
     trained together one batched step at a time on x's device (see the module docstring).
@@ -74,15 +86,12 @@ class InMemoryStack:
                  held_out_logits: torch.Tensor | None = None) -> None:
         cls = get_algorithm_class(algorithm_name)
         self.algorithm = cls(num_classes)
-        self.device, self.n, self.x = x.device, len(y), x
+        self.device = x.device
         dtype = x.dtype if x.is_floating_point() else torch.float32
         attributes = torch.zeros_like(y) if attributes is None else attributes
         run_data = [RunData.from_labels(y.cpu(), attributes.cpu(), num_classes, run.seed, run.hparams,
                                         None if held_out_logits is None else held_out_logits.cpu()) for run in runs]
-        states = [self.algorithm.initial_state(data) for data in run_data]
-        self.state = {key: torch.stack([s[key] for s in states]).to(self.device) for key in states[0]}
-        self.hparams = {name: torch.tensor([float(run.hparams[name]) for run in runs], dtype=dtype, device=self.device)
-                        for name in cls.hparam_names}
+        slices = [algorithm_slice(self.algorithm, 0, run_data, [run.hparams for run in runs], dtype, self.device)]
         if all(is_stackable(net) for run in runs for net in run.networks):
             self.model = ParameterStack([run.networks for run in runs], [run.hparams for run in runs], dtype,
                                         self.device)
@@ -92,50 +101,26 @@ class InMemoryStack:
                                      num_workers=0)
         else:
             raise ValueError("several runs train as one stack only with small networks (nn.Linear or an MLP)")
-        self.samplers = [_sampler(cls, run, data) for run, data in zip(runs, run_data)]
-        self.width = max(sampler.batch_size for sampler in self.samplers)
-        self.uniforms = ([StepUniforms(run.seed, sampler.batch_size) for run, sampler in zip(runs, self.samplers)]
-                         if cls.draws_uniforms else None)
-        # the padding row n (label 0, group 0) is where padded batch positions read and write
-        self.y = torch.cat([y, y.new_zeros(1)]).to(self.device)
-        self.groups = torch.stack([torch.cat([d.groups, d.groups.new_zeros(1)]) for d in run_data]).to(self.device)
-        self.whole_set = all(run.full_batch and run.pool is None for run in runs)
+        samplers = [_sampler(cls, run, data) for run, data in zip(runs, run_data)]
+        uniforms = [StepUniforms(run.seed, sampler.batch_size) if cls.draws_uniforms else None
+                    for run, sampler in zip(runs, samplers)]
+        whole_set = all(run.full_batch and run.pool is None for run in runs)
+        self.steps = (_WholeSetSteps if whole_set else StackSteps)(
+            self.model, slices, x, y, [data.groups for data in run_data], samplers, uniforms, dtype, self.device)
         self._drawn: dict | None = None
+        self._drawn_start = 0
 
-    def _draw(self, start: int) -> dict[str, torch.Tensor]:
-        """The batches of steps start .. start + STEPS_PER_DRAW - 1 on the device: index (padded with n),
-        labels, groups, mask (and uniforms), each [T, H, width]."""
-        stop = start + STEPS_PER_DRAW
-        index = torch.full((STEPS_PER_DRAW, len(self.samplers), self.width), self.n, dtype=torch.long)
-        uniforms = torch.zeros(index.shape, dtype=torch.float64)
-        for h, sampler in enumerate(self.samplers):
-            batches = sampler.batches(start, stop)
-            index[:, h, : batches.shape[1]] = batches
-            if self.uniforms is not None:
-                uniforms[:, h, : batches.shape[1]] = self.uniforms[h].rows(start, stop)
-        index = index.to(self.device)
-        groups = self.groups.unsqueeze(0).expand(STEPS_PER_DRAW, -1, -1).gather(2, index)
-        return {"start": start, "index": index, "y": self.y[index], "groups": groups,
-                "mask": (index < self.n).to(self.x.dtype), "uniforms": uniforms.to(self.device)}
-
-    def _inputs(self, index: torch.Tensor) -> torch.Tensor:
-        """The batch's inputs: [H, B, ...] for a ParameterStack, [B, ...] for a module."""
-        if isinstance(self.model, ModuleStack):
-            return self.x[index[0]]
-        if self.whole_set:  # every run's batch is the whole training set in order: no copy
-            return self.x[None].expand(len(index), *self.x.shape)
-        rows = self.x.index_select(0, index.clamp_max(self.n - 1).flatten())  # padding reads row n - 1
-        return rows.view(*index.shape, *self.x.shape[1:])
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        """The runs' algorithm state (e.g. XRM's ``dynamic_labels`` [H, n + 1])."""
+        return self.steps.slices[0].state
 
     def step(self, step: int) -> None:
         """Training step ``step`` of every run."""
-        if self._drawn is None or not 0 <= step - self._drawn["start"] < STEPS_PER_DRAW:
-            self._drawn = self._draw(step - step % STEPS_PER_DRAW)
-        row = step - self._drawn["start"]
-        batch = Batch(*(self._drawn[key][row] for key in ("index", "y", "groups", "mask", "uniforms")), step)
-        losses, self.state = self.algorithm.loss(self.model.forward(self._inputs(batch.index)), batch, self.state,
-                                                 self.hparams)
-        self.model.step(losses.sum())
+        if self._drawn is None or not 0 <= step - self._drawn_start < STEPS_PER_DRAW:
+            self._drawn_start = step - step % STEPS_PER_DRAW
+            self._drawn = self.steps.plan(self._drawn_start, self._drawn_start + STEPS_PER_DRAW)
+        self.steps.train_step(self.steps.batch(self._drawn, step - self._drawn_start))
 
     def train(self, num_steps: int, on_step: Callable[[], None] = lambda: None) -> None:
         """Steps 0 .. num_steps - 1; ``on_step()`` after each (e.g. to move a progress bar)."""
@@ -145,7 +130,7 @@ class InMemoryStack:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Every run's evaluation logits on ``x`` [n, ...]: [H, n, K] ([H, n, K, 2] for XRM's twins)."""
-        return self.algorithm.evaluation_logits(self.model.predict(x))
+        return self.steps.evaluation_logits(x)
 
     def diverged(self) -> list[int]:
         """The runs whose parameters are no longer finite (a loss that stopped being finite leaves them so)."""

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from XRM import checkpoints, model_selection, records
-from XRM.algorithms import Algorithm, Batch, RunData, flip_rates, get_algorithm_class, split_twin_logits
+from XRM.algorithms import RunData, flip_rates, get_algorithm_class, split_twin_logits
 from XRM.batches import input_shape, training_batches
 from XRM.cuda_graph import CapturedStep
 from XRM.devices import resolve_device
@@ -32,6 +32,7 @@ from XRM.run_lock import try_lock, unlock
 from XRM.run_spec import RunSpec
 from XRM.sampling import StepSampler, StepUniforms, build_sampler
 from XRM.stack_memory import split_to_fit
+from XRM.stack_steps import AlgorithmSlice, StackSteps, algorithm_slice
 from XRM.stop_signals import StopRequests
 from XRM.token_batches import TokenRows
 
@@ -65,17 +66,6 @@ class Member:
     def first_recorded_step(self) -> int:
         """The first evaluation written to the run's records (Algorithm.first_recorded_step)."""
         return get_algorithm_class(self.spec.algorithm).first_recorded_step(self.setup.hparams)
-
-
-@dataclass
-class AlgorithmSlice:
-    """The members [begin, end) of a stack that run one algorithm with equally shaped state."""
-
-    algorithm: Algorithm
-    begin: int
-    end: int
-    state: dict[str, torch.Tensor]
-    hparams: dict[str, torch.Tensor]
 
 
 def next_evaluation(step: int, eval_every: int, num_steps: int) -> int:
@@ -166,12 +156,12 @@ def _networks(member: Member, data: StackData) -> list[torch.nn.Module]:
 
 
 class StackTrainer:
-    """Trains one stack of members from their common start step to the end."""
+    """Trains one stack of members from their common start step to the end: the batches and steps are
+    StackSteps' (XRM/stack_steps.py); files, evaluation, checkpoints, locks and signals are its own."""
 
     def __init__(self, members: list[Member], data: StackData, device: torch.device, dtype: torch.dtype) -> None:
         self.members, self.data, self.device, self.dtype = members, data, device, dtype
         self.train_split = data.splits["tr"]
-        self.n_train = len(self.train_split)
         hparams = [member.setup.hparams for member in members]
         self.num_steps, self.eval_every = hparams[0]["num_steps"], hparams[0]["eval_every"]
         self.phase = get_algorithm_class(members[0].spec.algorithm).phase
@@ -186,9 +176,7 @@ class StackTrainer:
             torch.manual_seed(members[0].spec.seed)  # a backbone's dropout draws from the global generators
         # text: every row's real length known on the host, so a step's batch skips padding without a synchronisation
         self.token_rows = TokenRows(self.train_split.x) if data.inputs == "tokens" and not data.small_model else None
-        self.slices = self._slices()
-        self.groups = self._per_run(lambda m: torch.cat([m.run_data.groups, m.run_data.groups.new_zeros(1)]))
-        self.y = torch.cat([self.train_split.y, self.train_split.y.new_zeros(1)])
+        slices = self._slices()
         for member in members:
             cls = get_algorithm_class(member.spec.algorithm)
             classes = member.run_data.y if data.balanced_batches and cls.follows_balanced_batches else None
@@ -196,7 +184,9 @@ class StackTrainer:
                                            member.spec.seed, classes, cls(data.num_classes).training_pool(member.run_data))
             if cls.draws_uniforms:
                 member.uniforms = StepUniforms(member.spec.seed, member.sampler.batch_size)
-        self.batch_width = max(member.sampler.batch_size for member in members)
+        self.steps = StackSteps(self.model, slices, self.train_split.x, self.train_split.y,
+                                [m.run_data.groups for m in members], [m.sampler for m in members],
+                                [m.uniforms for m in members], dtype, device)
         self.evaluator = None
         if self.phase == 2:
             on_device: dict[int, torch.Tensor] = {}  # runs sharing a source share one tensor on the device
@@ -212,12 +202,7 @@ class StackTrainer:
                                             [moved(m.setup.validation_groups) for m in members],
                                             [moved(m.setup.inferred_validation_attributes) for m in members])
         self.start = members[0].start
-        # the first step whose loss was not finite, per member (-1: none), kept on the device
-        self.diverged_step = torch.full((len(members),), -1, dtype=torch.long, device=device)
         self._restore_or_start()
-
-    def _per_run(self, make) -> torch.Tensor:
-        return torch.stack([make(member) for member in self.members]).to(self.device)
 
     def _slices(self) -> list[AlgorithmSlice]:
         slices, begin = [], 0
@@ -226,13 +211,10 @@ class StackTrainer:
             end = begin
             while end < len(self.members) and _slice_key(self.members[end]) == key:
                 end += 1
-            algorithm = get_algorithm_class(key[0])(self.data.num_classes)
             runs = self.members[begin:end]
-            states = [algorithm.initial_state(member.run_data) for member in runs]
-            state = {key: torch.stack([s[key] for s in states]).to(self.device) for key in states[0]}
-            hparams = {name: torch.tensor([float(m.setup.hparams[name]) for m in runs], dtype=self.dtype,
-                                          device=self.device) for name in algorithm.hparam_names}
-            slices.append(AlgorithmSlice(algorithm, begin, end, state, hparams))
+            slices.append(algorithm_slice(get_algorithm_class(key[0])(self.data.num_classes), begin,
+                                          [m.run_data for m in runs], [m.setup.hparams for m in runs],
+                                          self.dtype, self.device))
             begin = end
         return slices
 
@@ -251,25 +233,18 @@ class StackTrainer:
                 records.write_header(files.results, header)
                 continue
             self.model.load_member(index, checkpoint["model"], checkpoint["optimizer"], checkpoints.load_best_model(files))
-            algorithm_slice, row = self._slice_of(index)
+            part, row = self.steps.slice_of(index)
             for key, value in checkpoint["algorithm_state"].items():
-                algorithm_slice.state[key][row] = value.to(self.device)
+                part.state[key][row] = value.to(self.device)
             if "rng" in checkpoint and isinstance(self.model, ModuleStack):
                 checkpoints.restore_rng_states(checkpoint["rng"])
             member.best = checkpoint["best"]
             records.truncate_records(files.results, checkpoint["step"])
             print(f"resuming {member.spec.run_name} from step {member.start}", file=sys.stderr)
 
-    def _slice_of(self, index: int) -> tuple[AlgorithmSlice, int]:
-        """The slice that holds member ``index``, and the member's row in it."""
-        for algorithm_slice in self.slices:
-            if algorithm_slice.begin <= index < algorithm_slice.end:
-                return algorithm_slice, index - algorithm_slice.begin
-        raise IndexError(index)
-
     def _algorithm_state(self, index: int) -> dict[str, torch.Tensor]:
-        algorithm_slice, row = self._slice_of(index)
-        return {key: value[row].cpu().clone() for key, value in algorithm_slice.state.items()}
+        part, row = self.steps.slice_of(index)
+        return {key: value[row].cpu().clone() for key, value in part.state.items()}
 
     def _save_checkpoints(self, step: int) -> None:
         for index, member in enumerate(self.members):
@@ -286,75 +261,7 @@ class StackTrainer:
                 state["rng"] = checkpoints.rng_states()
             checkpoints.save_checkpoint(member.spec.files, state)
 
-    # ------------------------------------------------------------------ steps
-
-    def _plan(self, start: int, stop: int) -> dict[str, torch.Tensor]:
-        """Every member's batches of steps start .. stop-1, padded: tensors [T, H, B] on the device."""
-        steps, width = stop - start, self.batch_width
-        index = torch.full((steps, len(self.members), width), self.n_train, dtype=torch.long)
-        uniforms = torch.zeros(steps, len(self.members), width, dtype=torch.float64)
-        for h, member in enumerate(self.members):
-            batches = member.sampler.batches(start, stop)
-            index[:, h, : batches.shape[1]] = batches
-            if member.uniforms is not None:
-                uniforms[:, h, : batches.shape[1]] = member.uniforms.rows(start, stop)
-        host_index = index
-        if self.device.type == "cuda":  # page-locked, so the copies queue behind the training instead of waiting for it
-            index, uniforms = index.pin_memory(), uniforms.pin_memory()
-        index = index.to(self.device, non_blocking=True)
-        groups = self.groups.unsqueeze(0).expand(steps, -1, -1).gather(2, index)
-        return {"index": index, "y": self.y[index], "groups": groups, "mask": (index < self.n_train).to(self.dtype),
-                "uniforms": uniforms.to(self.device, non_blocking=True),
-                "step": torch.arange(start, stop, device=self.device), "host_index": host_index}
-
-    def _train_step(self, batch: Batch, x: torch.Tensor | None = None) -> None:
-        """One step of every member; algorithm state is updated in place (a CUDA graph replays it)."""
-        active = self._active_networks(batch.step)
-        if active is not None and isinstance(self.model, ModuleStack):
-            self.model.set_training_networks(active)
-        logits = self.model.forward(self._inputs(batch.index) if x is None else x)
-        run_losses = []
-        for algorithm_slice in self.slices:
-            part = slice(algorithm_slice.begin, algorithm_slice.end)
-            sliced = Batch(batch.index[part], batch.y[part], batch.groups[part], batch.mask[part],
-                           batch.uniforms[part], batch.step)
-            losses, state = algorithm_slice.algorithm.loss(logits[part], sliced, algorithm_slice.state,
-                                                           algorithm_slice.hparams)
-            penalty = algorithm_slice.algorithm.last_layer_penalty(self.model, part, algorithm_slice.state,
-                                                                   algorithm_slice.hparams)
-            if penalty is not None:
-                losses = losses + penalty
-            for key, value in state.items():
-                if value is not algorithm_slice.state[key]:
-                    algorithm_slice.state[key].copy_(value)
-            run_losses.append(losses)
-        losses = torch.cat(run_losses)
-        first = (self.diverged_step < 0) & ~torch.isfinite(losses)
-        self.diverged_step.copy_(torch.where(first, batch.step, self.diverged_step))
-        self.model.step(losses.sum(), active)
-
-    def _active_networks(self, step: torch.Tensor) -> torch.Tensor | None:
-        """The stack's [H, m] mask of the networks step ``step`` trains, from each slice's algorithm (None: all
-        networks of every run)."""
-        updates = [s.algorithm.network_updates(step, s.state, s.hparams) for s in self.slices]
-        if all(update is None for update in updates):
-            return None
-        per_run = self.model.per_run
-        return torch.cat([torch.ones(s.end - s.begin, per_run, dtype=torch.bool, device=self.device)
-                          if update is None else update for s, update in zip(self.slices, updates)])
-
-    def _evaluation_logits(self, inputs) -> torch.Tensor:
-        """Every run's logits on ``inputs`` as its algorithm classifies (e.g. the debiased of two networks)."""
-        logits = self.model.predict(inputs)
-        return torch.cat([s.algorithm.evaluation_logits(logits[s.begin:s.end]) for s in self.slices])
-
-    def _inputs(self, plan_index: torch.Tensor) -> torch.Tensor:
-        """The inputs of a step's batches held as a tensor: [H, B, ...] for a ParameterStack, [B, ...] for a module."""
-        x = self.train_split.x
-        if isinstance(self.model, ModuleStack):
-            return x[plan_index[0]]
-        rows = x.index_select(0, plan_index.clamp_max(self.n_train - 1).flatten())  # padding reads row n - 1
-        return rows.view(*plan_index.shape, *x.shape[1:])
+    # ------------------------------------------------------------------ training
 
     def train(self) -> None:
         """Train every member to the last step, evaluating, checkpointing and finishing them."""
@@ -365,22 +272,21 @@ class StackTrainer:
         if not isinstance(self.train_split.x, torch.Tensor):  # images read from disk: one DataLoader for the run
             loader_batches = iter(training_batches(self.train_split.x, self.members[0].sampler, self.start,
                                                    self.num_steps, self.device, self.members[0].spec.num_workers))
-        train_step = self._train_step
+        train_step = self.steps.train_step
         if self.device.type == "cuda" and isinstance(self.model, ParameterStack) and self.members[0].spec.cuda_graphs:
-            train_step = CapturedStep(self._train_step)
+            train_step = CapturedStep(self.steps.train_step)
         last_checkpoint = time.monotonic()
         step = self.start
-        plan = self._plan(step, next_evaluation(step, self.eval_every, self.num_steps) + 1) if step < self.num_steps else {}
+        plan = self.steps.plan(step, next_evaluation(step, self.eval_every, self.num_steps) + 1) if step < self.num_steps else {}
         with StopRequests() as stops:
             while step < self.num_steps:
                 stop = step + len(plan["step"])
                 for row in range(stop - step):
-                    batch = Batch(plan["index"][row], plan["y"][row], plan["groups"][row], plan["mask"][row],
-                                  plan["uniforms"][row], plan["step"][row])
+                    batch = self.steps.batch(plan, row)
                     if loader_batches is not None:
-                        self._train_step(batch, next(loader_batches)[1])
+                        self.steps.train_step(batch, next(loader_batches)[1])
                     elif self.token_rows is not None:
-                        self._train_step(batch, self.token_rows.batch(batch.index[0], plan["host_index"][row, 0]))
+                        self.steps.train_step(batch, self.token_rows.batch(batch.index[0], plan["host_index"][row, 0]))
                     else:
                         train_step(batch)
                     if stops.signum is not None:
@@ -400,7 +306,7 @@ class StackTrainer:
         """After steps step .. stop-1: draw the next chunk's batches (while the device trains), evaluate,
         and checkpoint when due. Returns the next step and the time of the last checkpoint."""
         if stop < self.num_steps:
-            plan.update(self._plan(stop, next_evaluation(stop, self.eval_every, self.num_steps) + 1))
+            plan.update(self.steps.plan(stop, next_evaluation(stop, self.eval_every, self.num_steps) + 1))
         bar.update(stop - step)
         self._evaluate(stop - 1)
         if time.monotonic() - last_checkpoint >= self.members[0].spec.checkpoint_seconds or stop == self.num_steps:
@@ -420,7 +326,7 @@ class StackTrainer:
 
     def _note_divergence(self) -> None:
         """Stop the members whose loss stopped being finite (read at an evaluation: one synchronisation)."""
-        for member, step in zip(self.members, self.diverged_step.tolist()):
+        for member, step in zip(self.members, self.steps.diverged_step.tolist()):
             if step >= 0 and member.diverged_at is None:
                 member.diverged_at = step
                 print(f"{member.spec.run_name}: diverged at step {step} (non-finite loss); stopped, not marked done",
@@ -431,12 +337,12 @@ class StackTrainer:
     def _evaluate(self, step: int) -> None:
         self._note_divergence()
         if self.phase == 1:
-            rates = torch.cat([flip_rates(s.state["dynamic_labels"], self.train_split.y) for s in self.slices])
+            rates = torch.cat([flip_rates(s.state["dynamic_labels"], self.train_split.y) for s in self.steps.slices])
             for member, rate in zip(self.members, rates.tolist()):
                 if member.diverged_at is None:
                     append_jsonl(member.spec.files.results, {records.STEP: step, records.FLIP_RATE: rate})
             return
-        metrics = self.evaluator(self._evaluation_logits)
+        metrics = self.evaluator(self.steps.evaluation_logits)
         names = list(metrics)
         values = torch.stack([metrics[name] for name in names], dim=1).tolist()
         improved = []
@@ -457,7 +363,7 @@ class StackTrainer:
         """Infer groups by cross-mistakes over every training and validation example; save them or flag degeneracy."""
         train, validation = self.data.splits["tr"], self.data.splits["va"]
         train_logits, validation_logits = self.model.predict(train.x), self.model.predict(validation.x)
-        holds = torch.cat([s.state["first_twin_holds"] for s in self.slices])[:, : len(train)]
+        holds = torch.cat([s.state["first_twin_holds"] for s in self.steps.slices])[:, : len(train)]
         for index, member in enumerate(self.members):
             if member.diverged_at is not None:
                 continue
