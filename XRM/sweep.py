@@ -59,10 +59,9 @@ def phase_1_runs_directory(phase_1_dir: str | Path, dataset: str) -> Path:
 
 def select_phase_1_file(phase_1_dir: str | Path, dataset: str, seed: int) -> Path:
     """The phase-1 file of the best-flip-rate combination for ``seed`` (seed 0's, with a warning, if none)."""
-    dataset = dataset_label(dataset)
-    directory = phase_1_runs_directory(phase_1_dir, dataset)
+    directory = phase_1_runs_directory(phase_1_dir, dataset_label(dataset))
     runs = [run for run in collect_runs(directory) if run.phase == 1 and run.files.inferred.is_file()]
-    if not runs:
+    if not runs:  # the command names the dataset as --datasets takes it (a custom dataset: its file)
         raise UserError(
             f"no phase-1 results in {directory} (expected inferred_hpcomb_<k>_seed<s>.pt); run phase 1 first: "
             f"python main.py --phase 1 --datasets {dataset} --num_hparams_combs 10 --out_dir {directory.parents[2]}")

@@ -45,6 +45,17 @@ def test_mat_before_phase_1_names_the_expected_files_and_command(script, tmp_pat
     assert _nothing_under(tmp_path / "out")
 
 
+def test_mat_before_phase_1_on_a_custom_dataset_names_its_file_in_the_command(script, tmp_path):
+    import backbone_fixtures as fx
+
+    fx.write_features(tmp_path / "mine.pt")
+    result = script("main.py", "--phase", "2", "--datasets", str(tmp_path / "mine.pt"), "--algorithms", "MAT",
+                    "--group_labels", "no", "--out_dir", str(tmp_path / "out"))
+    _assert_user_error(result, str(tmp_path / "out" / "XRM" / "mine" / "group_labels_no"),
+                       f"python main.py --phase 1 --datasets {tmp_path / 'mine.pt'} --num_hparams_combs 10")
+    assert _nothing_under(tmp_path / "out")
+
+
 def test_group_label_folder_without_phase_1_outputs(script, tmp_path):
     (tmp_path / "phase1").mkdir()
     result = script("main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "GroupDRO",
