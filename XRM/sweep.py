@@ -60,7 +60,13 @@ def phase_1_runs_directory(phase_1_dir: str | Path, dataset: str) -> Path:
 def select_phase_1_file(phase_1_dir: str | Path, dataset: str, seed: int) -> Path:
     """The phase-1 file of the best-flip-rate combination for ``seed`` (seed 0's, with a warning, if none)."""
     directory = phase_1_runs_directory(phase_1_dir, dataset_label(dataset))
-    runs = [run for run in collect_runs(directory) if run.phase == 1 and run.files.inferred.is_file()]
+    finished = [run for run in collect_runs(directory) if run.phase == 1 and run.files.done.is_file()]
+    runs = [run for run in finished if run.files.inferred.is_file()]
+    if finished and not runs:
+        raise UserError(
+            f"the {len(finished)} phase-1 run(s) in {directory} wrote no phase-1 file: their inferred groups were "
+            "degenerate (a class not split in two); run phase 1 with more --num_hparams_combs or steps, "
+            "or give --group_labels yes")
     if not runs:  # the command names the dataset as --datasets takes it (a custom dataset: its file)
         raise UserError(
             f"no phase-1 results in {directory} (expected inferred_hpcomb_<k>_seed<s>.pt); run phase 1 first: "

@@ -56,6 +56,19 @@ def test_mat_before_phase_1_on_a_custom_dataset_names_its_file_in_the_command(sc
     assert _nothing_under(tmp_path / "out")
 
 
+def test_mat_after_a_phase_1_whose_groups_were_degenerate_says_so(script, tmp_path):
+    out = tmp_path / "out"
+    assert script("main.py", "--phase", "1", "--datasets", "Synthetic", "--num_hparams_combs", "1", "--out_dir",
+                  str(out), "--hparams", '{"num_steps": 3, "eval_every": 2}').returncode == 0
+    folder = out / "XRM" / "Synthetic" / "group_labels_no"
+    (folder / "inferred_hpcomb_0_seed0.pt").unlink()  # what a run whose groups are degenerate leaves
+    result = script("main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "MAT", "--group_labels",
+                    "no", "--out_dir", str(out))
+    _assert_user_error(result, f"the 1 phase-1 run(s) in {folder} wrote no phase-1 file", "degenerate",
+                       "--group_labels yes")
+    assert not (out / "MAT").exists()
+
+
 def test_group_label_folder_without_phase_1_outputs(script, tmp_path):
     (tmp_path / "phase1").mkdir()
     result = script("main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "GroupDRO",
