@@ -60,8 +60,9 @@ def phase_1_runs_directory(phase_1_dir: str | Path, dataset: str) -> Path:
 def select_phase_1_file(phase_1_dir: str | Path, dataset: str, seed: int) -> Path:
     """The phase-1 file of the best-flip-rate combination for ``seed`` (seed 0's, with a warning, if none)."""
     directory = phase_1_runs_directory(phase_1_dir, dataset_label(dataset))
-    finished = [run for run in collect_runs(directory) if run.phase == 1 and run.files.done.is_file()]
-    runs = [run for run in finished if run.files.inferred.is_file()]
+    phase_1 = [run for run in collect_runs(directory) if run.phase == 1]
+    runs = [run for run in phase_1 if run.files.inferred.is_file()]  # reference folders have no done files
+    finished = [run for run in phase_1 if run.files.done.is_file()]
     if finished and not runs:
         raise UserError(
             f"the {len(finished)} phase-1 run(s) in {directory} wrote no phase-1 file: their inferred groups were "
