@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from XRM.algorithms import ERM, Batch  # noqa: E402
 from XRM.backbones import BackboneSpec, build_torchvision_backbone  # noqa: E402
 from XRM.model_stacks import ModuleStack  # noqa: E402
-from XRM.networks import ImageClassifier, TextClassifier, use_cuda_graphs  # noqa: E402
+from XRM.networks import ImageClassifier, TextClassifier  # noqa: E402
 
 
 def image_model(tiny: bool) -> torch.nn.Module:
@@ -37,11 +37,8 @@ def text_model(tiny: bool) -> torch.nn.Module:
 
 
 def time_steps(model: torch.nn.Module, x: torch.Tensor, optimizer: str, lr: float, steps: int, warmup: int,
-               device: torch.device, cuda_graphs: bool = False) -> float:
-    """Seconds per training step, averaged over ``steps`` after ``warmup`` steps; with ``cuda_graphs``, a text
-    model's packed passes replayed from CUDA graphs as main.py trains on a GPU (XRM/text_graphs.py)."""
-    if cuda_graphs and device.type == "cuda":
-        use_cuda_graphs(model)
+               device: torch.device) -> float:
+    """Seconds per training step, averaged over ``steps`` after ``warmup`` steps."""
     stack = ModuleStack(model, {"optimizer": optimizer, "lr": lr, "weight_decay": 1e-4, "num_steps": warmup + steps},
                         device, num_workers=0)
     y = torch.randint(0, 2, (1, len(x)), device=device)
