@@ -29,16 +29,15 @@ def bucket_size(real_tokens: int, rows: int, width: int) -> int:
 
 
 class _PackedPass(nn.Module):
-    """The encoder's packed pass at one attention width."""
+    """The encoder's packed pass on a fixed-size layout (attention rows as wide as its key mask)."""
 
-    def __init__(self, encoder: nn.Module, width: int) -> None:
+    def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
-        self.width = width
 
     def forward(self, tokens, gather, positions, starts, key_mask) -> torch.Tensor:
         """Pooled outputs [rows, hidden]."""
-        return encode_packed(self.encoder, tokens, gather, positions, starts, key_mask, self.width)
+        return encode_packed(self.encoder, tokens, gather, positions, starts, key_mask, key_mask.shape[-1])
 
 
 class PackedGraphs:
@@ -46,18 +45,16 @@ class PackedGraphs:
 
     def __init__(self, encoder: nn.Module) -> None:
         self.encoder = encoder
-        self.passes: dict[int, GraphedPasses] = {}  # per attention width
+        self.passes = GraphedPasses(_PackedPass(encoder))
 
     @property
     def captures(self) -> int:
         """How many shapes have been captured so far."""
-        return sum(passes.captures for passes in self.passes.values())
+        return self.passes.captures
 
     def __call__(self, batch: TokenBatch) -> torch.Tensor:
         """Pooled outputs [B, hidden] (float32) of ``batch`` (right-padded rows on a CUDA device)."""
         rows, width = len(batch.lengths), batch.tokens.shape[1]
         layout = batch.fixed_layout(width, bucket_size(batch.real_tokens, rows, width))
-        if width not in self.passes:
-            self.passes[width] = GraphedPasses(_PackedPass(self.encoder, width))
-        key = (rows, len(layout.gather), self.encoder.training)
-        return self.passes[width](key, layout_tensors(batch, layout))
+        key = (rows, width, len(layout.gather), self.encoder.training)
+        return self.passes(key, layout_tensors(batch, layout))
