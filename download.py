@@ -3,11 +3,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from XRM.cli.entry_point import USER_ERROR_EXIT, run_cli
+from XRM.common.errors import UserError
 # Only light modules here: the arguments are parsed (and --help answered) before torch loads.
 from XRM.data.fetch import ACCEPT_UNOFFICIAL_FLAG
 from XRM.data.prepare import RECIPES, DatasetFailed, DatasetRecipe, get_recipe, prepare_dataset
-from XRM.cli import USER_ERROR_EXIT, run_cli
-from XRM.errors import UserError
 
 
 def get_args_parser() -> argparse.ArgumentParser:

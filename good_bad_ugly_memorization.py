@@ -8,11 +8,11 @@ import argparse
 
 from tqdm import tqdm
 
-from XRM.cli import figure_script_parser, output_folder, run_cli
-from XRM.devices import resolve_device
-from figures.toy_regression import DEFAULT_SIGMAS, ExperimentConfig, run_case
-from figures.plotting import write_figure_outputs
-from figures.toy_regression_figure import save_fit_png, save_training_gif
+from mat.figures.toy_regression import DEFAULT_SIGMAS, ExperimentConfig, run_case
+from mat.figures.toy_regression_figure import save_fit_png, save_training_gif
+from XRM.cli.entry_point import figure_script_parser, output_folder, run_cli
+from XRM.common.devices import resolve_device
+from XRM.results.figure_files import write_figure_outputs
 
 OUTPUT_STEM = "good_bad_ugly"  # good_bad_ugly.png, good_bad_ugly.gif
 

@@ -12,12 +12,12 @@ import argparse
 
 from tqdm import tqdm
 
-from XRM.cli import figure_script_parser, output_folder, run_cli
-from XRM.devices import resolve_device
-from XRM.fileio import atomic_write_json
-from figures.interpretable import RUNS, InterpretableConfig, run, total_epochs
-from figures.interpretable_figure import save_figure_png, save_training_gif
-from figures.plotting import write_figure_outputs
+from mat.figures.interpretable import RUNS, InterpretableConfig, run, total_epochs
+from mat.figures.interpretable_figure import save_figure_png, save_training_gif
+from XRM.cli.entry_point import figure_script_parser, output_folder, run_cli
+from XRM.common.devices import resolve_device
+from XRM.common.fileio import atomic_write_json
+from XRM.results.figure_files import write_figure_outputs
 
 OUTPUT_STEM = "interpretable"  # interpretable.png, interpretable.gif
 SWEEP_STEM = "sigma_sweep"  # sigma_sweep.json, sigma_sweep.png
@@ -63,7 +63,7 @@ def config_from_args(args: argparse.Namespace) -> InterpretableConfig:
 
 def sweep_main(args: argparse.Namespace) -> int:
     """ERM and MAT at each of --sigmas: write sigma_sweep.json and sigma_sweep.png."""
-    from figures.sigma_sweep import check_sigmas, run_sigma_sweep, sweep_epochs
+    from mat.figures.sigma_sweep import check_sigmas, run_sigma_sweep, sweep_epochs
 
     config = config_from_args(args)
     check_sigmas(args.sigmas)
@@ -71,7 +71,7 @@ def sweep_main(args: argparse.Namespace) -> int:
     out_dir = output_folder(args.out_dir)
     with tqdm(total=sweep_epochs(config, args.sigmas), desc="sigma sweep", unit="epoch") as bar:
         sweep = run_sigma_sweep(config, args.sigmas, device, on_step=lambda: bar.update())
-    from figures.sigma_sweep_figure import save_sigma_sweep_png  # matplotlib, once the training is done
+    from mat.figures.sigma_sweep_figure import save_sigma_sweep_png  # matplotlib, once the training is done
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(sweep, out_dir / f"{SWEEP_STEM}.json")

@@ -8,11 +8,11 @@ import argparse
 import dataclasses
 
 # Only light modules here: the arguments are parsed before torch is imported.
-from XRM.cli import output_folder, run_cli
-from XRM.launch import format_report
-from XRM.records import SELECTION_METRICS
-from XRM.sweep_cli import (DATASETS_HELP, add_launch_arguments, add_training_arguments, check_and_launch,
-                           check_counts, hparams_overrides, launch_options)
+from XRM.cli.entry_point import output_folder, run_cli
+from XRM.cli.sweep_options import (DATASETS_HELP, add_launch_arguments, add_training_arguments, check_and_launch,
+                                   check_counts, hparams_overrides, launch_options)
+from XRM.launch.launchers import format_report
+from XRM.results.records import SELECTION_METRICS
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def spec_from_args(args: argparse.Namespace):
     """The sweep (a SweepSpec) described by the parsed arguments, with phase-dependent defaults filled in."""
-    from XRM.sweep import SweepSpec
+    import mat  # noqa: F401  (registers MAT in XRM's algorithm registry)
+    from XRM.runs.sweep import SweepSpec
 
     default_algorithms = ["XRM"] if args.phase == 1 else ["GroupDRO"]
     default_group_labels = "no" if args.phase == 1 else "yes"
@@ -69,9 +70,9 @@ def main(args: argparse.Namespace) -> int:
     check_counts(args)
     output_folder(args.out_dir)
     launcher, options = launch_options(args)
-    from XRM.devices import resolve_device
-    from XRM.sweep import make_runs, plan_stacks
-    from XRM.sweep_status import format_status, sweep_status
+    from XRM.common.devices import resolve_device
+    from XRM.launch.status import format_status, sweep_status
+    from XRM.runs.sweep import make_runs, plan_stacks
 
     runs = make_runs(spec_from_args(args))
     if args.status:

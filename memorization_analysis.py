@@ -16,10 +16,10 @@ import argparse
 
 from tqdm import tqdm
 
-from XRM.cli import HelpFormatter, output_folder, parse_hparams, run_cli
-from XRM.options import INPUT_CHOICES
+from XRM.cli.entry_point import HelpFormatter, output_folder, parse_hparams, run_cli
+from XRM.common.options import INPUT_CHOICES
 
-ALGORITHMS = ("ERM", "MAT")  # XRM.memorization_study.STUDY_ALGORITHMS, named here without importing torch
+ALGORITHMS = ("ERM", "MAT")  # mat.memorization_study.STUDY_ALGORITHMS, named here without importing torch
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -69,10 +69,10 @@ def main(args: argparse.Namespace) -> int:
     """Check every input, train the models, write the outputs and print the table."""
     overrides = parse_hparams(args.hparams)
     out_dir = output_folder(args.out_dir)
-    from XRM.devices import resolve_device
-    from XRM.fileio import atomic_torch_save, atomic_write_json
-    from XRM.memorization import check_num_models
-    from XRM.memorization_study import load_study_inputs, run_study, study_scores, study_summary
+    from mat.memorization import check_num_models
+    from mat.memorization_study import load_study_inputs, run_study, study_scores, study_summary
+    from XRM.common.devices import resolve_device
+    from XRM.common.fileio import atomic_torch_save, atomic_write_json
 
     check_num_models(args.num_models)
     device = resolve_device(args.device)
@@ -83,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
         results = run_study(study, args.num_models, args.seed, on_step=lambda: bar.update())
     summary = study_summary(study, results)
     scores = study_scores(study, results)
-    from figures.memorization_figure import save_memorization_png  # matplotlib, once the training is done
+    from mat.figures.memorization_figure import save_memorization_png  # matplotlib, once the training is done
 
     atomic_write_json(summary, out_dir / "memorization.json")
     atomic_torch_save(scores, out_dir / "scores.pt")

@@ -9,12 +9,10 @@ Run it again after a crash, a preemption or Ctrl-C: finished runs are kept, unfi
 import argparse
 
 # Only light modules here: the arguments are parsed before torch is imported.
-from XRM.cli import output_folder, run_cli
-from XRM.sweep_cli import (DATASETS_HELP, add_launch_arguments, add_training_arguments, check_counts,
-                           hparams_overrides, launch_options)
-
-RUN_OPTIONS = ("data_path", "quick_run", "adam", "device", "inputs", "image_backbone", "text_model",
-               "backbone_weights", "num_workers", "dtype", "checkpoint_seconds", "cuda_graphs")
+from XRM.cli.entry_point import output_folder, run_cli
+from XRM.cli.sweep_options import (DATASETS_HELP, add_launch_arguments, add_training_arguments, check_counts,
+                                   hparams_overrides, launch_options)
+from XRM.common.run_options import command_line_options
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -39,9 +37,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def protocol_from_args(args: argparse.Namespace):
     """The Protocol the arguments describe (each dataset and algorithm once)."""
-    from XRM.reproduction import Protocol
+    import mat  # noqa: F401  (registers MAT in XRM's algorithm registry)
+    from XRM.cli.reproduction import Protocol
 
-    run_options = {name: getattr(args, name) for name in RUN_OPTIONS}
+    run_options = {option.name: getattr(args, option.name) for option in command_line_options()}
     return Protocol(list(dict.fromkeys(args.datasets)), list(dict.fromkeys(args.algorithms)), args.num_hparams_combs,
                     args.num_seeds, args.out_dir, args.true_groups,
                     {**run_options, "hparams_overrides": hparams_overrides(args)})
@@ -52,9 +51,9 @@ def main(args: argparse.Namespace) -> int:
     check_counts(args)
     output_folder(args.out_dir)
     launcher, options = launch_options(args)
-    from XRM.devices import resolve_device
-    from XRM.reproduction import dry_run, run_protocol
-    from XRM.run_inputs import check_runs
+    from XRM.cli.reproduction import dry_run, run_protocol
+    from XRM.common.devices import resolve_device
+    from XRM.runs.inputs import check_runs
 
     protocol = protocol_from_args(args)
     protocol.sources()  # unknown algorithms and group-label kinds an algorithm refuses: one line, before stage 1

@@ -12,12 +12,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from XRM.cli import run_cli  # noqa: E402
-from XRM.errors import UserError  # noqa: E402
-from XRM.records import SELECTION_METRICS, group_labels_folder  # noqa: E402
-from XRM.model_selection import criterion_for  # noqa: E402
-from XRM.results import collect_runs, folder_names, format_table  # noqa: E402
-from XRM.reporting import TABLE_FORMATS, WRITERS, found_cells  # noqa: E402
+from XRM.cli.entry_point import run_cli  # noqa: E402
+from XRM.common.errors import UserError  # noqa: E402
+from XRM.results.collect import collect_runs, folder_names, format_table  # noqa: E402
+from XRM.results.records import SELECTION_METRICS, group_labels_folder  # noqa: E402
+from XRM.results.selection import criterion_for  # noqa: E402
+from XRM.results.table1 import TABLE_FORMATS, WRITERS, found_cells  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
 
 def write_table_and_plots(args: argparse.Namespace, root: Path) -> int:
     """--table: print Table 1 in its format; --plots: write the plots and list them."""
-    from XRM.plots import find_phase_1_runs, write_plots
+    from XRM.results.plots import find_phase_1_runs, write_plots
 
     phase_1_runs = find_phase_1_runs(root, args.datasets) if args.plots else {}
     try:

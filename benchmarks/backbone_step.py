@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
-from XRM.algorithms import ERM, Batch  # noqa: E402
-from XRM.backbones import BackboneSpec, build_torchvision_backbone  # noqa: E402
-from XRM.model_stacks import ModuleStack  # noqa: E402
-from XRM.networks import ImageClassifier, TextClassifier  # noqa: E402
+from XRM.algorithms import Batch  # noqa: E402
+from XRM.algorithms.group_robust import ERM  # noqa: E402
+from XRM.engine.model_stacks import ModuleStack  # noqa: E402
+from XRM.networks.backbones import BackboneSpec, build_torchvision_backbone  # noqa: E402
+from XRM.networks.classifiers import ImageClassifier, TextClassifier  # noqa: E402
 
 
 def image_model(tiny: bool) -> torch.nn.Module:

@@ -30,11 +30,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
 from benchmarks.backbone_step import image_model, time_steps  # noqa: E402
+from XRM.common.devices import resolve_device  # noqa: E402
 from XRM.data.metadata_table import table_from_rows, write_metadata_csv  # noqa: E402
-from XRM.devices import resolve_device  # noqa: E402
-from XRM.records import run_directory  # noqa: E402
-from XRM.run_spec import RunSpec  # noqa: E402
-from XRM.train import train_stack  # noqa: E402
+from XRM.results.records import run_directory  # noqa: E402
+from XRM.runs.spec import RunSpec  # noqa: E402
+from XRM.runs.train import train_stack  # noqa: E402
 
 WIDTH, HEIGHT = 178, 218  # CelebA's aligned images
 

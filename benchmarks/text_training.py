@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
-from XRM.devices import resolve_device  # noqa: E402
-from XRM.networks import TEXT_PACKING_VARIABLE, text_packing  # noqa: E402
-from XRM.records import run_directory  # noqa: E402
-from XRM.run_spec import RunSpec  # noqa: E402
-from XRM.train import train_stack  # noqa: E402
+from XRM.common.devices import resolve_device  # noqa: E402
+from XRM.networks.classifiers import TEXT_PACKING_VARIABLE, text_packing  # noqa: E402
+from XRM.results.records import run_directory  # noqa: E402
+from XRM.runs.spec import RunSpec  # noqa: E402
+from XRM.runs.train import train_stack  # noqa: E402
 
 MAX_LENGTH = 220
 MEDIAN_TOKENS, SIGMA = 50, 0.8

@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
+import mat  # noqa: E402,F401  (registers MAT)
 from XRM.algorithms import get_algorithm_class  # noqa: E402
-from XRM.records import run_directory  # noqa: E402
-from XRM.run_spec import RunSpec  # noqa: E402
-from XRM.sweep import select_phase_1_file  # noqa: E402
-from XRM.devices import resolve_device  # noqa: E402
-from XRM.train import train_stack  # noqa: E402
+from XRM.common.devices import resolve_device  # noqa: E402
+from XRM.results.records import run_directory  # noqa: E402
+from XRM.runs.spec import RunSpec  # noqa: E402
+from XRM.runs.sweep import select_phase_1_file  # noqa: E402
+from XRM.runs.train import train_stack  # noqa: E402
 
 
 def write_random_features(data_path: Path, n_train: int, dim: int) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from XRM.cli import call_main
+from XRM.cli.entry_point import call_main
 
 REPO = Path(__file__).resolve().parents[1]
 

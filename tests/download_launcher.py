@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import download  # noqa: E402
-from XRM.cli import run_cli  # noqa: E402
+from XRM.cli.entry_point import run_cli  # noqa: E402
 from XRM.data import prepare  # noqa: E402
 
 if __name__ == "__main__":

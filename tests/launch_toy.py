@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from XRM.fileio import append_jsonl, atomic_write_json, atomic_write_text
+from XRM.common.fileio import append_jsonl, atomic_write_json, atomic_write_text
 
 
 class ToyPreemption(Exception):

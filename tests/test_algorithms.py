@@ -5,11 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from XRM.algorithms import ALGORITHMS, Batch, GroupDRO, IRM, MAT, RunData, get_algorithm_class
-from XRM.model_stacks import ParameterStack
-from XRM.networks import LinearHead
-from XRM.optimizers import StackedOptimizer
-from XRM.sampling import StepSampler, group_balancing_weights, subsample_to_smallest_group
+from mat.algorithm import MAT
+from XRM.algorithms import ALGORITHMS, Batch, RunData, get_algorithm_class
+from XRM.algorithms.group_robust import IRM, GroupDRO
+from XRM.common.sampling import StepSampler, group_balancing_weights, subsample_to_smallest_group
+from XRM.engine.model_stacks import ParameterStack
+from XRM.engine.optimizers import StackedOptimizer
+from XRM.networks.classifiers import LinearHead
 
 HPARAMS = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "eta": 0.1, "lambda": 10.0,
            "penalty_anneal_iters": 2, "tau": 0.1, "num_steps": 10, "jtt_T_fraction": 0.2, "jtt_lambda_up": 5.0,

@@ -7,9 +7,9 @@ from torch.utils.data import Dataset
 
 from XRM.data.base import GroupDataset, SplitTensors
 from XRM.data.registry import register_dataset
-from XRM.records import RunFiles
-from XRM.run_spec import RunSpec
-from XRM.train import train_stack
+from XRM.results.records import RunFiles
+from XRM.runs.spec import RunSpec
+from XRM.runs.train import train_stack
 
 
 def _splits() -> dict[str, SplitTensors]:
@@ -65,8 +65,8 @@ def test_loader_inputs_match_tensor_inputs(tmp_path):
 def test_auto_workers_leave_a_gpu_run_four_of_its_cores(monkeypatch):
     import os
 
-    from XRM.batches import worker_count
-    from XRM.worker_counts import auto_workers
+    from XRM.common.worker_counts import auto_workers
+    from XRM.engine.batches import worker_count
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)

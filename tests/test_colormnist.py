@@ -1,14 +1,14 @@
 """ColorMNIST from MNIST IDX files: label noise, colour agreement per environment and split."""
 import gzip
 
+import download_fixtures as dfx
 import numpy as np
 import pytest
 import torch
 
-import download_fixtures as dfx
+from XRM.common.errors import UserError
+from XRM.data.catalog import get_dataset
 from XRM.data.colormnist import TEST_ENVIRONMENT, colour_digits
-from XRM.data.registry import get_dataset
-from XRM.errors import UserError
 
 
 def _write_mnist(data_path, n_train: int = 2400, n_test: int = 1000) -> None:
@@ -68,7 +68,7 @@ def test_a_few_training_steps(tmp_path):
 
 
 def test_the_mlp_starts_as_the_reference_xavier_everywhere_and_zero_biases():
-    from XRM.networks import build_network
+    from XRM.networks.classifiers import build_network
 
     torch.manual_seed(0)
     mlp = build_network("mlp", (2, 14, 14), 2)

@@ -1,13 +1,13 @@
 """Custom datasets passed by path: a features .pt, an image CSV, a text CSV; results filed under the stem."""
 import csv
 
+import backbone_fixtures as fx
 import pytest
 import torch
 
-import backbone_fixtures as fx
+from XRM.common.errors import UserError
+from XRM.data.catalog import get_dataset
 from XRM.data.metadata_table import table_from_rows, write_metadata_csv
-from XRM.data.registry import get_dataset
-from XRM.errors import UserError
 
 SHORT = '{"num_steps": 3, "eval_every": 2, "batch_size": 4}'
 

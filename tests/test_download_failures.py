@@ -5,11 +5,11 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import download_fixtures as fx
 import pytest
 
-import download_fixtures as fx
+from XRM.common.errors import UserError
 from XRM.data.sources import MNIST_FILES
-from XRM.errors import UserError
 
 
 def _assert_clean(data: Path) -> None:

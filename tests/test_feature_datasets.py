@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from XRM.data.registry import get_dataset
-from XRM.errors import UserError
+from XRM.common.errors import UserError
+from XRM.data.catalog import get_dataset
 
 
 def _write_features(data_path, folder="waterbirds", n=(200, 100, 100), dim=8, classes=2):

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from XRM.fileio import append_jsonl
+from XRM.common.fileio import append_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Each writer says it is ready, then waits for "go" so that the two really write at once.
@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 WRITER = """
 import sys, time
 from pathlib import Path
-from XRM.fileio import append_jsonl
+from XRM.common.fileio import append_jsonl
 path, writer = Path(sys.argv[1]), sys.argv[2]
 (path.parent / f"ready_{writer}").touch()
 while not (path.parent / "go").exists():

@@ -3,9 +3,9 @@ import csv
 
 import pytest
 
+from XRM.common.errors import UserError
 from XRM.data.files import download_hint, open_csv, require_file
 from XRM.data.multinli import load_multinli_features
-from XRM.errors import UserError
 
 
 def test_require_file_names_what_is_missing_and_how_to_get_it(tmp_path):

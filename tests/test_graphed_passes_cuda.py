@@ -3,9 +3,9 @@ included. Needs a GPU: skipped elsewhere; run on the GPU machine."""
 import pytest
 import torch
 
-from XRM.packed_bert import encode_packed, layout_tensors
-from XRM.text_graphs import TOKEN_BUCKET, PackedGraphs, bucket_size
-from XRM.token_batches import TokenRows
+from XRM.networks.packed_bert import encode_packed, layout_tensors
+from XRM.networks.packed_bert_graphs import TOKEN_BUCKET, PackedGraphs, bucket_size
+from XRM.networks.token_batches import TokenRows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 WIDTH = 64
@@ -92,8 +92,9 @@ def test_a_killed_and_resumed_run_with_graphs_ends_as_close_to_an_unbroken_run_a
     import sys
     import time
 
-    from benchmarks.text_training import civilcomments_like_lengths, write_text_model, write_texts
     from conftest import ROOT
+
+    from benchmarks.text_training import civilcomments_like_lengths, write_text_model, write_texts
 
     model = write_text_model(tmp_path / "tiny", tiny=True)
     (tmp_path / "data").mkdir()

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from XRM.evaluation import GroupAccuracy
-from XRM.groups import group_ids
+from XRM.common.groups import group_ids
+from XRM.engine.evaluation import GroupAccuracy
 
 
 def test_group_ids_count_attributes_from_the_data():
@@ -27,7 +27,7 @@ def test_worst_group_accuracy_over_eight_attributes():
 
 def test_va_wga_uses_the_groups_of_each_runs_group_label_source():
     from XRM.data.base import SplitTensors
-    from XRM.evaluation import StackEvaluator
+    from XRM.engine.evaluation import StackEvaluator
 
     y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     true = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])

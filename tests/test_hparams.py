@@ -1,5 +1,6 @@
 """Hyper-parameter draws: reproducible, per-name streams, within the protocol's ranges."""
-from XRM.hparams_registry import default_hparams, random_hparams
+import mat  # noqa: F401  (registers MAT, as a user's import does)
+from XRM.runs.hparams import default_hparams, random_hparams
 
 
 def test_draws_are_reproducible_and_differ_between_combinations():

@@ -1,14 +1,14 @@
 """Images decoded in DataLoader workers or on the device: the same pixels, normalised on the device."""
+import backbone_fixtures as fx
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import backbone_fixtures as fx
+from XRM.common.errors import UserError
 from XRM.data.image_decoding import DECODING_VARIABLE, DeviceDecoder, FileBytes, PixelsOf, decoding_mode
 from XRM.data.image_layouts import celeba_geometry, resize_crop_geometry, waterbirds_geometry
 from XRM.data.images import ImageSplit, ImageSplitDataset
-from XRM.errors import UserError
 
 SIZES = [(218, 178), (218, 178), (300, 260), (200, 320)]  # (height, width): CelebA's, and two others
 
@@ -36,8 +36,8 @@ def test_decoding_on_the_device_gives_the_workers_pixels(tmp_path, geometry):
 
 
 def test_uint8_images_are_normalised_on_the_device_exactly_as_before(tmp_path):
-    from XRM.backbones import BackboneSpec, build_torchvision_backbone
-    from XRM.networks import ImageClassifier
+    from XRM.networks.backbones import BackboneSpec, build_torchvision_backbone
+    from XRM.networks.classifiers import ImageClassifier
 
     paths = _photos(tmp_path)
     split = ImageSplit(paths, np.zeros(4), np.zeros(4), resize_crop_geometry())

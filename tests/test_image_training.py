@@ -1,15 +1,15 @@
 """Image datasets: features or images chosen as the reference does; ResNet fine-tuning end to end."""
+import backbone_fixtures as fx
 import pytest
 import torch
 import torchvision
 
-import backbone_fixtures as fx
-from XRM import backbones
-from XRM.backbones import BackboneSpec, imagenet_weights, weights_file_location
+from XRM.common.errors import UserError
 from XRM.data.base import InputOptions
-from XRM.data.registry import get_dataset
-from XRM.errors import UserError
-from XRM.networks import LinearHead, build_network
+from XRM.data.catalog import get_dataset
+from XRM.networks import backbones
+from XRM.networks.backbones import BackboneSpec, imagenet_weights, weights_file_location
+from XRM.networks.classifiers import LinearHead, build_network
 
 TINY_RESNET = ["--image_backbone", "resnet18", "--backbone_weights", "none"]
 

@@ -5,13 +5,13 @@ import torch
 import torchvision
 from PIL import Image
 
-from XRM.backbones import load_weights, weights_file_location
+from XRM.common.errors import UserError
 from XRM.data.extract_features import build_feature_extractor
 from XRM.data.feature_file import load_features_file, save_feature_file
-from XRM.data.image_layouts import IMAGENET_MEAN, IMAGENET_STD
 from XRM.data.images import ImageSplitDataset, load_image_split
 from XRM.data.metadata_table import table_from_rows, write_metadata_csv
-from XRM.errors import UserError
+from XRM.networks.backbones import load_weights, weights_file_location
+from XRM.networks.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_missing_weights_offline_say_where_to_put_them(tmp_path, monkeypatch):
 
 
 def test_missing_or_corrupt_image_is_one_line_user_error_even_from_a_worker(metashift_folder):
-    from XRM.batches import evaluation_batches
+    from XRM.engine.batches import evaluation_batches
 
     split = load_image_split(metashift_folder, "metashift", "tr")
     (metashift_folder / "metashift" / "imgs" / "0.jpg").unlink()

@@ -1,4 +1,4 @@
-"""Figure 1's experiment (figures/interpretable.py, figures/interpretable_figure.py) and its CLI."""
+"""Figure 1's experiment (mat/figures/interpretable.py, mat/figures/interpretable_figure.py) and its CLI."""
 import json
 import subprocess
 import sys
@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 import interpretable_experiment as script
-from XRM.devices import resolve_device
-from XRM.errors import UserError
-from figures.interpretable import (ACCURACY_KEYS, RUNS, FullBatchRun, GroupCorrect, InterpretableConfig,
-                                   make_splits, run, sgd_hparams, total_epochs)
-from figures.interpretable_figure import boundary_line, class_one_probability, plane_grid
+from mat.figures.interpretable import (ACCURACY_KEYS, RUNS, FullBatchRun, GroupCorrect, InterpretableConfig,
+                                       make_splits, run, sgd_hparams, total_epochs)
+from mat.figures.interpretable_figure import boundary_line, class_one_probability, plane_grid
+from XRM.common.devices import resolve_device
+from XRM.common.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

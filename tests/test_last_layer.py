@@ -5,22 +5,22 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from spurious_features import write_spurious_features
+
 from XRM.algorithms import Batch, RunData
+from XRM.algorithms.last_layer import (AFR, DFR, afr_weights, balanced_subset, base_model_part, reweighting_part,
+                                       validation_halves)
+from XRM.common.errors import UserError
+from XRM.common.sampling import build_sampler
 from XRM.data.feature_file import load_features_file
-from XRM.errors import UserError
-from XRM.last_layer import AFR, DFR, afr_weights
-from XRM.last_layer_inputs import balanced_subset, base_model_part, reweighting_part, validation_halves
-from XRM.model_selection import best_hparams_comb, selected_record
-from XRM.model_stacks import ParameterStack
-from XRM.networks import LinearHead
-from XRM.records import read_results
-from XRM.results import collect_runs
-from XRM.sampling import build_sampler
-from XRM.sweep import SweepSpec, make_runs, plan_stacks
-from XRM.run_inputs import load_inputs
-from XRM.train import StackTrainer, _member_of, train_stack
+from XRM.engine.model_stacks import ParameterStack
+from XRM.networks.classifiers import LinearHead
+from XRM.results.collect import collect_runs
+from XRM.results.records import read_results
+from XRM.results.selection import best_hparams_comb, selected_record
+from XRM.runs.inputs import load_inputs
+from XRM.runs.sweep import SweepSpec, make_runs, plan_stacks
+from XRM.runs.train import StackTrainer, _member_of, train_stack
 
 STEPS = 201
 

@@ -2,19 +2,19 @@
 makes the embeddings (a fine-tuned tiny ResNet, ColorMNIST's MLP), and the head is retrained on them."""
 import gzip
 
+import backbone_fixtures as fx
+import download_fixtures as dfx
 import numpy as np
 import pytest
 import torch
 
-import backbone_fixtures as fx
-import download_fixtures as dfx
-from XRM.backbones import BackboneSpec
-from XRM.batches import evaluation_batches
+from XRM.common.errors import UserError
 from XRM.data.base import InputOptions
-from XRM.data.registry import get_dataset
-from XRM.errors import UserError
-from XRM.last_layer_inputs import split_last_layer
-from XRM.networks import build_network
+from XRM.data.catalog import get_dataset
+from XRM.engine.batches import evaluation_batches
+from XRM.networks.backbones import BackboneSpec
+from XRM.networks.classifiers import build_network
+from XRM.runs.last_layer_inputs import split_last_layer
 
 TINY_RESNET = ["--inputs", "images", "--image_backbone", "resnet18", "--backbone_weights", "none"]
 SHORT = '{"num_steps": 5, "eval_every": 2, "batch_size": 4}'

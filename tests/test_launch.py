@@ -1,18 +1,17 @@
 """Launchers without a cluster: registry, dry run, serial and local-GPU runs, resubmission."""
+import dataclasses
 from pathlib import Path
 
 import pytest
 import submitit
-
-import dataclasses
-
 from launch_toy import ToyPreemption, make_runs, outputs, read_jsonl, singles, starts, toy_run, toy_stack
-from XRM import launch as launch_module
-from XRM import slurm_resources
-from XRM import sweep_status
-from XRM.launch import LaunchOptions, LaunchReport, format_report, get_launcher, launch, register_launcher, spread_over
-from XRM.stack_job import StackJob
-from XRM.errors import UserError
+
+from XRM.common.errors import UserError
+from XRM.launch import launchers as launch_module
+from XRM.launch import slurm_resources, status
+from XRM.launch.launchers import (LaunchOptions, LaunchReport, format_report, get_launcher, launch, register_launcher,
+                                  spread_over)
+from XRM.launch.stack_job import StackJob
 
 # The toy recurrence v <- (31 v + 7) mod 1009 from v = seed, worked out by hand.
 SEED0_VALUES = [7, 224, 897, 571, 555, 59]
@@ -70,7 +69,7 @@ def test_local_reports_a_failed_run_by_its_last_error_line_and_goes_on(tmp_path)
     runs = make_runs(tmp_path, 3)
     runs[1].fail_at_step = 2
     report = launch(singles(runs), toy_stack, "local")
-    assert report.failures == [sweep_status.RunState("toy/seed1", "failed", "ValueError: toy failure at step 2")]
+    assert report.failures == [status.RunState("toy/seed1", "failed", "ValueError: toy failure at step 2")]
     assert [Path(run.done_path).exists() for run in runs] == [True, False, True]
     assert format_report(report) == (
         "local: launched 3 runs, 0 skipped (done)\n"
@@ -81,7 +80,7 @@ def test_local_reports_a_failed_run_by_its_last_error_line_and_goes_on(tmp_path)
 def test_a_run_that_forgets_its_done_file_is_a_failure(tmp_path):
     runs = make_runs(tmp_path, 1)
     report = launch(singles(runs), lambda stack: None, "local")
-    assert report.failures == [sweep_status.RunState("toy/seed0", "failed", sweep_status.NO_DONE_FILE)]
+    assert report.failures == [status.RunState("toy/seed0", "failed", status.NO_DONE_FILE)]
 
 
 def test_checkpoint_resubmits_the_same_run_which_resumes(tmp_path):
@@ -127,7 +126,7 @@ def test_local_gpus_runs_one_run_per_gpu_at_a_time(two_gpu_sweep):
     runs, _, report = two_gpu_sweep
     assert report.launched == ["toy/seed0", "toy/seed1", "toy/seed2", "toy/seed3"]
     assert len(set(report.job_ids)) == 4
-    assert report.failures == [sweep_status.RunState("toy/seed2", "failed", "ValueError: toy failure at step 1")]
+    assert report.failures == [status.RunState("toy/seed2", "failed", "ValueError: toy failure at step 1")]
     assert values(runs[0]) == SEED0_VALUES[:4]
     spans = {}
     for run in runs[:4]:
@@ -142,7 +141,7 @@ def test_local_gpus_runs_one_run_per_gpu_at_a_time(two_gpu_sweep):
 
 def test_status_reads_states_back_from_disk_and_the_index(two_gpu_sweep):
     runs, options, _ = two_gpu_sweep
-    states = sweep_status.sweep_status(runs, options.slurm_dir)
+    states = status.sweep_status(runs, options.slurm_dir)
     assert [(state.run_name, state.state, state.last_error_line) for state in states] == [
         ("toy/seed0", "done", ""),
         ("toy/seed1", "done", ""),
@@ -150,7 +149,7 @@ def test_status_reads_states_back_from_disk_and_the_index(two_gpu_sweep):
         ("toy/seed3", "done", ""),
         ("toy/seed4", "not launched", ""),
     ]
-    assert sweep_status.format_status(states).splitlines() == [
+    assert status.format_status(states).splitlines() == [
         "done          toy/seed0",
         "done          toy/seed1",
         "failed        toy/seed2  ValueError: toy failure at step 1",
@@ -268,7 +267,7 @@ def test_slurm_refuses_a_job_no_node_can_run_before_submitting_it(tmp_path, monk
     options = LaunchOptions(slurm_partition="debug", slurm_dir=str(tmp_path / "submitit"), slurm_gpus_per_node=0)
     with pytest.raises(UserError, match="^--slurm_cpus_per_task 8 is more than any node of partition 'debug' has"):
         launch(singles(make_runs(tmp_path / "out", 2)), toy_stack, "slurm", options)
-    assert not sweep_status.index_path(options.slurm_dir).exists()
+    assert not status.index_path(options.slurm_dir).exists()
 
 
 def test_without_sinfo_the_request_is_not_checked_and_a_note_says_so(monkeypatch):
@@ -288,13 +287,13 @@ def test_status_shows_why_a_pending_slurm_job_waits(tmp_path, monkeypatch):
         "3|Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions\\n'\n")
     (fake_bin / "squeue").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}:/usr/bin:/bin")
-    assert sweep_status.pending_reasons(["1_2", "1_0", "3", "5_0"]) == {
+    assert status.pending_reasons(["1_2", "1_0", "3", "5_0"]) == {
         "1_2": "Resources", "3": "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions"}
     assert (fake_bin / "args").read_text().split() == ["--noheader", "--array", "--jobs=1,3,5", "--format=%i|%r"]
-    states = [sweep_status.RunState("toy/seed0", "pending", "", "Resources"),
-              sweep_status.RunState("toy/seed1", "pending", ""),
-              sweep_status.RunState("toy/seed2", "done", "")]
-    assert sweep_status.format_status(states, {"toy/seed0": 0, "toy/seed1": 1}).splitlines() == [
+    states = [status.RunState("toy/seed0", "pending", "", "Resources"),
+              status.RunState("toy/seed1", "pending", ""),
+              status.RunState("toy/seed2", "done", "")]
+    assert status.format_status(states, {"toy/seed0": 0, "toy/seed1": 1}).splitlines() == [
         "pending  toy/seed0  (stack 0)  (Resources)",
         "pending  toy/seed1  (stack 1)",
         "done     toy/seed2",

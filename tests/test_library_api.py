@@ -1,20 +1,23 @@
-"""XRM.api: MAT and XRM on a user's own tensors (no files), and the README's example, run verbatim."""
+"""The public API (`import mat`; XRM.api for XRM alone): MAT and XRM on a user's own tensors (no files),
+and the README's example, run verbatim."""
 import json
 import re
 from pathlib import Path
 
+import backbone_fixtures as fx
+import memorization_fixtures as data
 import pytest
 import torch
 import torch.nn.functional as F
 
-import backbone_fixtures as fx
-import memorization_fixtures as data
+import mat
+from mat.algorithm import MAT
+from mat.shift import memorization_aware_shift
 from XRM import api
-from XRM.algorithms import MAT
-from XRM.errors import UserError
-from XRM.hparams_registry import default_hparams
-from XRM.mat_shift import memorization_aware_shift
-from XRM.networks import MLP
+from XRM.algorithms import get_algorithm_class
+from XRM.common.errors import UserError
+from XRM.networks.classifiers import MLP
+from XRM.runs.hparams import default_hparams
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -26,8 +29,11 @@ def readme_example() -> str:
 
 
 def test_the_api_is_the_engines_own_code():
-    assert api.memorization_aware_shift is memorization_aware_shift
-    assert isinstance(api.MATLoss(torch.zeros(3, 2), torch.tensor([0, 1, 1])).algorithm, MAT)
+    assert mat.memorization_aware_shift is memorization_aware_shift
+    assert isinstance(mat.MATLoss(torch.zeros(3, 2), torch.tensor([0, 1, 1])).algorithm, MAT)
+    assert mat.infer_groups is api.infer_groups  # re-exported: XRM keeps it for users of XRM alone
+    assert get_algorithm_class("MAT") is MAT  # importing mat registered it
+    assert set(mat.__all__) >= {"MATLoss", "memorization_aware_shift", "memorization_scores", "infer_groups"}
 
 
 def test_readme_example_trains_mat_that_beats_erm_on_the_minority():
@@ -53,7 +59,7 @@ def test_readme_example_trains_mat_that_beats_erm_on_the_minority():
 def test_mat_loss_is_the_cross_entropy_of_the_shifted_logits():
     held_out = torch.tensor([[2.0, -1.0], [0.5, 0.5], [-3.0, 1.0], [1.0, 0.0]])
     y = torch.tensor([0, 1, 1, 0])
-    loss = api.MATLoss(held_out, y, tau=0.5)
+    loss = mat.MATLoss(held_out, y, tau=0.5)
     logits = torch.tensor([[0.3, -0.2], [1.0, 2.0]], requires_grad=True)
     index, batch_y = torch.tensor([3, 1]), torch.tensor([0, 1])
     shift = memorization_aware_shift(held_out, y, 0.5)[index]

@@ -88,3 +88,21 @@ def test_group_dro_on_inferred_groups_from_a_phase_1_folder(sweep, script):
     assert result.returncode == 0, result.stderr
     run_records = _records(out / "GroupDRO" / "Synthetic" / "group_labels_inferred" / "results_hpcomb_0_seed0.json")
     assert "va_gi_wga" in run_records[-1]
+
+
+def test_the_folder_loads_as_one_dataframe_equal_to_its_json_lines(sweep):
+    from XRM.results.frame import load_records
+
+    out, _ = sweep
+    frame = load_records(out, algorithms=["XRM", "MAT", "ERM"])
+    runs = [path for algorithm in ("XRM", "MAT", "ERM")
+            for path in out.glob(f"{algorithm}/Synthetic/group_labels_*/results_hpcomb_*_seed*.json")]
+    assert len(frame) == sum(len(_records(path)) for path in runs)
+    assert sorted(frame.algorithm.unique()) == ["ERM", "MAT", "XRM"] and frame.finished.all()
+    mat = frame[(frame.algorithm == "MAT") & (frame.hpcomb == 1) & (frame.seed == 0)]
+    expected = _records(out / "MAT" / "Synthetic" / "group_labels_no" / "results_hpcomb_1_seed0.json")
+    assert mat.group_labels.unique().tolist() == ["no"]
+    for column in ("step", "va_wga", "va_gi_wga", "te_wga", "te_avg_acc", "te_acc_group_3"):
+        assert mat[column].tolist() == [record[column] for record in expected], column
+    phase_1 = frame[frame.algorithm == "XRM"]
+    assert phase_1.flip_rate.notna().all() and phase_1.te_wga.isna().all()

@@ -1,22 +1,21 @@
-"""Memorisation scores (XRM/memorization.py, XRM/memorization_study.py) and memorization_analysis.py."""
+"""Memorisation scores (mat/memorization.py, mat/memorization_study.py) and memorization_analysis.py."""
 import json
 import re
 
+import backbone_fixtures as fx
+import memorization_fixtures as data
 import pytest
 import torch
 from PIL import Image
 
-import backbone_fixtures as fx
 import memorization_analysis as analysis
-import memorization_fixtures as data
-from XRM.cli import call_main
-from XRM.data.metadata_table import table_from_rows, write_metadata_csv
+from mat.memorization import group_members, memorization_scores, random_halves, summarise_by_group, train_on_halves
 from XRM.api import infer_groups
-from XRM.errors import UserError
-from XRM.hparams_registry import default_hparams
-from XRM.memorization import (group_members, memorization_scores, random_halves, summarise_by_group,
-                              train_on_halves)
-from XRM.networks import LinearHead
+from XRM.cli.entry_point import call_main
+from XRM.common.errors import UserError
+from XRM.data.metadata_table import table_from_rows, write_metadata_csv
+from XRM.networks.classifiers import LinearHead
+from XRM.runs.hparams import default_hparams
 
 #: short runs that still fit every half: 300 steps of SGD at lr 0.01 on 100 examples of 402 dimensions
 SHORT = {"num_steps": 300, "lr": 0.01}

@@ -1,9 +1,9 @@
 """Reading metadata CSVs: ours, and those the reference code wrote (no id, named splits)."""
 import pytest
 
+from XRM.common.errors import UserError
 from XRM.data.images import load_image_split
 from XRM.data.metadata_table import read_metadata_csv
-from XRM.errors import UserError
 
 
 def test_reference_metashift_csv_without_id(tmp_path):

@@ -3,11 +3,10 @@ import json
 
 import pytest
 
-from XRM import records
-from XRM.errors import UserError
-from XRM.model_selection import best_candidate, selected_record
-from XRM.model_selection import best_hparams_comb
-from XRM.results import collect_runs, format_table
+from XRM.common.errors import UserError
+from XRM.results import records
+from XRM.results.collect import collect_runs, format_table
+from XRM.results.selection import best_candidate, best_hparams_comb, selected_record
 
 
 def _write(directory, comb, seed, run_records, header=None):

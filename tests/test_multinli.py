@@ -1,12 +1,12 @@
 """MultiNLI's cached features load without utils_glue, and nothing else runs."""
 import pickle
 
+import download_fixtures as fx
 import pytest
 import torch
 
-import download_fixtures as fx
+from XRM.common.errors import UserError
 from XRM.data.multinli import load_cached_features, load_multinli_features
-from XRM.errors import UserError
 
 
 @pytest.mark.parametrize("legacy_format", [True, False])

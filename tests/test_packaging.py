@@ -13,12 +13,12 @@ def _project() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def test_every_package_of_the_library_and_the_figures_is_installed():
+def test_every_package_of_the_toolkit_and_of_mat_is_installed():
     include = _project()["tool"]["setuptools"]["packages"]["find"]["include"]
     installed = set(find_packages(str(ROOT), include=include))
     on_disk = {str(path.parent.relative_to(ROOT)).replace("/", ".")
-               for top in ("XRM", "figures") for path in (ROOT / top).rglob("__init__.py")}
-    assert installed == on_disk and {"XRM", "XRM.data", "figures"} <= installed
+               for top in ("XRM", "mat") for path in (ROOT / top).rglob("__init__.py")}
+    assert installed == on_disk and {"XRM", "XRM.data", "XRM.algorithms", "mat", "mat.figures"} <= installed
     assert not any(name.startswith("tests") for name in installed)
 
 

@@ -3,7 +3,8 @@ import json
 
 import torch
 
-from XRM.sweep import SweepSpec, make_runs
+import mat  # noqa: F401  (registers MAT, as a user's import does)
+from XRM.runs.sweep import SweepSpec, make_runs
 
 
 def _phase_1_run(directory, comb: int, seed: int, flip_rate: float) -> None:

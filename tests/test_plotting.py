@@ -1,8 +1,8 @@
-"""figures/plotting.py: frame selection and the GIF and PNG writers."""
+"""XRM/results/figure_files.py: frame selection and the GIF and PNG writers."""
 import pytest
 from PIL import Image
 
-from figures.plotting import frame_steps, new_figure, save_png, write_gif
+from XRM.results.figure_files import frame_steps, new_figure, save_png, write_gif
 
 
 def test_frame_steps_spaces_frames_evenly_in_sqrt_of_the_step():

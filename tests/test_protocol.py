@@ -8,10 +8,11 @@ import subprocess
 
 import pytest
 
+import mat  # noqa: F401  (registers MAT, as a user's import does)
 from XRM.algorithms import get_algorithm_class
-from XRM.errors import UserError
-from XRM.protocol import serving_folder, source_kind
-from XRM.reporting import find_folders, to_csv, to_latex, to_markdown, table_cells
+from XRM.common.errors import UserError
+from XRM.results.table1 import find_folders, table_cells, to_csv, to_latex, to_markdown
+from XRM.results.table1_settings import serving_folder, source_kind
 
 
 def _declaring(information: str, accepted=("yes", "no", "inferred"), held_out=False) -> type:

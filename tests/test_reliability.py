@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT
+
+from XRM.common.errors import RunsFailed
 from XRM.data.synthetic import SpuriousDataSpec, make_spurious_splits
-from XRM.errors import RunsFailed
-from XRM.records import RunFiles, read_results
-from XRM.results import collect_runs, format_table
-from XRM.run_spec import RunSpec
-from XRM.train import train_stack
+from XRM.results.collect import collect_runs, format_table
+from XRM.results.records import RunFiles, read_results
+from XRM.runs.spec import RunSpec
+from XRM.runs.train import train_stack
 
 
 def _assert_one_line(result, code: int, *fragments: str) -> None:

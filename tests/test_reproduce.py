@@ -8,11 +8,11 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, run_script
 from PIL import Image
 
-from conftest import ROOT, run_script
-from XRM.cli import call_main
-from XRM.plots import curves_size, flip_rate_size, groups_size
+from XRM.cli.entry_point import call_main
+from XRM.results.plots import curves_size, flip_rate_size, groups_size
 
 ALGORITHMS = ["MAT", "ERM", "GroupDRO"]
 # each (algorithm, setting) -> the group-label folder it is read from (what the algorithms declare decides)
@@ -171,19 +171,19 @@ def test_a_second_run_is_a_no_op(protocol, capsys):
 def test_every_stage_waits_for_its_jobs(protocol, monkeypatch):
     """On SLURM a stage must not select from runs still queued: each stage launches with wait=True."""
     import reproduce
-    from XRM import launch
-    from XRM.reproduction import run_protocol
+    from XRM.cli.reproduction import run_protocol
+    from XRM.launch import launchers
 
     waits = []
 
     def recording(stacks, run_fn, options):
         waits.append(options.wait)
-        return launch.get_launcher("local")(stacks, run_fn, options)
+        return launchers.get_launcher("local")(stacks, run_fn, options)
 
-    monkeypatch.setitem(launch.LAUNCHERS, "recording", recording)
+    monkeypatch.setitem(launchers.LAUNCHERS, "recording", recording)
     data, out, _ = protocol
     args = reproduce.get_args_parser().parse_args(reproduce_args(data, out)[1:])
-    assert run_protocol(reproduce.protocol_from_args(args), None, "recording", launch.LaunchOptions(wait=False)) == 0
+    assert run_protocol(reproduce.protocol_from_args(args), None, "recording", launchers.LaunchOptions(wait=False)) == 0
     assert waits == [True, True, True]
 
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from XRM.mat_shift import calibrated_held_out_probabilities, held_out_joint, memorization_aware_shift
+from mat.shift import calibrated_held_out_probabilities, held_out_joint, memorization_aware_shift
 
 
 def test_two_class_example_by_hand():

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from figures.interpretable import ACCURACY_KEYS, InterpretableConfig, run
-from figures.sigma_sweep import run_sigma_sweep, sweep_epochs
+from mat.figures.interpretable import ACCURACY_KEYS, InterpretableConfig, run
+from mat.figures.sigma_sweep import run_sigma_sweep, sweep_epochs
 
 CPU = torch.device("cpu")
 TINY = ["--epochs", "30", "--xrm_epochs", "30", "--n", "100", "--noise_dim", "200"]

@@ -1,14 +1,14 @@
-"""XRM/stack_steps.py: the engine (train_stack, with files) and InMemoryStack (no files) take the same steps."""
+"""XRM/engine/stack_steps.py: the engine (train_stack, with files) and InMemoryStack (no files) take the same steps."""
 from pathlib import Path
 
 import torch
-
 from spurious_features import write_spurious_features
-from XRM.memory_stack import InMemoryStack, StackRun
-from XRM.networks import build_network
-from XRM.run_inputs import load_inputs
-from XRM.sweep import SweepSpec, make_runs, plan_stacks
-from XRM.train import train_stack
+
+from XRM.engine.in_memory import InMemoryStack, StackRun
+from XRM.networks.classifiers import build_network
+from XRM.runs.inputs import load_inputs
+from XRM.runs.sweep import SweepSpec, make_runs, plan_stacks
+from XRM.runs.train import train_stack
 
 STEPS = 40
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT
 from spurious_features import write_spurious_features
-from XRM.model_selection import selected_record
-from XRM.records import read_results
-from XRM.sweep import SweepSpec, make_runs, plan_stacks
-from XRM.train import train_stack
+
+import mat  # noqa: F401  (registers MAT, as a user's import does)
+from XRM.results.records import read_results
+from XRM.results.selection import selected_record
+from XRM.runs.sweep import SweepSpec, make_runs, plan_stacks
+from XRM.runs.train import train_stack
 
 PHASE_2 = ["ERM", "GroupDRO", "IRM", "RWG", "SUBG", "MAT"]
 

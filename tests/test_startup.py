@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from XRM.data.registry import DATASETS, dataset_names
+from XRM.data.catalog import dataset_names
+from XRM.data.registry import DATASETS
 
 HEAVY = ("matplotlib", "submitit", "torch", "torchvision", "transformers")
 
@@ -27,8 +28,9 @@ print(json.dumps({{"exit": code, "loaded": sorted(m for m in {HEAVY!r} if m in s
 # Imports the package's light entry points and lists the datasets, as a features sweep does.
 IMPORT_MODULES = f"""
 import json, sys
-import XRM.backbones, XRM.networks, XRM.sweep_status
-from XRM.data.registry import DATASETS, dataset_names
+import XRM.networks.backbones, XRM.networks.classifiers, XRM.launch.status
+from XRM.data.registry import DATASETS
+from XRM.data.catalog import dataset_names
 print(json.dumps({{"names": dataset_names(), "loaded": sorted(m for m in {HEAVY!r} if m in sys.modules)}}))
 """
 

@@ -1,10 +1,10 @@
 """Text datasets: tokens cached once beside the data, BERT fine-tuning, class-balanced batches, offline errors."""
-import torch
-
 import backbone_fixtures as fx
 import download_fixtures as dfx
+import torch
+
+from XRM.common.sampling import build_sampler
 from XRM.data.metadata_table import table_from_rows, write_metadata_csv
-from XRM.sampling import build_sampler
 
 SHORT = '{"num_steps": 3, "eval_every": 2, "batch_size": 4}'
 
@@ -87,9 +87,9 @@ def test_missing_text_model_offline_says_how_to_provide_it(tmp_path, script, mon
 def test_multinli_refuses_text_models_with_other_token_ids(tmp_path, monkeypatch):
     import pytest
 
-    from XRM.data.registry import get_dataset
+    from XRM.common.errors import UserError
+    from XRM.data.catalog import get_dataset
     from XRM.data.text_datasets import require_bert_uncased_ids
-    from XRM.errors import UserError
 
     require_bert_uncased_ids("bert-base-uncased")  # the hub name needs no download to be accepted
     require_bert_uncased_ids(str(fx.write_tiny_bert(tmp_path / "uncased", uncased_ids=True)))
@@ -108,7 +108,7 @@ def test_multinli_refuses_text_models_with_other_token_ids(tmp_path, monkeypatch
 
 
 def test_text_lr_factor_hand_values():
-    from XRM.optimizers import text_lr_factor
+    from XRM.engine.optimizers import text_lr_factor
 
     # N = 10: W = 10 // 3 + 1 = 4; steps 0..3 fall by 1/4, step 4 restarts at 1, then -1/10 a step
     assert [text_lr_factor(s, 10) for s in (0, 1, 3, 4, 5, 10)] == [1.0, 0.75, 0.25, 1.0, 0.9, 0.4]
@@ -122,10 +122,10 @@ def test_text_lr_factor_hand_values():
 
 
 def _tiny_text_stack(tmp_path, num_steps: int, **overrides):
-    from XRM.backbones import BackboneSpec
-    from XRM.hparams_registry import default_hparams
-    from XRM.model_stacks import ModuleStack
-    from XRM.networks import build_network
+    from XRM.engine.model_stacks import ModuleStack
+    from XRM.networks.backbones import BackboneSpec
+    from XRM.networks.classifiers import build_network
+    from XRM.runs.hparams import default_hparams
 
     bert = tmp_path / "tiny-bert"
     if not bert.exists():
@@ -153,7 +153,7 @@ def _train(stack, steps: range) -> None:
 
 
 def test_text_runs_follow_the_reference_schedule_and_dropout(tmp_path):
-    from XRM.optimizers import text_lr_factor
+    from XRM.engine.optimizers import text_lr_factor
 
     stack = _tiny_text_stack(tmp_path, num_steps=10)
     assert stack.network.dropout.p == 0.1  # BERT's hidden_dropout_prob, not a drawn value
@@ -195,8 +195,8 @@ def _save(tmp_path, stack):
 def test_hparams_check_names_the_schedules():
     import pytest
 
-    from XRM.errors import UserError
-    from XRM.hparams_registry import check_hparams, default_hparams, random_hparams
+    from XRM.common.errors import UserError
+    from XRM.runs.hparams import check_hparams, default_hparams, random_hparams
 
     assert default_hparams("text", "ERM")["lr_schedule"] == "text"
     assert {random_hparams("text", "ERM", comb)["last_layer_dropout"] for comb in range(20)} == {0.1}

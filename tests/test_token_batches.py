@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from XRM.errors import UserError
-from XRM.networks import TextClassifier
-from XRM.packed_bert import encode_packed, layout_tensors
-from XRM.text_graphs import TOKEN_BUCKET, bucket_size
-from XRM.token_batches import PackedLayout, TokenBatch, TokenRows, measure_rows
+from XRM.common.errors import UserError
+from XRM.networks.classifiers import TextClassifier
+from XRM.networks.packed_bert import encode_packed, layout_tensors
+from XRM.networks.packed_bert_graphs import TOKEN_BUCKET, bucket_size
+from XRM.networks.token_batches import PackedLayout, TokenBatch, TokenRows, measure_rows
 
 LENGTHS = [5, 40, 17, 2, 33, 1]
 
@@ -106,7 +106,7 @@ def test_training_on_packed_rows_matches_the_padded_gradients():
 
 
 def test_token_inputs_of_another_shape_are_refused():
-    from XRM.errors import UserError
+    from XRM.common.errors import UserError
 
     with pytest.raises(UserError, match=r"token inputs must be \[n, length, 3\].*delete the token cache"):
         TokenBatch.measured(torch.zeros(2, 5, dtype=torch.int32))

@@ -1,4 +1,4 @@
-"""The toy regression of Figure 3 (figures/toy_regression.py, figures/full_batch_fit.py) and its CLI."""
+"""The toy regression of Figure 3 (mat/figures/toy_regression.py, mat/figures/full_batch_fit.py) and its CLI."""
 import json
 import math
 import subprocess
@@ -10,13 +10,11 @@ import torch
 from PIL import Image
 
 import good_bad_ugly_memorization as script
-from XRM.cli import call_main
-from XRM.errors import UserError
-from figures.full_batch_fit import fit_full_batch
-from figures.toy_regression import (
-    DEFAULT_SIGMAS, MSE_GRID_POINTS, ExperimentConfig, grid_inputs, make_mlp,
-    make_training_set, run_case, snapshot_mse, target_function,
-)
+from mat.figures.full_batch_fit import fit_full_batch
+from mat.figures.toy_regression import (DEFAULT_SIGMAS, MSE_GRID_POINTS, ExperimentConfig, grid_inputs, make_mlp,
+                                        make_training_set, run_case, snapshot_mse, target_function)
+from XRM.cli.entry_point import call_main
+from XRM.common.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

@@ -7,19 +7,19 @@ import pytest
 import torch
 
 from XRM.algorithms import Batch, RunData, get_algorithm_class
+from XRM.algorithms.two_networks import (class_maxima, generalized_cross_entropy, jtt_weights, switch_step,
+                                         ula_adjustment, ula_batch_joint)
+from XRM.common.errors import UserError
 from XRM.data.feature_file import save_feature_file
 from XRM.data.synthetic import SpuriousDataSpec, make_spurious_splits
-from XRM.errors import UserError
-from XRM.hparams_registry import check_hparams, random_hparams
-from XRM.model_selection import selected_record
-from XRM.model_stacks import ModuleStack
-from XRM.networks import TwinNetwork
-from XRM.optimizers import StackedOptimizer
-from XRM.records import read_results
-from XRM.sweep import SweepSpec, make_runs, plan_stacks
-from XRM.train import StackTrainer, train_stack
-from XRM.two_model_baselines import (class_maxima, generalized_cross_entropy, jtt_weights, switch_step,
-                                     ula_adjustment, ula_batch_joint)
+from XRM.engine.model_stacks import ModuleStack
+from XRM.engine.optimizers import StackedOptimizer
+from XRM.networks.classifiers import TwinNetwork
+from XRM.results.records import read_results
+from XRM.results.selection import selected_record
+from XRM.runs.hparams import check_hparams, random_hparams
+from XRM.runs.sweep import SweepSpec, make_runs, plan_stacks
+from XRM.runs.train import StackTrainer, train_stack
 
 LOG = math.log
 

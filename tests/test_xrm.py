@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from XRM.algorithms import XRM, Batch, RunData, class_balanced_cross_entropy, flip_probability, flip_rates
-from XRM.group_inference import cross_mistakes, is_degenerate
+from XRM.algorithms import Batch, RunData
+from XRM.algorithms.xrm import (XRM, class_balanced_cross_entropy, cross_mistakes, flip_probability, flip_rates,
+                                is_degenerate)
 
 
 def test_flip_probability_is_zero_at_chance_and_one_when_certain():

@@ -4,10 +4,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from XRM.backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, default_text_model
+from XRM.common.errors import UserError
+from XRM.common.options import INPUT_CHOICES  # noqa: F401 (re-exported)
 from XRM.data.metadata_table import SPLIT_IDS
-from XRM.errors import UserError
-from XRM.options import INPUT_CHOICES  # noqa: F401 (re-exported)
+from XRM.networks.backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, default_text_model
 
 SPLITS = tuple(SPLIT_IDS)  # ("tr", "va", "te")
 

@@ -12,19 +12,18 @@ validation, even positions form environment 0 and odd ones environment 1. As in 
 reference, the attribute a is the environment (0 for every test example). The data are
 drawn from a fixed seed, so every run sees the same dataset.
 """
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import sys
-
 import torch
 
+from XRM.common.errors import UserError
 from XRM.data.base import GroupDataset, SplitTensors
 from XRM.data.files import download_hint
 from XRM.data.metadata_table import size_warnings
-from XRM.data.sources import MNIST_SPLIT_SIZES
 from XRM.data.registry import register_dataset
-from XRM.errors import UserError
+from XRM.data.sources import MNIST_SPLIT_SIZES
 
 DATA_SEED = 0
 LABEL_NOISE = 0.25

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from XRM.common.errors import UserError
 from XRM.data.base import SPLITS, GroupDataset, InputOptions, SplitTensors
 from XRM.data.feature_file import load_features_file
 from XRM.data.files import open_csv
@@ -25,7 +26,6 @@ from XRM.data.image_layouts import resize_crop_geometry
 from XRM.data.images import ImageSplit
 from XRM.data.metadata_table import COLUMNS, SPLIT_IDS, MetadataTable, read_metadata_csv, table_from_rows
 from XRM.data.text_datasets import CIVILCOMMENTS_MAX_LENGTH, TextDataset, read_text_column, token_splits, tokens_for
-from XRM.errors import UserError
 
 TEXT_COLUMNS = ("id", "text", "split", "y", "a")
 

@@ -19,14 +19,14 @@ import shutil
 import stat
 import sys
 import tarfile
-import zlib
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from XRM.errors import UserError
+from XRM.common.errors import UserError
 
 # Linux's own limit on the links followed while resolving one path.
 MAX_LINK_HOPS = 40

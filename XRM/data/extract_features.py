@@ -12,12 +12,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from XRM.backbones import imagenet_weights, load_weights
+from XRM.common.errors import UserError, unwrap_worker_errors
 from XRM.data.base import SPLITS
 from XRM.data.feature_file import FEATURES_FILE, save_feature_file
 from XRM.data.image_layouts import get_image_layout
 from XRM.data.images import ImageSplitDataset, load_image_split
-from XRM.errors import UserError, unwrap_worker_errors
+from XRM.networks.backbones import imagenet_weights, load_weights
 
 #: ``weights`` meaning "the reference's ImageNet weights of ``architecture``" (IMAGENET1K_V1)
 DEFAULT_WEIGHTS = "imagenet"

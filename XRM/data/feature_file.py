@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
+from XRM.common.errors import UserError
+from XRM.common.fileio import atomic_torch_save
 from XRM.data.base import SPLITS, SplitTensors
 from XRM.data.files import download_hint, require_file
-from XRM.errors import UserError
-from XRM.fileio import atomic_torch_save
 
 #: the file's name in an image dataset's folder
 FEATURES_FILE = "features.pt"

@@ -14,8 +14,8 @@ import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
+from XRM.common.errors import UserError
 from XRM.data.sources import RemoteFile
-from XRM.errors import UserError
 
 # Seconds a stalled connection may stay silent before the download counts as failed.
 DOWNLOAD_TIMEOUT_S = 120.0

@@ -3,7 +3,7 @@ import csv
 from pathlib import Path
 from typing import TextIO
 
-from XRM.errors import UserError
+from XRM.common.errors import UserError
 
 # Some CivilComments comments are longer than csv's default field limit (128 KiB).
 LONG_CSV_FIELD_LIMIT = 1 << 30

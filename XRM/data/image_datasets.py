@@ -11,14 +11,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from XRM.common.errors import UserError
 from XRM.data.base import INPUT_CHOICES, SPLITS, GroupDataset, InputOptions, SplitTensors
 from XRM.data.feature_file import FEATURES_FILE, load_features_file
 from XRM.data.image_decoding import loader_parts
 from XRM.data.image_layouts import get_image_layout
 from XRM.data.images import ImageSplit, ImageSplitDataset, load_image_split
+from XRM.data.loader_parts import LoaderParts
 from XRM.data.registry import register_dataset
-from XRM.errors import UserError
-from XRM.loader_parts import LoaderParts
 
 
 class ImageInputs(Dataset):

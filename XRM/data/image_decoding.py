@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from XRM.common.errors import UserError
 from XRM.data.images import ImageSplit, ImageSplitDataset, unreadable_image
-from XRM.errors import UserError
-from XRM.loader_parts import LoaderParts
+from XRM.data.loader_parts import LoaderParts
 
 DECODING_VARIABLE = "XRM_IMAGE_DECODING"
 DECODING_MODES = ("auto", "workers", "device")

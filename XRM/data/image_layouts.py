@@ -7,33 +7,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from XRM.common.registry import Registry
 from XRM.data.metadata import CELEBA_IMAGES, IMAGENETBG_SPLIT_IDS, WATERBIRDS_IMAGES
 from XRM.data.metadata_table import SPLIT_IDS_BY_NAME
-from XRM.registry import Registry
+from XRM.networks.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
-    import torch
     from torchvision import transforms
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def normalised(geometry: list) -> "transforms.Compose":
     """``geometry`` (resizes and crops of a PIL image), then a float tensor with ImageNet's normalisation."""
     from torchvision import transforms
 
     return transforms.Compose([*geometry, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-def normalise_pixels(images: "torch.Tensor") -> "torch.Tensor":
-    """uint8 images [..., 3, H, W] as float32 with ImageNet's normalisation, computed as ToTensor
-    and Normalize compute it (the same values), on the images' device."""
-    import torch
-
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, device=images.device)[:, None, None]
-    return images.float().div(255).sub(mean).div(std)
 
 
 def waterbirds_geometry() -> list:

@@ -6,7 +6,7 @@ attributes of one split plus the dataset's geometry (both from ``image_layouts.p
 tensor, y, a), safe to use with DataLoader workers and pinned memory (it holds only
 paths and arrays). Its images are normalised float tensors, or with ``as_bytes=True``
 uint8 tensors of the same geometry (a quarter of the bytes through the loader; the
-network normalises them on its device, see ``XRM/networks.py``).
+network normalises them on its device, see ``XRM/networks/classifiers.py``).
 """
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from XRM.common.errors import UserError
 from XRM.data.files import download_hint
 from XRM.data.image_layouts import get_image_layout, normalised
 from XRM.data.metadata_table import SPLIT_IDS, read_metadata_csv
-from XRM.errors import UserError
 
 
 @dataclass

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from XRM.common.errors import UserError
+from XRM.common.fileio import atomic_write_text
 from XRM.data.files import open_csv, require_file
-from XRM.data.metadata_table import (SPLIT_IDS_BY_NAME, MetadataTable, size_warnings, table_from_rows,
-                                     write_metadata_csv)
+from XRM.data.metadata_table import SPLIT_IDS_BY_NAME, MetadataTable, size_warnings, table_from_rows, write_metadata_csv
 from XRM.data.sources import MNIST_SPLIT_SIZES
-from XRM.errors import UserError
-from XRM.fileio import atomic_write_text
 
 WATERBIRDS_IMAGES = "waterbird_complete95_forest2water2"
 CELEBA_IMAGES = "img_align_celeba"

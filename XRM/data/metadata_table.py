@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from XRM.common.errors import UserError
+from XRM.common.fileio import atomic_write_text
 from XRM.data.files import open_csv, require_file
-from XRM.errors import UserError
-from XRM.fileio import atomic_write_text
 
 COLUMNS = ("id", "filename", "split", "y", "a")
 #: the ``split`` code of each split a run uses (tr/va/te: train, validation, test)

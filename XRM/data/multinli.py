@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import torch
 
+from XRM.common.errors import UserError
 from XRM.data.files import download_hint, require_file
 from XRM.data.sources import MULTINLI_CACHED_FEATURES
-from XRM.errors import UserError
 
 CACHED_FEATURES_DIR = Path("glue_data") / "MNLI"
 # What a pickle may name besides InputFeatures: containers the old files were saved with.

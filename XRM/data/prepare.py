@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from XRM.common.errors import UserError
+from XRM.common.registry import Registry
 from XRM.data import metadata, sources
 from XRM.data.extract import ArchiveError, is_extracted, safe_extract
 from XRM.data.fetch import (ACCEPT_UNOFFICIAL_FLAG, checksum_problem, fetch, manual_copy_hint, source_location,
@@ -19,8 +21,6 @@ from XRM.data.fetch import (ACCEPT_UNOFFICIAL_FLAG, checksum_problem, fetch, man
 from XRM.data.image_layouts import get_image_layout
 from XRM.data.metadata_table import SPLIT_NAMES, MetadataTable, format_group_counts, group_counts, size_warnings
 from XRM.data.sources import RemoteFile
-from XRM.errors import UserError
-from XRM.registry import Registry
 
 PREPARED_MARKER = ".prepared"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from XRM.backbones import TEXT_MODEL_VARIABLE, BackboneSpec, load_tokenizer
+from XRM.common.errors import UserError
 from XRM.data.base import SPLITS, GroupDataset, InputOptions, SplitTensors
 from XRM.data.files import download_hint, open_csv, require_file
 from XRM.data.metadata_table import SPLIT_IDS, MetadataTable, read_metadata_csv
@@ -19,7 +19,7 @@ from XRM.data.multinli import CACHED_FEATURES_DIR, load_multinli_features
 from XRM.data.registry import register_dataset
 from XRM.data.sources import MULTINLI_CACHED_FEATURES
 from XRM.data.token_cache import cache_name, cached_text_tokens, cached_tokens
-from XRM.errors import UserError
+from XRM.networks.backbones import TEXT_MODEL_VARIABLE, BackboneSpec, load_tokenizer
 
 CIVILCOMMENTS_MAX_LENGTH = 220
 # MultiNLI's cached inputs are bert-base-uncased token ids (group_DRO's files): a text model

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from XRM.fileio import atomic_torch_save
+from XRM.common.fileio import atomic_torch_save
 
 TOKENIZE_CHUNK = 4096
 

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from launch_toy import make_runs, outputs, singles, starts, toy_run, toy_stack
-from XRM import sweep_status
-from XRM.launch import LaunchOptions, launch, wait_for
+
+from XRM.launch import status
+from XRM.launch.launchers import LaunchOptions, launch, wait_for
 
 # Waiting longer than this for a run to reach a step means the cluster is stuck.
 STEP_TIMEOUT_S = 120
@@ -33,13 +33,13 @@ def test_a_job_array_matches_the_local_launcher_and_reports_its_failure(tmp_path
     report = launch(singles(runs), toy_stack, "slurm", slurm_options(tmp_path, wait=True))
     array_ids = {job_id.split("_")[0] for job_id in report.job_ids}
     assert len(report.job_ids) == 4 and len(array_ids) == 1
-    assert report.failures == [sweep_status.RunState("toy/seed3", "failed", "ValueError: toy failure at step 2")]
+    assert report.failures == [status.RunState("toy/seed3", "failed", "ValueError: toy failure at step 2")]
 
     local_runs = make_runs(tmp_path / "local", 3)
     launch(singles(local_runs), toy_stack, "local")
     assert [outputs(run) for run in runs[:3]] == [outputs(run) for run in local_runs]
 
-    states = sweep_status.sweep_status(runs, tmp_path / "submitit")
+    states = status.sweep_status(runs, tmp_path / "submitit")
     assert [state.state for state in states] == ["done", "done", "done", "failed"]
     assert states[3].last_error_line == "ValueError: toy failure at step 2"
     again = launch(singles(runs), toy_stack, "slurm", slurm_options(tmp_path))
@@ -58,7 +58,7 @@ def wait_for_step(run, step: int) -> None:
 def wait_for_state(run, slurm_dir: str, state: str) -> None:
     """Poll --status until the run is in ``state`` (accounting records a job's start with a lag)."""
     deadline = time.monotonic() + STEP_TIMEOUT_S
-    while sweep_status.sweep_status([run], slurm_dir)[0].state != state:
+    while status.sweep_status([run], slurm_dir)[0].state != state:
         assert time.monotonic() < deadline, f"{run.run_name} never got to be {state}"
         time.sleep(0.5)
 
@@ -102,14 +102,14 @@ def test_a_cancelled_job_is_reported_failed_with_slurms_reason(tmp_path):
     [failure] = wait_for(report).failures
     assert failure.state == "failed"
     assert re.match(said_cancelled, failure.last_error_line)
-    [state] = sweep_status.sweep_status([run], options.slurm_dir)
+    [state] = status.sweep_status([run], options.slurm_dir)
     assert state.state == "failed" and re.match(said_cancelled, state.last_error_line)
 
 
-def wait_for_reason(run, slurm_dir: str, reason: str) -> sweep_status.RunState:
+def wait_for_reason(run, slurm_dir: str, reason: str) -> status.RunState:
     """Poll --status until the run's job waits for ``reason`` (the scheduler gives one within seconds)."""
     deadline = time.monotonic() + STEP_TIMEOUT_S
-    while (state := sweep_status.sweep_status([run], slurm_dir)[0]).pending_reason != reason:
+    while (state := status.sweep_status([run], slurm_dir)[0]).pending_reason != reason:
         assert time.monotonic() < deadline, f"{run.run_name} never waited for {reason}: {state}"
         time.sleep(0.5)
     return state
@@ -126,11 +126,11 @@ def test_status_shows_why_a_pending_job_waits(tmp_path, node_cpus):
         second = launch([[waiting]], toy_stack, "slurm", options)
         job_ids += second.job_ids
         state = wait_for_reason(waiting, options.slurm_dir, "Resources")
-        assert state == sweep_status.RunState("toy/seed1", "pending", "", "Resources")
-        assert sweep_status.format_status([state]).splitlines()[0] == "pending  toy/seed1  (Resources)"
+        assert state == status.RunState("toy/seed1", "pending", "", "Resources")
+        assert status.format_status([state]).splitlines()[0] == "pending  toy/seed1  (Resources)"
         subprocess.run(["scontrol", "hold", second.job_ids[0]], check=True)
         wait_for_reason(waiting, options.slurm_dir, "JobHeldAdmin")  # held by root, the tests' user
-        [running] = sweep_status.sweep_status([blocker], options.slurm_dir)
-        assert running == sweep_status.RunState("toy/seed0", "running", "")  # other states carry no reason
+        [running] = status.sweep_status([blocker], options.slurm_dir)
+        assert running == status.RunState("toy/seed0", "running", "")  # other states carry no reason
     finally:
         subprocess.run(["scancel", *job_ids], check=True)

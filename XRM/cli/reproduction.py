@@ -1,0 +1,228 @@
+"""The paper's Table 1 protocol as four stages over the sweep machinery (reproduce.py's library).
+
+1. phase 1: XRM, ``num_hparams_combs`` combinations, seed 0 (phase 2 uses the best by flip rate);
+2. phase 2: each algorithm's combinations, seed 0, in the group-label folder of each setting
+   (XRM.results.table1_settings.source_kind; one sweep where both settings share a folder);
+3. for each setting, the combination its criterion selects, for ``num_seeds`` seeds;
+4. Table 1 (CSV, Markdown, LaTeX) and the plots.
+
+Every stage launches its runs through the launchers of main.py, which skip finished runs and
+resume interrupted ones, so running the protocol again continues where it stopped.
+"""
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from XRM.launch.launchers import LaunchOptions, LaunchReport, format_report
+from XRM.results import records
+from XRM.results.table1 import Folders
+from XRM.results.table1_settings import SELECTION_SETTINGS, source_kind
+
+STAGES = 4
+TABLES_FOLDER, PLOTS_FOLDER = ".", "plots"
+
+
+@dataclass
+class Protocol:
+    """What to reproduce, and the options every run shares (SweepSpec fields)."""
+
+    datasets: list[str]
+    algorithms: list[str]
+    num_hparams_combs: int
+    num_seeds: int
+    out_dir: str
+    true_groups: bool = False
+    run_options: dict = field(default_factory=dict)  # SweepSpec fields: data_path, device, dtype, hparams_overrides, ...
+
+    @property
+    def phase_1_dir(self) -> Path:
+        """Where phase 1 writes: ``<out_dir>/XRM``."""
+        return Path(self.out_dir) / "XRM"
+
+    def labels(self) -> list[str]:
+        """The names results are filed under, one per dataset."""
+        from XRM.data.catalog import dataset_label
+
+        return [dataset_label(name) for name in self.datasets]
+
+    def trained_algorithms(self) -> list[str]:
+        """--algorithms with each one's base algorithm (AFR's AFRBase, DFR's ERM: the model whose last
+        layer it retrains) before it; bases train but get no table row unless asked for."""
+        from XRM.algorithms import get_algorithm_class
+
+        ordered: list[str] = []
+        for algorithm in self.algorithms:
+            base = get_algorithm_class(algorithm).base_algorithm
+            ordered += [name for name in (base, algorithm) if name is not None and name not in ordered]
+        return ordered
+
+    def waves(self) -> list[list[str]]:
+        """The trained algorithms in launch order: those that read no base run, then those that do
+        (they select their base runs, so these must have finished)."""
+        from XRM.algorithms import get_algorithm_class
+
+        trained = self.trained_algorithms()
+        dependent = [name for name in trained if get_algorithm_class(name).base_algorithm is not None]
+        return [wave for wave in ([name for name in trained if name not in dependent], dependent) if wave]
+
+    def sources(self) -> dict[tuple[str, str], str]:
+        """(algorithm, setting) -> the group-label kind of its folder; a UserError for an unknown or
+        phase-1 algorithm, or one that accepts none of the kinds a setting needs."""
+        from XRM.algorithms import get_algorithm_class
+        from XRM.common.errors import UserError
+
+        chosen = {}
+        for algorithm in self.trained_algorithms():
+            cls = get_algorithm_class(algorithm)
+            if cls.phase != 2:
+                raise UserError(f"{algorithm} is phase 1, which reproduce.py runs itself; give phase-2 algorithms "
+                                "in --algorithms")
+            for setting in SELECTION_SETTINGS:
+                chosen[algorithm, setting] = source_kind(cls, setting, self.true_groups)
+        return chosen
+
+    def group_labels(self, kind: str) -> str:
+        """The --group_labels value of a kind: yes, no, or the phase-1 folder (its best run by flip rate)."""
+        return str(self.phase_1_dir) if kind == "inferred" else kind
+
+    def _spec(self, **fields):
+        from XRM.runs.sweep import SweepSpec
+
+        return SweepSpec(out_dir=self.out_dir, resume=True, **self.run_options, **fields)
+
+    def phase_1_runs(self) -> list:
+        """Stage 1's runs."""
+        from XRM.runs.sweep import make_runs
+
+        return make_runs(self._spec(phase=1, datasets=self.datasets, algorithms=["XRM"], group_labels="no",
+                                    num_hparams_combs=self.num_hparams_combs, seed=0))
+
+    def sweeps(self, algorithms: list[str] | None = None) -> list[tuple[str, str]]:
+        """The distinct (algorithm, kind) sweeps of stage 2 (of ``algorithms``, default all trained), in order."""
+        return list(dict.fromkeys((algorithm, kind) for (algorithm, _), kind in self.sources().items()
+                                  if algorithms is None or algorithm in algorithms))
+
+    def sweep_runs(self, algorithms: list[str] | None = None) -> list:
+        """Stage 2's runs of ``algorithms`` (default all trained; phase 1 must have finished: MAT and
+        inferred groups read its best run, and a dependent algorithm's base runs must have too)."""
+        from XRM.runs.sweep import make_runs
+
+        runs = []
+        for algorithm, kind in self.sweeps(algorithms):
+            runs += make_runs(self._spec(phase=2, datasets=self.datasets, algorithms=[algorithm],
+                                         group_labels=self.group_labels(kind), num_hparams_combs=self.num_hparams_combs,
+                                         seed=0))
+        return runs
+
+    def folders(self, algorithms: list[str] | None = None) -> Folders:
+        """(setting, algorithm, dataset label) -> the folder whose runs serve it, for ``algorithms``
+        (default --algorithms, the table's rows)."""
+        sources = self.sources()
+        return {(setting, algorithm, label): records.run_directory(self.out_dir, algorithm, label,
+                                                                   self.group_labels(sources[algorithm, setting]))
+                for setting in SELECTION_SETTINGS for algorithm in (algorithms or self.algorithms)
+                for label in self.labels()}
+
+    def seed_runs(self, algorithms: list[str] | None = None) -> list:
+        """Stage 3's runs of ``algorithms`` (default all trained): for each setting, the combination its
+        criterion selects among a folder's seed-0 runs (XRM.results.selection), for every seed."""
+        from XRM.common.errors import UserError
+        from XRM.results.collect import collect_runs
+        from XRM.results.selection import best_hparams_comb, criterion_for
+        from XRM.runs.sweep import make_runs
+
+        sources = self.sources()
+        runs = []
+        for (setting, algorithm, label), folder in self.folders(algorithms or self.trained_algorithms()).items():
+            folder_runs = [run for run in collect_runs(folder) if run.seed == 0]
+            if not folder_runs:
+                raise UserError(f"no phase-2 runs in {folder} to select from; stage 2 runs them")
+            best = best_hparams_comb(folder_runs, criterion_for(folder_runs, setting))
+            dataset = self.datasets[self.labels().index(label)]
+            runs += make_runs(self._spec(phase=2, datasets=[dataset], algorithms=[algorithm],
+                                         group_labels=self.group_labels(sources[algorithm, setting]),
+                                         hparams_comb=best, num_seeds=self.num_seeds))
+        return list({run.run_name: run for run in runs}.values())  # two settings may select one combination
+
+
+def _count(runs: list) -> str:
+    done = sum(run.is_done() for run in runs)
+    return f"{len(runs)} runs, {done} done, {len(runs) - done} to run"
+
+
+def _progress(number: int, title: str, detail: str) -> None:
+    print(f"stage {number}/{STAGES} {title}: {detail}", flush=True)
+
+
+def _launch(runs: list, stack_size: int | None, launcher: str, options: LaunchOptions) -> LaunchReport:
+    from XRM.cli.sweep_options import check_and_launch
+
+    report = check_and_launch(runs, stack_size, launcher, options)
+    print("  " + format_report(report).replace("\n", "\n  "), flush=True)
+    return report
+
+
+def _sweeps_title(protocol: Protocol, algorithms: list[str] | None = None) -> str:
+    """Stage 2's line for the sweeps of ``algorithms`` (default all trained)."""
+    sweeps = ", ".join(f"{algorithm} on group_labels_{kind}" for algorithm, kind in protocol.sweeps(algorithms))
+    return f"phase 2 sweeps ({sweeps})"
+
+
+def _seeds_title(protocol: Protocol, wave: list[str] | None = None) -> str:
+    """Stage 3's line, naming the wave's algorithms where the stage has several waves."""
+    named = f" ({' '.join(wave)})" if wave is not None and len(protocol.waves()) > 1 else ""
+    return f"{protocol.num_seeds} seeds of each setting's selected combination{named}"
+
+
+def dry_run(protocol: Protocol) -> None:
+    """Print the stages and their run counts; run nothing (stages whose runs depend on earlier
+    results that do not exist yet give the count they will have)."""
+    from XRM.common.errors import UserError
+
+    combs, seeds, datasets = protocol.num_hparams_combs, protocol.num_seeds, len(protocol.datasets)
+    _progress(1, "phase 1 (XRM)", _count(protocol.phase_1_runs()))
+    try:
+        _progress(2, _sweeps_title(protocol), _count(protocol.sweep_runs()))
+    except UserError:  # phase 1 has not run yet
+        _progress(2, _sweeps_title(protocol), f"{len(protocol.sweeps()) * datasets * combs} runs after stage 1")
+    try:
+        _progress(3, _seeds_title(protocol), _count(protocol.seed_runs()))
+    except UserError:
+        settings = len(protocol.trained_algorithms()) * len(SELECTION_SETTINGS) * datasets
+        _progress(3, _seeds_title(protocol), f"at most {settings * seeds} runs "
+                  f"after stage 2 ({settings} (dataset, algorithm, setting) cells x {seeds} seeds)")
+    _progress(4, "tables and plots", f"{Path(protocol.out_dir) / 'table1'}.{{csv,md,tex}} and "
+                                     f"{Path(protocol.out_dir) / PLOTS_FOLDER}/")
+
+
+def run_protocol(protocol: Protocol, stack_size: int | None, launcher: str, options: LaunchOptions) -> int:
+    """Stages 1 to 4 (each waits for its runs, on SLURM too); 0, or 1 when some run failed (the
+    tables are still written from the runs that finished)."""
+    from XRM.results.collect import collect_runs
+    from XRM.results.plots import write_plots
+    from XRM.results.table1 import table_cells, write_tables
+
+    options = dataclasses.replace(options, wait=True)
+    failed = []
+    stages = [(1, "phase 1 (XRM)", protocol.phase_1_runs)]
+    for make_stage_runs, make_title, number in ((protocol.sweep_runs, _sweeps_title, 2),
+                                                (protocol.seed_runs, _seeds_title, 3)):
+        for wave in protocol.waves():  # runs made once the wave before has finished (bases before dependents)
+            stages.append((number, make_title(protocol, wave), lambda make=make_stage_runs, wave=wave: make(wave)))
+    for number, title, make_runs in stages:
+        runs = make_runs()
+        _progress(number, title, _count(runs))
+        report = _launch(runs, stack_size, launcher, options)
+        failed += report.failures or []
+    cells = table_cells(protocol.folders())
+    out_dir = Path(protocol.out_dir)
+    phase_1 = {label: collect_runs(protocol.phase_1_dir / label / records.group_labels_folder("no"))
+               for label in protocol.labels()}
+    paths = write_tables(cells, out_dir / TABLES_FOLDER) + write_plots(cells, phase_1, out_dir / PLOTS_FOLDER)
+    _progress(4, "tables and plots", ", ".join(str(path) for path in paths))
+    if failed:
+        print(f"{len(failed)} runs failed (listed above); the tables use the runs that finished; run the same "
+              "command again to retry them", file=sys.stderr)
+        return 1
+    return 0

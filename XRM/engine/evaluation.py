@@ -1,0 +1,80 @@
+"""Evaluation of a stack: accuracy and worst-group accuracy of every run at once, on the device.
+
+Nothing here waits for the device: metrics stay tensors [H] until the loop reads them.
+"""
+import torch
+
+from XRM.common.groups import group_ids
+from XRM.data.base import SplitTensors
+from XRM.results import records
+
+
+class GroupAccuracy:
+    """Average and worst-group accuracy of predictions on one split with given attributes."""
+
+    def __init__(self, y: torch.Tensor, attributes: torch.Tensor) -> None:
+        groups = group_ids(y, attributes.to(y.device))
+        present, inverse = torch.unique(groups, return_inverse=True)
+        self.y = y
+        self.group_ids = present.tolist()  # read once here, so that evaluating never waits for the device
+        self.membership = torch.nn.functional.one_hot(inverse).float()  # [n, groups present]
+        self.sizes = self.membership.sum(dim=0)
+
+    def per_group(self, predictions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(average accuracy [H], accuracy of each group present [H, G], in ``group_ids`` order)."""
+        correct = (predictions == self.y).float()
+        return correct.mean(dim=1), (correct @ self.membership) / self.sizes
+
+    def __call__(self, predictions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(average accuracy [H], worst-group accuracy [H]) of predictions [H, n]."""
+        average, per_group = self.per_group(predictions)
+        return average, per_group.min(dim=1).values
+
+
+def _shared(attributes: list[torch.Tensor | None], y: torch.Tensor) -> list[tuple[GroupAccuracy, torch.Tensor]]:
+    """One GroupAccuracy per distinct attribute tensor, with the members [k] that use it."""
+    sources: dict[int, tuple[torch.Tensor, list[int]]] = {}
+    for member, tensor in enumerate(attributes):
+        if tensor is not None:
+            sources.setdefault(id(tensor), (tensor, []))[1].append(member)
+    return [(GroupAccuracy(y, tensor), torch.tensor(members, device=y.device)) for tensor, members in sources.values()]
+
+
+class StackEvaluator:
+    """Phase-2 metrics of H runs, as the reference defines them.
+
+    ``va_wga``: worst-group accuracy over the validation groups of each run's --group_labels
+    source (``validation_groups[h]``: the true attributes for 'yes', zeros for 'no', so the
+    classes, and a phase-1 file's inferred attributes); ``va_gi_wga``: over the XRM-inferred
+    validation groups where the run has them (``inferred[h]``, else NaN); ``te_wga``, the
+    average accuracies and each test group's accuracy (``te_acc_group_<g>``): over the true groups.
+    """
+
+    def __init__(self, validation: SplitTensors, test: SplitTensors, validation_groups: list[torch.Tensor],
+                 inferred: list[torch.Tensor | None]) -> None:
+        self.splits = {"va": validation, "te": test}
+        self.test_groups = GroupAccuracy(test.y, test.a)
+        self.validation_groups = _shared(validation_groups, validation.y)
+        self.inferred = _shared(inferred, validation.y)
+
+    @staticmethod
+    def _per_member(shared: list[tuple[GroupAccuracy, torch.Tensor]], predictions: torch.Tensor) -> torch.Tensor:
+        worst = torch.full((len(predictions),), float("nan"), device=predictions.device)
+        for accuracy, members in shared:
+            worst[members] = accuracy(predictions[members])[1]
+        return worst
+
+    def __call__(self, predict) -> dict[str, torch.Tensor]:
+        """Metric name -> [H] values; ``predict(inputs)`` gives every run's logits [H, n, K]."""
+        validation = predict(self.splits["va"].x).argmax(dim=-1)
+        test = predict(self.splits["te"].x).argmax(dim=-1)
+        test_average, test_per_group = self.test_groups.per_group(test)
+        return {
+            records.VA_AVG_ACC: (validation == self.splits["va"].y).float().mean(dim=1),
+            records.VA_WGA: self._per_member(self.validation_groups, validation),
+            records.VA_GI_WGA: self._per_member(self.inferred, validation),
+            records.TE_AVG_ACC: test_average,
+            records.TE_WGA: test_per_group.min(dim=1).values,
+            **{records.test_group_accuracy_key(group): test_per_group[:, column]
+               for column, group in enumerate(self.test_groups.group_ids)},
+        }

@@ -1,0 +1,233 @@
+"""Track a sweep: the run -> job index kept on disk, and the state of every run.
+
+The index lets ``--status`` (a later process) find the jobs a launch submitted. A run's
+state comes from disk first (its done file) and from submitit's view of its job second;
+submitit is imported only when a job is looked at, so a sweep without one never loads it.
+Why a pending SLURM job waits comes from squeue.
+"""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from XRM.common.fileio import atomic_write_json
+
+if TYPE_CHECKING:
+    import submitit
+
+INDEX_NAME = "runs_index.json"
+SQUEUE_TIMEOUT_S = 60
+
+# The states a run can be in; these strings are what --status prints.
+DONE = "done"
+RUNNING = "running"
+PENDING = "pending"
+FAILED = "failed"
+NOT_LAUNCHED = "not launched"
+
+# Why a run whose code returned normally still counts as failed.
+NO_DONE_FILE = "the run ended without writing its done file"
+
+
+def job_classes() -> dict[str, type["submitit.Job"]]:
+    """The submitit job classes the index can hold, by the executor name stored in an entry."""
+    import submitit
+
+    return {"slurm": submitit.SlurmJob, "local": submitit.LocalJob}
+
+
+# SLURM job states (sacct) of a job that has not ended; any other state without a done
+# file means the run failed. A preempted job is requeued, so it waits again.
+_LIVE_SLURM_STATES = {
+    "PENDING": PENDING,
+    "REQUEUED": PENDING,
+    "REQUEUE_HOLD": PENDING,
+    "REQUEUE_FED": PENDING,
+    "PREEMPTED": PENDING,
+    "SUSPENDED": PENDING,
+    "CONFIGURING": PENDING,
+    "RESIZING": RUNNING,
+    "RUNNING": RUNNING,
+    "COMPLETING": RUNNING,
+    "STAGE_OUT": RUNNING,
+    "SIGNALING": RUNNING,
+    # sacct has no line for a job it has not recorded yet (or when it cannot be reached).
+    "UNKNOWN": PENDING,
+}
+
+
+class RunState(NamedTuple):
+    """One line of ``--status``: a run, its state and, when it failed, its last error line;
+    when its SLURM job is pending, SLURM's reason (Resources, Priority, JobHeldUser, ...)."""
+
+    run_name: str
+    state: str
+    last_error_line: str
+    pending_reason: str = ""
+
+
+class JobEntry(NamedTuple):
+    """Where a run's job lives: the executor name (a ``job_classes()`` key), its id, its folder."""
+
+    executor: str
+    job_id: str
+    folder: str
+
+
+def index_path(slurm_dir: str | os.PathLike) -> Path:
+    """The index file of the jobs submitted with logs under ``slurm_dir``."""
+    return Path(slurm_dir) / INDEX_NAME
+
+
+def read_index(slurm_dir: str | os.PathLike) -> dict[str, JobEntry]:
+    """Run name -> its latest job, as recorded under ``slurm_dir`` (empty when none was)."""
+    path = index_path(slurm_dir)
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete it to forget old jobs") from error
+    return {name: JobEntry(**entry) for name, entry in raw.items()}
+
+
+def record_jobs(slurm_dir: str | os.PathLike, entries: dict[str, JobEntry]) -> None:
+    """Add (or replace) the jobs of these runs in the index under ``slurm_dir``, atomically."""
+    index = read_index(slurm_dir)
+    index.update(entries)
+    atomic_write_json({name: entry._asdict() for name, entry in index.items()}, index_path(slurm_dir))
+
+
+def job_of(entry: JobEntry) -> "submitit.Job":
+    """The submitit job an index entry names (for SLURM, its state comes from sacct)."""
+    return job_classes()[entry.executor](entry.folder, entry.job_id)
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of ``text``: a traceback's exception, a log's final word."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_state(run: Any, job: "submitit.Job | None") -> RunState:
+    """The state of one run (a RunSpec): done from its done file, else from its job (None: never launched)."""
+    name = run.run_name
+    if Path(run.done_path).exists():
+        return RunState(name, DONE, "")
+    if job is None:
+        return RunState(name, NOT_LAUNCHED, "")
+    if job.paths.result_pickle.exists():
+        from submitit.core.utils import pickle_load
+
+        outcome, payload = pickle_load(job.paths.result_pickle)
+        if outcome == "error":
+            return RunState(name, FAILED, last_line(payload))
+        return RunState(name, FAILED, NO_DONE_FILE)
+    live_state = _live_state(job)
+    if live_state is not None:
+        return RunState(name, live_state, "")
+    log = job.paths.stderr.read_text(errors="replace") if job.paths.stderr.exists() else ""
+    return RunState(name, FAILED, _last_log_error(log) or f"job {job.job_id} ended with no result and no log")
+
+
+def _last_log_error(log: str) -> str:
+    """The line of a job's error log that says why it ended.
+
+    srun's own chatter ("srun: forcing job termination") and submitit's log lines come
+    after the cause (a Python exception, or slurmstepd's "*** JOB 7 CANCELLED ... ***").
+    """
+    noise = ("srun: ", "submitit ")
+    return last_line("\n".join(line for line in log.splitlines() if not line.startswith(noise)))
+
+
+def _live_state(job: "submitit.Job") -> str | None:
+    """PENDING or RUNNING while the job has not ended, else None."""
+    import submitit
+
+    if isinstance(job, submitit.LocalJob):
+        state = job.state
+        if state == "NO PROCESS AND NO RESULT":
+            # Seen from another process there is no handle: ask whether its controller lives.
+            return RUNNING if _process_alive(int(job.job_id)) else None
+        return RUNNING if state == "RUNNING" else None
+    # sacct may add words ("CANCELLED by 0"); the first one is the state.
+    words = job.state.split()
+    return _LIVE_SLURM_STATES.get(words[0] if words else "")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but someone else's
+        return True
+    return True
+
+
+def sweep_status(runs: list[Any], slurm_dir: str | os.PathLike) -> list[RunState]:
+    """Each run's state, from its done file and the jobs indexed under ``slurm_dir``.
+
+    States: done / running / pending / failed (with the last line of its error) / not
+    launched. SLURM states come from one sacct call for the whole sweep, and the reasons
+    pending jobs wait from one squeue call.
+    """
+    index = read_index(slurm_dir)
+    # Build every job before asking any state, so that submitit asks sacct once for all.
+    jobs = {run.run_name: job_of(index[run.run_name]) for run in runs if run.run_name in index}
+    states = [run_state(run, jobs.get(run.run_name)) for run in runs]
+    pending = {state.run_name: index[state.run_name].job_id for state in states
+               if state.state == PENDING and index[state.run_name].executor == "slurm"}
+    reasons = pending_reasons(list(pending.values()))
+    return [state._replace(pending_reason=reasons.get(pending[state.run_name], "")) if state.run_name in pending
+            else state for state in states]
+
+
+# squeue's reason for a job that waits for nothing in particular (or is not pending).
+_NO_REASON = "None"
+
+
+def pending_reasons(job_ids: list[str]) -> dict[str, str]:
+    """SLURM's reason why each of these jobs (ids as submitit has them: "7" or "7_3") is
+    pending, from one squeue call; jobs squeue has no reason for (or no line: ended) are left
+    out, and so is everything when squeue is missing or fails."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
+    command = ["squeue", "--noheader", "--array", f"--jobs={','.join(arrays)}", "--format=%i|%r"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=SQUEUE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {}
+    if result.returncode != 0:  # e.g. every job has ended: "Invalid job id specified"
+        return {}
+    wanted = set(job_ids)
+    reasons = {}
+    for line in result.stdout.splitlines():
+        job_id, _, reason = line.strip().partition("|")
+        if job_id in wanted and reason and reason != _NO_REASON:
+            reasons[job_id] = reason
+    return reasons
+
+
+def format_status(states: list[RunState], stack_of: dict[str, int] | None = None) -> str:
+    """``--status`` as text: one line per run (with its stack, where ``stack_of`` maps run
+    names to stack numbers, and a pending job's reason), then how many runs are in each state."""
+    width = max((len(state.state) for state in states), default=0)
+    lines = []
+    for state in states:
+        line = f"{state.state:<{width}}  {state.run_name}"
+        if stack_of and state.run_name in stack_of:
+            line += f"  (stack {stack_of[state.run_name]})"
+        if state.pending_reason:
+            line += f"  ({state.pending_reason})"
+        lines.append(f"{line}  {state.last_error_line}" if state.last_error_line else line)
+    order = [DONE, RUNNING, PENDING, FAILED, NOT_LAUNCHED]
+    counts = {name: sum(state.state == name for state in states) for name in order}
+    summary = ", ".join(f"{counts[name]} {name}" for name in order) + f" ({len(states)} runs"
+    if stack_of:
+        summary += f"; unfinished ones in {len(set(stack_of.values()))} stacks"
+    lines.append(summary + ")")
+    return "\n".join(lines)

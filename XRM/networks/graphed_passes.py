@@ -1,0 +1,80 @@
+"""A backbone's forward and backward passes recorded as CUDA graphs and replayed, one pair per input shape.
+
+A backbone's pass on a batch is hundreds of kernels whose launches, not their arithmetic,
+can take the time (a BERT-base pass on short texts). ``torch.cuda.make_graphed_callables``
+records the forward and backward passes for one set of input shapes; the loss, the
+optimiser and the learning-rate schedule stay eager. (A small stack's whole step:
+XRM/engine/captured_step.py.)
+
+A capture forbids CUDA calls from other threads while it runs (PyTorch's global capture
+mode; make_graphed_callables takes no other mode in PyTorch 2.11): used for
+inputs already on the device (token tensors), never beside a DataLoader's pinning thread.
+"""
+from collections.abc import Hashable
+
+import torch
+from torch import nn
+
+
+class GraphedPasses:
+    """The forward and backward passes of ``module`` replayed from CUDA graphs, one pair per key.
+
+    ``passes(key, inputs)`` returns ``module(*inputs)`` in bf16 autocast (float32 out), as the
+    backbones run on CUDA; the first call with a key captures the pass with those inputs'
+    shapes (the caller's key must say everything a capture depends on: the shapes, and the
+    module's training mode). Captures change nothing the run holds: the random number
+    generators and the module's buffers (e.g. batch-norm statistics) are put back as they
+    were before the warm-up passes, so dropout during
+    replays draws from the generator as the eager pass does and a resumed run, which
+    captures at other steps, continues exactly. The graphs of one module share a memory
+    pool: its forward and backward passes must run back to back, as in a training step.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.graphed: dict[Hashable, nn.Module] = {}
+        self.pool = None
+
+    @property
+    def captures(self) -> int:
+        """How many keys have been captured so far."""
+        return len(self.graphed)
+
+    def __call__(self, key: Hashable, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``module(*inputs)``, replayed (captured first when ``key`` is new)."""
+        graphed = self.graphed.get(key)
+        if graphed is None:
+            graphed = self.graphed[key] = self._capture(inputs)
+        return graphed(*inputs)
+
+    def _capture(self, inputs: tuple[torch.Tensor, ...]) -> nn.Module:
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        if hasattr(torch.autograd.graph, "set_warn_on_accumulate_grad_stream_mismatch"):
+            # the parameters' gradient accumulators are made on the capture's side stream; the
+            # replays' gradients arrive on the caller's (recent PyTorch warns of that at every step)
+            torch.autograd.graph.set_warn_on_accumulate_grad_stream_mismatch(False)
+        buffers = [buffer.clone() for buffer in self.module.buffers()]
+        static = tuple(tensor.clone() for tensor in inputs)  # the graphs' own input buffers
+        with torch.random.fork_rng(devices=[inputs[0].device]):
+            graphed = torch.cuda.make_graphed_callables(_Pass(self.module), static, allow_unused_input=True,
+                                                        pool=self.pool)
+        with torch.no_grad():
+            for buffer, saved in zip(self.module.buffers(), buffers):
+                buffer.copy_(saved)
+        return graphed
+
+
+class _Pass(nn.Module):
+    """``module`` in bf16 autocast (without its cast cache, which a graphed pass cannot keep), float32 out;
+    a module of its own, whose forward the graphed callable replaces (not the wrapped module's)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.training = module.training
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The wrapped module's output, in float32."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            return self.module(*inputs).float()

@@ -1,0 +1,121 @@
+"""Reading a folder of runs, selecting hyper-parameters, and formatting result tables. Never trains."""
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from XRM.results import records
+from XRM.results.selection import (best_hparams_comb, check_metric, is_phase_1, selectable, selected_record,
+                                   selection_seed)
+
+
+@dataclass
+class RunResult:
+    """The records of one run found on disk."""
+
+    hparams_comb: int
+    seed: int
+    header: dict
+    records: list[dict]
+    files: records.RunFiles
+
+    @property
+    def phase(self) -> int:
+        """1 or 2, from the records."""
+        return 1 if is_phase_1(self.records) else 2
+
+    @property
+    def problem(self) -> str | None:
+        """Why the run must not be selected, or None: its records repeat steps (two processes
+        trained it), or it was written by this toolkit (its header names a done file) and has
+        not finished (unfinished, failed, diverged or still running)."""
+        steps = [record[records.STEP] for record in self.records]
+        if len(set(steps)) != len(steps):
+            return "its records repeat steps"
+        if "done_path" in self.header and not self.files.done.exists():
+            return "no done file: unfinished, failed or still running"
+        return None
+
+
+def folder_names(root: Path, wanted: list[str] | None) -> list[str]:
+    """``wanted`` if given, else the names of the folders in ``root`` (algorithms, datasets), sorted."""
+    if wanted:
+        return list(wanted)
+    return sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+
+
+def collect_runs(directory: Path) -> list[RunResult]:
+    """Every readable run in ``directory``; an unreadable results file is named and skipped."""
+    found = []
+    for path in sorted(directory.glob("results_hpcomb_*_seed*.json")):
+        match = records.RESULTS_PATTERN.search(path.name)
+        if not match:
+            continue
+        try:
+            header, run_records = records.read_results(path)
+        except (OSError, ValueError) as exc:
+            print(f"warning: skipping {path}: {exc}", file=sys.stderr)
+            continue
+        if run_records:
+            comb, seed = int(match.group(1)), int(match.group(2))
+            found.append(RunResult(comb, seed, header, run_records, records.RunFiles(directory, comb, seed)))
+    return found
+
+
+def _format(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+@dataclass
+class Summary:
+    """The best combination of a folder by a metric and its seeds: what the tables report."""
+
+    metric: str
+    best: int  # the selected hyper-parameter combination
+    seed: int  # the seed whose runs chose it
+    runs: list[RunResult]  # its selectable runs, one per seed
+    stats: dict[str, tuple[float, float]]  # column -> (mean, population std) over the runs, in percent
+
+    @property
+    def selected_run(self) -> RunResult:
+        """The run of the selection seed (the run whose curve and groups the plots show)."""
+        return next((run for run in self.runs if run.seed == self.seed), self.runs[0])
+
+
+def summarize(runs: list[RunResult], metric: str, seed: int = 0) -> Summary:
+    """The best combination by ``metric`` (chosen by ``seed``'s runs) and the mean and population std
+    over its selectable seeds, as the reference prints them, of the test worst-group and average
+    accuracy (phase 1: the flip rate), each run read at its selected step."""
+    check_metric(runs, metric)
+    best = best_hparams_comb(runs, metric, seed)
+    best_runs = sorted((run for run in runs if run.hparams_comb == best and selectable(run)), key=lambda r: r.seed)
+    columns = [records.FLIP_RATE] if runs[0].phase == 1 else [records.TE_WGA, records.TE_AVG_ACC]
+    stats = {}
+    for column in columns:
+        values = [selected_record(run.records, metric).get(column) for run in best_runs]
+        values = [100 * v for v in values if v is not None]
+        stats[column] = (statistics.mean(values), statistics.pstdev(values))  # pstdev: numpy's default, as the reference
+    return Summary(metric, best, selection_seed(runs, seed), best_runs, stats)
+
+
+def format_table(runs: list[RunResult], metric: str, seed: int = 0) -> str:
+    """One row per hyper-parameter combination (best marked '*'), then mean +/- std over seeds of the best,
+    then the runs that were not selected and why (unfinished, or records repeating steps)."""
+    summary = summarize(runs, metric, seed)
+    columns = [records.FLIP_RATE] if runs[0].phase == 1 else list(records.PHASE_2_METRICS)
+    lines = [f"  {'hpcomb':>7} {'step':>6} " + " ".join(f"{c:>10}" for c in columns)]
+    for run in sorted(runs, key=lambda r: r.hparams_comb):
+        if run.seed != summary.seed:
+            continue
+        record = selected_record(run.records, metric) or {}
+        mark = "*" if run.hparams_comb == summary.best else " "
+        lines.append(f"{mark} {run.hparams_comb:>7} {record.get(records.STEP, '-'):>6} "
+                     + " ".join(f"{_format(record.get(c)):>10}" for c in columns))
+    parts = [f"{column} {mean:.1f} +/- {spread:.1f}" for column, (mean, spread) in summary.stats.items()]
+    lines.append(f"best hpcomb {summary.best} by {metric} (seed {summary.seed}); over {len(summary.runs)} seed(s): "
+                 + ", ".join(parts))
+    flagged = [run for run in runs if not selectable(run)]
+    if flagged:
+        lines.append(f"not selected ({len(flagged)}):")
+        lines += [f"  {run.files.tag}: {run.problem}" for run in sorted(flagged, key=lambda r: (r.seed, r.hparams_comb))]
+    return "\n".join(lines)

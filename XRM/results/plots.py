@@ -1,0 +1,159 @@
+"""The protocol's plots, as PNG files (matplotlib, imported only by the commands that plot):
+
+- ``curves_<Dataset>.png``: validation and test worst-group accuracy against steps of each
+  algorithm's selected run, a panel per (setting, algorithm), the selected step marked;
+- ``groups_<Dataset>.png``: the test accuracy of every group for each algorithm's selected
+  model (the record at its selected step), bars, a panel per setting;
+- ``flip_rate_<Dataset>.png``: phase 1's flip rate against steps for every combination of the
+  selection seed, the selected combination marked.
+"""
+from pathlib import Path
+
+from XRM.results import records
+from XRM.results.collect import RunResult, collect_runs
+from XRM.results.selection import best_phase_1_comb, selected_record, selection_seed
+from XRM.results.table1 import Grid, TableCell
+from XRM.results.table1_settings import SETTING_TITLES
+
+DPI = 100
+PANEL_INCHES = (3.2, 2.4)  # one panel of the curves
+BARS_INCHES = (6.4, 2.4)  # one setting of the group bars
+FLIP_RATE_INCHES = (6.4, 3.6)
+
+
+def curves_size(num_settings: int, num_algorithms: int) -> tuple[int, int]:
+    """The pixel size of a curves figure with a row per setting and a column per algorithm."""
+    return round(PANEL_INCHES[0] * num_algorithms * DPI), round(PANEL_INCHES[1] * num_settings * DPI)
+
+
+def groups_size(num_settings: int) -> tuple[int, int]:
+    """The pixel size of a group-accuracy figure with a panel per setting."""
+    return round(BARS_INCHES[0] * DPI), round(BARS_INCHES[1] * num_settings * DPI)
+
+
+def flip_rate_size() -> tuple[int, int]:
+    """The pixel size of a flip-rate figure."""
+    return round(FLIP_RATE_INCHES[0] * DPI), round(FLIP_RATE_INCHES[1] * DPI)
+
+
+def _figure(width: float, height: float):
+    from XRM.results.figure_files import new_figure
+
+    return new_figure(width, height, DPI)
+
+
+def _selected(cell: TableCell) -> tuple[RunResult, dict]:
+    run = cell.summary.selected_run
+    return run, selected_record(run.records, cell.summary.metric)
+
+
+def _percent(run: RunResult, key: str) -> tuple[list[int], list[float]]:
+    points = [(record[records.STEP], 100 * record[key]) for record in run.records if record.get(key) is not None]
+    return [step for step, _ in points], [value for _, value in points]
+
+
+def plot_curves(grid: Grid, dataset: str, path: Path) -> Path:
+    """Validation (the setting's criterion) and test worst-group accuracy against steps of each
+    selected run; a dashed line and dots at the selected step."""
+    from XRM.results.figure_files import save_png
+
+    algorithms = list(dict.fromkeys(a for _, block in grid.blocks for a in block))
+    figure = _figure(PANEL_INCHES[0] * len(algorithms), PANEL_INCHES[1] * len(grid.blocks))
+    axes = figure.subplots(len(grid.blocks), len(algorithms), squeeze=False, sharey=True)
+    for row, (setting, _) in enumerate(grid.blocks):
+        for column, algorithm in enumerate(algorithms):
+            panel = axes[row][column]
+            cell = grid.cells.get((setting, algorithm, dataset))
+            panel.set_title(f"{algorithm}, {setting}", fontsize=9)
+            if cell is None:
+                panel.text(0.5, 0.5, "no results", ha="center", va="center", transform=panel.transAxes)
+                continue
+            run, chosen = _selected(cell)
+            for key, style in ((cell.summary.metric, "-"), (records.TE_WGA, "--")):
+                steps, values = _percent(run, key)
+                panel.plot(steps, values, style, label=key)
+                panel.plot([chosen[records.STEP]], [100 * chosen[key]], "o", color=panel.lines[-1].get_color())
+            panel.axvline(chosen[records.STEP], color="grey", linestyle=":", linewidth=1)
+            panel.set_xlabel("step", fontsize=8)
+            panel.legend(fontsize=7, loc="best")
+        axes[row][0].set_ylabel("worst-group acc. (%)", fontsize=8)
+    save_png(figure, path)
+    return path
+
+
+def plot_group_accuracies(grid: Grid, dataset: str, path: Path) -> Path:
+    """Test accuracy of every group (te_acc_group_<g>) of each algorithm's selected model, bars."""
+    from XRM.results.figure_files import save_png
+
+    figure = _figure(BARS_INCHES[0], BARS_INCHES[1] * len(grid.blocks))
+    axes = figure.subplots(len(grid.blocks), 1, squeeze=False)
+    for row, (setting, algorithms) in enumerate(grid.blocks):
+        panel = axes[row][0]
+        shown = [(a, records.test_group_accuracies(_selected(grid.cells[setting, a, dataset])[1]))
+                 for a in algorithms if (setting, a, dataset) in grid.cells]
+        shown = [(algorithm, groups) for algorithm, groups in shown if groups]
+        groups = sorted({group for _, accuracies in shown for group in accuracies})
+        width = 0.8 / max(len(shown), 1)
+        for index, (algorithm, accuracies) in enumerate(shown):
+            positions = [groups.index(group) + (index - (len(shown) - 1) / 2) * width for group in accuracies]
+            panel.bar(positions, [100 * value for value in accuracies.values()], width, label=algorithm)
+        panel.set_xticks(range(len(groups)), [f"group {group}" for group in groups], fontsize=8)
+        panel.set_ylim(0, 119)  # room above the bars for the legend
+        panel.set_ylabel("test acc. (%)", fontsize=8)
+        panel.set_title(SETTING_TITLES[setting], fontsize=9)
+        if shown:
+            panel.legend(fontsize=7, ncols=len(shown), loc="upper center")
+        else:
+            panel.text(0.5, 0.5, "no per-group accuracies recorded", ha="center", va="center",
+                       transform=panel.transAxes)
+    save_png(figure, path)
+    return path
+
+
+def plot_flip_rates(runs: list[RunResult], path: Path) -> Path:
+    """Phase 1's flip rate against steps for every combination of the selection seed; the one
+    selected (the highest final flip rate) drawn thick and named in the legend."""
+    from XRM.results.figure_files import save_png
+
+    seed = selection_seed(runs, 0)
+    best = best_phase_1_comb(runs, seed)
+    figure = _figure(*FLIP_RATE_INCHES)
+    panel = figure.subplots()
+    for run in sorted((run for run in runs if run.seed == seed), key=lambda r: r.hparams_comb):
+        steps, rates = _percent(run, records.FLIP_RATE)
+        chosen = run.hparams_comb == best
+        panel.plot(steps, rates, linewidth=2.5 if chosen else 1, alpha=1 if chosen else 0.6, zorder=3 if chosen else 2,
+                   label=f"combination {run.hparams_comb}" + (" (selected)" if chosen else ""))
+    panel.set_xlabel("step")
+    panel.set_ylabel("flip rate (%)")
+    panel.set_title(f"phase 1 (XRM), seed {seed}", fontsize=10)
+    panel.legend(fontsize=7, ncols=2)
+    save_png(figure, path)
+    return path
+
+
+def write_plots(cells: list[TableCell], phase_1_runs: dict[str, list[RunResult]], out_dir: Path) -> list[Path]:
+    """Every plot of the cells' datasets and of ``phase_1_runs`` (dataset -> its phase-1 runs)
+    under ``out_dir``; their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    grid = Grid.of(cells) if cells else None
+    for dataset in grid.datasets if grid else []:
+        paths.append(plot_curves(grid, dataset, out_dir / f"curves_{dataset}.png"))
+        paths.append(plot_group_accuracies(grid, dataset, out_dir / f"groups_{dataset}.png"))
+    for dataset, runs in phase_1_runs.items():
+        paths.append(plot_flip_rates(runs, out_dir / f"flip_rate_{dataset}.png"))
+    return paths
+
+
+def find_phase_1_runs(root: Path, datasets: list[str] | None = None) -> dict[str, list[RunResult]]:
+    """Dataset -> the phase-1 runs of every folder under ``root`` (``<ALGO>/<Dataset>/group_labels_*``),
+    of ``datasets`` only when given."""
+    found = {}
+    for folder in sorted(root.glob("*/*/group_labels_*")):
+        if datasets and folder.parent.name not in datasets:
+            continue
+        runs = collect_runs(folder)
+        if runs and runs[0].phase == 1:
+            found[folder.parent.name] = runs
+    return found

@@ -1,0 +1,159 @@
+"""Where a run's files live, what they are called, and the records inside them.
+
+Layout (compatible with the reference code): ``<out>/<ALGO>/<Dataset>/group_labels_<src>/``
+holds, per run, ``results_hpcomb_<k>_seed<s>.json`` (JSON lines: first the run's
+hyper-parameters, then one record per evaluation), ``ckpt_hpcomb_<k>_seed<s>.pt`` (last),
+``best_hpcomb_<k>_seed<s>.pt`` (model at the best evaluation), phase 1's
+``inferred_hpcomb_<k>_seed<s>.pt`` and ``done_hpcomb_<k>_seed<s>`` (written last).
+"""
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from XRM.common.fileio import atomic_write_text
+
+# record keys, defined once
+STEP = "step"
+FLIP_RATE = "flip_rate"
+DEGENERATE = "degenerate"
+VA_AVG_ACC, VA_WGA, TE_AVG_ACC, TE_WGA = "va_avg_acc", "va_wga", "te_avg_acc", "te_wga"
+VA_GI_WGA = "va_gi_wga"
+PHASE_2_METRICS = (VA_AVG_ACC, VA_WGA, VA_GI_WGA, TE_AVG_ACC, TE_WGA)
+
+
+def metric_key(split: str, metric: str) -> str:
+    """The record key of ``metric`` ('avg_acc' or 'wga') on ``split`` ('va' or 'te'), e.g. 'va_wga'."""
+    key = f"{split}_{metric}"
+    if key not in PHASE_2_METRICS:
+        raise ValueError(f"no record key {key!r}; keys: {', '.join(PHASE_2_METRICS)}")
+    return key
+SELECTION_METRICS = (VA_WGA, VA_GI_WGA, VA_AVG_ACC, FLIP_RATE)
+
+#: per-group test accuracy: ``te_acc_group_<g>`` for each test group id g = y * n_attr + a
+#: present (keys the reference code's reader does not read, so its folders stay readable)
+TEST_GROUP_ACCURACY_PREFIX = "te_acc_group_"
+TEST_GROUP_ACCURACY_PATTERN = re.compile(rf"^{TEST_GROUP_ACCURACY_PREFIX}(\d+)$")
+
+
+def test_group_accuracy_key(group: int) -> str:
+    """The record key of the test accuracy of group id ``group``."""
+    return f"{TEST_GROUP_ACCURACY_PREFIX}{group}"
+
+
+def test_group_accuracies(record: dict) -> dict[int, float]:
+    """Group id -> test accuracy, from a record's per-group keys (empty for records without them)."""
+    found = {}
+    for key, value in record.items():
+        match = TEST_GROUP_ACCURACY_PATTERN.match(key)
+        if match:
+            found[int(match.group(1))] = value
+    return dict(sorted(found.items()))
+
+RESULTS_PATTERN = re.compile(r"results_hpcomb_(\d+)_seed(\d+)\.json$")
+
+
+#: the kinds of --group_labels: true groups, none (the classes), a phase-1 file or folder (inferred groups)
+GROUP_LABEL_KINDS = ("yes", "no", "inferred")
+
+
+def group_labels_kind(group_labels: str) -> str:
+    """'yes', 'no', or 'inferred' for anything else (a phase-1 file or folder)."""
+    return group_labels if group_labels in ("yes", "no") else "inferred"
+
+
+def group_labels_folder(group_labels: str) -> str:
+    """Folder name for a group-label source: ``group_labels_<kind>``."""
+    return f"group_labels_{group_labels_kind(group_labels)}"
+
+
+def run_directory(out_dir: str | Path, algorithm: str, dataset: str, group_labels: str) -> Path:
+    """``<out>/<ALGO>/<Dataset>/group_labels_<src>``."""
+    return Path(out_dir) / algorithm / dataset / group_labels_folder(group_labels)
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one run (hyper-parameter combination k, seed s) in its directory."""
+
+    directory: Path
+    hparams_comb: int
+    seed: int
+
+    @property
+    def tag(self) -> str:
+        """``hpcomb_<k>_seed<s>``."""
+        return f"hpcomb_{self.hparams_comb}_seed{self.seed}"
+
+    @property
+    def results(self) -> Path:
+        """JSON-lines records."""
+        return self.directory / f"results_{self.tag}.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        """Last training state."""
+        return self.directory / f"ckpt_{self.tag}.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """Model at the best evaluation by the selection metric."""
+        return self.directory / f"best_{self.tag}.pt"
+
+    @property
+    def inferred(self) -> Path:
+        """Phase-1 artifact: inferred attributes and held-out logits."""
+        return self.directory / f"inferred_{self.tag}.pt"
+
+    @property
+    def lock(self) -> Path:
+        """Held (XRM/runs/lock.py) by the process training the run."""
+        return self.directory / f".lock_{self.tag}"
+
+    def stale_temporaries(self) -> list[Path]:
+        """Temporary files a killed write of one of the run's files left behind."""
+        names = [path.name for path in (self.results, self.checkpoint, self.best_checkpoint, self.inferred, self.done)]
+        return [path for name in names for path in self.directory.glob(f".{name}.*.tmp")]
+
+    @property
+    def done(self) -> Path:
+        """Marker written once everything else is in place."""
+        return self.directory / f"done_{self.tag}"
+
+
+def write_header(path: Path, header: dict) -> None:
+    """Start a results file with its header line (the run's hyper-parameters), replacing any old one."""
+    atomic_write_text(json.dumps(header, sort_keys=True) + "\n", path)
+
+
+def read_results(path: Path) -> tuple[dict, list[dict]]:
+    """The header and evaluation records of a results file.
+
+    A last line cut short by a crash is skipped with a warning naming the file; a broken
+    line elsewhere raises ValueError naming the file and line.
+    """
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    header: dict = {}
+    records: list[dict] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                print(f"warning: skipping the unfinished last line of {path}", file=sys.stderr)
+                break
+            raise ValueError(f"{path}: line {number} is not JSON") from None
+        if STEP in entry:
+            records.append(entry)
+        else:
+            header.update(entry)
+    return header, records
+
+
+def truncate_records(path: Path, last_step: int) -> None:
+    """Keep the header and the records up to ``last_step`` (for resuming from a checkpoint)."""
+    header, records = read_results(path)
+    kept = [record for record in records if record[STEP] <= last_step]
+    lines = [json.dumps(header, sort_keys=True)] + [json.dumps(record, sort_keys=True) for record in kept]
+    atomic_write_text("\n".join(lines) + "\n", path)

@@ -1,0 +1,123 @@
+"""Every model-selection rule: which evaluation step of a run, which hyper-parameter combination,
+which phase-1 run, and which checkpoint is a run's best.
+
+Runs are read as objects with ``hparams_comb``, ``seed``, ``records``, ``phase`` and ``files``
+(XRM.results.collect.RunResult).
+"""
+from XRM.common.errors import UserError
+from XRM.results import records
+
+
+def is_phase_1(run_records: list[dict]) -> bool:
+    """Whether records come from phase 1 (they carry a flip rate), read from the records themselves."""
+    return any(records.FLIP_RATE in record for record in run_records)
+
+
+def may_select_step(step: int | None) -> bool:
+    """Whether a phase-2 evaluation may be selected: any but step 0's (the untrained model)."""
+    return step != 0
+
+
+def selected_record(run_records: list[dict], metric: str) -> dict | None:
+    """The record a run is judged by.
+
+    Phase 1: the last record (the flip rate at the end of training). Phase 2: the last
+    evaluation after step 0 at which ``metric`` reached its maximum (early stopping; the
+    untrained model at step 0 is never chosen, as in the reference's reader). None when no
+    such record carries ``metric``.
+    """
+    if is_phase_1(run_records):
+        return run_records[-1] if run_records else None
+    candidates = [record for record in run_records
+                  if record.get(metric) is not None and may_select_step(record.get(records.STEP))]
+    if not candidates:
+        return None
+    best = max(record[metric] for record in candidates)
+    return [record for record in candidates if record[metric] == best][-1]
+
+
+def best_candidate(scores: dict[int, dict], metric: str) -> int:
+    """The key (hyper-parameter combination) whose selected record has the highest ``metric``.
+
+    Ties are broken by validation average accuracy, then by the smallest key.
+    """
+    if not scores:
+        raise ValueError("no candidates to select from")
+
+    def rank(key: int) -> tuple:
+        record = scores[key]
+        return (record.get(metric, float("-inf")), record.get(records.VA_AVG_ACC, float("-inf")), -key)
+
+    return max(scores, key=rank)
+
+
+def best_checkpoint_metric(has_inferred_validation_groups: bool) -> str:
+    """The metric a run's best checkpoint is chosen by: va_gi_wga when the run has inferred
+    validation groups (from a phase-1 file), else va_wga."""
+    return records.VA_GI_WGA if has_inferred_validation_groups else records.VA_WGA
+
+
+def default_metric(runs: list) -> str:
+    """flip_rate for phase-1 runs, va_wga otherwise."""
+    return records.FLIP_RATE if runs and runs[0].phase == 1 else records.VA_WGA
+
+
+def criterion_for(runs: list, requested: str | None) -> str:
+    """The criterion for one folder: ``requested`` where its runs record it, else their default.
+
+    A results root holds phase-1 (XRM) folders beside phase-2 ones, and only some phase-2
+    runs record ``va_gi_wga``: a criterion asked for on the command line must not stop
+    the tables it does not apply to.
+    """
+    if requested is None or not runs or not fits_phase(requested, runs[0].phase):
+        return default_metric(runs)
+    if not any(selected_record(run.records, requested) is not None for run in runs):
+        return default_metric(runs)
+    return requested
+
+
+def selection_seed(runs: list, seed: int = 0) -> int:
+    """The seed whose runs choose the hyper-parameters: ``seed`` when present, else the smallest."""
+    seeds = sorted({run.seed for run in runs})
+    return seed if seed in seeds else seeds[0]
+
+
+def selectable(run) -> bool:
+    """Whether a run may be selected: finished, with each step recorded once (``run.problem`` says why not)."""
+    return getattr(run, "problem", None) is None
+
+
+def best_hparams_comb(runs: list, metric: str, seed: int = 0) -> int:
+    """The hyper-parameter combination with the best selected ``metric`` among the selectable runs of ``seed``."""
+    check_metric(runs, metric)
+    chosen_seed = selection_seed(runs, seed)
+    scores = {}
+    for run in runs:
+        if run.seed == chosen_seed and selectable(run):
+            record = selected_record(run.records, metric)
+            if record is not None:
+                scores[run.hparams_comb] = record
+    if not scores:
+        raise UserError(f"no finished run in {runs[0].files.directory} records {metric}; finish the sweep "
+                        "(--resume) or choose another selection metric")
+    return best_candidate(scores, metric)
+
+
+def fits_phase(metric: str, phase: int) -> bool:
+    """Phase 1 is judged by flip_rate alone; phase 2 by every other selection metric."""
+    return (metric == records.FLIP_RATE) == (phase == 1)
+
+
+def check_metric(runs: list, metric: str) -> None:
+    """A UserError when ``metric`` does not fit the runs' phase."""
+    if not runs:
+        return
+    phase = runs[0].phase
+    if not fits_phase(metric, phase):
+        valid = records.FLIP_RATE if phase == 1 else ", ".join(m for m in records.SELECTION_METRICS if m != records.FLIP_RATE)
+        raise UserError(f"{metric} does not apply to phase-{phase} runs in {runs[0].files.directory}; use {valid}")
+
+
+def best_phase_1_comb(runs: list, seed: int) -> int:
+    """The phase-1 combination whose groups phase 2 uses: the best final flip rate among ``seed``'s runs."""
+    return best_hparams_comb([run for run in runs if run.seed == seed], records.FLIP_RATE, seed)

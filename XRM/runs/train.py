@@ -1,0 +1,386 @@
+"""The training loop over a stack of runs: H runs trained together, one batched step at a time.
+
+``train_stack(specs)`` trains the unfinished runs among ``specs`` (runs that share a
+``RunSpec.stack_key``). Small models (heads on features, the Synthetic data, the
+ColorMNIST MLP) are trained as stacks of as many runs as fit the device's memory (at most
+``stack_size``); backbones one run at a time. A single run is a stack of one. Each run
+keeps its own hyper-parameters, batch stream (a pure function of (seed, step)), algorithm
+state and files. Idempotent and resumable: a finished run is skipped, and with ``resume``
+an interrupted run continues from its checkpoint and writes the same records.
+"""
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from XRM.algorithms import RunData, get_algorithm_class
+from XRM.common.devices import resolve_device
+from XRM.common.errors import Interrupted, RunsFailed
+from XRM.common.fileio import append_jsonl, atomic_write_text
+from XRM.common.sampling import StepSampler, StepUniforms, build_sampler
+from XRM.engine.batches import input_shape, training_batches
+from XRM.engine.captured_step import CapturedStep
+from XRM.engine.evaluation import StackEvaluator
+from XRM.engine.memory_budget import split_to_fit
+from XRM.engine.model_stacks import ModuleStack, ParameterStack
+from XRM.engine.stack_steps import AlgorithmSlice, StackSteps, algorithm_slice
+from XRM.networks.classifiers import TwinNetwork, build_network, use_cuda_graphs
+from XRM.networks.token_batches import TokenRows
+from XRM.results import records, selection
+from XRM.runs import checkpoints
+from XRM.runs.inputs import RunSetup, StackData, load_inputs
+from XRM.runs.lock import try_lock, unlock
+from XRM.runs.phase_1_files import save_phase_1_artifact
+from XRM.runs.spec import RunSpec
+from XRM.runs.stop_signals import StopRequests
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class Member:
+    """One run of a stack: its inputs, its place in the stack, and its progress."""
+
+    setup: RunSetup
+    run_data: RunData
+    checkpoint: dict | None
+    sampler: StepSampler | None = None
+    uniforms: StepUniforms | None = None
+    best: dict = field(default_factory=dict)
+    best_changed: bool = False
+    diverged_at: int | None = None  # the step whose loss was not finite: the run stops there
+
+    @property
+    def spec(self) -> RunSpec:
+        """The run's options."""
+        return self.setup.spec
+
+    @property
+    def start(self) -> int:
+        """The first step to train."""
+        return 0 if self.checkpoint is None else self.checkpoint["step"] + 1
+
+    @property
+    def first_recorded_step(self) -> int:
+        """The first evaluation written to the run's records (Algorithm.first_recorded_step)."""
+        return get_algorithm_class(self.spec.algorithm).first_recorded_step(self.setup.hparams)
+
+
+def next_evaluation(step: int, eval_every: int, num_steps: int) -> int:
+    """The first evaluation step at or after ``step``: every eval_every-th step, and the last."""
+    if step % eval_every == 0:
+        return step
+    return min((step // eval_every + 1) * eval_every, num_steps - 1)
+
+
+def _member_of(setup: RunSetup, data: StackData) -> Member:
+    spec = setup.spec
+    checkpoint = None
+    if spec.resume and spec.files.checkpoint.exists():
+        checkpoint = checkpoints.load_checkpoint(spec.files, setup.hparams)
+    return Member(setup, setup.run_data(data.splits["tr"].y, data.num_classes), checkpoint)
+
+
+def _slice_key(member: Member) -> tuple:
+    """Members with equal keys share an algorithm slice: one algorithm, equally shaped state."""
+    algorithm = get_algorithm_class(member.spec.algorithm)(member.run_data.num_classes)
+    return member.spec.algorithm, algorithm.state_signature(member.run_data)
+
+
+def _ordered_for_slices(members: list[Member]) -> list[Member]:
+    return sorted(members, key=_slice_key)
+
+
+def _stack_groups(members: list[Member], data: StackData, stack_size: int | None, device: torch.device,
+                  dtype: torch.dtype) -> list[list[Member]]:
+    """Members that may share a stack (same start step, optimiser, networks per run), split to fit memory."""
+    if not data.small_model:
+        return [[member] for member in members]
+    by_key: dict[tuple, list[Member]] = {}
+    for member in members:
+        cls = get_algorithm_class(member.spec.algorithm)
+        key = (member.start, member.setup.hparams["optimizer"], cls.networks_per_run,
+               member.setup.hparams["num_steps"], member.setup.hparams["eval_every"])
+        by_key.setdefault(key, []).append(member)
+    groups = []
+    for group in by_key.values():
+        groups += split_to_fit(_ordered_for_slices(group), data, stack_size, device, dtype)
+    return groups
+
+
+def train_stack(specs: Sequence[RunSpec], stack_size: int | None = None) -> None:
+    """Train the unfinished runs among ``specs`` that no other process is training (see the module docstring)."""
+    locks = {}
+    try:
+        for spec in specs:
+            if spec.is_done():
+                continue
+            handle = try_lock(spec.files.lock)
+            if handle is None:
+                print(f"{spec.run_name}: running in another process; skipped", file=sys.stderr)
+            else:
+                locks[spec] = handle
+        if locks:
+            _train_locked([spec for spec in specs if spec in locks and not spec.is_done()], stack_size)
+    finally:
+        for handle in locks.values():
+            unlock(handle)
+
+
+def _train_locked(todo: list[RunSpec], stack_size: int | None) -> None:
+    for spec in todo:
+        for path in spec.files.stale_temporaries():  # a killed write's leftovers; the lock makes them ours
+            path.unlink(missing_ok=True)
+    device = resolve_device(todo[0].device)
+    dtype = DTYPES[todo[0].dtype]
+    data, setups = load_inputs(todo, device, dtype)
+    members = [_member_of(setup, data) for setup in setups]
+    for group in _stack_groups(members, data, stack_size, device, dtype):
+        StackTrainer(group, data, device, dtype).train()
+
+
+def _networks(member: Member, data: StackData) -> list[torch.nn.Module]:
+    """The run's freshly initialised network(s), drawn from its seed as a run alone draws them."""
+    cls = get_algorithm_class(member.spec.algorithm)
+    shape = input_shape(data.splits["tr"].x)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(member.spec.seed)
+        networks = [build_network(data.family, shape, data.num_classes, member.setup.hparams, data.backbone)
+                    for _ in range(cls.networks_per_run)]
+    if member.setup.base_model is not None:  # last-layer retraining starts from its base model's head
+        for network in networks:
+            network.load_state_dict({key: value.float() for key, value in member.setup.base_model.items()})
+    return networks
+
+
+class StackTrainer:
+    """Trains one stack of members from their common start step to the end: the batches and steps are
+    StackSteps' (XRM/engine/stack_steps.py); files, evaluation, checkpoints, locks and signals are its own."""
+
+    def __init__(self, members: list[Member], data: StackData, device: torch.device, dtype: torch.dtype) -> None:
+        self.members, self.data, self.device, self.dtype = members, data, device, dtype
+        self.train_split = data.splits["tr"]
+        hparams = [member.setup.hparams for member in members]
+        self.num_steps, self.eval_every = hparams[0]["num_steps"], hparams[0]["eval_every"]
+        self.phase = get_algorithm_class(members[0].spec.algorithm).phase
+        if data.small_model:
+            self.model = ParameterStack([_networks(m, data) for m in members], hparams, dtype, device)
+        else:
+            networks = _networks(members[0], data)
+            network = TwinNetwork(*networks) if len(networks) == 2 else networks[0]
+            self.model = ModuleStack(network, hparams[0], device, members[0].spec.num_workers)
+            if device.type == "cuda" and members[0].spec.cuda_graphs:
+                use_cuda_graphs(network)
+            torch.manual_seed(members[0].spec.seed)  # a backbone's dropout draws from the global generators
+        # text: every row's real length known on the host, so a step's batch skips padding without a synchronisation
+        self.token_rows = TokenRows(self.train_split.x) if data.inputs == "tokens" and not data.small_model else None
+        slices = self._slices()
+        for member in members:
+            cls = get_algorithm_class(member.spec.algorithm)
+            classes = member.run_data.y if data.balanced_batches and cls.follows_balanced_batches else None
+            member.sampler = build_sampler(cls.sampling, member.run_data.groups, member.setup.hparams["batch_size"],
+                                           member.spec.seed, classes, cls(data.num_classes).training_pool(member.run_data))
+            if cls.draws_uniforms:
+                member.uniforms = StepUniforms(member.spec.seed, member.sampler.batch_size)
+        self.steps = StackSteps(self.model, slices, self.train_split.x, self.train_split.y,
+                                [m.run_data.groups for m in members], [m.sampler for m in members],
+                                [m.uniforms for m in members], dtype, device)
+        self.evaluator = None
+        if self.phase == 2:
+            on_device: dict[int, torch.Tensor] = {}  # runs sharing a source share one tensor on the device
+
+            def moved(tensor: torch.Tensor | None) -> torch.Tensor | None:
+                if tensor is None:
+                    return None
+                if id(tensor) not in on_device:
+                    on_device[id(tensor)] = tensor.to(device)
+                return on_device[id(tensor)]
+
+            self.evaluator = StackEvaluator(data.splits["va"], data.splits["te"],
+                                            [moved(m.setup.validation_groups) for m in members],
+                                            [moved(m.setup.inferred_validation_attributes) for m in members])
+        self.start = members[0].start
+        self._restore_or_start()
+
+    def _slices(self) -> list[AlgorithmSlice]:
+        slices, begin = [], 0
+        while begin < len(self.members):
+            key = _slice_key(self.members[begin])
+            end = begin
+            while end < len(self.members) and _slice_key(self.members[end]) == key:
+                end += 1
+            runs = self.members[begin:end]
+            slices.append(algorithm_slice(get_algorithm_class(key[0])(self.data.num_classes), begin,
+                                          [m.run_data for m in runs], [m.setup.hparams for m in runs],
+                                          self.dtype, self.device))
+            begin = end
+        return slices
+
+    # ------------------------------------------------------------------ files
+
+    def _restore_or_start(self) -> None:
+        for index, member in enumerate(self.members):
+            files, checkpoint = member.spec.files, member.checkpoint
+            member.best = {"metric": selection.best_checkpoint_metric(
+                member.setup.inferred_validation_attributes is not None), "value": -1.0, "step": -1}
+            if checkpoint is None:
+                files.directory.mkdir(parents=True, exist_ok=True)
+                header = {"hparams": member.setup.hparams, **member.spec.header(),
+                          "inputs_used": self.data.inputs,
+                          "backbone_used": None if self.data.backbone is None else self.data.backbone.name}
+                records.write_header(files.results, header)
+                continue
+            self.model.load_member(index, checkpoint["model"], checkpoint["optimizer"], checkpoints.load_best_model(files))
+            part, row = self.steps.slice_of(index)
+            for key, value in checkpoint["algorithm_state"].items():
+                part.state[key][row] = value.to(self.device)
+            if "rng" in checkpoint and isinstance(self.model, ModuleStack):
+                checkpoints.restore_rng_states(checkpoint["rng"])
+            member.best = checkpoint["best"]
+            records.truncate_records(files.results, checkpoint["step"])
+            print(f"resuming {member.spec.run_name} from step {member.start}", file=sys.stderr)
+
+    def _algorithm_state(self, index: int) -> dict[str, torch.Tensor]:
+        part, row = self.steps.slice_of(index)
+        return {key: value[row].cpu().clone() for key, value in part.state.items()}
+
+    def _save_checkpoints(self, step: int) -> None:
+        for index, member in enumerate(self.members):
+            if member.diverged_at is not None:  # its last checkpoint stays the last finite state
+                continue
+            if member.best_changed:
+                checkpoints.save_best(member.spec.files, self.model.best_model_state(index), member.best,
+                                      member.setup.hparams)
+                member.best_changed = False
+            state = {"step": step, "model": self.model.model_state(index),
+                     "optimizer": self.model.optimizer_state(index), "algorithm_state": self._algorithm_state(index),
+                     "best": member.best, "hparams": member.setup.hparams}
+            if isinstance(self.model, ModuleStack):
+                state["rng"] = checkpoints.rng_states()
+            checkpoints.save_checkpoint(member.spec.files, state)
+
+    # ------------------------------------------------------------------ training
+
+    def train(self) -> None:
+        """Train every member to the last step, evaluating, checkpointing and finishing them."""
+        show = sys.stderr.isatty()
+        label = self.members[0].spec.run_name if len(self.members) == 1 else f"stack of {len(self.members)} runs"
+        bar = tqdm(total=self.num_steps, initial=self.start, desc=label, disable=not show, file=sys.stderr)
+        loader_batches = None
+        if not isinstance(self.train_split.x, torch.Tensor):  # images read from disk: one DataLoader for the run
+            loader_batches = iter(training_batches(self.train_split.x, self.members[0].sampler, self.start,
+                                                   self.num_steps, self.device, self.members[0].spec.num_workers))
+        train_step = self.steps.train_step
+        if self.device.type == "cuda" and isinstance(self.model, ParameterStack) and self.members[0].spec.cuda_graphs:
+            train_step = CapturedStep(self.steps.train_step)
+        last_checkpoint = time.monotonic()
+        step = self.start
+        plan = self.steps.plan(step, next_evaluation(step, self.eval_every, self.num_steps) + 1) if step < self.num_steps else {}
+        with StopRequests() as stops:
+            while step < self.num_steps:
+                stop = step + len(plan["step"])
+                for row in range(stop - step):
+                    batch = self.steps.batch(plan, row)
+                    if loader_batches is not None:
+                        self.steps.train_step(batch, next(loader_batches)[1])
+                    elif self.token_rows is not None:
+                        self.steps.train_step(batch, self.token_rows.batch(batch.index[0], plan["host_index"][row, 0]))
+                    else:
+                        train_step(batch)
+                    if stops.signum is not None:
+                        self._stop(step + row, stops.signum)
+                step, last_checkpoint = self._end_chunk(step, stop, plan, last_checkpoint, bar)
+        bar.close()
+        if self.phase == 1:
+            self._finish_phase_1()
+        for member in self.live_members():
+            atomic_write_text("", member.spec.files.done)
+        diverged = {m.spec.run_name: f"diverged at step {m.diverged_at} (non-finite loss); not marked done"
+                    for m in self.members if m.diverged_at is not None}
+        if diverged:
+            raise RunsFailed(diverged)
+
+    def _end_chunk(self, step: int, stop: int, plan: dict, last_checkpoint: float, bar) -> tuple[int, float]:
+        """After steps step .. stop-1: draw the next chunk's batches (while the device trains), evaluate,
+        and checkpoint when due. Returns the next step and the time of the last checkpoint."""
+        if stop < self.num_steps:
+            plan.update(self.steps.plan(stop, next_evaluation(stop, self.eval_every, self.num_steps) + 1))
+        bar.update(stop - step)
+        self._evaluate(stop - 1)
+        if time.monotonic() - last_checkpoint >= self.members[0].spec.checkpoint_seconds or stop == self.num_steps:
+            self._save_checkpoints(stop - 1)
+            last_checkpoint = time.monotonic()
+        return stop, last_checkpoint
+
+    def _stop(self, step: int, signum: int) -> None:
+        """Save every run's checkpoint at ``step`` (just trained) and raise Interrupted."""
+        self._save_checkpoints(step)
+        print(f"stopped at step {step} by signal {signum}; checkpoints saved", file=sys.stderr)
+        raise Interrupted(signum)
+
+    def live_members(self) -> list[Member]:
+        """The members still training (not diverged)."""
+        return [member for member in self.members if member.diverged_at is None]
+
+    def _note_divergence(self) -> None:
+        """Stop the members whose loss stopped being finite (read at an evaluation: one synchronisation)."""
+        for member, step in zip(self.members, self.steps.diverged_step.tolist()):
+            if step >= 0 and member.diverged_at is None:
+                member.diverged_at = step
+                print(f"{member.spec.run_name}: diverged at step {step} (non-finite loss); stopped, not marked done",
+                      file=sys.stderr)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self, step: int) -> None:
+        self._note_divergence()
+        if self.phase == 1:
+            for part in self.steps.slices:
+                metrics = part.algorithm.training_metrics(part.state, self.train_split.y)
+                rows = zip(*(values.tolist() for values in metrics.values()))
+                for member, row in zip(self.members[part.begin:part.end], rows):
+                    if member.diverged_at is None:
+                        append_jsonl(member.spec.files.results, {records.STEP: step, **dict(zip(metrics, row))})
+            return
+        metrics = self.evaluator(self.steps.evaluation_logits)
+        names = list(metrics)
+        values = torch.stack([metrics[name] for name in names], dim=1).tolist()
+        improved = []
+        for member, row in zip(self.members, values):
+            if member.diverged_at is not None or step < member.first_recorded_step:
+                improved.append(False)
+                continue
+            record = {name: value for name, value in zip(names, row) if value == value}  # NaN: not recorded
+            append_jsonl(member.spec.files.results, {records.STEP: step, **record})
+            better = selection.may_select_step(step) and record[member.best["metric"]] >= member.best["value"]
+            if better:
+                member.best = {"metric": member.best["metric"], "value": record[member.best["metric"]], "step": step}
+                member.best_changed = True
+            improved.append(better)
+        self.model.keep_best(torch.tensor(improved, device=self.device))
+
+    def _finish_phase_1(self) -> None:
+        """The algorithm's groups inferred from every training and validation example; each run's
+        phase-1 file saved, or its degeneracy recorded."""
+        train, validation = self.data.splits["tr"], self.data.splits["va"]
+        train_logits, validation_logits = self.model.predict(train.x), self.model.predict(validation.x)
+        for part in self.steps.slices:
+            rows = slice(part.begin, part.end)
+            inferred = part.algorithm.infer_groups(train_logits[rows], part.state, train.y,
+                                                   validation_logits[rows], validation.y)
+            for member, groups in zip(self.members[rows], inferred):
+                if member.diverged_at is not None:
+                    continue
+                files = member.spec.files
+                if groups.degenerate:
+                    # reported as a zero flip rate at the end so that selection by flip_rate passes it over
+                    append_jsonl(files.results, {records.STEP: self.num_steps, records.FLIP_RATE: 0.0,
+                                                 records.DEGENERATE: True})
+                    print(f"warning: {files.directory / files.tag}: degenerate inferred groups (a class not split in "
+                          "two); no phase-1 file written", file=sys.stderr)
+                    continue
+                save_phase_1_artifact(files.inferred, groups.train_attributes, groups.validation_attributes,
+                                      groups.held_out_logits)
