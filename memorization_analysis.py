@@ -17,7 +17,7 @@ import argparse
 from tqdm import tqdm
 
 from XRM.cli.entry_point import HelpFormatter, output_folder, parse_hparams, run_cli
-from XRM.common.options import INPUT_CHOICES
+from XRM.common.run_options import INPUT_CHOICES
 
 ALGORITHMS = ("ERM", "MAT")  # mat.memorization_study.STUDY_ALGORITHMS, named here without importing torch
 

@@ -14,7 +14,6 @@ last_layer); importing ``XRM.algorithms`` registers them. Other packages registe
 when imported (``mat`` registers MAT).
 """
 from dataclasses import dataclass
-from typing import Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -25,19 +24,10 @@ from XRM.common.registry import Registry
 from XRM.common.search_space import Bound, SearchSpace
 from XRM.results.records import GROUP_LABEL_KINDS, group_labels_kind
 
-ALGORITHMS: Registry[type["Algorithm"]] = Registry("algorithm")
-A = TypeVar("A", bound=type["Algorithm"])
+ALGORITHMS: Registry[type["Algorithm"]] = Registry("algorithm", names_entries=True)
+#: class decorator that registers an algorithm under a name (names are unique; the class learns it as ``name``)
+register_algorithm = ALGORITHMS.register
 State = dict[str, torch.Tensor]
-
-
-def register_algorithm(name: str) -> Callable[[A], A]:
-    """Class decorator that registers an algorithm under ``name`` (names are unique)."""
-
-    def decorator(cls: A) -> A:
-        cls.name = name
-        return ALGORITHMS.add(name, cls)
-
-    return decorator
 
 
 def get_algorithm_class(name: str) -> type["Algorithm"]:

@@ -13,14 +13,18 @@ class Registry(dict[str, T]):
     iterate it.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, names_entries: bool = False) -> None:
         super().__init__()
         self.kind = kind
+        #: whether an entry (a class) learns the name it is registered under, as its ``name``
+        self.names_entries = names_entries
 
     def add(self, name: str, entry: T) -> T:
         """Register ``entry`` under ``name``; a name can be registered once."""
         if name in self:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
+        if self.names_entries:
+            entry.name = name  # type: ignore[attr-defined]
         self[name] = entry
         return entry
 

@@ -3,15 +3,24 @@
 :class:`TrainingOptions` is their one declaration: a run (XRM.runs.spec.RunSpec) and a sweep
 (XRM.runs.sweep.SweepSpec) inherit it, the command lines' arguments are made from it
 (:func:`add_option_arguments`: main.py and reproduce.py), and a sweep hands them to its runs
-by name (:func:`shared_options`). Adding an option here gives it to all of them.
+by name (:func:`shared_options`). Adding an option here gives it to all of them. The option
+values the core reads too (input kinds, default backbones, precisions) are declared here first.
 """
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from XRM.common.options import (DEFAULT_CHECKPOINT_SECONDS, DEFAULT_IMAGE_BACKBONE, DTYPES, INPUT_CHOICES,
-                                TEXT_MODEL_VARIABLE)
+#: what a run may ask a dataset to train on; "auto" lets the dataset choose
+INPUT_CHOICES = ("auto", "features", "images")
+DEFAULT_IMAGE_BACKBONE = "resnet50"
+DEFAULT_TEXT_MODEL = "bert-base-uncased"
+#: environment variable naming the default text model (a hub name or a local folder)
+TEXT_MODEL_VARIABLE = "XRM_TEXT_MODEL"
+#: the floating-point precisions a run can train in
+DTYPES = ("float32", "float64")
+#: seconds between two checkpoints of a run (0: at every evaluation)
+DEFAULT_CHECKPOINT_SECONDS = 60.0
 
 
 def _option(default: Any, help: str, flag: str | None = None, cli_default: Any = dataclasses.MISSING,

@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import Dataset
 
 from XRM.common.errors import UserError
-from XRM.common.options import INPUT_CHOICES  # noqa: F401 (re-exported)
+from XRM.common.run_options import INPUT_CHOICES  # noqa: F401 (re-exported)
 from XRM.data.metadata_table import SPLIT_IDS
 from XRM.networks.backbones import DEFAULT_IMAGE_BACKBONE, BackboneSpec, default_text_model
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from XRM.common.errors import UserError
-from XRM.common.options import (DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_MODEL,  # noqa: F401 (re-exported)
+from XRM.common.run_options import (DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_MODEL,  # noqa: F401 (re-exported)
                                 TEXT_MODEL_VARIABLE)
 
 
