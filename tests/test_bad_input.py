@@ -139,7 +139,8 @@ def test_resume_with_other_hyper_parameters_is_refused(script, tmp_path):
     (directory / "done_hpcomb_0_seed0").unlink()  # as if it had been interrupted after its last checkpoint
     before = (directory / "results_hpcomb_0_seed0.json").read_text()
     result = script(*common, "--hparams", '{"num_steps": 41, "eval_every": 10}', "--resume")
-    _assert_user_error(result, "ckpt_hpcomb_0_seed0.pt was trained with other hyper-parameters", "delete it")
+    _assert_user_error(result, "hpcomb_0_seed0 was started as another run: its results record num_steps 21 -> 41",
+                       "delete its files")
     assert (directory / "results_hpcomb_0_seed0.json").read_text() == before
 
 

@@ -34,7 +34,7 @@ def phase_1(tmp_path_factory):
 
 def _mat_runs(out, tmp_path, folder):
     spec = SweepSpec(phase=2, datasets=["Synthetic"], algorithms=["MAT"], group_labels="no", out_dir=str(tmp_path / folder),
-                     phase_1_dir=str(out / "XRM"), num_seeds=2, hparams_overrides=SHORT)
+                     phase_1_dir=str(out / "XRM"), num_seeds=2, hparams_overrides=SHORT, device="cpu")
     return make_runs(spec)
 
 
@@ -67,7 +67,7 @@ def test_a_job_that_imports_nothing_does_not_know_mat(phase_1, tmp_path, monkeyp
 
     run = _mat_runs(phase_1, tmp_path, "bare")[0]
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
-    executor.update_parameters(timeout_min=5, setup=[f"export PYTHONPATH={ROOT}"])
+    executor.update_parameters(timeout_min=5, setup=[f"export PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"])
     job = executor.submit(StackJob(train_stack, [run], imports=[]))
     with pytest.raises(submitit.core.utils.FailedJobError, match="unknown algorithm 'MAT'"):
         job.result()

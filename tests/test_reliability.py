@@ -106,7 +106,7 @@ def test_a_finished_run_asked_for_other_hyper_parameters_is_refused(script, tmp_
     results = tmp_path / "XRM" / "Synthetic" / "group_labels_no" / "results_hpcomb_0_seed0.json"
     before = results.read_text()
     result = script(*common, "--hparams", '{"num_steps": 61, "eval_every": 20}')
-    _assert_one_line(result, 2, "finished with other hyper-parameters (num_steps 41 -> 61)", "another --out_dir")
+    _assert_one_line(result, 2, "finished as another run: its results record num_steps 41 -> 61", "another --out_dir")
     assert results.read_text() == before
     assert script(*common, *SHORT).returncode == 0  # the same settings: skipped as done
 

@@ -21,6 +21,9 @@ def get_dataset(name: str) -> GroupDataset:
     if Path(name).is_file():
         from XRM.data.custom import custom_dataset
 
+        if Path(name).stem in DATASETS:
+            raise UserError(f"custom dataset file {name} is named like the built-in dataset {Path(name).stem}: their "
+                            f"results would share <out_dir>/<ALGO>/{Path(name).stem}/; rename the file")
         return custom_dataset(Path(name))
     raise UserError(f"unknown dataset {name!r}; choose from: {', '.join(sorted(DATASETS))}, "
                     "or give the path of a custom dataset file (.pt or .csv)")

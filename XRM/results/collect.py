@@ -32,9 +32,26 @@ class RunResult:
         steps = [record[records.STEP] for record in self.records]
         if len(set(steps)) != len(steps):
             return "its records repeat steps"
+        other = self.foreign_identity()
+        if other:
+            return f"its header names another run ({other}): copied from elsewhere?"
         if "done_path" in self.header and not self.files.done.exists():
             return "no done file: unfinished, failed or still running"
         return None
+
+
+    def foreign_identity(self) -> str:
+        """What the identity its header records (XRM.runs.identity) says that contradicts where its
+        file lies (combination and seed in the name, algorithm and dataset in the folders); '' if nothing."""
+        identity = self.header.get("identity")
+        if not isinstance(identity, dict):
+            return ""
+        directory = self.files.directory
+        where: dict = {"hparams_comb": self.hparams_comb, "seed": self.seed}
+        if directory.name.startswith("group_labels_"):  # the <ALGO>/<Dataset>/group_labels_<kind> layout
+            where.update(algorithm=directory.parent.parent.name, dataset=directory.parent.name)
+        return ", ".join(f"{key} {identity[key]!r}, not {value!r}" for key, value in where.items()
+                         if key in identity and identity[key] != value)
 
 
 def folder_names(root: Path, wanted: list[str] | None) -> list[str]:

@@ -1,7 +1,7 @@
 """A run's checkpoint (its last saved training state) and its best model, written atomically.
 
 ``ckpt_hpcomb_<k>_seed<s>.pt``: {step, model, optimizer, algorithm_state, best, hparams,
-rng}; ``model`` is the network's state_dict, ``best`` = {metric, value, step} of the best
+identity, rng}; ``model`` is the network's state_dict, ``best`` = {metric, value, step} of the best
 evaluation so far. ``best_hpcomb_<k>_seed<s>.pt``: {model, metric, value, step, hparams}.
 Best files are written before the checkpoint that refers to them.
 """
@@ -13,6 +13,7 @@ import torch
 from XRM.common.errors import UserError
 from XRM.common.fileio import atomic_torch_save
 from XRM.results.records import RunFiles
+from XRM.runs.identity import IDENTITY, identity_differences
 
 
 def save_checkpoint(files: RunFiles, state: dict[str, Any]) -> None:
@@ -33,15 +34,19 @@ def _load(path: Path, what: str) -> dict:
                         "from step 0") from None
 
 
-def load_checkpoint(files: RunFiles, hparams: dict) -> dict:
-    """The run's checkpoint; a UserError when unreadable or trained with other hyper-parameters."""
+def load_checkpoint(spec, identity: dict) -> dict:
+    """Run ``spec``'s checkpoint; a UserError when unreadable or written by another run (its
+    identity, XRM.runs.identity; checkpoints of older versions: their hyper-parameters)."""
+    files = spec.files
     checkpoint = _load(files.checkpoint, "checkpoint")
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise UserError(f"checkpoint {files.checkpoint} is from an older version of this toolkit; delete it to "
                         "restart the run from step 0")
-    if checkpoint["hparams"] != hparams:
-        raise UserError(f"{files.checkpoint} was trained with other hyper-parameters ({checkpoint['hparams']}); "
-                        "resume with the same --hparams/--quick_run/--adam, or delete it to start over")
+    recorded = checkpoint.get(IDENTITY) or {"hparams": checkpoint.get("hparams")}
+    differences = identity_differences(recorded, identity)
+    if differences:
+        raise UserError(f"{files.checkpoint} was written by another run ({'; '.join(differences)}); resume with "
+                        "the same options, or delete it to start this run over")
     return checkpoint
 
 

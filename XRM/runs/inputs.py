@@ -20,6 +20,7 @@ from XRM.results import records
 from XRM.runs.checkpoints import load_checkpoint
 from XRM.runs.hparams import check_hparams, default_hparams, random_hparams
 from XRM.runs.last_layer_inputs import prepare_last_layer, training_family
+from XRM.runs.identity import IDENTITY, fingerprint_splits, identity_differences, run_identity
 from XRM.runs.phase_1_files import HELD_OUT_LOGITS, TRAIN_ATTRIBUTES, VALIDATION_ATTRIBUTES, load_phase_1_artifact
 from XRM.runs.spec import RunSpec
 
@@ -51,6 +52,7 @@ class StackData:
     eval_every: int
     backbone: BackboneSpec | None = None
     balanced_batches: bool = False
+    fingerprint: str = ""  # of the data as loaded (XRM.runs.identity.fingerprint_splits)
 
     @property
     def small_model(self) -> bool:
@@ -72,7 +74,7 @@ def load_stack_data(spec: RunSpec, device: torch.device, dtype: torch.dtype = to
     return StackData(splits={name: _in_precision(split.to(device), dtype) for name, split in splits.items()},
                      num_classes=dataset.num_classes, family=dataset.family, inputs=dataset.inputs,
                      num_steps=dataset.num_steps, eval_every=dataset.eval_every, backbone=dataset.backbone,
-                     balanced_batches=dataset.balanced_batches)
+                     balanced_batches=dataset.balanced_batches, fingerprint=fingerprint_splits(splits))
 
 
 def resolve_hparams(spec: RunSpec, family: str, num_steps: int, eval_every: int) -> dict[str, Any]:
@@ -103,6 +105,7 @@ class RunSetup:
     inferred_validation_attributes: torch.Tensor | None  # [n_va], from a phase-1 file (va_gi_wga)
     held_out_logits: torch.Tensor | None  # [n_tr, K], MAT's (AFR: its base head's logits)
     base_model: dict[str, torch.Tensor] | None = None  # AFR: its base model's last layer, where it starts from
+    identity: dict[str, Any] | None = None  # XRM.runs.identity.run_identity: what its files must record
 
     def run_data(self, y: torch.Tensor, num_classes: int) -> RunData:
         """What the run's algorithm may know about the training set."""
@@ -165,7 +168,36 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
     if hparams["batch_size"] > len(train_y):
         raise UserError(f"hyper-parameter batch_size = {hparams['batch_size']} is larger than the training set "
                         f"({len(train_y)} examples); lower it with --hparams '{{\"batch_size\": {len(train_y)}}}'")
-    return RunSetup(spec, hparams, train_attributes, validation_groups, inferred_validation, held_out)
+    setup = RunSetup(spec, hparams, train_attributes, validation_groups, inferred_validation, held_out,
+                     identity=run_identity(spec, data.fingerprint, hparams))
+    check_run_files(setup)
+    return setup
+
+
+def check_run_files(setup: RunSetup) -> None:
+    """A UserError when the files a run would reuse (the results of a finished run, or a checkpoint
+    and records to resume from) were written by another run: another seed, data, precision,
+    phase-1 file or hyper-parameters. Files of older versions, which record no identity, are
+    compared by their hyper-parameters."""
+    spec = setup.spec
+    reused = spec.is_done() or (spec.resume and spec.files.checkpoint.exists())
+    if not reused or not spec.files.results.exists():
+        return
+    try:
+        header, _ = records.read_results(spec.files.results)
+    except (OSError, ValueError):
+        return  # an unreadable results file is read_results' to report
+    recorded = header.get(IDENTITY) or {"hparams": header.get("hparams")}
+    if isinstance(recorded, dict):
+        refuse_other_run(spec, "its results", identity_differences(recorded, setup.identity))
+
+
+def refuse_other_run(spec: RunSpec, what: str, differences: list[str]) -> None:
+    """The one line that says a run's ``what`` belong to another run, and what to do."""
+    if differences:
+        state = "finished" if spec.is_done() else "was started"
+        raise UserError(f"{spec.run_name} {state} as another run: {what} record {'; '.join(differences)}; use "
+                        f"another --out_dir, or delete its files in {spec.files.directory} to train this one")
 
 
 def load_inputs(specs: Sequence[RunSpec], device: torch.device, dtype: torch.dtype = torch.float32,
@@ -189,27 +221,17 @@ def check_runs(specs: Sequence[RunSpec]) -> None:
         data, setups = load_inputs(group, torch.device("cpu"), embed=False)
         for setup in setups:  # a checkpoint to resume from must be readable and of the same settings
             if setup.spec.resume and setup.spec.files.checkpoint.exists():
-                load_checkpoint(setup.spec.files, setup.hparams)
+                load_checkpoint(setup.spec, setup.identity)
         if data.backbone is not None:  # missing pretrained weights surface now, not mid-sweep
             build_network(data.family, input_shape(data.splits["tr"].x), data.num_classes, setups[0].hparams,
                           data.backbone)
 
 
 def check_finished(specs: Sequence[RunSpec]) -> None:
-    """A UserError when a finished run would now be asked for other hyper-parameters (it would be
-    skipped as done, and the new settings would never train)."""
+    """A UserError when a finished run would now be asked for another run (other data, precision,
+    phase-1 file or hyper-parameters): it would be skipped as done, and the new one never train."""
+    by_data: dict[tuple, list[RunSpec]] = {}
     for spec in specs:
-        try:
-            header, _ = records.read_results(spec.files.results)
-        except (OSError, ValueError):
-            continue  # an unreadable results file is read_results' to report
-        recorded = header.get("hparams")
-        if not isinstance(recorded, dict):
-            continue
-        dataset = resolve_dataset(spec)
-        wanted = resolve_hparams(spec, dataset.family, dataset.num_steps, dataset.eval_every)
-        changed = sorted(key for key in set(recorded) & set(wanted) if recorded[key] != wanted[key])
-        if changed:
-            shown = ", ".join(f"{key} {recorded[key]!r} -> {wanted[key]!r}" for key in changed)
-            raise UserError(f"{spec.run_name} finished with other hyper-parameters ({shown}); use another "
-                            f"--out_dir, or delete its files in {spec.files.directory} to train the new ones")
+        by_data.setdefault(spec.data_key(), []).append(spec)
+    for group in by_data.values():
+        load_inputs(group, torch.device("cpu"), embed=False)  # each run's setup checks its files

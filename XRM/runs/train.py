@@ -31,6 +31,7 @@ from XRM.networks.classifiers import TwinNetwork, build_network, use_cuda_graphs
 from XRM.networks.token_batches import TokenRows
 from XRM.results import records, selection
 from XRM.runs import checkpoints
+from XRM.runs.identity import IDENTITY
 from XRM.runs.inputs import RunSetup, StackData, load_inputs
 from XRM.runs.lock import try_lock, unlock
 from XRM.runs.phase_1_files import save_phase_1_artifact
@@ -80,7 +81,7 @@ def _member_of(setup: RunSetup, data: StackData) -> Member:
     spec = setup.spec
     checkpoint = None
     if spec.resume and spec.files.checkpoint.exists():
-        checkpoint = checkpoints.load_checkpoint(spec.files, setup.hparams)
+        checkpoint = checkpoints.load_checkpoint(spec, setup.identity)
     return Member(setup, setup.run_data(data.splits["tr"].y, data.num_classes), checkpoint)
 
 
@@ -228,7 +229,7 @@ class StackTrainer:
                 member.setup.inferred_validation_attributes is not None), "value": -1.0, "step": -1}
             if checkpoint is None:
                 files.directory.mkdir(parents=True, exist_ok=True)
-                header = {"hparams": member.setup.hparams, **member.spec.header(),
+                header = {"hparams": member.setup.hparams, **member.spec.header(), IDENTITY: member.setup.identity,
                           "inputs_used": self.data.inputs,
                           "backbone_used": None if self.data.backbone is None else self.data.backbone.name}
                 records.write_header(files.results, header)
@@ -257,7 +258,7 @@ class StackTrainer:
                 member.best_changed = False
             state = {"step": step, "model": self.model.model_state(index),
                      "optimizer": self.model.optimizer_state(index), "algorithm_state": self._algorithm_state(index),
-                     "best": member.best, "hparams": member.setup.hparams}
+                     "best": member.best, "hparams": member.setup.hparams, IDENTITY: member.setup.identity}
             if isinstance(self.model, ModuleStack):
                 state["rng"] = checkpoints.rng_states()
             checkpoints.save_checkpoint(member.spec.files, state)
