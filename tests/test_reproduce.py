@@ -259,3 +259,45 @@ def test_dry_run_on_a_finished_protocol_shows_every_stage_done(protocol, capsys)
     counts = [re.search(r": (\d+) runs, (\d+) done, (\d+) to run$", line) for line in lines[:3]]
     assert all(counts) and [match.groups()[2] for match in counts] == ["0", "0", "0"]
     assert [int(match.group(1)) for match in counts[:2]] == [2, 8]  # 2 phase-1 combinations; 4 sweeps x 2
+
+
+def test_table_1_is_printed_when_the_protocol_ends(protocol):
+    _, out, stdout = protocol
+    table = stdout.split("stage 4/4", 1)[1]
+    markdown = (out / "table1.md").read_text().strip()
+    assert markdown.splitlines()[0] in table and markdown.splitlines()[-1] in table
+
+
+def test_a_second_protocol_on_the_folder_is_refused_while_one_runs(protocol, tmp_path):
+    from XRM.runs.lock import try_lock, unlock
+
+    data, _, _ = protocol
+    out = tmp_path / "out"
+    out.mkdir()
+    handle = try_lock(out / ".lock_reproduce")  # as a reproduce.py still running would hold it
+    try:
+        result = run_script(*reproduce_args(data, out))
+    finally:
+        unlock(handle)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: another reproduce.py is running on {out}: wait for it to end, or give another --out_dir"]
+    assert not (out / "XRM").exists()
+
+
+def test_a_folder_missing_a_seed_gives_no_table(protocol, tmp_path, capsys):
+    import shutil
+
+    data, full_out, _ = protocol
+    out = tmp_path / "out"
+    shutil.copytree(full_out, out)
+    (out / "table1.csv").unlink()
+    folder = out / "MAT" / "tiny" / "group_labels_yes"
+    seed_1 = sorted(folder.glob("results_hpcomb_*_seed1.json"))
+    assert len(seed_1) == 1
+    seed_1[0].unlink()  # its done file is kept: the launcher skips it, the table must not count it
+    assert reproduce_here(reproduce_args(data, out)) == 1
+    errors = capsys.readouterr().err
+    assert f"incomplete: {folder}: combination" in errors and "has 1 of the 2 seeds finished" in errors
+    assert "missing: 1" in errors and "Table 1 not written" in errors
+    assert not (out / "table1.csv").exists()

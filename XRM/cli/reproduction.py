@@ -196,12 +196,55 @@ def dry_run(protocol: Protocol) -> None:
                                      f"{Path(protocol.out_dir) / PLOTS_FOLDER}/")
 
 
+#: held by the reproduce.py running on an --out_dir: two protocols on one folder cannot interleave
+PROTOCOL_LOCK = ".lock_reproduce"
+
+
+def incomplete_cells(protocol: Protocol, cells: list) -> list[str]:
+    """Why the table's cells do not hold the protocol asked for, one line each ([] when they do):
+    every (setting, algorithm, dataset) needs its selected combination's ``num_seeds`` seeds
+    (0 .. num_seeds - 1) finished, all trained on one phase-1 run and the same data."""
+    by_key = {(cell.selection, cell.algorithm, cell.dataset): cell for cell in cells}
+    problems = []
+    for key, folder in protocol.folders().items():
+        cell = by_key.get(key)
+        if cell is None:
+            problems.append(f"{folder}: no finished phase-2 run to select from")
+            continue
+        seeds = {run.seed for run in cell.summary.runs}
+        missing = sorted(set(range(protocol.num_seeds)) - seeds)
+        if missing:
+            problems.append(f"{folder}: combination {cell.summary.best} has {len(seeds)} of the {protocol.num_seeds} "
+                            f"seeds finished with records (missing: {', '.join(map(str, missing))})")
+        inputs = {tuple(str(run.header.get("identity", {}).get(key)) for key in ("data", "group_labels_file",
+                                                                              "phase_1_file"))
+                  for run in cell.summary.runs}
+        if len(inputs) > 1:
+            problems.append(f"{folder}: the seeds of combination {cell.summary.best} trained on different data or "
+                            "phase-1 runs")
+    return problems
+
+
 def run_protocol(protocol: Protocol, stack_size: int | None, launcher: str, options: LaunchOptions) -> int:
-    """Stages 1 to 4 (each waits for its runs, on SLURM too); 0, or 1 when some run failed (the
-    tables are still written from the runs that finished)."""
+    """Stages 1 to 4 (each waits for its runs, on SLURM too) under the folder's protocol lock; 0, or 1
+    when some run failed or the folders do not hold the whole protocol (then no table is written)."""
+    from XRM.common.errors import UserError
+    from XRM.runs.lock import try_lock, unlock
+
+    handle = try_lock(Path(protocol.out_dir) / PROTOCOL_LOCK)
+    if handle is None:
+        raise UserError(f"another reproduce.py is running on {protocol.out_dir}: wait for it to end, or give "
+                        "another --out_dir")
+    try:
+        return _run_stages(protocol, stack_size, launcher, options)
+    finally:
+        unlock(handle)
+
+
+def _run_stages(protocol: Protocol, stack_size: int | None, launcher: str, options: LaunchOptions) -> int:
     from XRM.results.collect import collect_runs
     from XRM.results.plots import write_plots
-    from XRM.results.table1 import table_cells, write_tables
+    from XRM.results.table1 import table_cells, to_markdown, write_tables
 
     options = dataclasses.replace(options, wait=True)
     failed = []
@@ -216,13 +259,21 @@ def run_protocol(protocol: Protocol, stack_size: int | None, launcher: str, opti
         report = _launch(runs, stack_size, launcher, options)
         failed += report.failures or []
     cells = table_cells(protocol.folders())
+    problems = incomplete_cells(protocol, cells)
+    if problems:
+        for problem in problems:
+            print(f"incomplete: {problem}", file=sys.stderr)
+        print(f"Table 1 not written: {len(problems)} cells do not hold the protocol asked for (above); "
+              + ("run the same command again to retry the failed runs" if failed else
+                 "delete the listed runs' done files, then run the same command again to train them"), file=sys.stderr)
+        return 1
     out_dir = Path(protocol.out_dir)
     phase_1 = {label: collect_runs(protocol.phase_1_dir / label / records.group_labels_folder("no"))
                for label in protocol.labels()}
     paths = write_tables(cells, out_dir / TABLES_FOLDER) + write_plots(cells, phase_1, out_dir / PLOTS_FOLDER)
     _progress(4, "tables and plots", ", ".join(str(path) for path in paths))
+    print("\n" + to_markdown(cells), flush=True)
     if failed:
-        print(f"{len(failed)} runs failed (listed above); the tables use the runs that finished; run the same "
-              "command again to retry them", file=sys.stderr)
+        print(f"{len(failed)} runs failed (listed above); run the same command again to retry them", file=sys.stderr)
         return 1
     return 0
