@@ -1,90 +1,17 @@
-"""Print result tables from a results folder: one row per hyper-parameter combination, then the best;
-or the paper's Table 1 (--table csv|md|tex) and the protocol's plots (--plots DIR).
+"""Print result tables from a results folder (the reference's script path); the command lives in
+XRM/cli/results_command.py (installed: ``xrm-results``, ``python -m XRM results``).
 
     python XRM/read_results.py --dir out --datasets Synthetic --algorithms MAT ERM --group_labels no
     python XRM/read_results.py --dir out --table tex > table1.tex
     python XRM/read_results.py --dir out --plots out/plots
 """
-import argparse
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from XRM.cli.entry_point import run_cli  # noqa: E402
-from XRM.common.errors import UserError  # noqa: E402
-from XRM.results.collect import collect_runs, folder_names, format_table  # noqa: E402
-from XRM.results.records import SELECTION_METRICS, group_labels_folder  # noqa: E402
-from XRM.results.selection import criterion_for  # noqa: E402
-from XRM.results.table1 import TABLE_FORMATS, WRITERS, found_cells  # noqa: E402
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    """Arguments of read_results."""
-    parser = argparse.ArgumentParser(description="Summarise the runs under a results folder.")
-    parser.add_argument("--dir", required=True, help="the --out_dir of main.py")
-    parser.add_argument("--datasets", nargs="+", default=None, help="datasets to show (default: all found)")
-    parser.add_argument("--algorithms", nargs="+", default=None, help="algorithms to show (default: all found)")
-    parser.add_argument("--group_labels", nargs="+", default=["yes", "no", "inferred"],
-                        choices=["yes", "no", "inferred"], help="which group-label folders to show")
-    parser.add_argument("--selection_criterion", choices=SELECTION_METRICS, default=None,
-                        help="metric that picks the step and the combination of phase-2 runs "
-                             "(default va_wga; phase-1 runs are always selected by flip_rate)")
-    parser.add_argument("--seed", type=int, default=0, help="seed whose runs choose the combination")
-    parser.add_argument("--table", choices=TABLE_FORMATS, default=None,
-                        help="print Table 1 in this format instead (a block per selection setting, va_wga and "
-                             "va_gi_wga, whatever the folder holds; --group_labels and --selection_criterion do not "
-                             "apply: each setting reads the folder that serves it)")
-    parser.add_argument("--plots", default=None, metavar="DIR",
-                        help="write the protocol's plots (PNG) into DIR: curves and group accuracies of the selected "
-                             "runs, phase 1's flip rates")
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
-    """Print a table per (algorithm, dataset, group-label source) found under --dir, or Table 1
-    (--table), and write the plots (--plots)."""
-    root = Path(args.dir)
-    if not root.is_dir():
-        raise UserError(f"no results folder {root}; pass the --out_dir you gave main.py")
-    if args.table or args.plots:
-        return write_table_and_plots(args, root)
-    shown = 0
-    for algorithm in folder_names(root, args.algorithms):
-        for dataset in folder_names(root / algorithm, args.datasets):
-            for source in args.group_labels:
-                directory = root / algorithm / dataset / group_labels_folder(source)
-                runs = collect_runs(directory) if directory.is_dir() else []
-                if not runs:
-                    continue
-                metric = criterion_for(runs, args.selection_criterion)
-                print(f"\n== {algorithm} / {dataset} / {directory.name}  (phase {runs[0].phase}, selected by {metric})")
-                print(format_table(runs, metric, args.seed))
-                shown += 1
-    if not shown:
-        raise UserError(f"no results found under {root} for the datasets, algorithms and group labels asked for")
-    return 0
-
-
-def write_table_and_plots(args: argparse.Namespace, root: Path) -> int:
-    """--table: print Table 1 in its format; --plots: write the plots and list them."""
-    from XRM.results.plots import find_phase_1_runs, write_plots
-
-    phase_1_runs = find_phase_1_runs(root, args.datasets) if args.plots else {}
-    try:
-        cells = found_cells(root, args.datasets, args.algorithms, args.seed)
-    except UserError:
-        if args.table or not phase_1_runs:
-            raise
-        cells = []  # a phase-1 folder alone: its flip rates are the only plot
-    if args.table:
-        print(WRITERS[args.table](cells), end="")
-    if args.plots:
-        for path in write_plots(cells, phase_1_runs, Path(args.plots)):
-            print(f"wrote {path}", file=sys.stderr)
-    return 0
-
+from XRM.cli.results_command import run  # noqa: E402
 
 if __name__ == "__main__":
-    run_cli(get_args_parser(), main)
+    run()

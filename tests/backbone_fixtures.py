@@ -102,9 +102,9 @@ def main_args(*args: str) -> list[str]:
 
 def run_main(argv: list[str]) -> int:
     """main.py's main, in process (a UserError propagates)."""
-    import main
+    from XRM.cli import train_command
 
-    return main.main(main.get_args_parser().parse_args(argv))
+    return train_command.main(train_command.get_args_parser().parse_args(argv), plugins=("mat",))
 
 
 def records(path: Path) -> tuple[dict, list[dict]]:

@@ -307,9 +307,10 @@ def run_download(args: list[str], launcher: bool = False, env: dict | None = Non
 
 def run_main(args: list[str], capsys) -> tuple[int, str]:
     """Run download.py's main in this process; returns (exit code, what it wrote to stderr)."""
-    import download
+    from XRM.cli import download_command
+
     capsys.readouterr()
-    code = call_main(download.main, download.get_args_parser().parse_args(args))
+    code = call_main(download_command.main, download_command.get_args_parser().parse_args(args))
     return code, capsys.readouterr().err
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import download  # noqa: E402
-from XRM.cli.entry_point import run_cli  # noqa: E402
+from XRM.cli import download_command  # noqa: E402
 from XRM.data import prepare  # noqa: E402
 
 if __name__ == "__main__":
@@ -22,4 +21,4 @@ if __name__ == "__main__":
         files = tuple(dataclasses.replace(remote, md5=None, git_sha1=None, sha256_unconfirmed=None,
                                           sha256=fixture_sha256.get(remote.name)) for remote in recipe.files)
         prepare.RECIPES[name] = dataclasses.replace(recipe, files=files)
-    run_cli(download.get_args_parser(), download.main)
+    download_command.run()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-import interpretable_experiment as script
+from mat.cli import figure1_command as script
 from mat.figures.interpretable import (ACCURACY_KEYS, RUNS, FullBatchRun, GroupCorrect, InterpretableConfig,
                                        make_splits, run, sgd_hparams, total_epochs)
 from mat.figures.interpretable_figure import boundary_line, class_one_probability, plane_grid

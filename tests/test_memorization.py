@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-import memorization_analysis as analysis
+from mat.cli import memorization_command as analysis
 from mat.memorization import group_members, memorization_scores, random_halves, summarise_by_group, train_on_halves
 from XRM.api import infer_groups
 from XRM.cli.entry_point import call_main

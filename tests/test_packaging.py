@@ -1,4 +1,6 @@
-"""pyproject.toml: `pip install .` ships every package of the library and the requirements' dependencies."""
+"""pyproject.toml: `pip install .` ships every package of the library, the requirements' dependencies and
+the commands (tests/test_install.py installs the wheel and runs them)."""
+import importlib
 import re
 from pathlib import Path
 
@@ -22,13 +24,37 @@ def test_every_package_of_the_toolkit_and_of_mat_is_installed():
     assert not any(name.startswith("tests") for name in installed)
 
 
-def test_dependencies_are_requirements_txt_without_the_test_runner():
+def test_dependencies_are_requirements_txt_without_the_test_tools():
     def name_and_bound(line: str) -> str:
         return line.split("#")[0].strip()
+
+    def is_test_tool(requirement: str) -> bool:  # the test runner, and the packaging test's wheel builder
+        return requirement.startswith(("pytest", "setuptools"))
 
     required = [name_and_bound(line) for line in (ROOT / "requirements.txt").read_text().splitlines()
                 if name_and_bound(line) and not line.startswith("#")]
     project = _project()["project"]
-    assert sorted(project["dependencies"]) == sorted(r for r in required if not r.startswith("pytest"))
-    assert project["optional-dependencies"]["test"] == [r for r in required if r.startswith("pytest")]
+    assert sorted(project["dependencies"]) == sorted(r for r in required if not is_test_tool(r))
+    assert project["optional-dependencies"]["test"] == [r for r in required if is_test_tool(r)]
     assert re.fullmatch(r">=3\.\d+", project["requires-python"])
+
+
+def test_every_console_script_is_a_command_with_a_root_script():
+    scripts = _project()["project"]["scripts"]
+    assert sorted(scripts) == ["mat-figure1", "mat-figure3", "mat-memorization", "xrm-download", "xrm-reproduce",
+                               "xrm-results", "xrm-train"]
+    for name, target in scripts.items():
+        module_name, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module_name), function)), name
+    # every root script hands its command line to one of them
+    wrapped = {path: (ROOT / path).read_text() for path in (
+        "main.py", "reproduce.py", "download.py", "XRM/read_results.py", "interpretable_experiment.py",
+        "good_bad_ugly_memorization.py", "memorization_analysis.py")}
+    commands = {target.split(":")[0] for target in scripts.values()}
+    for path, text in wrapped.items():
+        assert any(module in text or module.replace(".", "/") in text for module in commands), path
+
+
+def test_installed_mat_is_a_plugin_of_the_training_commands():
+    assert _project()["project"]["entry-points"]["xrm.plugins"] == {"mat": "mat"}
+

@@ -11,6 +11,8 @@ import torch
 from conftest import ROOT, run_script
 from PIL import Image
 
+import mat  # noqa: F401  (registers MAT, as reproduce.py's import does)
+from XRM.cli import reproduce_command
 from XRM.cli.entry_point import call_main
 from XRM.results.plots import curves_size, flip_rate_size, groups_size
 
@@ -46,9 +48,7 @@ def reproduce_args(data, out, *extra):
 
 def reproduce_here(args: list[str]) -> int:
     """reproduce.py's main in this process (torch is loaded already: no start-up to wait for); its exit status."""
-    import reproduce
-
-    return call_main(reproduce.main, reproduce.get_args_parser().parse_args(args[1:]))
+    return call_main(reproduce_command.main, reproduce_command.get_args_parser().parse_args(args[1:]))
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,6 @@ def test_a_second_run_is_a_no_op(protocol, capsys):
 
 def test_every_stage_waits_for_its_jobs(protocol, monkeypatch):
     """On SLURM a stage must not select from runs still queued: each stage launches with wait=True."""
-    import reproduce
     from XRM.cli.reproduction import run_protocol
     from XRM.launch import launchers
 
@@ -182,8 +181,9 @@ def test_every_stage_waits_for_its_jobs(protocol, monkeypatch):
 
     monkeypatch.setitem(launchers.LAUNCHERS, "recording", recording)
     data, out, _ = protocol
-    args = reproduce.get_args_parser().parse_args(reproduce_args(data, out)[1:])
-    assert run_protocol(reproduce.protocol_from_args(args), None, "recording", launchers.LaunchOptions(wait=False)) == 0
+    args = reproduce_command.get_args_parser().parse_args(reproduce_args(data, out)[1:])
+    assert run_protocol(reproduce_command.protocol_from_args(args), None, "recording",
+                        launchers.LaunchOptions(wait=False)) == 0
     assert waits == [True, True, True]
 
 

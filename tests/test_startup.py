@@ -12,13 +12,16 @@ from XRM.data.registry import DATASETS
 
 HEAVY = ("matplotlib", "submitit", "torch", "torchvision", "transformers")
 
-# Runs a script as ``python <script> <args>`` would, then prints, as its last line, the
-# exit status and the heavy modules imported.
+# Runs a script as ``python <script> <args>`` would (a name without .py: ``python -m <name> <args>``),
+# then prints, as its last line, the exit status and the heavy modules imported.
 RUN_SCRIPT = f"""
 import json, runpy, sys
 script, sys.argv = sys.argv[1], sys.argv[1:]
 try:
-    runpy.run_path(script, run_name="__main__")
+    if script.endswith(".py"):
+        runpy.run_path(script, run_name="__main__")
+    else:
+        runpy.run_module(script, run_name="__main__", alter_sys=True)
     code = 0
 except SystemExit as stop:
     code = stop.code
@@ -75,6 +78,15 @@ def test_read_results_never_imports_torch(tmp_path, script):
     (["memorization_analysis.py", "--algorithms", "XRM"], 2),  # usage error: no --dataset, unknown algorithm
     (["reproduce.py", "--help"], 0),
     (["reproduce.py", "--num_seeds", "many"], 2),  # usage error
+    (["main.py", "--version"], 0),
+    (["memorization_analysis.py", "--version"], 0),
+    # the installed commands (xrm-train, ...), as python -m XRM runs them
+    (["XRM", "--version"], 0),
+    (["XRM", "train", "--help"], 0),
+    (["XRM", "train", "--phase", "1", "--num_seeds", "0"], 2),
+    (["XRM", "results", "--help"], 0),
+    (["XRM", "reproduce", "--version"], 0),
+    (["XRM", "download", "--help"], 0),
 ])
 def test_help_and_usage_errors_never_import_torch(script, command, exit_code):
     result = script("-c", RUN_SCRIPT, *command)

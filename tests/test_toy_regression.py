@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import good_bad_ugly_memorization as script
+from mat.cli import figure3_command as script
 from mat.figures.full_batch_fit import fit_full_batch
 from mat.figures.toy_regression import (DEFAULT_SIGMAS, MSE_GRID_POINTS, ExperimentConfig, grid_inputs, make_mlp,
                                         make_training_set, run_case, snapshot_mse, target_function)

@@ -1,13 +1,16 @@
 """What every command-line entry point shares: user errors become one line and exit status 2."""
 import argparse
+import importlib
 import json
 import os
 import shutil
 import signal
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
+from XRM import __version__
 from XRM.common.errors import UserError
 from XRM.common.fileio import MIN_FREE_BYTES
 
@@ -72,13 +75,47 @@ def call_main(main: Main, args: argparse.Namespace) -> int:
 TRAINING_INTERRUPTED = "interrupted; finished runs are kept, unfinished ones continue with --resume"
 
 
-def run_cli(parser: argparse.ArgumentParser, main: Main, interrupted: str = TRAINING_INTERRUPTED) -> None:
-    """Parse argv with ``parser``, call ``main`` through :func:`call_main`, and exit with its status
-    (after Ctrl-C: the line ``interrupted`` and 128 + the signal's number)."""
-    args = parser.parse_args()
+def run_cli(parser: argparse.ArgumentParser, main: Main, interrupted: str = TRAINING_INTERRUPTED,
+            argv: Sequence[str] | None = None) -> None:
+    """Parse ``argv`` (default: the command line) with ``parser`` and the --version option every
+    command has, call ``main`` through :func:`call_main`, and exit with its status (after Ctrl-C:
+    the line ``interrupted`` and 128 + the signal's number)."""
+    add_version_option(parser)
+    args = parser.parse_args(argv)
     try:
         status = call_main(main, args)
     except KeyboardInterrupt as stop:  # Ctrl-C, or training's Interrupted (SIGINT or SIGTERM) after its checkpoints
         print(interrupted, file=sys.stderr)
         status = 128 + getattr(stop, "signum", signal.SIGINT)
     sys.exit(status)
+
+
+def command_line(get_parser: Callable[[], argparse.ArgumentParser], main: Callable[..., int | None],
+                 interrupted: str = TRAINING_INTERRUPTED) -> Callable[..., None]:
+    """A command's ``run(argv=None, **options)``, which its console script calls without arguments: parse
+    ``argv`` (default: the process's arguments) with ``get_parser()``, call ``main(args, **options)``
+    (train and reproduce take ``plugins``) and exit, as :func:`run_cli` does."""
+    def run(argv: Sequence[str] | None = None, **options) -> None:
+        run_cli(get_parser(), partial(main, **options), interrupted, argv)
+
+    run.__doc__ = f"The command line of {main.__module__}: parse, run, exit (XRM.cli.entry_point.command_line)."
+    return run
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """--version: print the command's name and the toolkit's version (XRM.__version__), then exit 0."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the toolkit's version and exit")
+
+
+def run_subcommand(program: str, commands: dict[str, str], argv: Sequence[str] | None = None) -> None:
+    """``python -m <program> <command> [options]``: run ``commands[command]``, a module whose ``run(argv)``
+    is that command's line (its options, --help and --version are the command's own)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {program}",
+                                     description=f"The commands of {program}; '<command> --help' lists each one's options.")
+    parser.add_argument("command", choices=list(commands), help="the command to run")
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="the command's options")
+    add_version_option(parser)
+    args = parser.parse_args(argv)
+    sys.argv[0] = f"{parser.prog} {args.command}"  # the command's usage lines name it as it was called
+    importlib.import_module(commands[args.command]).run(args.options)
