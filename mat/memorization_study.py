@@ -9,14 +9,13 @@ best-flip-rate seed-0 run of a phase-1 folder, as main.py's MAT does.
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from mat.memorization import MemorizationResult, mean_by_group, random_halves, summarise_by_group, train_on_halves
 from XRM.algorithms import get_algorithm_class
 from XRM.common.errors import UserError
-from XRM.data.catalog import dataset_names
+from XRM.data.catalog import dataset_key
 from XRM.engine.batches import input_shape
 from XRM.networks.classifiers import STACKED_FAMILIES, build_network
 from XRM.runs.hparams import default_hparams
@@ -39,8 +38,7 @@ class StudyInputs:
 def load_study_inputs(dataset: str, data_path: str, algorithms: Sequence[str], phase_1_dir: str | None,
                       overrides: dict, inputs: str, device: torch.device, seed: int) -> StudyInputs:
     """Load and check everything before any training: a UserError names the first bad input."""
-    if dataset not in dataset_names():
-        dataset = str(Path(dataset).resolve()) if Path(dataset).is_file() else dataset  # unknown: the registry says so
+    dataset = dataset_key(dataset)  # a name in any case, or a custom dataset file (unknown: the registry says so)
     base = RunSpec(phase=2, dataset=dataset, algorithm=algorithms[0], hparams_comb=0, seed=seed, out_dir=".",
                    data_path=data_path, group_labels="no", inputs=inputs, device=str(device))
     resolved = resolve_dataset(base)

@@ -107,7 +107,7 @@ def _check_phase_1_phase_2_and_results(installed: tuple[Path, dict]) -> None:
     assert [line for line in results.stdout.splitlines() if line.startswith("==")] == [
         "== MAT / Synthetic / group_labels_no  (phase 2, selected by va_wga)",
         "== XRM / Synthetic / group_labels_no  (phase 1, selected by flip_rate)"]
-    table = _call(installed, "python", "-m", "XRM", "results", "--dir", "out", "--table", "csv")
+    table = _call(installed, "python", "-m", "XRM", "results", "--out_dir", "out", "--table", "csv")
     assert table.returncode == 0 and table.stdout.startswith("dataset,algorithm,selection"), table.stderr
 
 

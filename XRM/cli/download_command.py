@@ -17,7 +17,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Fetch, verify and extract datasets, then write their metadata CSVs (and features). "
                     "Without --download, prepares files already placed under --data_path.")
     parser.add_argument("datasets", nargs="+", metavar="DATASET",
-                        help=f"datasets to prepare: {' '.join(RECIPES)}")
+                        help=f"datasets to prepare: {' '.join(RECIPES)}, in any case (main.py's names: Waterbirds, "
+                             "CelebA, ...; ColorMNIST is cmnist)")
     parser.add_argument("--data_path", required=True, help="folder that holds every dataset's folder")
     parser.add_argument("--download", action="store_true", help="download the files that are not in place")
     parser.add_argument("--mirror", default=None, metavar="URL_OR_DIR",

@@ -21,14 +21,15 @@ from XRM.results.table1 import TABLE_FORMATS, WRITERS, found_cells
 def get_args_parser() -> argparse.ArgumentParser:
     """Arguments of read_results."""
     parser = argparse.ArgumentParser(description="Summarise the runs under a results folder.")
-    parser.add_argument("--dir", required=True, help="the --out_dir of main.py")
-    parser.add_argument("--datasets", nargs="+", default=None, help="datasets to show (default: all found)")
+    parser.add_argument("--dir", "--out_dir", dest="dir", required=True, help="the --out_dir of main.py (either spelling)")
+    parser.add_argument("--datasets", nargs="+", default=None, help="datasets to show, in any case (default: all found)")
     parser.add_argument("--algorithms", nargs="+", default=None, help="algorithms to show (default: all found)")
     parser.add_argument("--group_labels", nargs="+", default=["yes", "no", "inferred"],
                         choices=["yes", "no", "inferred"], help="which group-label folders to show")
-    parser.add_argument("--selection_criterion", choices=SELECTION_METRICS, default=None,
-                        help="metric that picks the step and the combination of phase-2 runs "
-                             "(default va_wga; phase-1 runs are always selected by flip_rate)")
+    parser.add_argument("--selection_criterion", "--best_hparams_comb_selection_metric", dest="selection_criterion",
+                        choices=SELECTION_METRICS, default=None,
+                        help="metric that picks the step and the combination of phase-2 runs (default va_wga; "
+                             "phase-1 runs are always selected by flip_rate); main.py's spelling is taken too")
     parser.add_argument("--seed", type=int, default=0, help="seed whose runs choose the combination")
     parser.add_argument("--table", choices=TABLE_FORMATS, default=None,
                         help="print Table 1 in this format instead (a block per selection setting, va_wga and "

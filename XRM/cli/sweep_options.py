@@ -10,9 +10,9 @@ from XRM.common.errors import UserError
 from XRM.common.run_options import add_option_arguments
 from XRM.launch.launchers import LaunchOptions, LaunchReport, launch, visible_gpu_count
 
-DATASETS_HELP = ("Waterbirds, CelebA, MultiNLI, CivilComments, ColorMNIST, MetaShift, ImagenetBG, Synthetic (an "
-                 "unknown name lists them all), or the path of a custom dataset (a features .pt, or a .csv with "
-                 "id,filename,split,y,a or id,text,split,y,a)")
+DATASETS_HELP = ("Waterbirds, CelebA, MultiNLI, CivilComments, ColorMNIST, MetaShift, ImagenetBG, Synthetic (in any "
+                 "case, or download.py's names such as cmnist; an unknown name lists them all), or the path of a "
+                 "custom dataset (a features .pt, or a .csv with id,filename,split,y,a or id,text,split,y,a)")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

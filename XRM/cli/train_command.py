@@ -40,8 +40,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     combs = parser.add_mutually_exclusive_group()
     combs.add_argument("--hparams_comb", type=int, help="run this one hyper-parameter combination (default 0)")
     combs.add_argument("--num_hparams_combs", type=int, help="run combinations 0 .. N-1 of the random search")
-    combs.add_argument("--best_hparams_comb_selection_metric", choices=SELECTION_METRICS,
-                       help="run the combination that is best by this metric among the seed-0 runs already done")
+    combs.add_argument("--best_hparams_comb_selection_metric", "--selection_criterion",
+                       dest="best_hparams_comb_selection_metric", choices=SELECTION_METRICS,
+                       help="run the combination that is best by this metric among the seed-0 runs already done "
+                            "(read_results' spelling --selection_criterion is taken too)")
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, help="run this seed (default 0)")
     seeds.add_argument("--num_seeds", type=int, help="run seeds 0 .. N-1")

@@ -96,7 +96,7 @@ def report_sizes(root: Path, n_train: int, n_test: int) -> None:
         print(line, file=sys.stderr)
 
 
-@register_dataset("ColorMNIST")
+@register_dataset("ColorMNIST", aliases=("cmnist",))  # download.py's name
 class ColorMNIST(GroupDataset):
     """ColorMNIST (see the module docstring): 2x14x14 images, an MLP with 390 hidden units, Adam."""
 

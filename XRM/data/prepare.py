@@ -37,9 +37,11 @@ class DatasetRecipe:
     split_names: dict[int, str] | None = None
     # Examples per split code in the published dataset (where documented): other counts are warned about.
     official_sizes: dict[int, int] | None = None
+    aliases: tuple[str, ...] = ()  # other names download.py takes (main.py's name, where it differs in more than case)
 
 
-RECIPES: Registry[DatasetRecipe] = Registry("dataset")
+#: names are taken in any case (``Waterbirds`` is waterbirds) and by their aliases (main.py's ``ColorMNIST``)
+RECIPES: Registry[DatasetRecipe] = Registry("dataset", any_case=True)
 
 
 class DatasetFailed(UserError):
@@ -53,12 +55,12 @@ class DatasetFailed(UserError):
 
 
 def register_recipe(recipe: DatasetRecipe) -> None:
-    """Add a dataset to download.py; a name can be registered once."""
-    RECIPES.add(recipe.name, recipe)
+    """Add a dataset to download.py; a name (or alias) can be registered once."""
+    RECIPES.add(recipe.name, recipe, recipe.aliases)
 
 
 def get_recipe(name: str) -> DatasetRecipe:
-    """The recipe of ``name``; raises UserError listing the valid names."""
+    """The recipe of ``name`` (in any case, or an alias); raises UserError listing the valid names."""
     return RECIPES.lookup(name)
 
 
@@ -83,7 +85,7 @@ register_recipe(DatasetRecipe("multinli", "multinli", sources.MULTINLI_FILES, me
 register_recipe(image_recipe("metashift", sources.METASHIFT_FILES, metadata.write_metashift_metadata))
 register_recipe(image_recipe("imagenetbg", sources.IMAGENETBG_FILES, metadata.write_imagenetbg_metadata,
                              metadata.IMAGENETBG_SPLIT_NAMES))
-register_recipe(DatasetRecipe("cmnist", "mnist", sources.MNIST_FILES, metadata.check_mnist))
+register_recipe(DatasetRecipe("cmnist", "mnist", sources.MNIST_FILES, metadata.check_mnist, aliases=("ColorMNIST",)))
 
 
 def _extracted(remote: RemoteFile, folder: Path, stored: Path) -> bool:
@@ -196,6 +198,7 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
     a dataset that fails never gets its marker or metadata.
     """
     recipe = get_recipe(name)
+    name = recipe.name  # the name it is filed and reported under, however it was spelled
     folder = Path(data_path) / recipe.folder
     if (folder / PREPARED_MARKER).is_file():
         print(f"{name}: already prepared in {folder} (delete {PREPARED_MARKER} there to redo it)", file=sys.stderr)

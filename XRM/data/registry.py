@@ -6,6 +6,8 @@ imports the built-in dataset modules.
 from XRM.common.registry import Registry
 from XRM.data.base import GroupDataset
 
-DATASETS: Registry[type[GroupDataset]] = Registry("dataset", names_entries=True)
-#: class decorator that registers a dataset under a name (names are unique; the class learns it as ``name``)
+#: names are taken in any case (``waterbirds`` is Waterbirds) and by their aliases (download.py's ``cmnist``)
+DATASETS: Registry[type[GroupDataset]] = Registry("dataset", names_entries=True, any_case=True)
+#: class decorator that registers a dataset under a name and its aliases (names are unique in any case; the
+#: class learns its name as ``name``)
 register_dataset = DATASETS.register

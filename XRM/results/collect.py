@@ -55,10 +55,13 @@ class RunResult:
 
 
 def folder_names(root: Path, wanted: list[str] | None) -> list[str]:
-    """``wanted`` if given, else the names of the folders in ``root`` (algorithms, datasets), sorted."""
-    if wanted:
-        return list(wanted)
-    return sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+    """The names of the folders in ``root`` (algorithms, datasets), sorted; those of ``wanted`` if given,
+    each as the folder it names in any case is spelled (a name that names none as given)."""
+    found = sorted(path.name for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+    if not wanted:
+        return found
+    spelled = {name.casefold(): name for name in found}
+    return [name if name in found else spelled.get(name.casefold(), name) for name in wanted]
 
 
 def collect_runs(directory: Path) -> list[RunResult]:

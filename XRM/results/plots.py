@@ -148,10 +148,10 @@ def write_plots(cells: list[TableCell], phase_1_runs: dict[str, list[RunResult]]
 
 def find_phase_1_runs(root: Path, datasets: list[str] | None = None) -> dict[str, list[RunResult]]:
     """Dataset -> the phase-1 runs of every folder under ``root`` (``<ALGO>/<Dataset>/group_labels_*``),
-    of ``datasets`` only when given."""
-    found = {}
+    of ``datasets`` (in any case) only when given."""
+    found, wanted = {}, {name.casefold() for name in datasets or ()}  # dataset names in any case
     for folder in sorted(root.glob("*/*/group_labels_*")):
-        if datasets and folder.parent.name not in datasets:
+        if wanted and folder.parent.name.casefold() not in wanted:
             continue
         runs = collect_runs(folder)
         if runs and runs[0].phase == 1:

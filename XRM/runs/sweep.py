@@ -7,7 +7,7 @@ from pathlib import Path
 from XRM.algorithms import PHASE_1_GROUP_LABELS, check_group_labels, get_algorithm_class
 from XRM.common.errors import UserError
 from XRM.common.run_options import TrainingOptions, shared_options
-from XRM.data.catalog import dataset_label, dataset_names, get_dataset
+from XRM.data.catalog import dataset_key, dataset_label, get_dataset
 from XRM.networks.classifiers import STACKED_FAMILIES
 from XRM.results import records
 from XRM.results.collect import collect_runs
@@ -108,9 +108,8 @@ def make_runs(spec: SweepSpec) -> list[RunSpec]:
         check_group_labels(cls, spec.group_labels)
     runs = []
     for name in spec.datasets:
-        # a custom dataset file is run by absolute path and filed under its stem
-        dataset = name if name in dataset_names() else str(Path(name).resolve())
-        label = dataset_label(name)
+        # a registered name as registered; a custom dataset file by absolute path, filed under its stem
+        dataset, label = dataset_key(name), dataset_label(name)
         for algorithm in spec.algorithms:
             needs_phase_1 = get_algorithm_class(algorithm).needs_held_out_logits
             for seed in _seeds(spec):

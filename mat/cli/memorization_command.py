@@ -27,9 +27,10 @@ ALGORITHMS = ("ERM", "MAT")  # mat.memorization_study.STUDY_ALGORITHMS, named he
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--dataset", required=True, metavar="NAME",
-                        help="a registered dataset with small models (Synthetic, the image datasets' features.pt, "
-                             "ColorMNIST) or the path of a custom features .pt")
+    parser.add_argument("--dataset", "--datasets", dest="dataset", required=True, metavar="NAME",
+                        help="one dataset (main.py's spelling --datasets is taken too): a registered dataset with small "
+                             "models (Synthetic, the image datasets' features.pt, ColorMNIST; in any case) or the path "
+                             "of a custom features .pt")
     parser.add_argument("--data_path", default="./data", help="folder holding the datasets (see download.py)")
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS,
                         help="algorithms to score, side by side")
