@@ -1,7 +1,9 @@
 """reproduce.py end to end on a small features file the test makes: 2 combinations, 2 seeds, MAT ERM
 GroupDRO; its tables against read_results, its plots, a relaunch, a kill between stages."""
 import csv
+import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -261,6 +263,31 @@ def test_dry_run_on_a_finished_protocol_shows_every_stage_done(protocol, capsys)
     assert [int(match.group(1)) for match in counts[:2]] == [2, 8]  # 2 phase-1 combinations; 4 sweeps x 2
 
 
+def _record_another_dtype(results_file) -> None:
+    """Rewrite a finished run's results header as if it had trained in float64."""
+    header, *records = results_file.read_text().splitlines()
+    header = json.loads(header)
+    header["identity"]["dtype"] = "float64"
+    results_file.write_text("\n".join([json.dumps(header), *records]) + "\n")
+
+
+def test_dry_run_counts_the_runs_launching_would_refuse_apart_from_those_done(protocol, tmp_path, capsys):
+    data, full_out, _ = protocol
+    out = tmp_path / "out"
+    shutil.copytree(full_out, out)
+    folder = out / "XRM" / "tiny" / "group_labels_no"
+    _record_another_dtype(folder / "results_hpcomb_1_seed0.json")
+    refusal = (f"XRM/tiny/group_labels_no/hpcomb_1_seed0 finished as another run: its results record dtype "
+               f"'float64' -> 'float32'; use another --out_dir, or delete its files in {folder} to train this one")
+    assert reproduce_here(reproduce_args(data, out, "--dry_run")) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"stage 1/4 phase 1 (XRM): 2 runs, 1 done, 1 refused (first: {refusal}), 0 to run")
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    assert reproduce_here(reproduce_args(data, out)) == 2  # launching refuses it, in the same line
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {refusal}"
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
 def test_table_1_is_printed_when_the_protocol_ends(protocol):
     _, out, stdout = protocol
     table = stdout.split("stage 4/4", 1)[1]
@@ -286,8 +313,6 @@ def test_a_second_protocol_on_the_folder_is_refused_while_one_runs(protocol, tmp
 
 
 def test_a_folder_missing_a_seed_gives_no_table(protocol, tmp_path, capsys):
-    import shutil
-
     data, full_out, _ = protocol
     out = tmp_path / "out"
     shutil.copytree(full_out, out)

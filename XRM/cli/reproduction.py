@@ -146,9 +146,22 @@ class Protocol:
         return list({run.run_name: run for run in runs}.values())  # two settings may select one combination
 
 
-def _count(runs: list) -> str:
-    done = sum(run.is_done() for run in runs)
-    return f"{len(runs)} runs, {done} done, {len(runs) - done} to run"
+def _count(runs: list, refused: dict[str, str] | None = None) -> str:
+    """A stage's runs: how many, done, refused (``refused``: run name -> the line refusing it; the first is
+    shown) and left to run."""
+    refused = refused or {}
+    done = sum(run.is_done() and run.run_name not in refused for run in runs)
+    counts = f"{len(runs)} runs, {done} done"
+    if refused:
+        counts += f", {len(refused)} refused (first: {next(iter(refused.values()))})"
+    return f"{counts}, {len(runs) - done - len(refused)} to run"
+
+
+def _checked_count(runs: list) -> str:
+    """:func:`_count` with the runs launching would refuse (a finished run now asked for another run, ...)."""
+    from XRM.runs.inputs import refused_runs
+
+    return _count(runs, refused_runs(runs))
 
 
 def _progress(number: int, title: str, detail: str) -> None:
@@ -176,18 +189,18 @@ def _seeds_title(protocol: Protocol, wave: list[str] | None = None) -> str:
 
 
 def dry_run(protocol: Protocol) -> None:
-    """Print the stages and their run counts; run nothing (stages whose runs depend on earlier
-    results that do not exist yet give the count they will have)."""
+    """Print the stages and their run counts (done, refused with the first reason, to run); run nothing
+    (stages whose runs depend on earlier results that do not exist yet give the count they will have)."""
     from XRM.common.errors import UserError
 
     combs, seeds, datasets = protocol.num_hparams_combs, protocol.num_seeds, len(protocol.datasets)
-    _progress(1, "phase 1 (XRM)", _count(protocol.phase_1_runs()))
+    _progress(1, "phase 1 (XRM)", _checked_count(protocol.phase_1_runs()))
     try:
-        _progress(2, _sweeps_title(protocol), _count(protocol.sweep_runs()))
+        _progress(2, _sweeps_title(protocol), _checked_count(protocol.sweep_runs()))
     except UserError:  # phase 1 has not run yet
         _progress(2, _sweeps_title(protocol), f"{len(protocol.sweeps()) * datasets * combs} runs after stage 1")
     try:
-        _progress(3, _seeds_title(protocol), _count(protocol.seed_runs()))
+        _progress(3, _seeds_title(protocol), _checked_count(protocol.seed_runs()))
     except UserError:
         settings = len(protocol.trained_algorithms()) * len(SELECTION_SETTINGS) * datasets
         _progress(3, _seeds_title(protocol), f"at most {settings * seeds} runs "

@@ -174,14 +174,18 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
     return setup
 
 
+def reuses_files(spec: RunSpec) -> bool:
+    """Whether launching the run would reuse files: it finished (skipped as done), or resumes."""
+    return spec.is_done() or (spec.resume and spec.files.checkpoint.exists())
+
+
 def check_run_files(setup: RunSetup) -> None:
     """A UserError when the files a run would reuse (the results of a finished run, or a checkpoint
     and records to resume from) were written by another run: another seed, data, precision,
     phase-1 file or hyper-parameters. Files of older versions, which record no identity, are
     compared by their hyper-parameters."""
     spec = setup.spec
-    reused = spec.is_done() or (spec.resume and spec.files.checkpoint.exists())
-    if not reused or not spec.files.results.exists():
+    if not reuses_files(spec) or not spec.files.results.exists():
         return
     try:
         header, _ = records.read_results(spec.files.results)
@@ -212,12 +216,17 @@ def load_inputs(specs: Sequence[RunSpec], device: torch.device, dtype: torch.dty
     return data, setups
 
 
+def _by_data(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
+    """``specs`` in groups that read the same data (loaded once per group)."""
+    groups: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.data_key(), []).append(spec)
+    return list(groups.values())
+
+
 def check_runs(specs: Sequence[RunSpec]) -> None:
     """Load and check the inputs of every run before any run writes a file (raises the first UserError)."""
-    by_data: dict[tuple, list[RunSpec]] = {}
-    for spec in specs:
-        by_data.setdefault(spec.data_key(), []).append(spec)
-    for group in by_data.values():
+    for group in _by_data(specs):
         data, setups = load_inputs(group, torch.device("cpu"), embed=False)
         for setup in setups:  # a checkpoint to resume from must be readable and of the same settings
             if setup.spec.resume and setup.spec.files.checkpoint.exists():
@@ -227,11 +236,29 @@ def check_runs(specs: Sequence[RunSpec]) -> None:
                           data.backbone)
 
 
+def refused_runs(specs: Sequence[RunSpec]) -> dict[str, str]:
+    """Run name -> the one line that refuses it, for the runs of ``specs`` that reuse files (finished or
+    resumed) and would be refused: their files belong to another run (other data, precision, phase-1
+    file or hyper-parameters), or their inputs cannot be read."""
+    refused = {}
+    for group in _by_data([spec for spec in specs if reuses_files(spec)]):
+        try:
+            data = load_stack_data(group[0], torch.device("cpu"))
+        except UserError as error:
+            refused.update({spec.run_name: str(error) for spec in group})
+            continue
+        phase_1_files = Phase1Files(data)
+        for spec in group:
+            try:
+                load_run_setup(spec, data, phase_1_files)  # checks the run's files (check_run_files)
+            except UserError as error:
+                refused[spec.run_name] = str(error)
+    return refused
+
+
 def check_finished(specs: Sequence[RunSpec]) -> None:
     """A UserError when a finished run would now be asked for another run (other data, precision,
     phase-1 file or hyper-parameters): it would be skipped as done, and the new one never train."""
-    by_data: dict[tuple, list[RunSpec]] = {}
-    for spec in specs:
-        by_data.setdefault(spec.data_key(), []).append(spec)
-    for group in by_data.values():
-        load_inputs(group, torch.device("cpu"), embed=False)  # each run's setup checks its files
+    refused = refused_runs([spec for spec in specs if spec.is_done()])
+    if refused:
+        raise UserError(next(iter(refused.values())))
