@@ -1,4 +1,5 @@
-"""A toy run and run_fn for the launcher tests: it trains nothing but keeps the core's contract.
+"""A toy run and run_fn for the launcher tests: it trains nothing but keeps the core's contract
+(and, at the end, stand-ins for a cluster's commands where no controller answers).
 
 It steps a deterministic recurrence, checkpoints after every step (atomically), resumes
 from its checkpoint when called again, returns at once when done, and writes its records
@@ -97,3 +98,22 @@ def outputs(run: ToyRun) -> list[dict[str, Any]]:
 def starts(run: ToyRun) -> list[dict[str, Any]]:
     """The start events of a toy run, oldest first."""
     return [event for event in read_jsonl(Path(run.out_dir) / "events.jsonl") if event["event"] == "start"]
+
+
+# What sbatch says when no controller answers (three lines; submitit used to print them all).
+SBATCH_OFFLINE = ("sbatch: error: slurm_persist_conn_open_without_init: failed to open persistent connection",
+                  "sbatch: error: Sending PersistInit msg: Connection refused",
+                  "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)")
+SUBMISSION_FAILED = (f"sbatch could not submit the runs ({SBATCH_OFFLINE[-1]}): no job was submitted; check that the "
+                     "cluster answers from this machine (sinfo, squeue) and that --slurm_partition gpu exists")
+
+
+def offline_slurm(folder: Path) -> Path:
+    """A folder of stand-ins for a cluster's commands where no controller answers: each prints
+    sbatch's lines on stderr and fails. Its path, to put first on PATH."""
+    folder.mkdir()
+    for command in ("sbatch", "sinfo", "squeue", "sacct"):
+        lines = "".join(f"echo '{line}' >&2\n" for line in SBATCH_OFFLINE)
+        (folder / command).write_text(f"#!/bin/sh\n{lines}exit 1\n")
+        (folder / command).chmod(0o755)
+    return folder

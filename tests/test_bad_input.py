@@ -1,4 +1,5 @@
 """User mistakes: one line on stderr that says what to do, exit status 2, nothing written."""
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,15 @@ def test_override_values_that_cannot_train(script, tmp_path, override, message):
                     "--out_dir", str(tmp_path / "out"))
     _assert_user_error(result, message)
     assert _nothing_under(tmp_path / "out")
+
+
+def test_slurm_with_no_cluster_answering_is_one_line_and_leaves_no_job_folder(script, tmp_path):
+    from launch_toy import SUBMISSION_FAILED, offline_slurm
+
+    fake_bin = offline_slurm(tmp_path / "bin")
+    result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--out_dir", str(tmp_path / "out"),
+                    "--slurm_partition", "gpu", "--slurm_dir", str(tmp_path / "jobs"),
+                    env={"PATH": f"{fake_bin}:{Path(sys.executable).parent}:/usr/bin:/bin"})
+    assert result.stderr.strip().splitlines() == [f"error: {SUBMISSION_FAILED}"]
+    assert result.returncode == 2
+    assert not (tmp_path / "jobs").exists() and _nothing_under(tmp_path / "out")

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 import submitit
-from launch_toy import ToyPreemption, make_runs, outputs, read_jsonl, singles, starts, toy_run, toy_stack
+from launch_toy import (SUBMISSION_FAILED, ToyPreemption, make_runs, offline_slurm, outputs, read_jsonl, singles,
+                        starts, toy_run, toy_stack)
 
 from XRM.common.errors import UserError
 from XRM.launch import launchers as launch_module
@@ -190,6 +191,22 @@ def test_slurm_without_sbatch_is_a_user_error(tmp_path, monkeypatch):
     runs = make_runs(tmp_path / "out", 1)
     with pytest.raises(launch_module.UserError, match="sbatch not found"):
         launch(singles(runs), toy_stack, "slurm", LaunchOptions(slurm_dir=str(tmp_path / "submitit")))
+
+
+def test_sbatch_that_fails_is_one_line_and_leaves_no_job_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", f"{offline_slurm(tmp_path / 'bin')}:/usr/bin:/bin")
+    kept = tmp_path / "submitit" / "41" / "41_0_log.out"  # an earlier job's log stays
+    kept.parent.mkdir(parents=True)
+    kept.write_text("earlier job\n")
+    for slurm_dir in (tmp_path / "submitit", tmp_path / "new" / "logs"):
+        options = LaunchOptions(slurm_partition="gpu", slurm_dir=str(slurm_dir))
+        with pytest.raises(UserError) as refused:
+            launch(singles(make_runs(tmp_path / "out", 2)), toy_stack, "slurm", options)
+        assert str(refused.value) == SUBMISSION_FAILED
+    assert "sbatch:" not in capsys.readouterr().err
+    assert [path.relative_to(tmp_path).as_posix() for path in (tmp_path / "submitit").rglob("*")] == [
+        "submitit/41", "submitit/41/41_0_log.out"]
+    assert not (tmp_path / "new").exists()
 
 
 def test_report_lists_job_ids_and_logs():

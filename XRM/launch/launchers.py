@@ -7,7 +7,9 @@ A run is a picklable dataclass (a RunSpec) with three fields the launchers read:
 finished runs and resumes interrupted ones from their checkpoints, so every launcher may
 simply call it again: after a failure, a preemption or a time-out.
 """
+import contextlib
 import dataclasses
+import io
 import shlex
 import shutil
 import sys
@@ -288,8 +290,6 @@ def _submit_to_slurm(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions)
     """Submit the stacks as one SLURM job array (a task per stack); runs whose job is still
     queued are not resubmitted. A request no node of the partition can meet is refused
     before anything is submitted."""
-    import submitit
-
     from XRM.launch.stack_job import StackJob
 
     live = {status.PENDING, status.RUNNING}
@@ -300,11 +300,7 @@ def _submit_to_slurm(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions)
     to_submit = [stack for stack in to_submit if stack]
     executor = _slurm_executor(options, run_fn)
     notes = _check_slurm_request(options) if to_submit else []
-    try:
-        array = executor.submit_array([StackJob(run_fn, stack) for stack in to_submit]) if to_submit else []
-    except submitit.core.utils.FailedJobError as error:
-        reason = status.last_line(str(error))
-        raise UserError(f"sbatch refused the job array ({reason}); check --slurm_partition and the cluster") from None
+    array = _submit_array(executor, [StackJob(run_fn, stack) for stack in to_submit], options) if to_submit else []
     folder = str(executor.folder)
     jobs = [(run, job) for stack, job in zip(to_submit, array) for run in stack]
     status.record_jobs(options.slurm_dir, {
@@ -313,6 +309,42 @@ def _submit_to_slurm(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions)
                         skipped_queued=[run.run_name for run in runs if run.run_name in queued_names],
                         job_ids=[job.job_id for job in array], log_dir=str(Path(folder).parent), jobs=jobs,
                         notes=notes)
+
+
+def _submit_array(executor, jobs: list, options: LaunchOptions) -> list:
+    """``jobs`` submitted as one SLURM job array. When sbatch fails: one line (a UserError) saying so, that
+    no job was submitted and what to check; sbatch's own lines held back; and none of the files the
+    submission wrote (pickled jobs, the sbatch script) left in --slurm_dir."""
+    import submitit
+
+    folder = submitit.core.utils.JobPaths.get_first_id_independent_folder(executor.folder)
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):  # submitit prints sbatch's error lines itself
+            array = executor.submit_array(jobs)
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as error:
+        _remove_new_files(folder, before, made)
+        reason = status.last_line(str(error)) or "no message"
+        raise UserError(f"sbatch could not submit the runs ({reason}): no job was submitted; check that the cluster "
+                        f"answers from this machine (sinfo, squeue) and that --slurm_partition "
+                        f"{options.slurm_partition} exists") from None
+    sys.stderr.write(printed.getvalue())
+    return array
+
+
+def _remove_new_files(folder: Path, before: set[Path], made: list[Path]) -> None:
+    """Remove what appeared in ``folder`` since it held ``before``, then the folders of ``made`` (they did
+    not exist; deepest first) that are empty."""
+    for path in set(folder.iterdir()) - before if folder.is_dir() else ():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    for path in made:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _check_slurm_request(options: LaunchOptions) -> list[str]:
