@@ -12,10 +12,13 @@ from XRM.common.errors import UserError
 from XRM.data.sources import MNIST_FILES
 
 
-def _assert_clean(data: Path) -> None:
-    """Nothing that looks prepared or half-made: no marker, metadata, extraction or partial file."""
-    leftovers = [path.relative_to(data).as_posix() for path in data.rglob("*")]
-    assert leftovers == [], leftovers
+def _assert_clean(data: Path, *save_into: Path) -> None:
+    """Nothing that looks prepared or half-made (no marker, metadata, extraction or partial file): only
+    the folders the error lines say to save files into, empty, and the folders above them."""
+    kept = {folder for path in save_into for folder in (path, *path.parents) if data in folder.parents}
+    leftovers = {path for path in data.rglob("*")}
+    assert leftovers == kept, sorted(leftovers ^ kept)
+    assert all(path.is_dir() and not path.is_symlink() for path in leftovers)
 
 
 def _tar_with(archive: Path, members: list[tarfile.TarInfo]) -> None:
@@ -56,7 +59,7 @@ def test_checksum_mismatch_from_a_mirror(tmp_path, capsys):
         "(not the official file; deleted): re-run with --accept_unofficial to use this copy anyway, or "
         + _by_hand(remote.url, data / "mnist" / "MNIST" / "raw" / remote.name)
         for remote in MNIST_FILES]
-    _assert_clean(data)
+    _assert_clean(data, data / "mnist" / "MNIST" / "raw")
 
 
 def test_checksum_mismatch_from_a_mirror_accepted_with_a_warning(tmp_path, capsys):
@@ -94,7 +97,7 @@ def test_truncated_archive(tmp_path, capsys):
     url = f"{server.url}/civilcomments/civilcomments_v1.0.tar.gz"
     assert line.startswith(f"error: civilcomments: civilcomments_v1.0.tar.gz from {url} is damaged or incomplete (")
     assert line.endswith("(deleted): re-run, or " + _by_hand(url, data / "civilcomments" / "civilcomments_v1.0.tar.gz"))
-    _assert_clean(data)
+    _assert_clean(data, data / "civilcomments")
 
 
 def _refused_download(location: str, member: str, why: str, stored: Path) -> str:
@@ -114,7 +117,7 @@ def test_member_climbing_out_of_the_target(tmp_path, capsys):
         f"{server.url}/metashift/metashift.tar.gz", "../../escaped.txt", "it would land outside the target",
         data / "metashift" / "metashift.tar.gz")]
     assert not (tmp_path / "escaped.txt").exists() and not (data / "escaped.txt").exists()
-    _assert_clean(data)
+    _assert_clean(data, data / "metashift")
 
 
 def test_symlink_through_a_folder_without_the_data_filter(tmp_path, monkeypatch, capsys):
@@ -135,7 +138,7 @@ def test_symlink_through_a_folder_without_the_data_filter(tmp_path, monkeypatch,
         f"{server.url}/metashift/metashift.tar.gz", "a/b/c/s/../../../../x",
         "through the links before it, it leads outside the target", data / "metashift" / "metashift.tar.gz")]
     assert not (tmp_path / "x").exists()
-    _assert_clean(data)
+    _assert_clean(data, data / "metashift")
 
 
 def test_absolute_member(tmp_path, capsys):
@@ -148,7 +151,7 @@ def test_absolute_member(tmp_path, capsys):
         mirror / "metashift" / "metashift.tar.gz", str(absolute), "it would land outside the target",
         data / "metashift" / "metashift.tar.gz")]
     assert not absolute.exists()
-    _assert_clean(data)
+    _assert_clean(data, data / "metashift")
 
 
 def test_hand_placed_bad_archive_is_kept_and_named(tmp_path, capsys):
@@ -178,7 +181,7 @@ def test_server_dropping_the_connection(tmp_path):
     assert line == (f"error: waterbirds: waterbird_complete95_forest2water2.tar.gz from {url} is damaged or "
                     "incomplete (Compressed file ended before the end-of-stream marker was reached) (deleted): "
                     "re-run, or " + _by_hand(url, data / "waterbirds" / "waterbird_complete95_forest2water2.tar.gz"))
-    _assert_clean(data)
+    _assert_clean(data, data / "waterbirds")
 
 
 def test_unreachable_server(tmp_path, capsys):
@@ -194,7 +197,7 @@ def test_unreachable_server(tmp_path, capsys):
         + _by_hand(features, data / "multinli" / "glue_data" / "MNLI" / "multinli_bert_features.tar.gz"),
         f"error: multinli: could not download {metadata} (HTTP Error 404: File not found): "
         + _by_hand(metadata, data / "multinli" / "data" / "metadata_random.csv")]
-    _assert_clean(data)
+    _assert_clean(data, data / "multinli" / "glue_data" / "MNLI", data / "multinli" / "data")
 
 
 def test_every_dataset_is_tried_and_every_failure_listed(tmp_path):
@@ -217,7 +220,8 @@ def test_every_dataset_is_tried_and_every_failure_listed(tmp_path):
           + _by_hand(f"{offline}/cmnist/{remote.name}", data / "mnist" / "MNIST" / "raw" / remote.name)
           for remote in MNIST_FILES)]
     assert len(fx.error_lines(result.stderr)) == 5
-    assert sorted(p.name for p in data.iterdir()) == ["metashift"]
+    assert sorted(p.name for p in data.iterdir()) == ["metashift", "mnist", "waterbirds"]  # the lines' folders
+    assert not any((data / "waterbirds").iterdir()) and not any((data / "mnist" / "MNIST" / "raw").iterdir())
     assert (data / "metashift" / ".prepared").is_file()
     assert (data / "metashift" / "metadata_metashift.csv").is_file()
 
@@ -230,7 +234,7 @@ def test_offline_without_download_every_missing_file_is_named(tmp_path, capsys):
         f"error: cmnist: missing {data / 'mnist' / 'MNIST' / 'raw' / remote.name}: run with --download, or "
         + _by_hand(remote.url, data / "mnist" / "MNIST" / "raw" / remote.name)
         for remote in MNIST_FILES]
-    assert list(data.iterdir()) == []
+    _assert_clean(data, data / "mnist" / "MNIST" / "raw")  # made, so that the files can be saved there
 
 
 def test_files_that_arrived_stay_for_the_next_run(tmp_path, capsys):

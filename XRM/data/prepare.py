@@ -5,7 +5,7 @@ a dataset whose folder holds the ``.prepared`` marker is skipped, each archive a
 extracted (marker, or its contents placed by hand) is left alone, and features.pt is
 computed only when asked for and absent. Every file of a dataset is tried even when an
 earlier one fails, so one run reports all that is missing; the files that did arrive
-stay for the next run.
+stay for the next run, and so do the folders where the failures' lines say to save a file.
 """
 import sys
 from collections.abc import Callable
@@ -167,11 +167,12 @@ def _check_images(recipe: DatasetRecipe, folder: Path, table: MetadataTable) -> 
                         f"python download.py --download --data_path {folder.parent} {recipe.name}")
 
 
-def _remove_empty_folders(folder: Path, remove_top: bool) -> None:
+def _remove_empty_folders(folder: Path, remove_top: bool, keep: list[Path]) -> None:
+    """Remove the empty folders under ``folder`` (and it, with ``remove_top``), except those of ``keep``."""
     for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        if path.is_dir() and not path.is_symlink() and path not in keep and not any(path.iterdir()):
             path.rmdir()
-    if remove_top and not any(folder.iterdir()):
+    if remove_top and folder not in keep and not any(folder.iterdir()):
         folder.rmdir()
 
 
@@ -195,7 +196,8 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
 
     Returns the dataset's folder. Raises DatasetFailed (a UserError) listing, one line
     each, every file that could not be placed (all are tried), or the metadata's problem;
-    a dataset that fails never gets its marker or metadata.
+    a dataset that fails never gets its marker or metadata, and the folders its lines say
+    to save files into by hand exist (empty, where nothing arrived).
     """
     recipe = get_recipe(name)
     name = recipe.name  # the name it is filed and reported under, however it was spelled
@@ -205,6 +207,7 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
         return folder
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    save_into: list[Path] = []  # where the failures' lines say to save a file by hand: these folders stay
     try:
         problems = []
         for remote in recipe.files:
@@ -212,7 +215,10 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
                 _place_file(recipe, remote, folder, download, mirror, accept_unofficial)
             except UserError as error:
                 problems.append(str(error))
+                save_into.append(folder / remote.directory)
         if problems:
+            for path in save_into:
+                path.mkdir(parents=True, exist_ok=True)
             raise DatasetFailed(name, problems)
         print(f"{name}: writing metadata in {folder}", file=sys.stderr)
         try:
@@ -222,7 +228,7 @@ def prepare_dataset(name: str, data_path: str | Path, download: bool = False, mi
         except UserError as error:
             raise DatasetFailed(name, [str(error)]) from error
     except BaseException:
-        _remove_empty_folders(folder, remove_top=created)  # no empty folders that look like a start
+        _remove_empty_folders(folder, remove_top=created, keep=save_into)  # none but those a line names
         raise
     if table is not None:
         _print_summary(recipe, table)
