@@ -2,6 +2,8 @@
 the commands (tests/test_install.py installs the wheel and runs them)."""
 import importlib
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,21 @@ def test_every_console_script_is_a_command_with_a_root_script():
 def test_installed_mat_is_a_plugin_of_the_training_commands():
     assert _project()["project"]["entry-points"]["xrm.plugins"] == {"mat": "mat"}
 
+
+# What the README's commands write at the root of a checkout: results, tables, figures, data, job logs
+# (folders with their slash: git tells a folder's pattern from a file's by it).
+WRITTEN_BY_COMMANDS = ("out/", "phase_1_results/", "phase_2_results/", "table1/", "table1.md", "table1.tex",
+                       "demo_out/", "figures/figure1/", "figures/figure3/", "memorization/", "memo/", "data/",
+                       "submitit/", "out/XRM/Synthetic/group_labels_no/results_hpcomb_0_seed0.json")
+
+
+def test_what_the_commands_write_is_ignored_by_git_and_nothing_tracked_is():
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    checked = subprocess.run([git, "check-ignore", "--no-index", *WRITTEN_BY_COMMANDS], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert sorted(checked.stdout.split()) == sorted(WRITTEN_BY_COMMANDS), checked.stderr
+    tracked_but_ignored = subprocess.run([git, "ls-files", "--cached", "--ignored", "--exclude-standard"], cwd=ROOT,
+                                         capture_output=True, text=True)
+    assert tracked_but_ignored.stdout == "", tracked_but_ignored.stdout
