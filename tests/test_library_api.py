@@ -2,6 +2,7 @@
 and the README's example, run verbatim."""
 import json
 import re
+import warnings
 from pathlib import Path
 
 import backbone_fixtures as fx
@@ -74,8 +75,10 @@ def test_mat_loss_is_the_cross_entropy_of_the_shifted_logits():
 def test_infer_groups_finds_the_minority_and_gives_held_out_logits():
     splits = data.spurious_splits(seed=1)
     train, validation = splits["tr"], splits["va"]
-    result = api.infer_groups(train.x, train.y, hparams={"lr": 1e-2}, num_steps=300,
-                              validation_x=validation.x, validation_y=validation.y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", api.DegenerateGroupsWarning)  # groups that split every class do not warn
+        result = api.infer_groups(train.x, train.y, hparams={"lr": 1e-2}, num_steps=300,
+                                  validation_x=validation.x, validation_y=validation.y)
     minority = (train.a != train.y).long()
     assert result.attributes.tolist() == minority.tolist()  # the cross-mistakes are exactly the minority
     assert result.groups.tolist() == (2 * train.y + minority).tolist()
@@ -119,6 +122,7 @@ def test_infer_groups_trains_the_models_of_any_factory():
     assert result.held_out_logits.shape == (120, 2)
 
 
+@pytest.mark.filterwarnings("ignore::XRM.api.DegenerateGroupsWarning")  # five steps may split no class
 def test_an_mlp_factory_trains_on_the_stacked_path():
     splits = data.spurious_splits(seed=0, n=40, noise_dim=4)
     result = api.infer_groups(splits["tr"].x, splits["tr"].y, lambda: MLP(6, 8, 2), num_steps=5)
@@ -140,3 +144,14 @@ def test_bad_tensors_are_one_line_user_errors(x, y, kwargs, message):
     with pytest.raises(UserError, match=re.escape(message)) as error:
         api.infer_groups(x, y, **kwargs)
     assert "\n" not in str(error.value)
+
+
+def test_degenerate_inferred_groups_warn_with_what_they_mean_and_what_to_try():
+    y = data.spurious_splits(seed=1)["tr"].y
+    with pytest.warns(api.DegenerateGroupsWarning) as warned:  # inputs that tell no example apart split no class
+        result = api.infer_groups(torch.ones(len(y), 4), y, num_steps=5)
+    assert result.degenerate and len(warned) == 1
+    message = str(warned[0].message)
+    assert message.startswith("XRM's inferred groups are degenerate: in some class")
+    assert "num_steps" in message and "hparams['lr']" in message and "seed" in message
+    assert warned[0].filename == __file__  # it points at the caller's line

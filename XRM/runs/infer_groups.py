@@ -4,6 +4,7 @@ The twins train as main.py's phase 1 trains them (the registered XRM algorithm: 
 halves, class-balanced loss, label flips) on an XRM.engine.in_memory.InMemoryStack, and the
 groups come from the algorithm's own end of phase 1 (XRM.algorithms.xrm.XRM.infer_groups).
 """
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,17 @@ from XRM.runs.hparams import check_hparams, default_hparams
 
 #: the hyper-parameters' family when no model factory is given: a linear head on features
 FEATURES_FAMILY = "features"
+
+
+class DegenerateGroupsWarning(UserWarning):
+    """XRM's inferred groups leave some class unsplit (InferredGroups.degenerate)."""
+
+
+DEGENERATE_MESSAGE = (
+    "XRM's inferred groups are degenerate: in some class the twins made a cross-mistake on every example or on "
+    "none, so the class is one inferred group and its groups tell group-robust training (and selection by "
+    "inferred groups) nothing; MAT's held-out logits are still returned. Try more num_steps, a larger "
+    "hparams['lr'], another seed or model; flip_rate says how many labels the twins flipped")
 
 
 @dataclass
@@ -81,6 +93,7 @@ def infer_groups(
     overrides the features defaults (SGD, momentum 0.9, ``lr`` 1e-3, ``batch_size`` 64,
     ``weight_decay`` 1e-4); the twin assignment, batches and flips are drawn from ``seed``.
     With ``validation_x``/``validation_y`` the validation examples' cross-mistakes are inferred too.
+    Degenerate groups (``InferredGroups.degenerate``) also warn (DegenerateGroupsWarning).
     """
     num_classes = check_labelled_tensors(x, y)
     if num_classes < 2:
@@ -103,6 +116,8 @@ def infer_groups(
         validation_logits, validation_labels = stack.predict(validation_x), validation_y.long().to(stack.device)
     algorithm = stack.algorithm
     inferred = algorithm.infer_groups(stack.predict(x), stack.state, y, validation_logits, validation_labels)[0]
+    if inferred.degenerate:
+        warnings.warn(DEGENERATE_MESSAGE, DegenerateGroupsWarning, stacklevel=2)
     validation = inferred.validation_attributes
     return InferredGroups(
         attributes=inferred.train_attributes.cpu(), groups=group_ids(y, inferred.train_attributes).cpu(),
