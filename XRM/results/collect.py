@@ -115,6 +115,17 @@ def summarize(runs: list[RunResult], metric: str, seed: int = 0) -> Summary:
     return Summary(metric, best, selection_seed(runs, seed), best_runs, stats)
 
 
+def provenance_line(run: RunResult) -> str:
+    """Where and with what ``run`` trained, from its header ('' for runs that record no provenance)."""
+    provenance = run.header.get("provenance")
+    if not isinstance(provenance, dict):
+        return ""
+    commit = provenance.get("commit")
+    return (f"trained on {provenance.get('device_used')} with torch {provenance.get('torch')}, toolkit "
+            f"{provenance.get('toolkit')}" + (f", commit {commit[:12]}" if commit else "")
+            + f", {provenance.get('host')}, started {provenance.get('started')} ({run.files.tag})")
+
+
 def format_table(runs: list[RunResult], metric: str, seed: int = 0) -> str:
     """One row per hyper-parameter combination (best marked '*'), then mean +/- std over seeds of the best,
     then the runs that were not selected and why (unfinished, or records repeating steps)."""
@@ -131,6 +142,9 @@ def format_table(runs: list[RunResult], metric: str, seed: int = 0) -> str:
     parts = [f"{column} {mean:.1f} +/- {spread:.1f}" for column, (mean, spread) in summary.stats.items()]
     lines.append(f"best hpcomb {summary.best} by {metric} (seed {summary.seed}); over {len(summary.runs)} seed(s): "
                  + ", ".join(parts))
+    trained = provenance_line(summary.selected_run)
+    if trained:
+        lines.append(trained)
     flagged = [run for run in runs if not selectable(run)]
     if flagged:
         lines.append(f"not selected ({len(flagged)}):")

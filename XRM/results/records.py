@@ -20,6 +20,8 @@ FLIP_RATE = "flip_rate"
 DEGENERATE = "degenerate"
 VA_AVG_ACC, VA_WGA, TE_AVG_ACC, TE_WGA = "va_avg_acc", "va_wga", "te_avg_acc", "te_wga"
 VA_GI_WGA = "va_gi_wga"
+#: training's own: each run's mean training loss since the previous evaluation, and its learning rate
+TRAIN_LOSS, LR = "train_loss", "lr"
 PHASE_2_METRICS = (VA_AVG_ACC, VA_WGA, VA_GI_WGA, TE_AVG_ACC, TE_WGA)
 
 
