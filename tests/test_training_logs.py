@@ -19,12 +19,12 @@ def phase_1(tmp_path_factory):
     result = run_script("main.py", "--phase", "1", "--datasets", "Synthetic", "--num_hparams_combs", "2",
                         "--out_dir", str(out), "--hparams", '{"num_steps": 61, "eval_every": 20}')
     assert result.returncode == 0, result.stderr
-    return out, result.stderr
+    return out, result.stdout
 
 
 def test_off_a_terminal_each_evaluation_is_one_log_line(phase_1):
-    _, stderr = phase_1
-    lines = [line for line in stderr.splitlines() if line.startswith("stack of 2 runs: step ")]
+    _, stdout = phase_1
+    lines = [line for line in stdout.splitlines() if line.startswith("stack of 2 runs: step ")]
     assert [int(re.search(r"step (\d+)/61", line).group(1)) for line in lines] == [1, 21, 41, 61]
     pattern = (r"stack of 2 runs: step \d+/61, flip_rate mean [0-9.]+ \[[0-9.]+, [0-9.]+\] over 2 runs, "
                r"[0-9.]+ steps/s, \d+:\d\d left")

@@ -1,9 +1,9 @@
 """How a stack's training shows itself while it runs.
 
-On a terminal, a progress bar whose postfix is the key metric at the last evaluation. Off a
-terminal (SLURM logs, nohup, CI), where a bar is noise, one line per evaluation: the step, the key
-metric (the run's, or the mean, min and max over a stack's runs), steps per second and the time
-left.
+On a terminal, a progress bar (on stderr) whose postfix is the key metric at the last evaluation.
+Off a terminal (SLURM logs, nohup, CI), where a bar is noise, one line per evaluation on stdout
+(stderr keeps warnings and errors): the step, the key metric (the run's, or the mean, min and
+max over a stack's runs), steps per second and the time left.
 """
 import math
 import sys
@@ -34,12 +34,15 @@ def summarise(metric: str, values: list[float]) -> str:
 
 
 class Progress:
-    """A stack's progress from step ``start`` to ``total``, shown on ``stream`` (see the module docstring)."""
+    """A stack's progress from step ``start`` to ``total``: a bar on ``terminal`` when it is one, else
+    log lines on ``log`` (see the module docstring)."""
 
-    def __init__(self, label: str, start: int, total: int, stream: TextIO = sys.stderr) -> None:
-        self.label, self.start, self.total, self.stream = label, start, total, stream
-        self.terminal = stream.isatty()
-        self.bar = tqdm(total=total, initial=start, desc=label, disable=not self.terminal, file=stream)
+    def __init__(self, label: str, start: int, total: int, log: TextIO | None = None,
+                 terminal: TextIO | None = None) -> None:
+        self.label, self.start, self.total = label, start, total
+        self.log, terminal = log or sys.stdout, terminal or sys.stderr
+        self.terminal = terminal.isatty()
+        self.bar = tqdm(total=total, initial=start, desc=label, disable=not self.terminal, file=terminal)
         self.began = time.monotonic()
 
     def advance(self, steps: int) -> None:
@@ -56,7 +59,7 @@ class Progress:
         rate = done / max(time.monotonic() - self.began, 1e-9)
         left = (self.total - step - 1) / rate if rate > 0 else math.inf
         print(f"{self.label}: step {step + 1}/{self.total}, {summary}, {rate:.1f} steps/s, "
-              f"{format_duration(left)} left", file=self.stream, flush=True)
+              f"{format_duration(left)} left", file=self.log, flush=True)
 
     def close(self) -> None:
         """The end of training (the bar closed)."""
