@@ -168,3 +168,23 @@ def test_a_folder_of_runs_without_records_is_listed_not_refused(script, tmp_path
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1:3] == [
         "== ERM / Synthetic / group_labels_yes  (no records to select from)", "not selected (1):"]
+
+
+def test_reproduce_reads_phase_1_records_that_are_no_records(tmp_path, capsys):
+    from test_reproduce import make_features, reproduce_args, reproduce_here
+
+    data, out = make_features(tmp_path / "tiny.pt"), tmp_path / "out"
+    directory = out / "XRM" / "tiny" / "group_labels_no"
+    _phase_1_run(directory, 0, [HEADER, {"step": 0, "flip_rate": 0.0}, {"step": 80, "flip_rate": 0.2}])
+    _phase_1_run(directory, 1, [HEADER, {"step": 0, "flip_rate": 0.0}, '{"step": null, "flip_rate": 0.9}',
+                                '{"step": 80, "flip_rate": "high"}'])
+    for comb in (0, 1):
+        (directory / f"done_hpcomb_{comb}_seed0").write_text("")
+    assert reproduce_here(reproduce_args(data, out, "--dry_run")) == 0
+    output = capsys.readouterr()
+    assert output.out.splitlines()[:2] == [
+        "stage 1/4 phase 1 (XRM): 2 runs, 2 done, 0 to run",
+        "stage 2/4 phase 2 sweeps (MAT on group_labels_yes, ERM on group_labels_yes, ERM on group_labels_inferred, "
+        "GroupDRO on group_labels_inferred): 8 runs, 0 done, 8 to run"]
+    assert f"warning: skipping line 4 of {directory / 'results_hpcomb_1_seed0.json'}: its flip_rate \"high\" is not " \
+           "a number" in output.err
