@@ -6,7 +6,10 @@ ColorMNIST MLP) are trained as stacks of as many runs as fit the device's memory
 ``stack_size``); backbones one run at a time. A single run is a stack of one. Each run
 keeps its own hyper-parameters, batch stream (a pure function of (seed, step)), algorithm
 state and files. Idempotent and resumable: a finished run is skipped, and with ``resume``
-an interrupted run continues from its checkpoint and writes the same records.
+an interrupted run continues from its checkpoint and writes the same records. A checkpoint
+whose records are gone (results file missing, empty, damaged or without the records before
+the checkpoint's step) cannot be trusted: the run restarts from step 0, with a warning. A
+run's done file is written only over a results file that holds its header and records.
 """
 import math
 import sys
@@ -71,6 +74,12 @@ class Member:
         """The first evaluation written to the run's records (Algorithm.first_recorded_step)."""
         return get_algorithm_class(self.spec.algorithm).first_recorded_step(self.setup.hparams)
 
+    @property
+    def first_evaluation(self) -> int:
+        """The step of the first evaluation written to the run's records."""
+        hparams = self.setup.hparams
+        return next_evaluation(self.first_recorded_step, hparams["eval_every"], hparams["num_steps"])
+
 
 def next_evaluation(step: int, eval_every: int, num_steps: int) -> int:
     """The first evaluation step at or after ``step``: every eval_every-th step, and the last."""
@@ -80,11 +89,42 @@ def next_evaluation(step: int, eval_every: int, num_steps: int) -> int:
 
 
 def _member_of(setup: RunSetup, data: StackData) -> Member:
+    """The run as a stack member, with its checkpoint when it resumes from one its records can go on from."""
     spec = setup.spec
-    checkpoint = None
+    member = Member(setup, setup.run_data(data.splits["tr"].y, data.num_classes), None)
     if spec.resume and spec.files.checkpoint.exists():
         checkpoint = checkpoints.load_checkpoint(spec, setup.identity)
-    return Member(setup, setup.run_data(data.splits["tr"].y, data.num_classes), checkpoint)
+        problem = records_problem(spec.files, checkpoint["step"], member.first_evaluation)
+        if problem is None:
+            member.checkpoint = checkpoint
+        else:
+            _start_afresh(spec, problem)
+    return member
+
+
+def records_problem(files: records.RunFiles, step: int, first_evaluation: int) -> str | None:
+    """Why the records of a run cannot go on from its checkpoint at ``step`` (the run records its
+    evaluations from ``first_evaluation`` on), or None: its results file is missing, unreadable,
+    without its header line, or without a record up to ``step`` that it should hold."""
+    if not files.results.exists():
+        return f"its results file {files.results} is missing"
+    try:
+        header, run_records = records.read_results(files.results)
+    except (OSError, ValueError) as error:
+        return f"its results file is unreadable ({error})"
+    if not header:
+        return f"its results file {files.results} has no header line"
+    if step >= first_evaluation and not any(record[records.STEP] <= step for record in run_records):
+        return f"its results file {files.results} holds no record up to step {step}"
+    return None
+
+
+def _start_afresh(spec: RunSpec, problem: str) -> None:
+    """Delete the run's checkpoints and phase-1 file (its lock is held): it trains again from step 0."""
+    print(f"warning: {spec.run_name}: {problem}, so its checkpoint cannot be trusted; restarting it from step 0",
+          file=sys.stderr)
+    for path in (spec.files.checkpoint, spec.files.best_checkpoint, spec.files.inferred):
+        path.unlink(missing_ok=True)
 
 
 def _slice_key(member: Member) -> tuple:
@@ -297,17 +337,21 @@ class StackTrainer:
                     else:
                         train_step(batch)
                     if stops.signum is not None:
-                        self._stop(step + row, stops.signum)
+                        self._stop(step + row, stop - 1, stops.signum)
                 step, last_checkpoint = self._end_chunk(step, stop, plan, last_checkpoint)
         self.progress.close()
         if self.phase == 1:
             self._finish_phase_1()
+        failed = {m.spec.run_name: f"diverged at step {m.diverged_at} (non-finite loss); not marked done"
+                  for m in self.members if m.diverged_at is not None}
         for member in self.live_members():
-            atomic_write_text("", member.spec.files.done)
-        diverged = {m.spec.run_name: f"diverged at step {m.diverged_at} (non-finite loss); not marked done"
-                    for m in self.members if m.diverged_at is not None}
-        if diverged:
-            raise RunsFailed(diverged)
+            problem = records_problem(member.spec.files, self.num_steps - 1, member.first_evaluation)
+            if problem is None:
+                atomic_write_text("", member.spec.files.done)
+            else:
+                failed[member.spec.run_name] = f"{problem}; not marked done"
+        if failed:
+            raise RunsFailed(failed)
 
     def _end_chunk(self, step: int, stop: int, plan: dict, last_checkpoint: float) -> tuple[int, float]:
         """After steps step .. stop-1: draw the next chunk's batches (while the device trains), evaluate,
@@ -321,8 +365,11 @@ class StackTrainer:
             last_checkpoint = time.monotonic()
         return stop, last_checkpoint
 
-    def _stop(self, step: int, signum: int) -> None:
-        """Save every run's checkpoint at ``step`` (just trained) and raise Interrupted."""
+    def _stop(self, step: int, evaluation_step: int, signum: int) -> None:
+        """Save every run's checkpoint at ``step`` (just trained; evaluated first when it is the
+        chunk's ``evaluation_step``, whose record a resumed run would never write) and raise Interrupted."""
+        if step == evaluation_step:
+            self._evaluate(step)
         self._save_checkpoints(step)
         print(f"stopped at step {step} by signal {signum}; checkpoints saved", file=sys.stderr)
         raise Interrupted(signum)
