@@ -122,8 +122,8 @@ class Phase1Files:
     def __call__(self, path: str) -> dict[str, torch.Tensor]:
         """The checked contents of the phase-1 file ``path``."""
         if path not in self._loaded:
-            self._loaded[path] = load_phase_1_artifact(Path(path), len(self.data.splits["tr"]),
-                                                       len(self.data.splits["va"]), self.data.num_classes)
+            self._loaded[path] = load_phase_1_artifact(Path(path), self.data.splits["tr"].y,
+                                                       self.data.splits["va"].y, self.data.num_classes)
         return self._loaded[path]
 
     def group_labels(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
