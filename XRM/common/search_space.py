@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from XRM.common.errors import UserError
+
 Sampler = Callable[[Any], Any]
 #: name -> (default, sampler)
 SearchSpace = dict[str, tuple[Any, Sampler]]
@@ -56,6 +58,11 @@ class Bound:
 
     need: str
     accepts: Callable[[Any], bool]
+
+    def check(self, name: str, value: Any) -> None:
+        """A UserError ``<name> = <value>: it must be <need>`` unless the bound accepts ``value``."""
+        if not self.accepts(value):
+            raise UserError(f"{name} = {value!r}: it must be {self.need}")
 
 
 POSITIVE_INTEGER = Bound("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)

@@ -17,6 +17,7 @@ from XRM.common.errors import UserError
 from XRM.common.search_space import (NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, PROBABILITY_BELOW_ONE, Bound,
                                      SearchSpace, fixed, log2_uniform_int, log_uniform, one_of)
 from XRM.engine.optimizers import LR_SCHEDULES, OPTIMIZERS
+from XRM.results.selection import may_select_step
 
 #: family -> name -> (default, sampler)
 FAMILY_SPACES: dict[str, SearchSpace] = {
@@ -61,11 +62,22 @@ FAMILY_SPACES: dict[str, SearchSpace] = {
     },
 }
 
+
+def _selectable_length(num_steps: Any) -> bool:
+    """Whether a run of ``num_steps`` steps records an evaluation model selection may pick: its
+    last evaluation, at step num_steps - 1, is always recorded (XRM.runs.train.next_evaluation)."""
+    return POSITIVE_INTEGER.accepts(num_steps) and may_select_step(num_steps - 1)
+
+
+#: a run's length: its last evaluation must come after step 0, which selection never picks
+SELECTABLE_NUM_STEPS = Bound("an integer >= 2 (model selection never picks step 0, so a run needs an "
+                             "evaluation after it)", _selectable_length)
+
 #: the bounds of the families' hyper-parameters and of a run's length, checked for every algorithm
 COMMON_BOUNDS: dict[str, Bound] = {
     "optimizer": one_of(OPTIMIZERS),
     "lr_schedule": one_of(LR_SCHEDULES.names()),
-    "num_steps": POSITIVE_INTEGER,
+    "num_steps": SELECTABLE_NUM_STEPS,
     "eval_every": POSITIVE_INTEGER,
     "batch_size": POSITIVE_INTEGER,
     "lr": POSITIVE,
@@ -111,5 +123,5 @@ def check_hparams(hparams: dict[str, Any], algorithm: str | None = None) -> None
     """A UserError naming the first value that cannot train (after user overrides), checked
     against the families' bounds and ``algorithm``'s (None: every registered algorithm's)."""
     for name, bound in hparam_bounds(algorithm).items():
-        if name in hparams and not bound.accepts(hparams[name]):
-            raise UserError(f"hyper-parameter {name} = {hparams[name]!r}: it must be {bound.need}")
+        if name in hparams:
+            bound.check(f"hyper-parameter {name}", hparams[name])
