@@ -8,6 +8,7 @@ drawn for the others. Search spaces follow the reference protocol (PAPER_FACTS.m
 protocol").
 """
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,25 @@ def random_hparams(family: str, algorithm: str, hparams_comb: int) -> dict[str, 
         name: sampler(np.random.RandomState(_draw_seed(hparams_comb, name)))
         for name, (_, sampler) in _space(family, algorithm).items()
     }
+
+
+def own_hparam_names(algorithms: Iterable[str]) -> set[str]:
+    """The hyper-parameters the ``algorithms`` declare in their own search spaces (MAT's tau, ...)."""
+    return {name for algorithm in algorithms for name in get_algorithm_class(algorithm).search_space}
+
+
+def applicable_overrides(overrides: dict[str, Any], space: Iterable[str],
+                         command_algorithms: Iterable[str]) -> dict[str, Any]:
+    """The overrides a run takes: those of its ``space`` (its family's, its algorithm's own,
+    num_steps, eval_every). Another algorithm of the command's own hyper-parameters are left to
+    that algorithm's runs (``--algorithms ERM MAT --hparams '{"tau": 0.01}'``: MAT's runs take tau,
+    ERM's ignore it); a name that belongs to none of them is a UserError listing the valid names."""
+    space = set(space)
+    valid = space | own_hparam_names(command_algorithms)
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise UserError(f"unknown hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    return {name: value for name, value in overrides.items() if name in space}
 
 
 def hparam_bounds(algorithm: str | None = None) -> dict[str, Bound]:

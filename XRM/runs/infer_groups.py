@@ -15,7 +15,7 @@ from XRM.common.groups import group_ids
 from XRM.engine.in_memory import InMemoryStack, StackRun
 from XRM.networks.classifiers import LinearHead
 from XRM.results.records import FLIP_RATE
-from XRM.runs.hparams import check_hparams, default_hparams
+from XRM.runs.hparams import applicable_overrides, check_hparams, default_hparams
 
 #: the hyper-parameters' family when no model factory is given: a linear head on features
 FEATURES_FAMILY = "features"
@@ -53,10 +53,7 @@ def xrm_hparams(num_steps: int, overrides: dict | None, family: str = FEATURES_F
     """The twins' hyper-parameters: the registry's defaults for ``family`` and XRM, ``num_steps``,
     then ``overrides`` (checked: a UserError names a bad or unknown one)."""
     hparams = {**default_hparams(family, "XRM"), "num_steps": num_steps}
-    unknown = sorted(set(overrides or {}) - set(hparams))
-    if unknown:
-        raise UserError(f"unknown hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(hparams))}")
-    hparams.update(overrides or {})
+    hparams.update(applicable_overrides(overrides or {}, hparams, ["XRM"]))
     check_hparams(hparams)
     return hparams
 
