@@ -1,5 +1,6 @@
 """Figure 1's experiment (mat/figures/interpretable.py, mat/figures/interpretable_figure.py) and its CLI."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import interpretable_experiment as script
 from mat.figures.interpretable import (ACCURACY_KEYS, RUNS, FullBatchRun, GroupCorrect, InterpretableConfig,
                                        make_splits, run, sgd_hparams, total_epochs)
 from mat.figures.interpretable_figure import boundary_line, class_one_probability, plane_grid
+from XRM.cli.entry_point import call_main
 from XRM.common.devices import resolve_device
 from XRM.common.errors import UserError
 
@@ -115,11 +117,11 @@ def test_background_is_the_class_one_probability_on_the_plane():
 
 
 def test_config_check_names_the_bad_setting():
-    with pytest.raises(UserError, match="sigma is 0.0: use a value > 0"):
+    with pytest.raises(UserError, match=re.escape("sigma = 0.0: it must be a finite number > 0 (the sigma = 0 run is always included)")):
         InterpretableConfig(sigma=0.0).check()
-    with pytest.raises(UserError, match="tau is -1"):
+    with pytest.raises(UserError, match="tau = -1: it must be a finite number > 0"):
         InterpretableConfig(tau=-1).check()
-    with pytest.raises(UserError, match="n is 10: use a value >= 20"):
+    with pytest.raises(UserError, match="n = 10: it must be an integer >= 20"):
         InterpretableConfig(n=10).check()
     assert total_epochs(InterpretableConfig(epochs=10, xrm_epochs=7)) == 37
 
@@ -163,7 +165,28 @@ def test_cli_rejects_a_negative_sigma_with_one_line_and_writes_nothing(tmp_path)
     result = run_cli("--out_dir", str(out_dir), "--sigma", "-1")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "error: sigma is -1.0: use a value > 0 (the sigma = 0 run is always included)"]
+        "error: sigma = -1.0: it must be a finite number > 0 (the sigma = 0 run is always included)"]
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--sigma", "inf"], "sigma = inf: it must be a finite number > 0 (the sigma = 0 run is always included)"),
+    (["--sigma", "nan"], "sigma = nan: it must be a finite number > 0 (the sigma = 0 run is always included)"),
+    (["--lr", "inf"], "lr = inf: it must be a finite number > 0"),
+    (["--lr_sigma0", "nan"], "lr_sigma0 = nan: it must be a finite number > 0"),
+    (["--tau", "inf"], "tau = inf: it must be a finite number > 0"),
+    (["--tau", "0"], "tau = 0.0: it must be a finite number > 0"),
+    (["--epochs", "0"], "epochs = 0: it must be an integer >= 1"),
+    (["--xrm_epochs", "-3"], "xrm_epochs = -3: it must be an integer >= 1"),
+    (["--noise_dim", "0"], "noise_dim = 0: it must be an integer >= 1"),
+    (["--seed", "-2"], "seed -2: give an integer from 0 to 2**63 - 1"),
+    (["--sigmas", "0.5", "inf"], "--sigmas has inf: every sigma must be a finite number >= 0"),
+])
+def test_numeric_options_that_cannot_run_are_one_line_and_nothing_is_written(capsys, tmp_path, options, message):
+    out_dir = tmp_path / "figs"
+    args = script.get_args_parser().parse_args(["--out_dir", str(out_dir), *options])
+    assert call_main(script.main, args) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {message}"]
     assert not out_dir.exists()
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from XRM.algorithms import ALGORITHMS, get_algorithm_class
 from XRM.common.errors import UserError
 from XRM.common.search_space import (NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, PROBABILITY_BELOW_ONE, Bound,
-                                     SearchSpace, fixed, log2_uniform_int, log_uniform, one_of)
+                                     SearchSpace, check_values, fixed, log2_uniform_int, log_uniform, one_of)
 from XRM.engine.optimizers import LR_SCHEDULES, OPTIMIZERS
 from XRM.results.selection import may_select_step
 
@@ -142,6 +142,4 @@ def hparam_bounds(algorithm: str | None = None) -> dict[str, Bound]:
 def check_hparams(hparams: dict[str, Any], algorithm: str | None = None) -> None:
     """A UserError naming the first value that cannot train (after user overrides), checked
     against the families' bounds and ``algorithm``'s (None: every registered algorithm's)."""
-    for name, bound in hparam_bounds(algorithm).items():
-        if name in hparams:
-            bound.check(f"hyper-parameter {name}", hparams[name])
+    check_values(hparams, hparam_bounds(algorithm), prefix="hyper-parameter ")
