@@ -23,3 +23,14 @@ def run_script(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | N
 def script():
     """The :func:`run_script` helper."""
     return run_script
+
+
+def refusal_line(module, argv: list[str], capsys) -> str:
+    """Call a script module's ``main`` on ``argv`` as run_cli does; assert exit status 2 and a
+    stderr of one line, and return that line."""
+    from XRM.cli.entry_point import call_main
+
+    assert call_main(module.main, module.get_args_parser().parse_args(argv)) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]

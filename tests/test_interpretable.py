@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import refusal_line
 from PIL import Image
 
 import interpretable_experiment as script
 from mat.figures.interpretable import (ACCURACY_KEYS, RUNS, FullBatchRun, GroupCorrect, InterpretableConfig,
                                        make_splits, run, sgd_hparams, total_epochs)
 from mat.figures.interpretable_figure import boundary_line, class_one_probability, plane_grid
-from XRM.cli.entry_point import call_main
 from XRM.common.devices import resolve_device
 from XRM.common.errors import UserError
 
@@ -183,11 +183,8 @@ def test_cli_rejects_a_negative_sigma_with_one_line_and_writes_nothing(tmp_path)
     (["--sigmas", "0.5", "inf"], "--sigmas has inf: every sigma must be a finite number >= 0"),
 ])
 def test_numeric_options_that_cannot_run_are_one_line_and_nothing_is_written(capsys, tmp_path, options, message):
-    out_dir = tmp_path / "figs"
-    args = script.get_args_parser().parse_args(["--out_dir", str(out_dir), *options])
-    assert call_main(script.main, args) == 2
-    assert capsys.readouterr().err.splitlines() == [f"error: {message}"]
-    assert not out_dir.exists()
+    assert refusal_line(script, ["--out_dir", str(tmp_path / "figs"), *options], capsys) == f"error: {message}"
+    assert not (tmp_path / "figs").exists()
 
 
 def test_default_output_folder_is_figure1s_own():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import refusal_line
 from PIL import Image
 
 import good_bad_ugly_memorization as script
@@ -153,11 +154,8 @@ def test_cli_rejects_negative_epochs_with_one_line_and_writes_nothing(tmp_path):
     (["--seed", str(2**64)], f"seed {2**64}: give an integer from 0 to 2**63 - 1"),
 ])
 def test_numeric_options_that_cannot_run_are_one_line_and_nothing_is_written(capsys, tmp_path, options, message):
-    out_dir = tmp_path / "figs"
-    args = script.get_args_parser().parse_args(["--out_dir", str(out_dir), *options])
-    assert call_main(script.main, args) == 2
-    assert capsys.readouterr().err.splitlines() == [f"error: {message}"]
-    assert not out_dir.exists()
+    assert refusal_line(script, ["--out_dir", str(tmp_path / "figs"), *options], capsys) == f"error: {message}"
+    assert not (tmp_path / "figs").exists()
 
 
 def test_main_rejects_a_file_as_out_dir(tmp_path, capsys):
