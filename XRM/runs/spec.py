@@ -67,12 +67,13 @@ class RunSpec(TrainingOptions):
         return {**options, "run_name": self.run_name, "done_path": self.done_path}
 
     def registering_modules(self) -> tuple[str, ...]:
-        """The modules whose import registered this run's algorithm and dataset (``mat`` registers
-        MAT): a launched job's fresh interpreter imports them before it trains."""
+        """The modules whose import registered this run's algorithm, its command's other algorithms
+        (whose own hyper-parameters it sets aside) and its dataset (``mat`` registers MAT): a launched
+        job's fresh interpreter imports them before it trains."""
         from XRM.algorithms import get_algorithm_class
         from XRM.data.registry import DATASETS
 
-        modules = {get_algorithm_class(self.algorithm).__module__}
+        modules = {get_algorithm_class(name).__module__ for name in (self.algorithm, *self.command_algorithms)}
         if self.dataset in DATASETS:
             modules.add(DATASETS[self.dataset].__module__)
         return tuple(sorted(module for module in modules if module != "__main__"))
