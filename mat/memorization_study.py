@@ -42,7 +42,8 @@ def load_study_inputs(dataset: str, data_path: str, algorithms: Sequence[str], p
     if dataset not in dataset_names():
         dataset = str(Path(dataset).resolve()) if Path(dataset).is_file() else dataset  # unknown: the registry says so
     base = RunSpec(phase=2, dataset=dataset, algorithm=algorithms[0], hparams_comb=0, seed=seed, out_dir=".",
-                   data_path=data_path, group_labels="no", inputs=inputs, device=str(device))
+                   data_path=data_path, group_labels="no", inputs=inputs, device=str(device),
+                   command_algorithms=tuple(algorithms))
     resolved = resolve_dataset(base)
     if resolved.family not in STACKED_FAMILIES:
         raise UserError(f"{dataset} trains a backbone on {resolved.inputs} here; memorisation scores train many "

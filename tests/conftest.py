@@ -39,3 +39,13 @@ def training_losses(found) -> list[float]:
     if isinstance(found, dict):
         return [loss for key in sorted(found) for loss in training_losses(found[key])]
     return [record["train_loss"] for record in found if "train_loss" in record]
+
+def refusal_line(module, argv: list[str], capsys) -> str:
+    """Call a script module's ``main`` on ``argv`` as run_cli does; assert exit status 2 and a
+    stderr of one line, and return that line."""
+    from XRM.cli.entry_point import call_main
+
+    assert call_main(module.main, module.get_args_parser().parse_args(argv)) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]

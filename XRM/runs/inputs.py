@@ -18,7 +18,7 @@ from XRM.networks.backbones import BackboneSpec
 from XRM.networks.classifiers import build_network
 from XRM.results import records
 from XRM.runs.checkpoints import load_checkpoint
-from XRM.runs.hparams import check_hparams, default_hparams, random_hparams
+from XRM.runs.hparams import applicable_overrides, check_hparams, default_hparams, random_hparams
 from XRM.runs.last_layer_inputs import prepare_last_layer, training_family
 from XRM.runs.identity import IDENTITY, fingerprint_splits, identity_differences, run_identity
 from XRM.runs.phase_1_files import HELD_OUT_LOGITS, TRAIN_ATTRIBUTES, VALIDATION_ATTRIBUTES, load_phase_1_artifact
@@ -78,7 +78,8 @@ def load_stack_data(spec: RunSpec, device: torch.device, dtype: torch.dtype = to
 
 
 def resolve_hparams(spec: RunSpec, family: str, num_steps: int, eval_every: int) -> dict[str, Any]:
-    """The run's hyper-parameters: a random draw (or defaults for --quick_run), then overrides."""
+    """The run's hyper-parameters: a random draw (or defaults for --quick_run), then the overrides
+    of its space (those of another algorithm of its command are that algorithm's)."""
     family = training_family(get_algorithm_class(spec.algorithm), family)
     hparams = (default_hparams(family, spec.algorithm) if spec.quick_run
                else random_hparams(family, spec.algorithm, spec.hparams_comb))
@@ -86,10 +87,7 @@ def resolve_hparams(spec: RunSpec, family: str, num_steps: int, eval_every: int)
         hparams["optimizer"] = "adam"
     hparams["num_steps"] = min(num_steps, QUICK_RUN_STEPS) if spec.quick_run else num_steps
     hparams["eval_every"] = eval_every
-    unknown = sorted(set(spec.hparams_overrides) - set(hparams))
-    if unknown:
-        raise UserError(f"unknown hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(hparams))}")
-    hparams.update(spec.hparams_overrides)
+    hparams.update(applicable_overrides(spec.hparams_overrides, hparams, spec.command_algorithms or (spec.algorithm,)))
     check_hparams(hparams)
     return hparams
 
@@ -125,8 +123,8 @@ class Phase1Files:
     def __call__(self, path: str) -> dict[str, torch.Tensor]:
         """The checked contents of the phase-1 file ``path``."""
         if path not in self._loaded:
-            self._loaded[path] = load_phase_1_artifact(Path(path), len(self.data.splits["tr"]),
-                                                       len(self.data.splits["va"]), self.data.num_classes)
+            self._loaded[path] = load_phase_1_artifact(Path(path), self.data.splits["tr"].y,
+                                                       self.data.splits["va"].y, self.data.num_classes)
         return self._loaded[path]
 
     def group_labels(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
