@@ -40,6 +40,7 @@ def training_losses(found) -> list[float]:
         return [loss for key in sorted(found) for loss in training_losses(found[key])]
     return [record["train_loss"] for record in found if "train_loss" in record]
 
+
 def refusal_line(module, argv: list[str], capsys) -> str:
     """Call a script module's ``main`` on ``argv`` as run_cli does; assert exit status 2 and a
     stderr of one line, and return that line."""

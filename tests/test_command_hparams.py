@@ -31,7 +31,7 @@ def test_main_gives_tau_to_mat_and_not_to_erm(script, tmp_path):
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
     # the finished MAT run asked for another tau: refused; ERM's settings did not change, so it is not
     _one_line(script(*phase_2, json.dumps({**SHORT, "tau": 0.1})),
-              "MAT/Synthetic/group_labels_no/hpcomb_0_seed0 finished with other hyper-parameters (tau 0.01 -> 0.1)")
+              "MAT/Synthetic/group_labels_no/hpcomb_0_seed0 finished as another run: its results record tau 0.01 -> 0.1")
     # a name no algorithm of the command has: one line listing the valid ones (MAT's tau among them)
     _one_line(script(*phase_2, json.dumps({**SHORT, "taux": 0.1})),
               "unknown hyper-parameter(s) taux; valid: batch_size, eval_every, lr, num_steps, optimizer, "
