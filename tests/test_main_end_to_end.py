@@ -110,3 +110,13 @@ def test_the_folder_loads_as_one_dataframe_equal_to_its_json_lines(sweep):
         assert mat[column].tolist() == [record[column] for record in expected], column
     phase_1 = frame[frame.algorithm == "XRM"]
     assert phase_1.flip_rate.notna().all() and phase_1.te_wga.isna().all()
+
+
+def test_headers_name_the_test_groups_the_records_number(sweep):
+    out, _ = sweep
+    header = json.loads((out / "MAT" / "Synthetic" / "group_labels_no" / "results_hpcomb_0_seed0.json")
+                        .read_text().splitlines()[0])
+    groups = header["test_groups"]
+    assert sorted(groups) == ["0", "1", "2", "3"]  # y * 2 + a on the Synthetic test split
+    assert all(int(g) == entry["y"] * 2 + entry["a"] for g, entry in groups.items())
+    assert sum(entry["n"] for entry in groups.values()) == 1000

@@ -30,6 +30,8 @@ VA_AVG_ACC, VA_WGA, TE_AVG_ACC, TE_WGA = "va_avg_acc", "va_wga", "te_avg_acc", "
 VA_GI_WGA = "va_gi_wga"
 #: training's own: each run's mean training loss since the previous evaluation, and its learning rate
 TRAIN_LOSS, LR = "train_loss", "lr"
+#: the header's table of test groups: id -> {y, a, n, and where known label and attribute names}
+TEST_GROUPS = "test_groups"
 PHASE_2_METRICS = (VA_AVG_ACC, VA_WGA, VA_GI_WGA, TE_AVG_ACC, TE_WGA)
 
 

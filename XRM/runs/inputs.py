@@ -11,6 +11,7 @@ import torch
 
 from XRM.algorithms import RunData, check_group_labels, get_algorithm_class
 from XRM.common.errors import UserError
+from XRM.common.groups import group_ids
 from XRM.data.base import GroupDataset, InputOptions, SplitTensors
 from XRM.data.catalog import get_dataset
 from XRM.engine.batches import input_shape
@@ -53,6 +54,20 @@ class StackData:
     backbone: BackboneSpec | None = None
     balanced_batches: bool = False
     fingerprint: str = ""  # of the data as loaded (XRM.runs.identity.fingerprint_splits)
+    label_names: tuple[str, ...] = ()  # what each label and attribute value means, where the dataset knows
+    attribute_names: tuple[str, ...] = ()
+
+    def test_groups(self) -> dict[str, dict]:
+        """Every test group as the records number it (``y * n_attr + a``): its label, attribute, size and,
+        where the dataset knows, what they mean; for the header (plots name the groups with it)."""
+        test = self.splits["te"]
+        groups = group_ids(test.y, test.a).cpu()
+        table = {}
+        for group, y, a in sorted({(int(g), int(y), int(a)) for g, y, a in zip(groups, test.y.cpu(), test.a.cpu())}):
+            named = {"label": self.label_names[y]} if y < len(self.label_names) else {}
+            named.update({"attribute": self.attribute_names[a]} if a < len(self.attribute_names) else {})
+            table[str(group)] = {"y": y, "a": a, "n": int((groups == group).sum()), **named}
+        return table
 
     @property
     def small_model(self) -> bool:
@@ -74,7 +89,8 @@ def load_stack_data(spec: RunSpec, device: torch.device, dtype: torch.dtype = to
     return StackData(splits={name: _in_precision(split.to(device), dtype) for name, split in splits.items()},
                      num_classes=dataset.num_classes, family=dataset.family, inputs=dataset.inputs,
                      num_steps=dataset.num_steps, eval_every=dataset.eval_every, backbone=dataset.backbone,
-                     balanced_batches=dataset.balanced_batches, fingerprint=fingerprint_splits(splits))
+                     balanced_batches=dataset.balanced_batches, fingerprint=fingerprint_splits(splits),
+                     label_names=dataset.label_names, attribute_names=dataset.attribute_names)
 
 
 def resolve_hparams(spec: RunSpec, family: str, num_steps: int, eval_every: int) -> dict[str, Any]:

@@ -246,6 +246,7 @@ class StackTrainer:
                                             [moved(m.setup.validation_groups) for m in members],
                                             [moved(m.setup.inferred_validation_attributes) for m in members])
         self.start = members[0].start
+        self.test_groups = data.test_groups()
         self._restore_or_start()
 
     def _slices(self) -> list[AlgorithmSlice]:
@@ -272,7 +273,7 @@ class StackTrainer:
             if checkpoint is None:
                 files.directory.mkdir(parents=True, exist_ok=True)
                 header = {"hparams": member.setup.hparams, **member.spec.header(), IDENTITY: member.setup.identity,
-                          PROVENANCE: provenance(self.device),
+                          PROVENANCE: provenance(self.device), records.TEST_GROUPS: self.test_groups,
                           "inputs_used": self.data.inputs,
                           "backbone_used": None if self.data.backbone is None else self.data.backbone.name}
                 records.write_header(files.results, header)
