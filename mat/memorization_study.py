@@ -40,7 +40,8 @@ def load_study_inputs(dataset: str, data_path: str, algorithms: Sequence[str], p
     """Load and check everything before any training: a UserError names the first bad input."""
     dataset = dataset_key(dataset)  # a name in any case, or a custom dataset file (unknown: the registry says so)
     base = RunSpec(phase=2, dataset=dataset, algorithm=algorithms[0], hparams_comb=0, seed=seed, out_dir=".",
-                   data_path=data_path, group_labels="no", inputs=inputs, device=str(device))
+                   data_path=data_path, group_labels="no", inputs=inputs, device=str(device),
+                   command_algorithms=tuple(algorithms))
     resolved = resolve_dataset(base)
     if resolved.family not in STACKED_FAMILIES:
         raise UserError(f"{dataset} trains a backbone on {resolved.inputs} here; memorisation scores train many "

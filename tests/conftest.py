@@ -23,3 +23,30 @@ def run_script(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | N
 def script():
     """The :func:`run_script` helper."""
     return run_script
+
+
+def without_training_loss(found):
+    """Records (a list, or a dict of lists by file) without ``train_loss``: a mean of per-example losses
+    summed in another order (a stack pads its batches) may differ in its last bits, where the weights
+    and metrics do not."""
+    if isinstance(found, dict):
+        return {key: without_training_loss(value) for key, value in found.items()}
+    return [{key: value for key, value in record.items() if key != "train_loss"} for record in found]
+
+
+def training_losses(found) -> list[float]:
+    """Every ``train_loss`` of records (a list, or a dict of lists by file), in order."""
+    if isinstance(found, dict):
+        return [loss for key in sorted(found) for loss in training_losses(found[key])]
+    return [record["train_loss"] for record in found if "train_loss" in record]
+
+
+def refusal_line(module, argv: list[str], capsys) -> str:
+    """Call a script module's ``main`` on ``argv`` as run_cli does; assert exit status 2 and a
+    stderr of one line, and return that line."""
+    from XRM.cli.entry_point import call_main
+
+    assert call_main(module.main, module.get_args_parser().parse_args(argv)) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]

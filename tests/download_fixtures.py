@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from archive_cases import DELETE, tarfile_patches
 from XRM.cli.entry_point import call_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -244,9 +245,11 @@ def make_mnist(mirror: Path) -> None:
 def without_tar_data_filter(monkeypatch) -> None:
     """Make tarfile what Python 3.10 < 3.10.12 and 3.11 < 3.11.4 ship: no ``data_filter``,
     and extraction that filters nothing (3.14 filters with "data" when given no filter)."""
-    monkeypatch.delattr(tarfile, "data_filter", raising=False)
-    if hasattr(tarfile, "fully_trusted_filter"):
-        monkeypatch.setattr(tarfile.TarFile, "extraction_filter", staticmethod(tarfile.fully_trusted_filter))
+    for owner, name, value in tarfile_patches("without filters"):
+        if value is DELETE:
+            monkeypatch.delattr(owner, name)
+        else:
+            monkeypatch.setattr(owner, name, value)
 
 
 def closed_port_url() -> str:

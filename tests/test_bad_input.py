@@ -151,6 +151,10 @@ def test_resume_with_other_hyper_parameters_is_refused(script, tmp_path):
     ('{"lr": -0.1}', "hyper-parameter lr = -0.1: it must be a finite number > 0"),
     ('{"lr": Infinity}', "hyper-parameter lr = inf: it must be a finite number > 0"),
     ('{"weight_decay": NaN}', "hyper-parameter weight_decay = nan: it must be a finite number >= 0"),
+    ('{"batch_size": true}', "hyper-parameter batch_size = True: it must be an integer >= 1"),
+    ('{"lr": true}', "hyper-parameter lr = True: it must be a finite number > 0"),
+    ('{"num_steps": 1}', "hyper-parameter num_steps = 1: it must be an integer >= 2 (model selection never picks "
+                         "step 0, so a run needs an evaluation after it)"),
 ])
 def test_override_values_that_cannot_train(script, tmp_path, override, message):
     result = script("main.py", "--phase", "1", "--datasets", "Synthetic", "--hparams", override,

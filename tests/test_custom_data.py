@@ -59,7 +59,7 @@ def test_other_files_and_names_are_user_errors(tmp_path):
     for name in ("CivilComments", "ColorMNIST", "MultiNLI", "Waterbirds", "or give the path of a custom dataset"):
         assert name in str(caught.value)
     with pytest.raises(UserError, match="pass a features file named mine.pt instead"):
-        write_metadata_csv(table_from_rows([0], ["a.jpg"], [0], [0], [0]), tmp_path / "mine.csv")
+        write_metadata_csv(table_from_rows([0, 1, 2], ["a.jpg"] * 3, [0, 1, 2], [0, 0, 0], [0, 0, 0]), tmp_path / "mine.csv")
         from XRM.data.base import InputOptions
 
         get_dataset(str(tmp_path / "mine.csv")).resolve(str(tmp_path), 1, InputOptions(inputs="features"))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import download_fixtures as fx
+from XRM.data.metadata import IMAGENETBG_SPLIT_IDS
 from XRM.data.metadata_table import group_counts, read_metadata_csv
 
 ALL_DATASETS = ["waterbirds", "celeba", "civilcomments", "multinli", "metashift", "imagenetbg", "cmnist"]
@@ -91,7 +92,7 @@ def test_metashift_split_and_groups(prepared):
 
 
 def test_imagenetbg_splits(prepared):
-    table = read_metadata_csv(prepared[0] / "backgrounds_challenge/metadata.csv")
+    table = read_metadata_csv(prepared[0] / "backgrounds_challenge/metadata.csv", IMAGENETBG_SPLIT_IDS)
     # train, val, mixed_rand (test), original, only_fg; no_fg absent from the archive.
     assert [int((table.split == s).sum()) for s in range(6)] == [18, 9, 9, 9, 9, 0]
     assert sorted(set(table.y.tolist())) == list(range(9)) and set(table.a.tolist()) == {0}

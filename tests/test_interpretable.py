@@ -1,11 +1,13 @@
 """Figure 1's experiment (mat/figures/interpretable.py, mat/figures/interpretable_figure.py) and its CLI."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import refusal_line
 from PIL import Image
 
 from mat.cli import figure1_command as script
@@ -115,11 +117,11 @@ def test_background_is_the_class_one_probability_on_the_plane():
 
 
 def test_config_check_names_the_bad_setting():
-    with pytest.raises(UserError, match="sigma is 0.0: use a value > 0"):
+    with pytest.raises(UserError, match=re.escape("sigma = 0.0: it must be a finite number > 0 (the sigma = 0 run is always included)")):
         InterpretableConfig(sigma=0.0).check()
-    with pytest.raises(UserError, match="tau is -1"):
+    with pytest.raises(UserError, match="tau = -1: it must be a finite number > 0"):
         InterpretableConfig(tau=-1).check()
-    with pytest.raises(UserError, match="n is 10: use a value >= 20"):
+    with pytest.raises(UserError, match="n = 10: it must be an integer >= 20"):
         InterpretableConfig(n=10).check()
     assert total_epochs(InterpretableConfig(epochs=10, xrm_epochs=7)) == 37
 
@@ -163,8 +165,26 @@ def test_cli_rejects_a_negative_sigma_with_one_line_and_writes_nothing(tmp_path)
     result = run_cli("--out_dir", str(out_dir), "--sigma", "-1")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "error: sigma is -1.0: use a value > 0 (the sigma = 0 run is always included)"]
+        "error: sigma = -1.0: it must be a finite number > 0 (the sigma = 0 run is always included)"]
     assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--sigma", "inf"], "sigma = inf: it must be a finite number > 0 (the sigma = 0 run is always included)"),
+    (["--sigma", "nan"], "sigma = nan: it must be a finite number > 0 (the sigma = 0 run is always included)"),
+    (["--lr", "inf"], "lr = inf: it must be a finite number > 0"),
+    (["--lr_sigma0", "nan"], "lr_sigma0 = nan: it must be a finite number > 0"),
+    (["--tau", "inf"], "tau = inf: it must be a finite number > 0"),
+    (["--tau", "0"], "tau = 0.0: it must be a finite number > 0"),
+    (["--epochs", "0"], "epochs = 0: it must be an integer >= 1"),
+    (["--xrm_epochs", "-3"], "xrm_epochs = -3: it must be an integer >= 1"),
+    (["--noise_dim", "0"], "noise_dim = 0: it must be an integer >= 1"),
+    (["--seed", "-2"], "seed -2: give an integer from 0 to 2**63 - 1"),
+    (["--sigmas", "0.5", "inf"], "--sigmas has inf: every sigma must be a finite number >= 0"),
+])
+def test_numeric_options_that_cannot_run_are_one_line_and_nothing_is_written(capsys, tmp_path, options, message):
+    assert refusal_line(script, ["--out_dir", str(tmp_path / "figs"), *options], capsys) == f"error: {message}"
+    assert not (tmp_path / "figs").exists()
 
 
 def test_default_output_folder_is_figure1s_own():

@@ -47,8 +47,9 @@ def test_readme_example_trains_mat_that_beats_erm_on_the_minority():
     accuracy = {}
     for name, block in (("MAT", code), ("ERM", erm_code)):
         torch.manual_seed(0)  # the model's initial weights and the loader's shuffles
-        namespace = {"train_x": splits["tr"].x, "train_y": splits["tr"].y}
+        namespace = {}  # pasted into a fresh Python: the block makes its own data
         exec(compile(block, "README.md", "exec"), namespace)
+        assert torch.equal(namespace["train_x"], splits["tr"].x)  # the fixtures' seed-0 data
         with torch.no_grad():
             accuracy[name] = data.minority_accuracy(namespace["model"](splits["te"].x), splits["te"])
     # measured on test minorities of seeds 0-3: MAT 0.75-0.90, ERM 0.11-0.16 (ERM memorises the
@@ -139,11 +140,96 @@ def test_an_mlp_factory_trains_on_the_stacked_path():
     (torch.zeros(3, 3), torch.tensor([0, 1, 0]), {"hparams": {"lr": -1.0}}, "hyper-parameter lr = -1.0"),
     (5 * torch.randn(40, 3), torch.arange(40) % 2, {"hparams": {"lr": 1e30, "batch_size": 8}, "num_steps": 20},
      "XRM's twins diverged (their weights are no longer finite): lower hparams['lr']"),
+    (torch.zeros(4), torch.tensor([0, 1, 0, 1]), {}, "the training inputs must be [n, ...], one row per example; "
+                                                      "got shape (4,) (one feature per example: pass x[:, None])"),
+    (torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]), {"validation_x": torch.zeros(2, 3), "validation_y": torch.tensor([0, 2])},
+     "the validation labels go up to 2, but the training labels have 2 classes (0 .. 1)"),
+    (torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]), {"validation_x": torch.zeros(2, 3)},
+     "give validation_x and validation_y together, or neither"),
+    (torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]), {"validation_x": torch.zeros(2, 5), "validation_y": torch.tensor([0, 1])},
+     "the validation inputs are (5,) per example, the training inputs (3,)"),
+    (torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]), {"seed": -1}, "seed -1: give an integer from 0 to 2**63 - 1"),
+    (torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]), {"seed": 2**64}, f"seed {2**64}: give an integer from 0 to 2**63 - 1"),
+    (torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]), {"num_steps": 1}, "hyper-parameter num_steps = 1: it must be an integer >= 2"),
+    (torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]), {"model_factory": lambda: torch.nn.Linear(3, 5)},
+     "the model_factory's model maps an example of shape (1, 3) to (1, 5), but the training labels have 2 classes: "
+     "it must output logits [B, 2]"),
+    (torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]), {"model_factory": lambda: torch.nn.Linear(7, 2)},
+     "the model_factory's model cannot read a training example of shape (1, 3): RuntimeError: mat1 and mat2 shapes"),
 ])
 def test_bad_tensors_are_one_line_user_errors(x, y, kwargs, message):
     with pytest.raises(UserError, match=re.escape(message)) as error:
         api.infer_groups(x, y, **kwargs)
     assert "\n" not in str(error.value)
+
+
+def test_a_batch_size_above_n_is_clamped_to_the_whole_set():
+    splits = data.spurious_splits(seed=0, n=40, noise_dim=4)
+    train = splits["tr"]
+    whole = api.infer_groups(train.x, train.y, num_steps=30, hparams={"batch_size": 40, "lr": 0.01})
+    above = api.infer_groups(train.x, train.y, num_steps=30, hparams={"batch_size": 400, "lr": 0.01})
+    assert torch.equal(whole.held_out_logits, above.held_out_logits) and torch.equal(whole.attributes, above.attributes)
+
+
+def test_a_factory_model_is_probed_without_moving_its_batch_norm_statistics():
+    splits = data.spurious_splits(seed=0, n=40, noise_dim=4)
+    made = []
+
+    def factory():
+        made.append(torch.nn.Sequential(torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 2)))
+        return made[-1]
+
+    with pytest.raises(UserError, match="num_steps = 1"):  # refused before any model is made
+        api.infer_groups(splits["tr"].x, splits["tr"].y, factory, num_steps=1)
+    assert made == []
+    with pytest.raises(UserError, match="maps an example of shape \\(1, 6\\) to \\(1, 2\\), but the training labels "
+                                        "have 3 classes"):
+        api.infer_groups(splits["tr"].x, splits["tr"].y.clamp(max=1) + (splits["tr"].y == 1).long(), factory,
+                         num_steps=5)
+    assert made[0].training and torch.equal(made[0][0].running_mean, torch.zeros(6))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: mat.MATLoss(torch.tensor([[0.0, float("nan")], [1.0, 0.0]]), torch.tensor([0, 1])),
+     "MATLoss: held_out_logits hold 1 NaN or Inf values"),
+    (lambda: mat.MATLoss(torch.tensor([[0.0, float("inf")], [1.0, 0.0]]), torch.tensor([0, 1])),
+     "MATLoss: held_out_logits hold 1 NaN or Inf values"),
+    (lambda: mat.MATLoss(torch.zeros(2, 2), torch.tensor([0, 2])),
+     "MATLoss: labels y lie in 0 .. 2, but the held-out logits have 2 classes (0 .. 1)"),
+    (lambda: mat.MATLoss(torch.zeros(2, 2), torch.tensor([0, -1])),
+     "MATLoss: labels y lie in -1 .. 0, but the held-out logits have 2 classes (0 .. 1)"),
+    (lambda: mat.MATLoss(torch.zeros(2, 2), torch.tensor([0, 1]), tau=float("nan")),
+     "hyper-parameter tau = nan: it must be a finite number > 0"),
+    (lambda: mat.MATLoss(torch.zeros(2, 2), torch.tensor([0, 1]), tau=float("inf")),
+     "hyper-parameter tau = inf: it must be a finite number > 0"),
+    (lambda: mat.MATLoss(torch.zeros(2, 2), torch.tensor([0, 1]), tau=0.0),
+     "hyper-parameter tau = 0.0: it must be a finite number > 0"),
+    (lambda: mat.MATLoss(torch.zeros(2), torch.tensor([0, 1])),
+     "MATLoss: held_out_logits must be a float tensor [n, K]"),
+    (lambda: mat.MATLoss(torch.zeros(3, 2), torch.tensor([0, 1, 1]))(torch.zeros(2, 2), torch.tensor([0, 1]),
+                                                                     torch.tensor([0, 3])),
+     "MATLoss: index must hold training-example ids 0 .. 2 and y labels 0 .. 1; got index 0 .. 3, y 0 .. 1"),
+    (lambda: mat.MATLoss(torch.zeros(3, 2), torch.tensor([0, 1, 1]))(torch.zeros(2, 2), torch.tensor([0, 1]),
+                                                                     torch.tensor([-1, 2])),
+     "got index -1 .. 2"),
+    (lambda: mat.MATLoss(torch.zeros(3, 2), torch.tensor([0, 1, 1]))(torch.zeros(2, 2), torch.tensor([0, 2]),
+                                                                     torch.tensor([0, 1])),
+     "got index 0 .. 1, y 0 .. 2"),
+    (lambda: mat.MATLoss(torch.zeros(3, 2), torch.tensor([0, 1, 1]))(torch.zeros(2, 3), torch.tensor([0, 1]),
+                                                                     torch.tensor([0, 1])),
+     "MATLoss: expected logits [B, 2], y [B] and index [B]; got (2, 3), (2,) and (2,)"),
+])
+def test_mat_loss_refuses_bad_tensors_in_one_line(make, message):
+    with pytest.raises(UserError, match=re.escape(message)) as error:
+        make()
+    assert "\n" not in str(error.value)
+
+
+def test_mat_loss_at_the_last_index_is_that_examples_shift():
+    held_out, y = torch.tensor([[2.0, -1.0], [0.5, 0.5], [-3.0, 1.0]]), torch.tensor([0, 1, 1])
+    logits, batch_y = torch.tensor([[0.3, -0.2]]), torch.tensor([1])
+    expected = F.cross_entropy(logits + memorization_aware_shift(held_out, y, 0.1)[2:], batch_y)
+    assert mat.MATLoss(held_out, y)(logits, batch_y, torch.tensor([2])).item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 def test_degenerate_inferred_groups_warn_with_what_they_mean_and_what_to_try():

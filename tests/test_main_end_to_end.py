@@ -40,7 +40,11 @@ def test_phase_1_writes_records_and_inferred_groups(sweep):
             assert (directory / name).is_file(), name
         run_records = _records(directory / f"results_hpcomb_{comb}_seed0.json")
         assert [r["step"] for r in run_records] == list(range(0, 301, 50))
-        assert all(set(r) == {"step", "flip_rate"} for r in run_records)
+        assert all(set(r) == {"step", "flip_rate", "train_loss", "lr"} for r in run_records)
+        header = json.loads((directory / f"results_hpcomb_{comb}_seed0.json").read_text().splitlines()[0])
+        assert all(r["lr"] == header["hparams"]["lr"] for r in run_records)  # SGD at a constant rate
+        # the twins' class-balanced loss: the sum over the 2 classes of a mean cross-entropy, ln 2 each at first
+        assert 0 < run_records[-1]["train_loss"] < run_records[0]["train_loss"] <= 2 * 0.6932
     inferred = torch.load(directory / "inferred_hpcomb_0_seed0.pt")
     assert inferred["tr"].shape == (1000,) and inferred["va"].shape == (1000,)
     assert inferred["tr_ho"].shape == (1000, 2) and inferred["tr_ho"].dtype == torch.float32
@@ -55,10 +59,10 @@ def test_phase_2_records_and_mat_beats_erm(sweep, script):
     assert header["hparams"]["tau"] in (0.001, 0.01, 0.1) and header["algorithm"] == "MAT"
     per_group = {f"te_acc_group_{group}" for group in range(4)}  # the Synthetic test groups y * 2 + a
     assert set(_records(mat_dir / "results_hpcomb_0_seed0.json")[0]) == {
-        "step", "va_avg_acc", "va_wga", "va_gi_wga", "te_avg_acc", "te_wga"} | per_group
+        "step", "va_avg_acc", "va_wga", "va_gi_wga", "te_avg_acc", "te_wga", "train_loss", "lr"} | per_group
     erm_dir = out / "ERM" / "Synthetic" / "group_labels_no"
     last = _records(erm_dir / "results_hpcomb_1_seed0.json")[-1]
-    assert set(last) == {"step", "va_avg_acc", "va_wga", "te_avg_acc", "te_wga"} | per_group
+    assert set(last) == {"step", "va_avg_acc", "va_wga", "te_avg_acc", "te_wga", "train_loss", "lr"} | per_group
     assert last["te_wga"] == min(last[key] for key in per_group)
     assert (mat_dir / "best_hpcomb_0_seed0.pt").is_file()
     table = script("XRM/read_results.py", "--dir", str(out), "--group_labels", "no")
@@ -106,3 +110,13 @@ def test_the_folder_loads_as_one_dataframe_equal_to_its_json_lines(sweep):
         assert mat[column].tolist() == [record[column] for record in expected], column
     phase_1 = frame[frame.algorithm == "XRM"]
     assert phase_1.flip_rate.notna().all() and phase_1.te_wga.isna().all()
+
+
+def test_headers_name_the_test_groups_the_records_number(sweep):
+    out, _ = sweep
+    header = json.loads((out / "MAT" / "Synthetic" / "group_labels_no" / "results_hpcomb_0_seed0.json")
+                        .read_text().splitlines()[0])
+    groups = header["test_groups"]
+    assert sorted(groups) == ["0", "1", "2", "3"]  # y * 2 + a on the Synthetic test split
+    assert all(int(g) == entry["y"] * 2 + entry["a"] for g, entry in groups.items())
+    assert sum(entry["n"] for entry in groups.values()) == 1000

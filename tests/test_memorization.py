@@ -148,6 +148,12 @@ def test_cli_on_the_builtin_synthetic_dataset(capsys, tmp_path):
      "unknown hyper-parameter(s) learning_rate"),
     (["--dataset", "Synthetic", "--algorithms", "ERM", "--hparams", '{"lr": -1}'], "hyper-parameter lr = -1"),
     (["--dataset", "Synthetic", "--algorithms", "ERM", "--hparams", "[1]"], "--hparams must be a JSON object"),
+    (["--dataset", "Synthetic", "--seed", "-1"], "--seed -1: give an integer from 0 to 2**63 - 1"),
+    (["--dataset", "Synthetic", "--seed", str(2**64)], f"--seed {2**64}: give an integer from 0 to 2**63 - 1"),
+    (["--dataset", "Synthetic", "--algorithms", "ERM", "--hparams", '{"tau": 0.01}'],
+     "unknown hyper-parameter(s) tau; valid: batch_size, eval_every, lr, num_steps, optimizer, sgd_momentum"),
+    (["--dataset", "Synthetic", "--algorithms", "ERM", "--hparams", '{"num_steps": 1}'],
+     "hyper-parameter num_steps = 1: it must be an integer >= 2"),
     (["--dataset", "Synthetic", "--algorithms", "ERM", "--hparams", '{"batch_size": 501}'],
      "batch_size = 501 is larger than a half of the training set (500 examples), which each model trains on; "
      "lower it with --hparams '{\"batch_size\": 500}'"),

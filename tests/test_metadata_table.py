@@ -1,7 +1,10 @@
 """Reading metadata CSVs: ours, and those the reference code wrote (no id, named splits)."""
+import re
+
 import pytest
 
 from XRM.common.errors import UserError
+from XRM.data.catalog import get_dataset
 from XRM.data.images import load_image_split
 from XRM.data.metadata_table import read_metadata_csv
 
@@ -46,7 +49,7 @@ def test_unknown_split_name_and_missing_column(tmp_path):
     path.write_text("id,filename,split,y,a\n0,a.jpg,holdout,1,0\n", encoding="utf-8")
     with pytest.raises(UserError) as caught:
         read_metadata_csv(path)
-    assert str(caught.value) == (f"{path} has a split 'holdout' that is not one of train, val, test: "
+    assert str(caught.value) == (f"{path}, line 2: split = 'holdout' is not one of 0 (train), 1 (val), 2 (test): "
                                  "re-create it with download.py")
     path.write_text("id,filename,y,a\n0,a.jpg,1,0\n", encoding="utf-8")
     with pytest.raises(UserError, match="lacks the column\\(s\\) split: re-create it with download.py"):
@@ -61,3 +64,59 @@ def test_utf8_filenames_and_missing_file(tmp_path):
         load_image_split(tmp_path, "celeba", "tr")
     assert str(caught.value) == (f"missing metadata file {tmp_path / 'celeba' / 'metadata_celeba.csv'}; "
                                  f"run: python download.py --download --data_path {tmp_path} celeba")
+
+
+def _csv(tmp_path, text: str, bom: bool = False):
+    path = tmp_path / "mine.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+GOOD_ROWS = "0,a.jpg,0,0,0\n1,b.jpg,0,1,1\n2,c.jpg,1,0,1\n3,d.jpg,2,1,0\n"
+
+
+def test_a_byte_order_mark_as_spreadsheets_save_is_read(tmp_path):
+    path = _csv(tmp_path, "id,filename,split,y,a\n" + GOOD_ROWS, bom=True)
+    table = read_metadata_csv(path)
+    assert table.ids == ["0", "1", "2", "3"] and table.split.tolist() == [0, 0, 1, 2] and table.y.tolist() == [0, 1, 0, 1]
+    assert get_dataset(str(path)).num_classes == 2  # the custom dataset finds its columns past the mark
+    texts = _csv(tmp_path, "id,text,split,y,a\n" + GOOD_ROWS.replace(".jpg", " is a text"), bom=True)
+    assert get_dataset(str(texts)).table.y.tolist() == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("0,a.jpg,0,0\n", "line 2: 4 fields, but the header has 5"),
+    ("0,a.jpg,0,0,0,9\n", "line 2: 6 fields, but the header has 5"),
+    ("0,a.jpg,0,0,0\n1,b.jpg,0,1.7,0\n", "line 3: y = '1.7' is not an integer >= 0"),
+    ("0,a.jpg,0,-1,0\n", "line 2: y = '-1' is not an integer >= 0"),
+    ("0,a.jpg,0,0,x\n", "line 2: a = 'x' is not an integer >= 0"),
+    ("0,a.jpg,3,0,0\n", "line 2: split = '3' is not one of 0 (train), 1 (val), 2 (test)"),
+])
+def test_malformed_rows_name_the_file_and_line(tmp_path, rows, message):
+    path = _csv(tmp_path, "id,filename,split,y,a\n" + rows)
+    with pytest.raises(UserError) as caught:
+        get_dataset(str(path))
+    assert str(caught.value).startswith(f"{path}, {message}")
+    assert "correct the file" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("0,a.jpg,0,0,0\n1,b.jpg,0,1,1\n3,d.jpg,2,1,0\n", "has no val rows (split = 1)"),
+    ("0,a.jpg,0,0,0\n1,b.jpg,1,1,1\n3,d.jpg,2,0,0\n", "class(es) y = 1 of the val rows have no train rows"),
+    ("0,a.jpg,0,0,0\n1,b.jpg,1,0,1\n3,d.jpg,2,2,0\n", "class(es) y = 2 of the test rows have no train rows"),
+])
+def test_custom_splits_must_be_trainable(tmp_path, rows, message):
+    path = _csv(tmp_path, "id,filename,split,y,a\n" + rows)
+    with pytest.raises(UserError, match=re.escape(message)):
+        get_dataset(str(path))
+
+
+def test_a_bad_custom_csv_stops_main_before_anything_is_written(script, tmp_path):
+    path = _csv(tmp_path, "id,filename,split,y,a\n" + GOOD_ROWS.replace("1,b.jpg,0,1,1", "1,b.jpg,0,1.7,1"))
+    out = tmp_path / "out"
+    result = script("main.py", "--phase", "2", "--datasets", str(path), "--algorithms", "ERM", "--out_dir", str(out))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path}, line 3: y = '1.7' is not an integer >= 0 (labels and attributes are 0, 1, ...): correct the "
+        "file (columns id,filename,split,y,a or id,text,split,y,a; see the README)"]
+    assert not out.exists()

@@ -44,3 +44,26 @@ def test_save_png_writes_the_figure_at_its_size(tmp_path):
     save_png(figure, tmp_path / "f.png")
     with Image.open(tmp_path / "f.png") as png:
         assert png.size == (200, 100)
+
+
+def test_group_bars_are_the_mean_and_std_over_seeds_and_named_by_the_header():
+    from pathlib import Path
+
+    from XRM.results.collect import RunResult, summarize
+    from XRM.results.plots import group_label, seed_spread
+    from XRM.results.records import RunFiles
+    from XRM.results.table1 import TableCell
+
+    def run(seed, group_0, group_1):
+        record = {"step": 50, "va_wga": 0.5, "te_wga": min(group_0, group_1), "te_avg_acc": 0.9,
+                  "te_acc_group_0": group_0, "te_acc_group_1": group_1}
+        return RunResult(0, seed, {"test_groups": {"0": {"y": 0, "a": 0, "n": 40, "label": "landbird",
+                                                         "attribute": "land"}}},
+                         [{**record, "step": 0}, record], RunFiles(Path("/nowhere"), 0, seed))
+
+    runs = [run(0, 0.5, 1.0), run(1, 0.7, 1.0)]
+    cell = TableCell("D", "ERM", "va_wga", Path("/nowhere"), summarize(runs, "va_wga"))
+    spread = seed_spread(cell)
+    assert spread[0] == (pytest.approx(60.0), pytest.approx(10.0), 2) and spread[1] == (100.0, 0.0, 2)
+    table = runs[0].header["test_groups"]
+    assert group_label(0, table) == "landbird\nland\nn=40" and group_label(1, table) == "group 1"

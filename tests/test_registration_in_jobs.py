@@ -2,6 +2,7 @@
 registration holds in the fresh interpreter of every job a launcher starts (submitit local jobs here,
 as --local_gpus starts them; tests/slurm runs MAT sweeps through a real SLURM)."""
 import json
+import pickle
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from XRM.cli.sweep_options import check_and_launch
 from XRM.launch import launchers
 from XRM.launch.launchers import LaunchOptions
 from XRM.launch.stack_job import StackJob
+from XRM.runs.spec import RunSpec
 from XRM.runs.sweep import SweepSpec, make_runs
 from XRM.runs.train import train_stack
 
@@ -72,3 +74,18 @@ def test_a_job_that_imports_nothing_does_not_know_mat(phase_1, tmp_path, monkeyp
     with pytest.raises(submitit.core.utils.FailedJobError, match="unknown algorithm 'MAT'"):
         job.result()
     assert not run.files.done.exists()
+
+
+def test_a_run_of_a_command_with_mat_registers_mat_in_its_job(tmp_path):
+    """An ERM run of `--algorithms ERM MAT` sets MAT's own hyper-parameters aside, which needs MAT registered."""
+    erm = RunSpec(phase=2, dataset="Synthetic", algorithm="ERM", hparams_comb=0, seed=0, out_dir=str(tmp_path),
+                  group_labels="yes", hparams_overrides={**SHORT, "tau": 0.01}, command_algorithms=("ERM", "MAT"))
+    assert "mat.algorithm" in erm.registering_modules()
+    # a job's fresh interpreter: the modules named by the launching process, then the run's hyper-parameters
+    code = ("import importlib, pickle, sys; from XRM.runs.inputs import resolve_hparams; "
+            "[importlib.import_module(module) for module in sys.argv[1:]]; "
+            "print(sorted(resolve_hparams(pickle.loads(sys.stdin.buffer.read()), 'synthetic', 1001, 50)))")
+    done = subprocess.run([sys.executable, "-c", code, *erm.registering_modules()], cwd=ROOT, capture_output=True,
+                          input=pickle.dumps(erm))
+    assert done.returncode == 0, done.stderr.decode()
+    assert "tau" not in done.stdout.decode() and "num_steps" in done.stdout.decode()

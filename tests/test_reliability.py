@@ -82,7 +82,9 @@ def test_non_finite_held_out_logits_are_refused(script, tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--num_hparams_combs", "0"], "--num_hparams_combs 0: give a number >= 1"),
     (["--num_hparams_combs", "-1"], "--num_hparams_combs -1: give a number >= 1"),
-    (["--seed", "-1"], "--seed -1: give a number >= 0"),
+    (["--seed", "-1"], "--seed -1: give an integer from 0 to 2**63 - 1"),
+    (["--seed", str(2**64)], f"--seed {2**64}: give an integer from 0 to 2**63 - 1"),
+    (["--num_seeds", "0"], "--num_seeds 0: give a number >= 1"),
     (["--hparams", '{"batch_size": 1001}'], "batch_size = 1001 is larger than the training set (1000 examples)"),
 ])
 def test_counts_that_cannot_describe_a_sweep(script, tmp_path, flags, message):

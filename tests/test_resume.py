@@ -1,15 +1,22 @@
 """A run killed part-way and resumed writes the same records and model as an uninterrupted one."""
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import ROOT
+from XRM.common.errors import Interrupted
+from XRM.results.records import RunFiles, read_results
+from XRM.runs.spec import RunSpec
+from XRM.runs.train import records_problem, train_stack
 
 ARGS = ["main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "GroupDRO", "--group_labels", "yes",
         "--hparams", '{"num_steps": 4001, "eval_every": 100}', "--checkpoint_seconds", "0"]
@@ -60,3 +67,92 @@ def test_corrupt_checkpoint_with_resume_is_a_user_error(tmp_path, script):
     assert result.returncode == 2
     assert "checkpoint" in result.stderr and "delete it" in result.stderr
     assert sorted(p.name for p in directory.iterdir()) == ["ckpt_hpcomb_0_seed0.pt"]
+
+
+SHORT = ["main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "GroupDRO", "--group_labels", "yes",
+         "--hparams", '{"num_steps": 41, "eval_every": 20}', "--checkpoint_seconds", "0"]
+RUN = "GroupDRO/Synthetic/group_labels_yes/hpcomb_0_seed0"
+
+
+def _lose_records(results: Path, how: str) -> str:
+    """Damage a finished run's results file as ``how`` says; the problem resuming must name."""
+    if how == "deleted":
+        results.unlink()
+        return f"its results file {results} is missing"
+    if how == "emptied":
+        results.write_text("")
+        return f"its results file {results} has no header line"
+    results.write_text(results.read_text().splitlines()[0] + "\n")  # header only
+    return f"its results file {results} holds no record up to step 40"
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied", "cut to its header"])
+def test_resuming_a_run_whose_records_are_gone_restarts_it_from_step_0(tmp_path, script, how):
+    out = tmp_path / "out"
+    assert script(*SHORT, "--out_dir", str(out)).returncode == 0
+    files = RunFiles(_run_dir(out), 0, 0)
+    unbroken = read_results(files.results)
+    files.done.unlink()  # killed after its last checkpoint, before its done file
+    problem = _lose_records(files.results, how)
+    resumed = script(*SHORT, "--out_dir", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [line for line in resumed.stderr.splitlines() if "warning" in line or "resuming" in line] == [
+        f"warning: {RUN}: {problem}, so its checkpoint cannot be trusted; restarting it from step 0"]
+    header, run_records = read_results(files.results)
+    assert run_records == unbroken[1] and [r["step"] for r in run_records] == [0, 20, 40]
+    assert header["hparams"] == unbroken[0]["hparams"] and header["resume"] is True
+    assert files.done.exists()
+
+
+def test_records_problem_names_what_a_checkpoint_lacks(tmp_path):
+    files = RunFiles(tmp_path, 0, 0)
+    assert records_problem(files, 40, 0) == f"its results file {files.results} is missing"
+    files.results.write_text('{"hparams": {}}\n{"step": 0, "va_wga": 0.5}\nbroken\n{"step": 20, "va_wga": 0.5}\n')
+    assert records_problem(files, 40, 0) == f"its results file is unreadable ({files.results}: line 3 is not JSON)"
+    files.results.write_text('{"hparams": {}}\n')
+    assert records_problem(files, 19, 20) is None  # nothing to record before step 20 (JTT's second network, say)
+    assert records_problem(files, 20, 20) == f"its results file {files.results} holds no record up to step 20"
+    files.results.write_text('{"hparams": {}}\n{"step": 20, "va_wga": 0.5}\n')
+    assert records_problem(files, 40, 20) is None
+
+
+def test_a_stop_at_an_evaluation_step_keeps_its_record(tmp_path):
+    # eval_every 1: every step is evaluated, so SIGTERM always stops the run at a step whose evaluation is due
+    spec = RunSpec(phase=2, dataset="Synthetic", algorithm="ERM", hparams_comb=0, seed=0, out_dir=str(tmp_path),
+                   group_labels="yes", device="cpu", hparams_overrides={"num_steps": 301, "eval_every": 1})
+    results = spec.files.results
+
+    def stop_once_it_records() -> None:
+        while not (results.exists() and len(results.read_text().splitlines()) > 3):
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=stop_once_it_records)
+    sender.start()
+    with pytest.raises(Interrupted):
+        train_stack([spec])
+    sender.join()
+    stopped_at = torch.load(spec.files.checkpoint)["step"]
+    assert 2 <= stopped_at < 300
+    assert [record["step"] for record in read_results(results)[1]] == list(range(stopped_at + 1))
+    train_stack([dataclasses.replace(spec, resume=True)])
+    assert [record["step"] for record in read_results(results)[1]] == list(range(301))
+
+
+def test_resuming_over_lines_that_are_no_records_drops_them_with_a_warning(tmp_path, script):
+    out = tmp_path / "out"
+    assert script(*SHORT, "--out_dir", str(out)).returncode == 0
+    files = RunFiles(_run_dir(out), 0, 0)
+    unbroken = read_results(files.results)[1]
+    files.done.unlink()
+    lines = files.results.read_text().splitlines()
+    files.results.write_text("\n".join([lines[0], "42", lines[1], '{"step": null}', '{"step": 30, "va_wga": "high"}',
+                                        *lines[2:]]) + "\n")
+    resumed = script(*SHORT, "--out_dir", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [line for line in resumed.stderr.splitlines() if line.startswith(("warning", "resuming"))] == [
+        f"warning: skipping line 2 of {files.results}: 42 is not a record (a JSON object)",
+        f"warning: skipping line 4 of {files.results}: its step null is not a whole number",
+        f"warning: skipping line 5 of {files.results}: its va_wga \"high\" is not a number",
+        f"resuming {RUN} from step 41"]
+    assert read_results(files.results)[1] == unbroken and files.done.exists()

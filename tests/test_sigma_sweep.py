@@ -50,7 +50,7 @@ def test_each_sweep_point_is_figure_1s_run_at_that_sigma():
     (["--sigmas", "0.5", "-1"], "error: --sigmas has -1.0: every sigma must be a finite number >= 0"),
     (["--sigmas", "0.5", "nan"], "error: --sigmas has nan: every sigma must be a finite number >= 0"),
     (["--sigmas", "1", "1"], "error: --sigmas 1 1 repeats a value: give each sigma once"),
-    (["--sigmas", "1", "--epochs", "0"], "error: epochs is 0: use a value >= 1"),
+    (["--sigmas", "1", "--epochs", "0"], "error: epochs = 0: it must be an integer >= 1"),
 ])
 def test_bad_sigmas_get_one_line_and_nothing_is_written(script, tmp_path, options, message):
     out_dir = tmp_path / "sweep"

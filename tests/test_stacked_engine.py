@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, training_losses, without_training_loss
 from spurious_features import write_spurious_features
 
 import mat  # noqa: F401  (registers MAT, as a user's import does)
@@ -56,7 +56,8 @@ def float64_sweeps(features, tmp_path_factory):
 def test_stacked_runs_write_the_records_they_write_alone_in_float64(float64_sweeps):
     stacked, alone = results(float64_sweeps["stacked"]), results(float64_sweeps["alone"])
     assert len(stacked) == 3 + 3 * len(PHASE_2)
-    assert stacked == alone
+    assert without_training_loss(stacked) == without_training_loss(alone)
+    assert training_losses(stacked) == pytest.approx(training_losses(alone), rel=1e-12)
     assert all([r["step"] for r in records][:7] == list(range(0, 121, 20)) for records in stacked.values())
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import refusal_line
 from PIL import Image
 
 from mat.cli import figure3_command as script
@@ -97,11 +98,11 @@ def test_mse_read_from_the_final_snapshot_equals_the_model_mse():
 
 
 def test_config_check_names_the_bad_setting():
-    with pytest.raises(UserError, match="epochs is 0"):
+    with pytest.raises(UserError, match="epochs = 0: it must be an integer >= 1"):
         ExperimentConfig(epochs=0).check()
-    with pytest.raises(UserError, match="sigma for 'bad' is -0.1"):
+    with pytest.raises(UserError, match="sigma of 'bad' = -0.1: it must be a finite number >= 0"):
         ExperimentConfig(sigmas={"good": 0.0, "bad": -0.1}).check()
-    with pytest.raises(UserError, match="lr is nan"):
+    with pytest.raises(UserError, match="lr = nan: it must be a finite number > 0"):
         ExperimentConfig(lr=math.nan).check()
 
 
@@ -134,8 +135,27 @@ def test_cli_rejects_negative_epochs_with_one_line_and_writes_nothing(tmp_path):
     out_dir = tmp_path / "figs"
     result = run_cli("--out_dir", str(out_dir), "--epochs", "-5")
     assert result.returncode == 2
-    assert result.stderr.splitlines() == ["error: epochs is -5: use a value >= 1"]
+    assert result.stderr.splitlines() == ["error: epochs = -5: it must be an integer >= 1"]
     assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--sigmas", "1e-4", "inf", "0"], "sigma of 'bad' = inf: it must be a finite number >= 0"),
+    (["--sigmas", "nan", "1e-3", "0"], "sigma of 'good' = nan: it must be a finite number >= 0"),
+    (["--sigmas", "1e-4", "1e-3", "-1"], "sigma of 'ugly' = -1.0: it must be a finite number >= 0"),
+    (["--lr", "inf"], "lr = inf: it must be a finite number > 0"),
+    (["--lr", "0"], "lr = 0.0: it must be a finite number > 0"),
+    (["--noise_std", "nan"], "noise_std = nan: it must be a finite number >= 0"),
+    (["--loss_threshold", "inf"], "loss_threshold = inf: it must be a finite number >= 0"),
+    (["--n_train", "1"], "n_train = 1: it must be an integer >= 2"),
+    (["--eps_dim", "0"], "eps_dim = 0: it must be an integer >= 1"),
+    (["--check_every", "0"], "check_every = 0: it must be an integer >= 1"),
+    (["--seed", "-1"], "seed -1: give an integer from 0 to 2**63 - 1"),
+    (["--seed", str(2**64)], f"seed {2**64}: give an integer from 0 to 2**63 - 1"),
+])
+def test_numeric_options_that_cannot_run_are_one_line_and_nothing_is_written(capsys, tmp_path, options, message):
+    assert refusal_line(script, ["--out_dir", str(tmp_path / "figs"), *options], capsys) == f"error: {message}"
+    assert not (tmp_path / "figs").exists()
 
 
 def test_main_rejects_a_file_as_out_dir(tmp_path, capsys):

@@ -43,19 +43,19 @@ def parse_hparams(text: str) -> dict:
     return overrides
 
 
-def output_folder(path: str) -> Path:
-    """``path`` as a folder to write into (it may not exist yet); a UserError if it is a file, lies
-    below a file, or cannot be written."""
+def output_folder(path: str, option: str = "--out_dir") -> Path:
+    """``path`` (given as ``option``) as a folder to write into (it may not exist yet); a UserError
+    if it is a file, lies below a file, or cannot be written."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out_dir {folder} is a file: pass a directory")
+        raise UserError(f"{option} {folder} is a file: pass a directory")
     existing = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
     if not existing.is_dir():
-        raise UserError(f"--out_dir {folder}: {existing} is a file, so the folder cannot be made; pass another path")
+        raise UserError(f"{option} {folder}: {existing} is a file, so the folder cannot be made; pass another path")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out_dir {folder}: {existing} is not writable; pass a folder you can write to")
+        raise UserError(f"{option} {folder}: {existing} is not writable; pass a folder you can write to")
     if shutil.disk_usage(existing).free < MIN_FREE_BYTES:
-        raise UserError(f"--out_dir {folder}: no space left on {existing}; free some space or pass another folder")
+        raise UserError(f"{option} {folder}: no space left on {existing}; free some space or pass another folder")
     return folder
 
 

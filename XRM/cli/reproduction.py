@@ -89,7 +89,8 @@ class Protocol:
     def _spec(self, **fields):
         from XRM.runs.sweep import SweepSpec
 
-        return SweepSpec(out_dir=self.out_dir, resume=True, **self.run_options, **fields)
+        return SweepSpec(out_dir=self.out_dir, resume=True, command_algorithms=["XRM", *self.trained_algorithms()],
+                         **self.run_options, **fields)
 
     def phase_1_runs(self) -> list:
         """Stage 1's runs."""

@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from XRM.cli.entry_point import command_line
+from XRM.cli.entry_point import command_line, output_folder
 from XRM.common.errors import UserError
-from XRM.results.collect import collect_runs, folder_names, format_table
+from XRM.results.collect import broken_runs, collect_runs, folder_names, format_table, not_selected
 from XRM.results.records import SELECTION_METRICS, group_labels_folder
 from XRM.results.selection import criterion_for
 from XRM.results.table1 import TABLE_FORMATS, WRITERS, found_cells
@@ -47,23 +47,34 @@ def main(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     if not root.is_dir():
         raise UserError(f"no results folder {root}; pass the --out_dir you gave main.py")
+    if args.plots:
+        output_folder(args.plots, "--plots")
     if args.table or args.plots:
         return write_table_and_plots(args, root)
     shown = 0
     for algorithm in folder_names(root, args.algorithms):
         for dataset in folder_names(root / algorithm, args.datasets):
             for source in args.group_labels:
-                directory = root / algorithm / dataset / group_labels_folder(source)
-                runs = collect_runs(directory) if directory.is_dir() else []
-                if not runs:
-                    continue
-                metric = criterion_for(runs, args.selection_criterion)
-                print(f"\n== {algorithm} / {dataset} / {directory.name}  (phase {runs[0].phase}, selected by {metric})")
-                print(format_table(runs, metric, args.seed))
-                shown += 1
+                shown += print_folder(root / algorithm / dataset / group_labels_folder(source), args)
     if not shown:
         raise UserError(f"no results found under {root} for the datasets, algorithms and group labels asked for")
     return 0
+
+
+def print_folder(directory: Path, args: argparse.Namespace) -> bool:
+    """Print the table of one folder of runs (the runs not selected, and why, below it); whether
+    the folder holds any run."""
+    runs = collect_runs(directory) if directory.is_dir() else []
+    broken = broken_runs(directory, runs)
+    title = f"\n== {directory.parents[1].name} / {directory.parent.name} / {directory.name}"
+    if not runs:
+        if broken:
+            print(f"{title}  (no records to select from)\n" + "\n".join(not_selected([], broken)))
+        return bool(broken)
+    metric = criterion_for(runs, args.selection_criterion)
+    print(f"{title}  (phase {runs[0].phase}, selected by {metric})")
+    print(format_table(runs, metric, args.seed, broken))
+    return True
 
 
 def write_table_and_plots(args: argparse.Namespace, root: Path) -> int:

@@ -8,6 +8,7 @@ import math
 from XRM.cli.entry_point import parse_hparams
 from XRM.common.errors import UserError
 from XRM.common.run_options import add_option_arguments
+from XRM.common.seeds import check_seed
 from XRM.launch.launchers import LaunchOptions, LaunchReport, launch, visible_gpu_count
 
 DATASETS_HELP = ("Waterbirds, CelebA, MultiNLI, CivilComments, ColorMNIST, MetaShift, ImagenetBG, Synthetic (in any "
@@ -86,10 +87,10 @@ def check_counts(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name} {value}: give a number >= 1")
-    for name in ("hparams_comb", "seed"):
-        value = getattr(args, name, None)
-        if value is not None and value < 0:
-            raise UserError(f"--{name} {value}: give a number >= 0")
+    if getattr(args, "hparams_comb", None) is not None and args.hparams_comb < 0:
+        raise UserError(f"--hparams_comb {args.hparams_comb}: give a number >= 0")
+    if getattr(args, "seed", None) is not None:
+        check_seed(args.seed, "--seed")
     if not (math.isfinite(args.checkpoint_seconds) and args.checkpoint_seconds >= 0):
         raise UserError(f"--checkpoint_seconds {args.checkpoint_seconds}: give a number of seconds >= 0")
 

@@ -1,13 +1,20 @@
-"""Atomic file writes (a reader never sees a half-written file) and whole-line appends."""
+"""Atomic file writes (a reader never sees a half-written file) and whole-line appends.
+
+No write follows a symbolic link planted in a run's folder: temporaries are created with
+O_CREAT | O_EXCL | O_NOFOLLOW (tempfile.mkstemp) and written through their descriptor, the
+rename replaces a link at the destination rather than writing where it points, and files
+opened in place (appended records, lock files) are opened with O_NOFOLLOW.
+"""
 import contextlib
 import errno
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from XRM.common.errors import UserError
 
@@ -45,31 +52,46 @@ def space_errors(path: Path) -> Iterator[None]:
         raise
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags)`` that never follows a symbolic link at ``path``: a UserError
+    naming it when it is one (a link planted there would send the write elsewhere)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UserError(f"{path} is a symbolic link, which is never followed: delete it "
+                            f"(rm {shlex.quote(str(path))}) and run the command again") from None
+        raise
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through ``write`` into a fresh temporary beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with space_errors(path):
+        # mkstemp: O_CREAT | O_EXCL | O_NOFOLLOW, so a name taken (by a planted link, say) is never reused
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
         tmp = Path(name)
         try:
-            write(tmp)
-            os.chmod(tmp, _mode_from_umask())
-            os.replace(tmp, path)
-        finally:
+            with os.fdopen(handle, "wb") as stream:  # written through the descriptor, never reopened by name
+                write(stream)
+                os.fchmod(stream.fileno(), _mode_from_umask())
+            os.replace(tmp, path)  # replaces a link at ``path`` itself, never what it points to
+        except BaseException:
             tmp.unlink(missing_ok=True)
+            raise
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """Save ``obj`` with ``torch.save`` to a temporary file beside ``path``, then rename it."""
     import torch  # here, not at the top: reading and writing JSON must not load torch
 
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    _atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
     """Write ``data`` (an encoded image, say) to a temporary file beside ``path``, then rename it."""
-    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    _atomic_write(path, lambda stream: stream.write(data))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
@@ -88,12 +110,13 @@ def append_jsonl(path: str | os.PathLike, record: Any) -> None:
     The line goes out in a single ``write`` on a file opened with ``O_APPEND``: the
     kernel places each such write at the end of the file as a whole, so lines from
     several processes appending at once neither interleave nor overwrite each other.
+    A symbolic link at ``path`` is refused (UserError), never written through.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
     with space_errors(path):
-        handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        handle = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             written = os.write(handle, line)
         finally:

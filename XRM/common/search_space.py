@@ -6,9 +6,11 @@ XRM.runs.hparams, so adding a hyper-parameter changes no other's draws). A bound
 values can train; XRM.runs.hparams checks every value against its bound after user overrides.
 """
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from XRM.common.errors import UserError
 
 Sampler = Callable[[Any], Any]
 #: name -> (default, sampler)
@@ -57,8 +59,26 @@ class Bound:
     need: str
     accepts: Callable[[Any], bool]
 
+    def check(self, name: str, value: Any) -> None:
+        """A UserError ``<name> = <value>: it must be <need>`` unless the bound accepts ``value``."""
+        if not self.accepts(value):
+            raise UserError(f"{name} = {value!r}: it must be {self.need}")
 
-POSITIVE_INTEGER = Bound("an integer >= 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+
+def at_least(minimum: int) -> Bound:
+    """A bound that accepts the integers >= ``minimum`` (a bool is no integer here)."""
+    return Bound(f"an integer >= {minimum}", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum)
+
+
+def check_values(values: Mapping[str, Any], bounds: Mapping[str, Bound], prefix: str = "") -> None:
+    """A UserError for the first of ``values`` that its bound in ``bounds`` refuses (names absent
+    from ``values`` are skipped), named ``<prefix><name>``."""
+    for name, bound in bounds.items():
+        if name in values:
+            bound.check(f"{prefix}{name}", values[name])
+
+
+POSITIVE_INTEGER = at_least(1)
 POSITIVE = Bound("a finite number > 0", lambda v: _finite(v) and v > 0)
 NON_NEGATIVE = Bound("a finite number >= 0", lambda v: _finite(v) and v >= 0)
 OPEN_UNIT_INTERVAL = Bound("a number strictly between 0 and 1", lambda v: _finite(v) and 0 < v < 1)

@@ -91,6 +91,9 @@ class GroupDataset:
     #: draw training batches balanced over classes (CivilComments, as the reference's
     #: balanced_batch) unless the algorithm draws them its own way (RWG, SUBG)
     balanced_batches: bool = False
+    #: what each label and attribute value means, where the dataset knows (plots name the groups with them)
+    label_names: tuple[str, ...] = ()
+    attribute_names: tuple[str, ...] = ()
 
     def resolve(self, data_path: str, phase: int, options: InputOptions) -> "GroupDataset":
         """The dataset as a run of ``phase`` trains on it: datasets with one kind of input

@@ -8,7 +8,9 @@ Three kinds, told apart by the file:
 - a CSV with columns ``id,text,split,y,a``: texts, tokenised once with the text model's
   tokenizer (max length 220) into ``<stem>.tokens_<model>_220.pt`` beside the CSV, and
   fine-tuning BERT.
-``split`` is 0/1/2 for train/validation/test; the number of classes is ``max(y) + 1``.
+``split`` is 0/1/2 for train/validation/test (every split must have rows, and validation and test
+no class that training lacks); ``y`` and ``a`` are integers >= 0; the number of classes is
+``max(y) + 1``. A UTF-8 byte-order mark (as spreadsheets save) is accepted.
 Results go to a folder named after the file's stem.
 """
 import csv
@@ -24,10 +26,12 @@ from XRM.data.files import open_csv
 from XRM.data.image_datasets import image_split_tensors, on_images
 from XRM.data.image_layouts import resize_crop_geometry
 from XRM.data.images import ImageSplit
-from XRM.data.metadata_table import COLUMNS, SPLIT_IDS, MetadataTable, read_metadata_csv, table_from_rows
+from XRM.data.metadata_table import COLUMNS, SPLIT_IDS, MetadataTable, check_splits, read_metadata_csv
 from XRM.data.text_datasets import CIVILCOMMENTS_MAX_LENGTH, TextDataset, read_text_column, token_splits, tokens_for
 
 TEXT_COLUMNS = ("id", "text", "split", "y", "a")
+#: what a malformed custom CSV asks for
+FIX_CSV = "correct the file (columns id,filename,split,y,a or id,text,split,y,a; see the README)"
 
 
 def _csv_columns(path: Path) -> list[str]:
@@ -35,14 +39,12 @@ def _csv_columns(path: Path) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def _read_text_table(path: Path) -> MetadataTable:
-    with open_csv(path) as handle:
-        rows = list(csv.DictReader(handle))
-    try:
-        return table_from_rows([r["id"] for r in rows], list(range(len(rows))), [int(float(r["split"])) for r in rows],
-                               [int(float(r["y"])) for r in rows], [int(float(r["a"])) for r in rows])
-    except ValueError as error:
-        raise UserError(f"{path} has a non-numeric split, y or a ({error})") from None
+def _read_custom_table(path: Path, file_column: str | None) -> MetadataTable:
+    """A custom CSV's rows, checked (XRM.data.metadata_table: integer labels, known splits, whole
+    rows; every split present, no class the training rows lack)."""
+    table = read_metadata_csv(path, fix=FIX_CSV, file_column=file_column)
+    check_splits(table, path, FIX_CSV)
+    return table
 
 
 def _num_classes(y: np.ndarray, path: Path) -> int:
@@ -76,7 +78,7 @@ class CustomImages(GroupDataset):
 
     def __init__(self, path: Path) -> None:
         self.path, self.name = path, path.stem
-        self.table = read_metadata_csv(path)
+        self.table = _read_custom_table(path, "filename")
         self.num_classes = _num_classes(self.table.y, path)
 
     def resolve(self, data_path: str, phase: int, options: InputOptions) -> GroupDataset:
@@ -104,7 +106,7 @@ class CustomTexts(TextDataset):
 
     def __init__(self, path: Path) -> None:
         self.path, self.name = path, path.stem
-        self.table = _read_text_table(path)
+        self.table = _read_custom_table(path, None)
         self.num_classes = _num_classes(self.table.y, path)
 
     def load_splits(self, data_path: str) -> dict[str, SplitTensors]:

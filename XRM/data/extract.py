@@ -1,16 +1,20 @@
 """Safe unpacking of a downloaded archive into its place.
 
-Every member's real destination is worked out before it is written, on any Python >= 3.10
-(tarfile's own ``data`` filter, which 3.10 < 3.10.12 and 3.11 < 3.11.4 lack, is used
-only as a second check): its path is followed, component by component, through the
-links already extracted, and so is a link's target. A member that would land outside
-the target (``../x``, an absolute path, ``s/../x`` through a link ``s`` made earlier, a
-link pointing out, a device file) stops the whole extraction with ``unsafe member
-<name>``. Owners, modes and times stored in the archive are not applied.
+The archive module's own checks decide, the same way on every Python >= 3.10: every
+member's real destination is worked out before it is written, its path followed,
+component by component, through the links already extracted, and so is a link's target.
+A member that would land outside the target (``../x``, an absolute path, ``s/../x``
+through a link ``s`` made earlier, a link pointing out, a device file) stops the whole
+extraction with ``unsafe member <name>``. A member that passes is written exactly as the
+archive has it: tarfile's extraction filters are not applied, as they differ between
+Python releases (3.10 < 3.10.12 and 3.11 < 3.11.4 have none; the 2025 security releases
+rewrite link targets, which turned a link refused here into another one). Owners, modes
+and times stored in the archive are not applied.
 
 Members go to a hidden temporary folder inside the target; only when all are out (and
 every link there still leads inside) are the top-level entries renamed into place and a
-marker written, so a damaged or malicious archive leaves nothing that looks extracted.
+marker written, so a damaged or malicious archive leaves nothing that looks extracted. A
+link planted where that folder or the marker goes is removed, never followed.
 """
 import gzip
 import os
@@ -158,9 +162,11 @@ def _check_tar_member(member: tarfile.TarInfo, root: Path) -> None:
         raise _UnsafeMember(f"it is a {kind} to {member.linkname!r}: {error}") from None
 
 
-def _tar_filter() -> dict:
-    """tarfile's own ``data`` filter where this Python has it (3.10.12+, 3.11.4+, 3.12+)."""
-    return {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+def _as_checked() -> dict:
+    """tarfile.extract's arguments that write a member as it was checked: no owner, setuid bit or
+    mode from the archive, and no extraction filter (where tarfile has them) to rewrite it."""
+    trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+    return {"set_attrs": False, **trusted}
 
 
 def _links_below(root: Path) -> Iterator[Path]:
@@ -187,18 +193,14 @@ def _check_links(archive: Path, root: Path) -> None:
 
 
 def _unpack_tar(archive: Path, workspace: Path) -> None:
-    filter_errors = getattr(tarfile, "FilterError", ())
     has_links = False
     with tarfile.open(archive, "r:*") as tar:
         for member in tqdm(tar, desc=f"extracting {archive.name}", unit=" files"):
             try:
                 _check_tar_member(member, workspace)
-                # set_attrs=False: no owner (as root), setuid bit or mode from the archive, on any Python.
-                tar.extract(member, workspace, set_attrs=False, **_tar_filter())
             except _UnsafeMember as error:
                 raise _unsafe(archive, member.name, str(error)) from None
-            except filter_errors as error:  # a second opinion; the checks above should have said it
-                raise _unsafe(archive, member.name, f"tarfile's data filter: {error}") from None
+            tar.extract(member, workspace, **_as_checked())
             has_links = has_links or member.issym() or member.islnk()
     if has_links:
         _check_links(archive, workspace)
@@ -249,8 +251,8 @@ def safe_extract(archive: Path, target: Path) -> list[str]:
     """
     target.mkdir(parents=True, exist_ok=True)
     workspace = target / f".{archive.name}.extracting"
-    if workspace.exists():  # left by an interrupted run
-        shutil.rmtree(workspace)
+    if workspace.exists() or workspace.is_symlink():  # left by an interrupted run (or planted)
+        _remove(workspace)
     workspace.mkdir()
     try:
         _unpacker(archive)(archive, workspace)
@@ -267,6 +269,8 @@ def safe_extract(archive: Path, target: Path) -> list[str]:
             print(f"replacing {target / entry} with the copy from {archive.name}", file=sys.stderr)
             _remove(target / entry)
         os.replace(workspace / entry, target / entry)
+    marker = workspace / "marker"  # written in the fresh folder, then renamed over whatever is in its place
+    marker.write_text("\n".join(entries) + "\n")
+    os.replace(marker, extraction_marker(archive.name, target))
     workspace.rmdir()
-    extraction_marker(archive.name, target).write_text("\n".join(entries) + "\n")
     return entries

@@ -25,6 +25,7 @@ def download_hint(data_path: str | Path, dataset: str, features: bool = False) -
 
 
 def open_csv(path: Path) -> TextIO:
-    """``path`` opened for the csv module: UTF-8, newlines left to csv, fields of any length."""
+    """``path`` opened for the csv module: UTF-8 (a byte-order mark, as spreadsheets write, skipped),
+    newlines left to csv, fields of any length."""
     csv.field_size_limit(LONG_CSV_FIELD_LIMIT)  # process-wide, but only ever raised
-    return open(path, newline="", encoding="utf-8")
+    return open(path, newline="", encoding="utf-8-sig")

@@ -105,6 +105,7 @@ class Waterbirds(ImageDataset):
     """Waterbirds: y landbird/waterbird, a land/water background; features in both phases."""
 
     layout_name = download_name = "waterbirds"
+    label_names, attribute_names = ("landbird", "waterbird"), ("land", "water")
     phase_2_on_features = True
     num_steps, eval_every = 1001, 50
 
@@ -114,6 +115,7 @@ class CelebA(ImageDataset):
     """CelebA: y Blond_Hair, a Male."""
 
     layout_name = download_name = "celeba"
+    label_names, attribute_names = ("not blond", "blond"), ("female", "male")
     num_steps, eval_every = 10001, 50
 
 

@@ -5,6 +5,7 @@ variants); ``y`` the label, ``a`` the attribute that, with ``y``, defines the gr
 """
 import csv
 import io
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,39 +65,97 @@ def write_metadata_csv(table: MetadataTable, path: Path) -> None:
     atomic_write_text(buffer.getvalue(), path)
 
 
-def _split_code(cell: str, split_ids: Mapping[str, int]) -> int:
+#: what a malformed metadata file of a registered dataset asks for
+REMAKE = "re-create it with download.py"
+
+
+def _whole_number(cell: str | None) -> int | None:
+    """The integer a cell spells ("1", "1.0"), or None for any other text ("1.7", "nan", "")."""
     try:
-        return int(float(cell))
-    except ValueError:
-        return split_ids[cell]  # a KeyError names a split the file's dataset does not have
+        value = float(cell)
+    except (TypeError, ValueError):
+        return None
+    return int(value) if math.isfinite(value) and value == int(value) else None
+
+
+def _split_code(cell: str, split_ids: Mapping[str, int]) -> int | None:
+    """The split code of a cell: a number among ``split_ids``' codes, or a name among its keys;
+    None for any other."""
+    code = _whole_number(cell)
+    if code is None:
+        return split_ids.get(cell)
+    return code if code in split_ids.values() else None
+
+
+def _label(cell: str, column: str, where: str, fix: str) -> int:
+    """A ``y`` or ``a`` cell as an integer >= 0; a UserError naming the file and line otherwise."""
+    value = _whole_number(cell)
+    if value is None or value < 0:
+        raise UserError(f"{where}: {column} = {cell!r} is not an integer >= 0 (labels and attributes are 0, 1, ...): "
+                        f"{fix}")
+    return value
+
+
+def _checked_rows(path: Path, reader: csv.DictReader, fix: str) -> list[tuple[str, dict[str, str]]]:
+    """Every row with where it is ("<file>, line <n>"); a UserError for a row whose field count
+    differs from the header's (a short row, a stray comma)."""
+    width = len(reader.fieldnames or [])
+    rows = []
+    for row in reader:
+        where = f"{path}, line {reader.line_num}"
+        if None in row or None in row.values():
+            found = sum(value is not None for key, value in row.items() if key is not None) + len(row.get(None, []))
+            raise UserError(f"{where}: {found} fields, but the header has {width}: {fix}")
+        rows.append((where, row))
+    return rows
 
 
 def read_metadata_csv(path: Path, split_ids: Mapping[str, int] = SPLIT_IDS_BY_NAME,
-                      how_to_get_it: str = "run `python download.py --data_path <data> <dataset>` first"
-                      ) -> MetadataTable:
-    """Read a metadata CSV; raises UserError naming the file when it is missing or malformed.
+                      how_to_get_it: str = "run `python download.py --data_path <data> <dataset>` first",
+                      fix: str = REMAKE, file_column: str | None = "filename") -> MetadataTable:
+    """Read a metadata CSV; raises UserError naming the file (and line) when it is missing or malformed.
 
     Files the reference code wrote are read as they are: its MetaShift and ImagenetBG files
     have no ``id`` column (ids become row numbers), and its ImagenetBG file spells splits
-    out (train, val, mixed_rand, ...): a named split gets its code from ``split_ids``.
+    out (train, val, mixed_rand, ...): a named split gets its code from ``split_ids``. A split
+    code that ``split_ids`` lacks, a label or attribute that is not an integer >= 0, or a row of
+    another length than the header is refused with ``fix``. A UTF-8 byte-order mark (as
+    spreadsheets save) is skipped. ``file_column`` None: a table without one (a text CSV), whose
+    filenames are the row numbers.
     """
     path = require_file(path, "metadata file", how_to_get_it)
+    required = ("split", "y", "a") if file_column is None else (file_column, "split", "y", "a")
     with open_csv(path) as handle:
         reader = csv.DictReader(handle)
-        missing = [column for column in COLUMNS[1:] if column not in (reader.fieldnames or [])]
+        missing = [column for column in required if column not in (reader.fieldnames or [])]
         if missing:
-            raise UserError(f"{path} lacks the column(s) {', '.join(missing)}: re-create it with download.py")
-        rows = list(reader)
-    ids = [r["id"] for r in rows] if "id" in reader.fieldnames else list(range(len(rows)))
-    try:
-        return table_from_rows(
-            ids, [r["filename"] for r in rows], [_split_code(r["split"], split_ids) for r in rows],
-            [int(float(r["y"])) for r in rows], [int(float(r["a"])) for r in rows])
-    except KeyError as error:
-        raise UserError(f"{path} has a split {error} that is not one of {', '.join(split_ids)}: "
-                        "re-create it with download.py") from None
-    except ValueError as error:
-        raise UserError(f"{path} has a non-numeric y or a ({error}): re-create it with download.py") from error
+            raise UserError(f"{path} lacks the column(s) {', '.join(missing)}: {fix}")
+        rows = _checked_rows(path, reader, fix)
+    splits = []
+    for where, row in rows:
+        splits.append(_split_code(row["split"], split_ids))
+        if splits[-1] is None:
+            codes = ", ".join(f"{code} ({name})" for name, code in split_ids.items())
+            raise UserError(f"{where}: split = {row['split']!r} is not one of {codes}: {fix}")
+    ids = [row["id"] for _, row in rows] if "id" in reader.fieldnames else list(range(len(rows)))
+    filenames = list(range(len(rows))) if file_column is None else [row[file_column] for _, row in rows]
+    return table_from_rows(ids, filenames, splits, [_label(row["y"], "y", where, fix) for where, row in rows],
+                           [_label(row["a"], "a", where, fix) for where, row in rows])
+
+
+def check_splits(table: MetadataTable, path: Path, fix: str) -> None:
+    """A UserError unless every split (train, val, test) has rows and every class of the
+    validation and test rows has training rows (a model cannot learn a class it never sees)."""
+    for code in SPLIT_IDS.values():
+        if not len(table.rows_of_split(code)):
+            raise UserError(f"{path} has no {SPLIT_NAMES[code]} rows (split = {code}): every split needs examples; "
+                            f"{fix}")
+    trained = set(table.y[table.rows_of_split(SPLIT_IDS["tr"])].tolist())
+    for split in ("va", "te"):
+        unseen = sorted(set(table.y[table.rows_of_split(SPLIT_IDS[split])].tolist()) - trained)
+        if unseen:
+            raise UserError(f"{path}: class(es) y = {', '.join(map(str, unseen))} of the {SPLIT_NAMES[SPLIT_IDS[split]]} "
+                            f"rows have no train rows (split = 0); a model cannot learn them: {fix}")
 
 
 def group_counts(table: MetadataTable) -> dict[int, dict[tuple[int, int], int]]:

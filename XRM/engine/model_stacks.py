@@ -65,6 +65,7 @@ class ParameterStack:
             _hparam_tensor(hparams, "weight_decay", 0.0, dtype, device),
             _hparam_tensor(hparams, "sgd_momentum", SGD_MOMENTUM, dtype, device), networks_per_run=self.per_run)
         self.best = [p.detach().clone() for p in parameters]
+        self.rates = [float(h["lr"]) for h in hparams]
 
     @staticmethod
     def _stack(tensors: list[list[torch.Tensor]], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -106,6 +107,10 @@ class ParameterStack:
         widest = max(w.shape[2] for w in self.weights)
         chunk = max(1, EVALUATION_ELEMENTS // (self.num_runs * self.per_run * widest))
         return torch.cat([self._apply(inputs[i : i + chunk], shared=True) for i in range(0, len(inputs), chunk)], dim=1)
+
+    def learning_rates(self) -> list[float]:
+        """Each run's learning rate now (small models train at a constant rate)."""
+        return list(self.rates)
 
     def step(self, loss: torch.Tensor, active: torch.Tensor | None = None) -> None:
         """Backpropagate the sum of the runs' losses and update every run (only the networks set in
@@ -220,6 +225,10 @@ class ModuleStack:
                         parameter.grad = None
         self.optimizer.step()
         self.scheduler.step()
+
+    def learning_rates(self) -> list[float]:
+        """The run's learning rate now, as its schedule has set it (a stack of one)."""
+        return [float(self.scheduler.get_last_lr()[0])]
 
     def model_state(self, member: int) -> dict[str, torch.Tensor]:
         """The network's state_dict (CPU copies)."""

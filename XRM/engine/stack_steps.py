@@ -65,6 +65,9 @@ class StackSteps:
         self.width = max(sampler.batch_size for sampler in self.samplers)
         # the first step whose loss was not finite, per run (-1: none), kept on the device
         self.diverged_step = torch.full((len(self.samplers),), -1, dtype=torch.long, device=device)
+        # each run's summed (finite) training losses and steps since the last take_training_losses(), on the device
+        self.loss_sum = torch.zeros(len(self.samplers), dtype=torch.float64, device=device)
+        self.loss_steps = torch.zeros(len(self.samplers), dtype=torch.float64, device=device)
 
     def plan(self, start: int, stop: int) -> dict[str, torch.Tensor]:
         """Every run's batches of steps start .. stop-1, padded with index n: tensors [T, H, B] on the
@@ -119,9 +122,20 @@ class StackSteps:
                     part_slice.state[key].copy_(value)
             run_losses.append(losses)
         losses = torch.cat(run_losses)
-        first = (self.diverged_step < 0) & ~torch.isfinite(losses)
+        finite = torch.isfinite(losses)
+        first = (self.diverged_step < 0) & ~finite
         self.diverged_step.copy_(torch.where(first, batch.step, self.diverged_step))
+        self.loss_sum.add_(torch.where(finite, losses.detach().double(), 0.0))
+        self.loss_steps.add_(finite.double())
         self.model.step(losses.sum(), active)
+
+    def take_training_losses(self) -> torch.Tensor:
+        """Each run's mean training loss since the last call [H] (NaN where it took no finite step), then
+        start counting again."""
+        means = self.loss_sum / self.loss_steps
+        self.loss_sum.zero_()
+        self.loss_steps.zero_()
+        return means
 
     def active_networks(self, step: torch.Tensor) -> torch.Tensor | None:
         """The stack's [H, m] mask of the networks step ``step`` trains, from each slice's algorithm (None: all

@@ -4,14 +4,22 @@ The index lets ``--status`` (a later process) find the jobs a launch submitted. 
 state comes from disk first (its done file) and from submitit's view of its job second;
 submitit is imported only when a job is looked at, so a sweep without one never loads it.
 Why a pending SLURM job waits comes from squeue.
+
+A job's result file (submitit's pickle) is read as data, never as code: only what pickle
+builds without importing anything (None, numbers, strings, tuples, ...) is accepted, and
+anything else leaves the run "failed" with the line "unreadable job result ...". The
+index is plain JSON; an entry that is not one is a UserError naming the file.
 """
+import io
 import json
 import os
+import pickle
 import shutil
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from XRM.common.errors import UserError
 from XRM.common.fileio import atomic_write_json
 
 if TYPE_CHECKING:
@@ -29,6 +37,10 @@ NOT_LAUNCHED = "not launched"
 
 # Why a run whose code returned normally still counts as failed.
 NO_DONE_FILE = "the run ended without writing its done file"
+
+
+#: the executors an index entry may name (the keys of ``job_classes()``)
+EXECUTORS = ("slurm", "local")
 
 
 def job_classes() -> dict[str, type["submitit.Job"]]:
@@ -82,15 +94,25 @@ def index_path(slurm_dir: str | os.PathLike) -> Path:
 
 
 def read_index(slurm_dir: str | os.PathLike) -> dict[str, JobEntry]:
-    """Run name -> its latest job, as recorded under ``slurm_dir`` (empty when none was)."""
+    """Run name -> its latest job, as recorded under ``slurm_dir`` (empty when none was); a
+    UserError when the index is not the JSON this module writes."""
     path = index_path(slurm_dir)
     if not path.exists():
         return {}
     try:
         raw = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete it to forget old jobs") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error}); delete it to forget old jobs") from None
+    if not isinstance(raw, dict) or not all(_is_entry(entry) for entry in raw.values()):
+        raise UserError(f"{path} is not a run -> job index (each entry: executor, job_id, folder); delete it "
+                        "to forget old jobs")
     return {name: JobEntry(**entry) for name, entry in raw.items()}
+
+
+def _is_entry(entry: Any) -> bool:
+    """Whether an index entry is a JobEntry's fields, each a string, with a known executor."""
+    return (isinstance(entry, dict) and set(entry) == set(JobEntry._fields)
+            and all(isinstance(value, str) for value in entry.values()) and entry["executor"] in EXECUTORS)
 
 
 def record_jobs(slurm_dir: str | os.PathLike, entries: dict[str, JobEntry]) -> None:
@@ -119,17 +141,57 @@ def run_state(run: Any, job: "submitit.Job | None") -> RunState:
     if job is None:
         return RunState(name, NOT_LAUNCHED, "")
     if job.paths.result_pickle.exists():
-        from submitit.core.utils import pickle_load
-
-        outcome, payload = pickle_load(job.paths.result_pickle)
-        if outcome == "error":
-            return RunState(name, FAILED, last_line(payload))
-        return RunState(name, FAILED, NO_DONE_FILE)
+        return _ended_state(name, job.paths.result_pickle)
     live_state = _live_state(job)
     if live_state is not None:
         return RunState(name, live_state, "")
     log = job.paths.stderr.read_text(errors="replace") if job.paths.stderr.exists() else ""
     return RunState(name, FAILED, _last_log_error(log) or f"job {job.job_id} ended with no result and no log")
+
+
+# The largest result file read: submitit's results here are None or a traceback's text.
+MAX_RESULT_BYTES = 1 << 20
+
+
+class UnreadableResult(Exception):
+    """A job result file that is not a plain submitit result; the message says why."""
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """An unpickler that imports nothing: pickle's own types (None, booleans, numbers, strings,
+    bytes, tuples, lists, dicts, sets) load; a file asking for any class or function (the only
+    way a pickle runs code) is refused before anything is called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise UnreadableResult(f"it asks to load {module}.{name}")
+
+
+def read_job_result(path: Path) -> tuple[str, Any]:
+    """submitit's result file as ``(outcome, value)``: ``("success", value)`` or ``("error",
+    traceback text)``, read without running anything; UnreadableResult otherwise."""
+    size = path.stat().st_size
+    if size > MAX_RESULT_BYTES:
+        raise UnreadableResult(f"{size} bytes, more than a result holds")
+    try:
+        result = _PlainDataUnpickler(io.BytesIO(path.read_bytes())).load()
+    except UnreadableResult:
+        raise
+    except Exception as error:  # any malformed pickle: data, never a traceback
+        raise UnreadableResult(f"not a pickle ({type(error).__name__})") from None
+    if not (isinstance(result, tuple) and len(result) == 2 and result[0] in ("success", "error")):
+        raise UnreadableResult("not a submitit result")
+    if result[0] == "error" and not isinstance(result[1], str):
+        raise UnreadableResult("an error without its traceback")
+    return result
+
+
+def _ended_state(name: str, result_path: Path) -> RunState:
+    """The state of a run whose job left a result file (and no done file): failed, with why."""
+    try:
+        outcome, payload = read_job_result(result_path)
+    except UnreadableResult as error:
+        return RunState(name, FAILED, f"unreadable job result {result_path} ({error}); it was not loaded")
+    return RunState(name, FAILED, last_line(payload) if outcome == "error" else NO_DONE_FILE)
 
 
 def _last_log_error(log: str) -> str:

@@ -27,11 +27,13 @@ class RunResult:
     @property
     def problem(self) -> str | None:
         """Why the run must not be selected, or None: its records repeat steps (two processes
-        trained it), or it was written by this toolkit (its header names a done file) and has
-        not finished (unfinished, failed, diverged or still running)."""
+        trained it), have no header line, or were written by this toolkit (the header names a
+        done file) for a run that has not finished (unfinished, failed, diverged or still running)."""
         steps = [record[records.STEP] for record in self.records]
         if len(set(steps)) != len(steps):
             return "its records repeat steps"
+        if not self.header:
+            return f"its records have no header line (the run's hyper-parameters); {start_over(self.files)}"
         other = self.foreign_identity()
         if other:
             return f"its header names another run ({other}): copied from elsewhere?"
@@ -82,6 +84,60 @@ def collect_runs(directory: Path) -> list[RunResult]:
     return found
 
 
+def start_over(files: records.RunFiles) -> str:
+    """The advice that repairs a run whose files cannot be trusted: delete them, train it again."""
+    return f"delete its files ({files.removal_command()}) and run it again"
+
+
+@dataclass(frozen=True)
+class BrokenRun:
+    """A run whose files disagree and hold no record: never selected; ``problem`` says why and what repairs it."""
+
+    files: records.RunFiles
+    problem: str
+
+
+def broken_runs(directory: Path, runs: list[RunResult]) -> list[BrokenRun]:
+    """The runs of ``directory`` missing from ``runs`` (collect_runs' answer: the runs with records)
+    whose files disagree: a done file without a results file or without records, or a checkpoint
+    beside a missing or empty results file."""
+    read = {run.files.tag for run in runs}
+    found = []
+    for files in records.run_files_in(directory):
+        problem = None if files.tag in read else _disagreement(files)
+        if problem is not None:
+            found.append(BrokenRun(files, problem))
+    return found
+
+
+def _disagreement(files: records.RunFiles) -> str | None:
+    """Why the files of a run without records disagree, and what repairs them; None when they agree
+    (a run that has not evaluated yet) or its results file is unreadable (collect_runs names it)."""
+    header: dict = {}
+    if files.results.exists():
+        try:
+            header, run_records = records.read_results(files.results)
+        except (OSError, ValueError):
+            return None
+        if run_records:
+            return None
+    results = "no results file" if not files.results.exists() else "no records" if header else "an empty results file"
+    if files.done.exists():
+        return f"it has a done file but {results}; {start_over(files)}"
+    if files.checkpoint.exists() and not header:
+        return f"it has a checkpoint but {results}; run it again with --resume, which restarts it from step 0"
+    return None
+
+
+def not_selected(runs: list[RunResult], broken: list[BrokenRun]) -> list[str]:
+    """The lines that list the runs that may not be selected and why (none when every run may be)."""
+    flagged = [(run.seed, run.hparams_comb, run.files.tag, run.problem) for run in runs if not selectable(run)]
+    flagged += [(run.files.seed, run.files.hparams_comb, run.files.tag, run.problem) for run in broken]
+    if not flagged:
+        return []
+    return [f"not selected ({len(flagged)}):"] + [f"  {tag}: {problem}" for _, _, tag, problem in sorted(flagged)]
+
+
 def _format(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
@@ -118,9 +174,20 @@ def summarize(runs: list[RunResult], metric: str, seed: int = 0) -> Summary:
     return Summary(metric, best, selection_seed(runs, seed), best_runs, stats)
 
 
-def format_table(runs: list[RunResult], metric: str, seed: int = 0) -> str:
+def provenance_line(run: RunResult) -> str:
+    """Where and with what ``run`` trained, from its header ('' for runs that record no provenance)."""
+    provenance = run.header.get("provenance")
+    if not isinstance(provenance, dict):
+        return ""
+    commit = provenance.get("commit")
+    return (f"trained on {provenance.get('device_used')} with torch {provenance.get('torch')}, toolkit "
+            f"{provenance.get('toolkit')}" + (f", commit {commit[:12]}" if commit else "")
+            + f", {provenance.get('host')}, started {provenance.get('started')} ({run.files.tag})")
+
+
+def format_table(runs: list[RunResult], metric: str, seed: int = 0, broken: list[BrokenRun] | None = None) -> str:
     """One row per hyper-parameter combination (best marked '*'), then mean +/- std over seeds of the best,
-    then the runs that were not selected and why (unfinished, or records repeating steps)."""
+    then the runs that were not selected and why (unfinished, records repeating steps, ``broken`` runs)."""
     summary = summarize(runs, metric, seed)
     columns = [records.FLIP_RATE] if runs[0].phase == 1 else list(records.PHASE_2_METRICS)
     lines = [f"  {'hpcomb':>7} {'step':>6} " + " ".join(f"{c:>10}" for c in columns)]
@@ -134,8 +201,7 @@ def format_table(runs: list[RunResult], metric: str, seed: int = 0) -> str:
     parts = [f"{column} {mean:.1f} +/- {spread:.1f}" for column, (mean, spread) in summary.stats.items()]
     lines.append(f"best hpcomb {summary.best} by {metric} (seed {summary.seed}); over {len(summary.runs)} seed(s): "
                  + ", ".join(parts))
-    flagged = [run for run in runs if not selectable(run)]
-    if flagged:
-        lines.append(f"not selected ({len(flagged)}):")
-        lines += [f"  {run.files.tag}: {run.problem}" for run in sorted(flagged, key=lambda r: (r.seed, r.hparams_comb))]
-    return "\n".join(lines)
+    trained = provenance_line(summary.selected_run)
+    if trained:
+        lines.append(trained)
+    return "\n".join(lines + not_selected(runs, broken or []))

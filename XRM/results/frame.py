@@ -17,6 +17,8 @@ from XRM.results.collect import RunResult, collect_runs, folder_names
 #: the columns that say which run an evaluation belongs to, first in every frame
 RUN_COLUMNS = ("algorithm", "dataset", "group_labels", "hpcomb", "seed", "finished")
 GROUP_LABELS_PREFIX = "group_labels_"
+#: where and with what each run trained (its header's provenance; None for the reference code's runs), last
+PROVENANCE_COLUMNS = ("device_used", "torch", "cuda", "toolkit", "commit", "host", "started")
 
 
 def is_finished(run: RunResult) -> bool:
@@ -33,6 +35,9 @@ def run_frame(run: RunResult, algorithm: str, dataset: str, group_labels: str) -
                 "hpcomb": run.hparams_comb, "seed": run.seed, "finished": is_finished(run)}
     for position, (column, value) in enumerate(identity.items()):
         frame.insert(position, column, value)
+    provenance = run.header.get("provenance")
+    for column in PROVENANCE_COLUMNS:
+        frame[column] = provenance.get(column) if isinstance(provenance, dict) else None
     return frame
 
 
@@ -42,7 +47,8 @@ def load_records(out_dir: str | Path, algorithms: list[str] | None = None,
     reference code) as one DataFrame: a row per evaluation, with the columns ``algorithm``,
     ``dataset``, ``group_labels`` ('yes', 'no' or 'inferred'), ``hpcomb``, ``seed``,
     ``finished`` (see :func:`is_finished`), ``step``, then every metric recorded
-    (``va_wga``, ``te_avg_acc``, ..., ``flip_rate`` for phase 1), sorted by run and step.
+    (``va_wga``, ``te_avg_acc``, ..., ``flip_rate`` for phase 1, ``train_loss``, ``lr``), then the
+    run's provenance (PROVENANCE_COLUMNS), sorted by run and step.
 
     ``algorithms`` / ``datasets`` keep only those folders (default: all found). An unreadable
     results file is named on stderr and skipped, as read_results does; an empty folder gives an

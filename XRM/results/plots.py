@@ -1,9 +1,11 @@
 """The protocol's plots, as PNG files (matplotlib, imported only by the commands that plot):
 
-- ``curves_<Dataset>.png``: validation and test worst-group accuracy against steps of each
-  algorithm's selected run, a panel per (setting, algorithm), the selected step marked;
-- ``groups_<Dataset>.png``: the test accuracy of every group for each algorithm's selected
-  model (the record at its selected step), bars, a panel per setting;
+- ``curves_<Dataset>.png``: validation and test worst-group accuracy, test average accuracy and
+  the training loss (right axis) against steps of each algorithm's selected run, a panel per
+  (setting, algorithm), the selected step marked;
+- ``groups_<Dataset>.png``: the test accuracy of every group of each algorithm's selected
+  combination, mean over its seeds (each at its selected step) with the std as error bars, the
+  groups named by label, attribute and size (from the runs' headers), a panel per setting;
 - ``flip_rate_<Dataset>.png``: phase 1's flip rate against steps for every combination of the
   selection seed, the selected combination marked.
 """
@@ -52,6 +54,19 @@ def _percent(run: RunResult, key: str) -> tuple[list[int], list[float]]:
     return [step for step, _ in points], [value for _, value in points]
 
 
+def _plot_training_loss(panel, run: RunResult) -> None:
+    """The run's training loss (mean since the previous evaluation) on the panel's right axis."""
+    points = [(record[records.STEP], record[records.TRAIN_LOSS]) for record in run.records
+              if record.get(records.TRAIN_LOSS) is not None]
+    if not points:
+        return
+    loss = panel.twinx()
+    loss.plot([step for step, _ in points], [value for _, value in points], color="tab:red", linewidth=0.8, alpha=0.7)
+    loss.set_ylim(bottom=0)
+    loss.tick_params(labelsize=7, colors="tab:red")
+    loss.set_ylabel("train loss", fontsize=7, color="tab:red")
+
+
 def plot_curves(grid: Grid, dataset: str, path: Path) -> Path:
     """Validation (the setting's criterion) and test worst-group accuracy against steps of each
     selected run; a dashed line and dots at the selected step."""
@@ -73,31 +88,64 @@ def plot_curves(grid: Grid, dataset: str, path: Path) -> Path:
                 steps, values = _percent(run, key)
                 panel.plot(steps, values, style, label=key)
                 panel.plot([chosen[records.STEP]], [100 * chosen[key]], "o", color=panel.lines[-1].get_color())
+            steps, values = _percent(run, records.TE_AVG_ACC)
+            panel.plot(steps, values, ":", color="grey", label=records.TE_AVG_ACC)
+            _plot_training_loss(panel, run)
             panel.axvline(chosen[records.STEP], color="grey", linestyle=":", linewidth=1)
             panel.set_xlabel("step", fontsize=8)
             panel.legend(fontsize=7, loc="best")
-        axes[row][0].set_ylabel("worst-group acc. (%)", fontsize=8)
+        axes[row][0].set_ylabel("accuracy (%)", fontsize=8)
     save_png(figure, path)
     return path
 
 
+def group_label(group: int, table: dict) -> str:
+    """A group's tick label: its label and attribute (named where the dataset knows) and its size."""
+    entry = table.get(str(group))
+    if not isinstance(entry, dict):
+        return f"group {group}"
+    label = entry.get("label", f"y={entry.get('y')}")
+    attribute = entry.get("attribute", f"a={entry.get('a')}")
+    return f"{label}\n{attribute}\nn={entry.get('n')}"
+
+
+def seed_spread(cell: TableCell) -> dict[int, tuple[float, float, int]]:
+    """Group -> (mean, population std, seeds) of its test accuracy (%) over the cell's seeds, each
+    seed's run read at its selected step."""
+    by_group: dict[int, list[float]] = {}
+    for run in cell.summary.runs:
+        record = selected_record(run.records, cell.summary.metric) or {}
+        for group, value in records.test_group_accuracies(record).items():
+            by_group.setdefault(group, []).append(100 * value)
+    spread = {}
+    for group, values in by_group.items():
+        mean = sum(values) / len(values)
+        spread[group] = (mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5, len(values))
+    return spread
+
+
 def plot_group_accuracies(grid: Grid, dataset: str, path: Path) -> Path:
-    """Test accuracy of every group (te_acc_group_<g>) of each algorithm's selected model, bars."""
+    """Test accuracy of every group (te_acc_group_<g>) of each algorithm's selected combination: bars
+    of the mean over its seeds, error bars of the std; groups named by label, attribute and size."""
     from XRM.results.figure_files import save_png
 
     figure = _figure(BARS_INCHES[0], BARS_INCHES[1] * len(grid.blocks))
     axes = figure.subplots(len(grid.blocks), 1, squeeze=False)
     for row, (setting, algorithms) in enumerate(grid.blocks):
         panel = axes[row][0]
-        shown = [(a, records.test_group_accuracies(_selected(grid.cells[setting, a, dataset])[1]))
-                 for a in algorithms if (setting, a, dataset) in grid.cells]
-        shown = [(algorithm, groups) for algorithm, groups in shown if groups]
-        groups = sorted({group for _, accuracies in shown for group in accuracies})
+        cells = [grid.cells[setting, a, dataset] for a in algorithms if (setting, a, dataset) in grid.cells]
+        shown = [(cell, seed_spread(cell)) for cell in cells]
+        shown = [(cell, spread) for cell, spread in shown if spread]
+        groups = sorted({group for _, spread in shown for group in spread})
         width = 0.8 / max(len(shown), 1)
-        for index, (algorithm, accuracies) in enumerate(shown):
-            positions = [groups.index(group) + (index - (len(shown) - 1) / 2) * width for group in accuracies]
-            panel.bar(positions, [100 * value for value in accuracies.values()], width, label=algorithm)
-        panel.set_xticks(range(len(groups)), [f"group {group}" for group in groups], fontsize=8)
+        for index, (cell, spread) in enumerate(shown):
+            positions = [groups.index(group) + (index - (len(shown) - 1) / 2) * width for group in spread]
+            seeds = max(count for _, _, count in spread.values())
+            panel.bar(positions, [mean for mean, _, _ in spread.values()], width,
+                      yerr=[std for _, std, _ in spread.values()], capsize=2,
+                      label=f"{cell.algorithm} ({seeds} seed{'s' if seeds > 1 else ''})")
+        table = shown[0][0].summary.selected_run.header.get(records.TEST_GROUPS, {}) if shown else {}
+        panel.set_xticks(range(len(groups)), [group_label(group, table) for group in groups], fontsize=7)
         panel.set_ylim(0, 119)  # room above the bars for the legend
         panel.set_ylabel("test acc. (%)", fontsize=8)
         panel.set_title(SETTING_TITLES[setting], fontsize=9)

@@ -5,12 +5,20 @@ holds, per run, ``results_hpcomb_<k>_seed<s>.json`` (JSON lines: first the run's
 hyper-parameters, then one record per evaluation), ``ckpt_hpcomb_<k>_seed<s>.pt`` (last),
 ``best_hpcomb_<k>_seed<s>.pt`` (model at the best evaluation), phase 1's
 ``inferred_hpcomb_<k>_seed<s>.pt`` and ``done_hpcomb_<k>_seed<s>`` (written last).
+
+Records are read defensively (:func:`read_results`): a line that is not an evaluation record
+(not a JSON object, a step that is no whole number, a value that is no number) is skipped
+with a warning naming the file and line, so no reader of a folder meets a value of the
+wrong type.
 """
 import json
+import math
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from XRM.common.fileio import atomic_write_text
 
@@ -20,6 +28,10 @@ FLIP_RATE = "flip_rate"
 DEGENERATE = "degenerate"
 VA_AVG_ACC, VA_WGA, TE_AVG_ACC, TE_WGA = "va_avg_acc", "va_wga", "te_avg_acc", "te_wga"
 VA_GI_WGA = "va_gi_wga"
+#: training's own: each run's mean training loss since the previous evaluation, and its learning rate
+TRAIN_LOSS, LR = "train_loss", "lr"
+#: the header's table of test groups: id -> {y, a, n, and where known label and attribute names}
+TEST_GROUPS = "test_groups"
 PHASE_2_METRICS = (VA_AVG_ACC, VA_WGA, VA_GI_WGA, TE_AVG_ACC, TE_WGA)
 
 
@@ -52,6 +64,8 @@ def test_group_accuracies(record: dict) -> dict[int, float]:
     return dict(sorted(found.items()))
 
 RESULTS_PATTERN = re.compile(r"results_hpcomb_(\d+)_seed(\d+)\.json$")
+#: any file of a run (see RunFiles): its kind, combination and seed
+RUN_FILE_PATTERN = re.compile(r"^(results|ckpt|best|inferred|done)_hpcomb_(\d+)_seed(\d+)(\.json|\.pt)?$")
 
 
 #: the kinds of --group_labels: true groups, none (the classes), a phase-1 file or folder (inferred groups)
@@ -121,6 +135,21 @@ class RunFiles:
         """Marker written once everything else is in place."""
         return self.directory / f"done_{self.tag}"
 
+    def removal_command(self) -> str:
+        """The shell command that deletes every file of the run (so that it trains again from step 0)."""
+        folder = shlex.quote(str(self.directory))
+        return f"rm -f {folder}/*_{self.tag}.json {folder}/*_{self.tag}.pt {folder}/done_{self.tag}"
+
+
+def run_files_in(directory: Path) -> list[RunFiles]:
+    """The runs that have any file in ``directory`` (results, checkpoints, phase-1 file, done file), sorted."""
+    found = set()
+    for path in directory.iterdir() if directory.is_dir() else []:
+        match = RUN_FILE_PATTERN.match(path.name)
+        if match:
+            found.add((int(match.group(2)), int(match.group(3))))
+    return [RunFiles(directory, comb, seed) for comb, seed in sorted(found)]
+
 
 def write_header(path: Path, header: dict) -> None:
     """Start a results file with its header line (the run's hyper-parameters), replacing any old one."""
@@ -130,25 +159,81 @@ def write_header(path: Path, header: dict) -> None:
 def read_results(path: Path) -> tuple[dict, list[dict]]:
     """The header and evaluation records of a results file.
 
-    A last line cut short by a crash is skipped with a warning naming the file; a broken
-    line elsewhere raises ValueError naming the file and line.
+    The JSON objects before the first record (a line with a step) make the header. A line
+    that cannot be a record (see :func:`record_problem`), and a last line cut short by a
+    crash, are skipped with a warning naming the file and line; a line elsewhere that is not
+    JSON at all raises ValueError naming them (the file is damaged). A NaN value counts as
+    not recorded, as the training loop writes it.
     """
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().splitlines()
+    last = max((number for number, line in enumerate(lines, start=1) if line.strip()), default=0)
     header: dict = {}
-    records: list[dict] = []
+    run_records: list[dict] = []
     for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
-            if number == len(lines):
-                print(f"warning: skipping the unfinished last line of {path}", file=sys.stderr)
+            if number == last:
+                _warn(f"skipping the unfinished last line of {path}")
                 break
             raise ValueError(f"{path}: line {number} is not JSON") from None
-        if STEP in entry:
-            records.append(entry)
-        else:
+        if isinstance(entry, dict) and STEP not in entry and not run_records:
             header.update(entry)
-    return header, records
+            continue
+        problem = record_problem(entry)
+        if problem is None:
+            run_records.append({key: value for key, value in entry.items() if value == value})  # NaN: not recorded
+        else:
+            _warn(f"skipping line {number} of {path}: {problem}")
+    return header, run_records
+
+
+def record_problem(entry: Any) -> str | None:
+    """Why a JSON value read from a results file (after its header) is not an evaluation record, or
+    None: a record is an object whose step is a whole number >= 0 and whose other values are
+    numbers (``degenerate``: true or false)."""
+    if not isinstance(entry, dict):
+        return f"{_shown(entry)} is not a record (a JSON object)"
+    if STEP not in entry:
+        return "the record has no step"
+    step = entry[STEP]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"its step {_shown(step)} is not a whole number"
+    for key, value in entry.items():
+        problem = None if key == STEP else _value_problem(key, value)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _value_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot be a record's ``key``: a number (finite, not a boolean), or for
+    ``degenerate`` true or false; None when it can."""
+    if key == DEGENERATE:
+        return None if isinstance(value, bool) else f"its {key} {_shown(value)} is not true or false"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"its {key} {_shown(value)} is not a number"
+    if math.isinf(value):
+        return f"its {key} {_shown(value)} is not a finite number"
+    return None
+
+
+def _shown(value: Any, width: int = 40) -> str:
+    """``value`` as JSON, cut to ``width`` characters (a warning stays one short line)."""
+    text = json.dumps(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+_warned: set[str] = set()
+
+
+def _warn(message: str) -> None:
+    """Print ``warning: <message>`` once per process (a folder is read by several tables)."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def truncate_records(path: Path, last_step: int) -> None:

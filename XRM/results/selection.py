@@ -14,8 +14,9 @@ def is_phase_1(run_records: list[dict]) -> bool:
 
 
 def may_select_step(step: int | None) -> bool:
-    """Whether a phase-2 evaluation may be selected: any but step 0's (the untrained model)."""
-    return step != 0
+    """Whether a phase-2 evaluation may be selected: any of a whole-number step but step 0's (the
+    untrained model); never one without a step."""
+    return isinstance(step, int) and not isinstance(step, bool) and step > 0
 
 
 def selected_record(run_records: list[dict], metric: str) -> dict | None:

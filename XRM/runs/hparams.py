@@ -8,6 +8,7 @@ drawn for the others. Search spaces follow the reference protocol (PAPER_FACTS.m
 protocol").
 """
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -15,8 +16,9 @@ import numpy as np
 from XRM.algorithms import ALGORITHMS, get_algorithm_class
 from XRM.common.errors import UserError
 from XRM.common.search_space import (NON_NEGATIVE, POSITIVE, POSITIVE_INTEGER, PROBABILITY_BELOW_ONE, Bound,
-                                     SearchSpace, fixed, log2_uniform_int, log_uniform, one_of)
+                                     SearchSpace, check_values, fixed, log2_uniform_int, log_uniform, one_of)
 from XRM.engine.optimizers import LR_SCHEDULES, OPTIMIZERS
+from XRM.results.selection import may_select_step
 
 #: family -> name -> (default, sampler)
 FAMILY_SPACES: dict[str, SearchSpace] = {
@@ -61,11 +63,22 @@ FAMILY_SPACES: dict[str, SearchSpace] = {
     },
 }
 
+
+def _selectable_length(num_steps: Any) -> bool:
+    """Whether a run of ``num_steps`` steps records an evaluation model selection may pick: its
+    last evaluation, at step num_steps - 1, is always recorded (XRM.runs.train.next_evaluation)."""
+    return POSITIVE_INTEGER.accepts(num_steps) and may_select_step(num_steps - 1)
+
+
+#: a run's length: its last evaluation must come after step 0, which selection never picks
+SELECTABLE_NUM_STEPS = Bound("an integer >= 2 (model selection never picks step 0, so a run needs an "
+                             "evaluation after it)", _selectable_length)
+
 #: the bounds of the families' hyper-parameters and of a run's length, checked for every algorithm
 COMMON_BOUNDS: dict[str, Bound] = {
     "optimizer": one_of(OPTIMIZERS),
     "lr_schedule": one_of(LR_SCHEDULES.names()),
-    "num_steps": POSITIVE_INTEGER,
+    "num_steps": SELECTABLE_NUM_STEPS,
     "eval_every": POSITIVE_INTEGER,
     "batch_size": POSITIVE_INTEGER,
     "lr": POSITIVE,
@@ -98,6 +111,25 @@ def random_hparams(family: str, algorithm: str, hparams_comb: int) -> dict[str, 
     }
 
 
+def own_hparam_names(algorithms: Iterable[str]) -> set[str]:
+    """The hyper-parameters the ``algorithms`` declare in their own search spaces (MAT's tau, ...)."""
+    return {name for algorithm in algorithms for name in get_algorithm_class(algorithm).search_space}
+
+
+def applicable_overrides(overrides: dict[str, Any], space: Iterable[str],
+                         command_algorithms: Iterable[str]) -> dict[str, Any]:
+    """The overrides a run takes: those of its ``space`` (its family's, its algorithm's own,
+    num_steps, eval_every). Another algorithm of the command's own hyper-parameters are left to
+    that algorithm's runs (``--algorithms ERM MAT --hparams '{"tau": 0.01}'``: MAT's runs take tau,
+    ERM's ignore it); a name that belongs to none of them is a UserError listing the valid names."""
+    space = set(space)
+    valid = space | own_hparam_names(command_algorithms)
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise UserError(f"unknown hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    return {name: value for name, value in overrides.items() if name in space}
+
+
 def hparam_bounds(algorithm: str | None = None) -> dict[str, Bound]:
     """The bound of every hyper-parameter ``algorithm`` may be given (None: of every registered algorithm)."""
     classes = [get_algorithm_class(algorithm)] if algorithm is not None else list(ALGORITHMS.values())
@@ -110,6 +142,4 @@ def hparam_bounds(algorithm: str | None = None) -> dict[str, Bound]:
 def check_hparams(hparams: dict[str, Any], algorithm: str | None = None) -> None:
     """A UserError naming the first value that cannot train (after user overrides), checked
     against the families' bounds and ``algorithm``'s (None: every registered algorithm's)."""
-    for name, bound in hparam_bounds(algorithm).items():
-        if name in hparams and not bound.accepts(hparams[name]):
-            raise UserError(f"hyper-parameter {name} = {hparams[name]!r}: it must be {bound.need}")
+    check_values(hparams, hparam_bounds(algorithm), prefix="hyper-parameter ")

@@ -13,10 +13,11 @@ from torch import nn
 
 from XRM.common.errors import UserError
 from XRM.common.groups import group_ids
+from XRM.common.seeds import check_seed
 from XRM.engine.in_memory import InMemoryStack, StackRun
 from XRM.networks.classifiers import LinearHead
 from XRM.results.records import FLIP_RATE
-from XRM.runs.hparams import check_hparams, default_hparams
+from XRM.runs.hparams import applicable_overrides, check_hparams, default_hparams
 
 #: the hyper-parameters' family when no model factory is given: a linear head on features
 FEATURES_FAMILY = "features"
@@ -50,6 +51,9 @@ def check_labelled_tensors(x: torch.Tensor, y: torch.Tensor, name: str = "traini
     of classes (max(y) + 1) otherwise."""
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise UserError(f"the {name} inputs and labels must be torch tensors")
+    if x.ndim < 2:
+        raise UserError(f"the {name} inputs must be [n, ...], one row per example; got shape {tuple(x.shape)} "
+                        "(one feature per example: pass x[:, None])")
     if y.ndim != 1 or y.dtype not in (torch.int32, torch.int64) or len(y) == 0:
         raise UserError(f"the {name} labels must be a non-empty 1-D integer tensor, got {y.dtype} {tuple(y.shape)}")
     if len(x) != len(y):
@@ -61,14 +65,50 @@ def check_labelled_tensors(x: torch.Tensor, y: torch.Tensor, name: str = "traini
     return int(y.max()) + 1
 
 
+def check_validation(x: torch.Tensor, validation_x: torch.Tensor | None, validation_y: torch.Tensor | None,
+                     num_classes: int) -> None:
+    """A UserError unless validation inputs come with their labels, are shaped as the training
+    inputs and hold only the training labels' classes."""
+    if (validation_x is None) != (validation_y is None):
+        raise UserError("give validation_x and validation_y together, or neither")
+    if validation_x is None:
+        return
+    classes = check_labelled_tensors(validation_x, validation_y, "validation")
+    if validation_x.shape[1:] != x.shape[1:]:
+        raise UserError(f"the validation inputs are {tuple(validation_x.shape[1:])} per example, the training "
+                        f"inputs {tuple(x.shape[1:])}")
+    if classes > num_classes:
+        raise UserError(f"the validation labels go up to {classes - 1}, but the training labels have {num_classes} "
+                        f"classes (0 .. {num_classes - 1})")
+
+
+def check_model_output(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
+    """One forward pass of ``model`` on the first training example (in eval mode, so that no
+    BatchNorm statistics move): a UserError unless it maps [1, ...] to logits [1, num_classes]."""
+    parameter = next(model.parameters(), None)
+    first = x[:1].to(parameter.device if parameter is not None else x.device)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(first)
+    except Exception as error:  # the user's module: any failure is theirs to read, in one line
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UserError(f"the model_factory's model cannot read a training example of shape "
+                        f"{tuple(first.shape)}: {type(error).__name__}: {reason}") from None
+    finally:
+        model.train(training)
+    shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    if shape != (1, num_classes):
+        raise UserError(f"the model_factory's model maps an example of shape {tuple(first.shape)} to {shape}, but "
+                        f"the training labels have {num_classes} classes: it must output logits [B, {num_classes}]")
+
+
 def xrm_hparams(num_steps: int, overrides: dict | None, family: str = FEATURES_FAMILY) -> dict:
     """The twins' hyper-parameters: the registry's defaults for ``family`` and XRM, ``num_steps``,
     then ``overrides`` (checked: a UserError names a bad or unknown one)."""
     hparams = {**default_hparams(family, "XRM"), "num_steps": num_steps}
-    unknown = sorted(set(overrides or {}) - set(hparams))
-    if unknown:
-        raise UserError(f"unknown hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(hparams))}")
-    hparams.update(overrides or {})
+    hparams.update(applicable_overrides(overrides or {}, hparams, ["XRM"]))
     check_hparams(hparams)
     return hparams
 
@@ -91,28 +131,36 @@ def infer_groups(
     ``model_factory()`` makes one twin (any nn.Module mapping [B, ...] to logits [B, K]); by
     default a zero-initialised linear head on features, as main.py's phase 1. ``hparams``
     overrides the features defaults (SGD, momentum 0.9, ``lr`` 1e-3, ``batch_size`` 64,
-    ``weight_decay`` 1e-4); the twin assignment, batches and flips are drawn from ``seed``.
-    With ``validation_x``/``validation_y`` the validation examples' cross-mistakes are inferred too.
+    ``weight_decay`` 1e-4); a ``batch_size`` above n is clamped to n (every step then trains on
+    the whole set, as the batch sampler would). The twin assignment, batches and flips are drawn
+    from ``seed`` (an integer 0 .. 2**63 - 1). With ``validation_x``/``validation_y`` the
+    validation examples' cross-mistakes are inferred too. Every input is checked before training
+    (a factory's model by one forward pass on the first example): a UserError says what is wrong.
     Degenerate groups (``InferredGroups.degenerate``) also warn (DegenerateGroupsWarning).
     """
     num_classes = check_labelled_tensors(x, y)
     if num_classes < 2:
         raise UserError("XRM needs at least two classes in the training labels")
+    check_validation(x, validation_x, validation_y, num_classes)
+    check_seed(seed)
     hparams = xrm_hparams(num_steps, hparams)
-    if model_factory is None:
+    hparams["batch_size"] = min(hparams["batch_size"], len(y))
+    factory = model_factory
+    if factory is None:
         width = int(torch.tensor(x.shape[1:]).prod())
-        model_factory = lambda: LinearHead(width, num_classes)  # noqa: E731
+        factory = lambda: LinearHead(width, num_classes)  # noqa: E731
     with torch.random.fork_rng(devices=[]):  # the twins' initial weights drawn from the seed, as the engine's
         torch.manual_seed(seed)
-        twins = [model_factory(), model_factory()]
+        twins = [factory(), factory()]
+    if model_factory is not None:
+        check_model_output(twins[0], x, num_classes)
     stack = InMemoryStack("XRM", x, y.long(), [StackRun(twins, hparams, seed)], num_classes)
     stack.train(hparams["num_steps"], on_step)
     if stack.diverged():
         raise UserError("XRM's twins diverged (their weights are no longer finite): lower hparams['lr']")
     y = y.long().to(stack.device)
     validation_logits, validation_labels = None, None
-    if validation_x is not None and validation_y is not None:
-        check_labelled_tensors(validation_x, validation_y, "validation")
+    if validation_x is not None:
         validation_logits, validation_labels = stack.predict(validation_x), validation_y.long().to(stack.device)
     algorithm = stack.algorithm
     inferred = algorithm.infer_groups(stack.predict(x), stack.state, y, validation_logits, validation_labels)[0]

@@ -11,6 +11,7 @@ import torch
 
 from XRM.algorithms import RunData, check_group_labels, get_algorithm_class
 from XRM.common.errors import UserError
+from XRM.common.groups import group_ids
 from XRM.data.base import GroupDataset, InputOptions, SplitTensors
 from XRM.data.catalog import get_dataset
 from XRM.engine.batches import input_shape
@@ -18,7 +19,7 @@ from XRM.networks.backbones import BackboneSpec
 from XRM.networks.classifiers import build_network
 from XRM.results import records
 from XRM.runs.checkpoints import load_checkpoint
-from XRM.runs.hparams import check_hparams, default_hparams, random_hparams
+from XRM.runs.hparams import applicable_overrides, check_hparams, default_hparams, random_hparams
 from XRM.runs.last_layer_inputs import prepare_last_layer, training_family
 from XRM.runs.identity import IDENTITY, fingerprint_splits, identity_differences, run_identity
 from XRM.runs.phase_1_files import HELD_OUT_LOGITS, TRAIN_ATTRIBUTES, VALIDATION_ATTRIBUTES, load_phase_1_artifact
@@ -53,6 +54,20 @@ class StackData:
     backbone: BackboneSpec | None = None
     balanced_batches: bool = False
     fingerprint: str = ""  # of the data as loaded (XRM.runs.identity.fingerprint_splits)
+    label_names: tuple[str, ...] = ()  # what each label and attribute value means, where the dataset knows
+    attribute_names: tuple[str, ...] = ()
+
+    def test_groups(self) -> dict[str, dict]:
+        """Every test group as the records number it (``y * n_attr + a``): its label, attribute, size and,
+        where the dataset knows, what they mean; for the header (plots name the groups with it)."""
+        test = self.splits["te"]
+        groups = group_ids(test.y, test.a).cpu()
+        table = {}
+        for group, y, a in sorted({(int(g), int(y), int(a)) for g, y, a in zip(groups, test.y.cpu(), test.a.cpu())}):
+            named = {"label": self.label_names[y]} if y < len(self.label_names) else {}
+            named.update({"attribute": self.attribute_names[a]} if a < len(self.attribute_names) else {})
+            table[str(group)] = {"y": y, "a": a, "n": int((groups == group).sum()), **named}
+        return table
 
     @property
     def small_model(self) -> bool:
@@ -74,11 +89,13 @@ def load_stack_data(spec: RunSpec, device: torch.device, dtype: torch.dtype = to
     return StackData(splits={name: _in_precision(split.to(device), dtype) for name, split in splits.items()},
                      num_classes=dataset.num_classes, family=dataset.family, inputs=dataset.inputs,
                      num_steps=dataset.num_steps, eval_every=dataset.eval_every, backbone=dataset.backbone,
-                     balanced_batches=dataset.balanced_batches, fingerprint=fingerprint_splits(splits))
+                     balanced_batches=dataset.balanced_batches, fingerprint=fingerprint_splits(splits),
+                     label_names=dataset.label_names, attribute_names=dataset.attribute_names)
 
 
 def resolve_hparams(spec: RunSpec, family: str, num_steps: int, eval_every: int) -> dict[str, Any]:
-    """The run's hyper-parameters: a random draw (or defaults for --quick_run), then overrides."""
+    """The run's hyper-parameters: a random draw (or defaults for --quick_run), then the overrides
+    of its space (those of another algorithm of its command are that algorithm's)."""
     family = training_family(get_algorithm_class(spec.algorithm), family)
     hparams = (default_hparams(family, spec.algorithm) if spec.quick_run
                else random_hparams(family, spec.algorithm, spec.hparams_comb))
@@ -86,10 +103,7 @@ def resolve_hparams(spec: RunSpec, family: str, num_steps: int, eval_every: int)
         hparams["optimizer"] = "adam"
     hparams["num_steps"] = min(num_steps, QUICK_RUN_STEPS) if spec.quick_run else num_steps
     hparams["eval_every"] = eval_every
-    unknown = sorted(set(spec.hparams_overrides) - set(hparams))
-    if unknown:
-        raise UserError(f"unknown hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(hparams))}")
-    hparams.update(spec.hparams_overrides)
+    hparams.update(applicable_overrides(spec.hparams_overrides, hparams, spec.command_algorithms or (spec.algorithm,)))
     check_hparams(hparams)
     return hparams
 
@@ -125,8 +139,8 @@ class Phase1Files:
     def __call__(self, path: str) -> dict[str, torch.Tensor]:
         """The checked contents of the phase-1 file ``path``."""
         if path not in self._loaded:
-            self._loaded[path] = load_phase_1_artifact(Path(path), len(self.data.splits["tr"]),
-                                                       len(self.data.splits["va"]), self.data.num_classes)
+            self._loaded[path] = load_phase_1_artifact(Path(path), self.data.splits["tr"].y,
+                                                       self.data.splits["va"].y, self.data.num_classes)
         return self._loaded[path]
 
     def group_labels(self, source: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,6 +205,8 @@ def check_run_files(setup: RunSetup) -> None:
         header, _ = records.read_results(spec.files.results)
     except (OSError, ValueError):
         return  # an unreadable results file is read_results' to report
+    if not header:
+        return  # records without their header: training restarts the run (XRM.runs.train.records_problem)
     recorded = header.get(IDENTITY) or {"hparams": header.get("hparams")}
     if isinstance(recorded, dict):
         refuse_other_run(spec, "its results", identity_differences(recorded, setup.identity))

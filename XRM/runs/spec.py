@@ -14,6 +14,9 @@ from XRM.common.run_options import TrainingOptions
 from XRM.results.records import RunFiles
 from XRM.runs.lock import held_elsewhere
 
+#: fields a results header leaves out: the run's resolved hyper-parameters are recorded instead
+NOT_IN_HEADER = ("hparams_overrides", "command_algorithms")
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunSpec(TrainingOptions):
@@ -30,6 +33,9 @@ class RunSpec(TrainingOptions):
     group_labels: str = "no"  # 'yes', 'no' or a phase-1 .pt file
     phase_1_file: str | None = None  # MAT's held-out logits
     base_model_file: str | None = None  # last-layer retraining's base: the selected AFRBase (AFR) or ERM (DFR) run's best model
+    # the algorithms of the command that made the run: their own hyper-parameters in the overrides
+    # are theirs, ignored here (XRM.runs.hparams.applicable_overrides); empty: the run's algorithm alone
+    command_algorithms: tuple[str, ...] = ()
 
     @property
     def files(self) -> RunFiles:
@@ -57,16 +63,17 @@ class RunSpec(TrainingOptions):
 
     def header(self) -> dict[str, Any]:
         """The run's options as its results file's header records them (the reference's keys kept)."""
-        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "hparams_overrides"}
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in NOT_IN_HEADER}
         return {**options, "run_name": self.run_name, "done_path": self.done_path}
 
     def registering_modules(self) -> tuple[str, ...]:
-        """The modules whose import registered this run's algorithm and dataset (``mat`` registers
-        MAT): a launched job's fresh interpreter imports them before it trains."""
+        """The modules whose import registered this run's algorithm, its command's other algorithms
+        (whose own hyper-parameters it sets aside) and its dataset (``mat`` registers MAT): a launched
+        job's fresh interpreter imports them before it trains."""
         from XRM.algorithms import get_algorithm_class
         from XRM.data.registry import DATASETS
 
-        modules = {get_algorithm_class(self.algorithm).__module__}
+        modules = {get_algorithm_class(name).__module__ for name in (self.algorithm, *self.command_algorithms)}
         if self.dataset in DATASETS:
             modules.add(DATASETS[self.dataset].__module__)
         return tuple(sorted(module for module in modules if module != "__main__"))

@@ -32,6 +32,9 @@ class SweepSpec(TrainingOptions):
     best_hparams_comb_selection_metric: str | None = None
     seed: int | None = None
     num_seeds: int | None = None
+    # every algorithm of the command when this sweep is one part of it (reproduce.py's stages);
+    # None: ``algorithms``. Each run takes the overrides of its own space (RunSpec.command_algorithms).
+    command_algorithms: list[str] | None = None
 
 
 def phase_1_runs_directory(phase_1_dir: str | Path, dataset: str) -> Path:
@@ -125,7 +128,7 @@ def make_runs(spec: SweepSpec) -> list[RunSpec]:
                     runs.append(RunSpec(
                         phase=spec.phase, dataset=dataset, algorithm=algorithm, hparams_comb=comb, seed=seed,
                         out_dir=str(directory), group_labels=group_labels, phase_1_file=phase_1_file,
-                        **shared_options(spec)))
+                        command_algorithms=tuple(spec.command_algorithms or spec.algorithms), **shared_options(spec)))
     return _with_base_models(runs, spec.out_dir)
 
 

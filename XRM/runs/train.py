@@ -6,15 +6,18 @@ ColorMNIST MLP) are trained as stacks of as many runs as fit the device's memory
 ``stack_size``); backbones one run at a time. A single run is a stack of one. Each run
 keeps its own hyper-parameters, batch stream (a pure function of (seed, step)), algorithm
 state and files. Idempotent and resumable: a finished run is skipped, and with ``resume``
-an interrupted run continues from its checkpoint and writes the same records.
+an interrupted run continues from its checkpoint and writes the same records. A checkpoint
+whose records are gone (results file missing, empty, damaged or without the records before
+the checkpoint's step) cannot be trusted: the run restarts from step 0, with a warning. A
+run's done file is written only over a results file that holds its header and records.
 """
+import math
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
 from XRM.algorithms import RunData, get_algorithm_class
 from XRM.common.devices import resolve_device
@@ -34,6 +37,8 @@ from XRM.runs import checkpoints
 from XRM.runs.identity import IDENTITY
 from XRM.runs.inputs import RunSetup, StackData, load_inputs
 from XRM.runs.lock import try_lock, unlock
+from XRM.runs.progress import Progress
+from XRM.runs.provenance import PROVENANCE, provenance
 from XRM.runs.phase_1_files import save_phase_1_artifact
 from XRM.runs.spec import RunSpec
 from XRM.runs.stop_signals import StopRequests
@@ -69,6 +74,12 @@ class Member:
         """The first evaluation written to the run's records (Algorithm.first_recorded_step)."""
         return get_algorithm_class(self.spec.algorithm).first_recorded_step(self.setup.hparams)
 
+    @property
+    def first_evaluation(self) -> int:
+        """The step of the first evaluation written to the run's records."""
+        hparams = self.setup.hparams
+        return next_evaluation(self.first_recorded_step, hparams["eval_every"], hparams["num_steps"])
+
 
 def next_evaluation(step: int, eval_every: int, num_steps: int) -> int:
     """The first evaluation step at or after ``step``: every eval_every-th step, and the last."""
@@ -78,11 +89,42 @@ def next_evaluation(step: int, eval_every: int, num_steps: int) -> int:
 
 
 def _member_of(setup: RunSetup, data: StackData) -> Member:
+    """The run as a stack member, with its checkpoint when it resumes from one its records can go on from."""
     spec = setup.spec
-    checkpoint = None
+    member = Member(setup, setup.run_data(data.splits["tr"].y, data.num_classes), None)
     if spec.resume and spec.files.checkpoint.exists():
         checkpoint = checkpoints.load_checkpoint(spec, setup.identity)
-    return Member(setup, setup.run_data(data.splits["tr"].y, data.num_classes), checkpoint)
+        problem = records_problem(spec.files, checkpoint["step"], member.first_evaluation)
+        if problem is None:
+            member.checkpoint = checkpoint
+        else:
+            _start_afresh(spec, problem)
+    return member
+
+
+def records_problem(files: records.RunFiles, step: int, first_evaluation: int) -> str | None:
+    """Why the records of a run cannot go on from its checkpoint at ``step`` (the run records its
+    evaluations from ``first_evaluation`` on), or None: its results file is missing, unreadable,
+    without its header line, or without a record up to ``step`` that it should hold."""
+    if not files.results.exists():
+        return f"its results file {files.results} is missing"
+    try:
+        header, run_records = records.read_results(files.results)
+    except (OSError, ValueError) as error:
+        return f"its results file is unreadable ({error})"
+    if not header:
+        return f"its results file {files.results} has no header line"
+    if step >= first_evaluation and not any(record[records.STEP] <= step for record in run_records):
+        return f"its results file {files.results} holds no record up to step {step}"
+    return None
+
+
+def _start_afresh(spec: RunSpec, problem: str) -> None:
+    """Delete the run's checkpoints and phase-1 file (its lock is held): it trains again from step 0."""
+    print(f"warning: {spec.run_name}: {problem}, so its checkpoint cannot be trusted; restarting it from step 0",
+          file=sys.stderr)
+    for path in (spec.files.checkpoint, spec.files.best_checkpoint, spec.files.inferred):
+        path.unlink(missing_ok=True)
 
 
 def _slice_key(member: Member) -> tuple:
@@ -204,6 +246,7 @@ class StackTrainer:
                                             [moved(m.setup.validation_groups) for m in members],
                                             [moved(m.setup.inferred_validation_attributes) for m in members])
         self.start = members[0].start
+        self.test_groups = data.test_groups()
         self._restore_or_start()
 
     def _slices(self) -> list[AlgorithmSlice]:
@@ -230,6 +273,7 @@ class StackTrainer:
             if checkpoint is None:
                 files.directory.mkdir(parents=True, exist_ok=True)
                 header = {"hparams": member.setup.hparams, **member.spec.header(), IDENTITY: member.setup.identity,
+                          PROVENANCE: provenance(self.device), records.TEST_GROUPS: self.test_groups,
                           "inputs_used": self.data.inputs,
                           "backbone_used": None if self.data.backbone is None else self.data.backbone.name}
                 records.write_header(files.results, header)
@@ -238,6 +282,8 @@ class StackTrainer:
             part, row = self.steps.slice_of(index)
             for key, value in checkpoint["algorithm_state"].items():
                 part.state[key][row] = value.to(self.device)
+            if "training_loss" in checkpoint:  # the losses summed since the last evaluation, for its record
+                self.steps.loss_sum[index], self.steps.loss_steps[index] = checkpoint["training_loss"]
             if "rng" in checkpoint and isinstance(self.model, ModuleStack):
                 checkpoints.restore_rng_states(checkpoint["rng"])
             member.best = checkpoint["best"]
@@ -258,7 +304,8 @@ class StackTrainer:
                 member.best_changed = False
             state = {"step": step, "model": self.model.model_state(index),
                      "optimizer": self.model.optimizer_state(index), "algorithm_state": self._algorithm_state(index),
-                     "best": member.best, "hparams": member.setup.hparams, IDENTITY: member.setup.identity}
+                     "best": member.best, "hparams": member.setup.hparams, IDENTITY: member.setup.identity,
+                     "training_loss": [self.steps.loss_sum[index].item(), self.steps.loss_steps[index].item()]}
             if isinstance(self.model, ModuleStack):
                 state["rng"] = checkpoints.rng_states()
             checkpoints.save_checkpoint(member.spec.files, state)
@@ -267,9 +314,8 @@ class StackTrainer:
 
     def train(self) -> None:
         """Train every member to the last step, evaluating, checkpointing and finishing them."""
-        show = sys.stderr.isatty()
         label = self.members[0].spec.run_name if len(self.members) == 1 else f"stack of {len(self.members)} runs"
-        bar = tqdm(total=self.num_steps, initial=self.start, desc=label, disable=not show, file=sys.stderr)
+        self.progress = Progress(label, self.start, self.num_steps)
         loader_batches = None
         if not isinstance(self.train_split.x, torch.Tensor):  # images read from disk: one DataLoader for the run
             loader_batches = iter(training_batches(self.train_split.x, self.members[0].sampler, self.start,
@@ -292,32 +338,39 @@ class StackTrainer:
                     else:
                         train_step(batch)
                     if stops.signum is not None:
-                        self._stop(step + row, stops.signum)
-                step, last_checkpoint = self._end_chunk(step, stop, plan, last_checkpoint, bar)
-        bar.close()
+                        self._stop(step + row, stop - 1, stops.signum)
+                step, last_checkpoint = self._end_chunk(step, stop, plan, last_checkpoint)
+        self.progress.close()
         if self.phase == 1:
             self._finish_phase_1()
+        failed = {m.spec.run_name: f"diverged at step {m.diverged_at} (non-finite loss); not marked done"
+                  for m in self.members if m.diverged_at is not None}
         for member in self.live_members():
-            atomic_write_text("", member.spec.files.done)
-        diverged = {m.spec.run_name: f"diverged at step {m.diverged_at} (non-finite loss); not marked done"
-                    for m in self.members if m.diverged_at is not None}
-        if diverged:
-            raise RunsFailed(diverged)
+            problem = records_problem(member.spec.files, self.num_steps - 1, member.first_evaluation)
+            if problem is None:
+                atomic_write_text("", member.spec.files.done)
+            else:
+                failed[member.spec.run_name] = f"{problem}; not marked done"
+        if failed:
+            raise RunsFailed(failed)
 
-    def _end_chunk(self, step: int, stop: int, plan: dict, last_checkpoint: float, bar) -> tuple[int, float]:
+    def _end_chunk(self, step: int, stop: int, plan: dict, last_checkpoint: float) -> tuple[int, float]:
         """After steps step .. stop-1: draw the next chunk's batches (while the device trains), evaluate,
         and checkpoint when due. Returns the next step and the time of the last checkpoint."""
         if stop < self.num_steps:
             plan.update(self.steps.plan(stop, next_evaluation(stop, self.eval_every, self.num_steps) + 1))
-        bar.update(stop - step)
+        self.progress.advance(stop - step)
         self._evaluate(stop - 1)
         if time.monotonic() - last_checkpoint >= self.members[0].spec.checkpoint_seconds or stop == self.num_steps:
             self._save_checkpoints(stop - 1)
             last_checkpoint = time.monotonic()
         return stop, last_checkpoint
 
-    def _stop(self, step: int, signum: int) -> None:
-        """Save every run's checkpoint at ``step`` (just trained) and raise Interrupted."""
+    def _stop(self, step: int, evaluation_step: int, signum: int) -> None:
+        """Save every run's checkpoint at ``step`` (just trained; evaluated first when it is the
+        chunk's ``evaluation_step``, whose record a resumed run would never write) and raise Interrupted."""
+        if step == evaluation_step:
+            self._evaluate(step)
         self._save_checkpoints(step)
         print(f"stopped at step {step} by signal {signum}; checkpoints saved", file=sys.stderr)
         raise Interrupted(signum)
@@ -336,32 +389,46 @@ class StackTrainer:
 
     # ------------------------------------------------------------------ evaluation
 
+    def _training_records(self) -> list[dict[str, float]]:
+        """Each member's training loss (mean since the last evaluation; absent when no step was finite)
+        and learning rate, for its next record."""
+        losses = self.steps.take_training_losses().tolist()
+        return [{**({records.TRAIN_LOSS: loss} if loss == loss else {}), records.LR: rate}
+                for loss, rate in zip(losses, self.model.learning_rates())]
+
     def _evaluate(self, step: int) -> None:
         self._note_divergence()
+        training = self._training_records()
         if self.phase == 1:
+            rates = []
             for part in self.steps.slices:
                 metrics = part.algorithm.training_metrics(part.state, self.train_split.y)
                 rows = zip(*(values.tolist() for values in metrics.values()))
-                for member, row in zip(self.members[part.begin:part.end], rows):
-                    if member.diverged_at is None:
-                        append_jsonl(member.spec.files.results, {records.STEP: step, **dict(zip(metrics, row))})
+                for index, row in zip(range(part.begin, part.end), rows):
+                    if self.members[index].diverged_at is None:
+                        record = {records.STEP: step, **dict(zip(metrics, row)), **training[index]}
+                        append_jsonl(self.members[index].spec.files.results, record)
+                        rates.append(record.get(records.FLIP_RATE, math.nan))
+            self.progress.evaluated(step, records.FLIP_RATE, rates)
             return
         metrics = self.evaluator(self.steps.evaluation_logits)
         names = list(metrics)
         values = torch.stack([metrics[name] for name in names], dim=1).tolist()
-        improved = []
-        for member, row in zip(self.members, values):
+        improved, key_values = [], []
+        for member, row, trained in zip(self.members, values, training):
             if member.diverged_at is not None or step < member.first_recorded_step:
                 improved.append(False)
                 continue
             record = {name: value for name, value in zip(names, row) if value == value}  # NaN: not recorded
-            append_jsonl(member.spec.files.results, {records.STEP: step, **record})
+            append_jsonl(member.spec.files.results, {records.STEP: step, **record, **trained})
+            key_values.append(record.get(member.best["metric"], math.nan))
             better = selection.may_select_step(step) and record[member.best["metric"]] >= member.best["value"]
             if better:
                 member.best = {"metric": member.best["metric"], "value": record[member.best["metric"]], "step": step}
                 member.best_changed = True
             improved.append(better)
         self.model.keep_best(torch.tensor(improved, device=self.device))
+        self.progress.evaluated(step, self.members[0].best["metric"], key_values)
 
     def _finish_phase_1(self) -> None:
         """The algorithm's groups inferred from every training and validation example; each run's

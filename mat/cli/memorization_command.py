@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from XRM.cli.entry_point import HelpFormatter, command_line, output_folder, parse_hparams
 from XRM.common.run_options import INPUT_CHOICES
+from XRM.common.seeds import check_seed
 
 ALGORITHMS = ("ERM", "MAT")  # mat.memorization_study.STUDY_ALGORITHMS, named here without importing torch
 
@@ -71,6 +72,7 @@ def format_table(summary: dict[str, dict]) -> str:
 def main(args: argparse.Namespace) -> int:
     """Check every input, train the models, write the outputs and print the table."""
     overrides = parse_hparams(args.hparams)
+    check_seed(args.seed, "--seed")
     out_dir = output_folder(args.out_dir)
     from mat.memorization import check_num_models
     from mat.memorization_study import load_study_inputs, run_study, study_scores, study_summary

@@ -19,6 +19,7 @@ optimiser, and (for XRM's label flips) the StepUniforms of the run's seed. Only 
 differs: the whole training set is every batch, and accuracies are recorded every epoch.
 """
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,8 @@ from torch import nn
 
 from mat.figures.full_batch_fit import one_cpu_thread
 from XRM.algorithms import get_algorithm_class
-from XRM.common.errors import UserError
+from XRM.common.search_space import POSITIVE, Bound, at_least, check_values
+from XRM.common.seeds import check_seed
 from XRM.data.base import SplitTensors
 from XRM.data.synthetic import SpuriousDataSpec, make_spurious_split
 from XRM.engine.in_memory import InMemoryStack, StackRun
@@ -42,6 +44,13 @@ RUNS = {"ERM_sigma0": ("ERM", False), "ERM_sigma": ("ERM", True), "MAT_sigma": (
 
 #: called after every full-batch step, e.g. to move a progress bar
 StepCallback = Callable[[], None]
+
+
+#: which values of InterpretableConfig's settings can run (finite numbers: inf or NaN give NaN
+#: accuracies); n >= 20 leaves at least two training examples in the 10% minority
+SETTING_BOUNDS = {"sigma": Bound("a finite number > 0 (the sigma = 0 run is always included)", POSITIVE.accepts),
+                  "lr": POSITIVE, "lr_sigma0": POSITIVE, "tau": POSITIVE, "epochs": at_least(1),
+                  "xrm_epochs": at_least(1), "n": at_least(20), "noise_dim": at_least(1)}
 
 
 @dataclass
@@ -60,16 +69,8 @@ class InterpretableConfig:
 
     def check(self) -> None:
         """Raise UserError naming the first setting that cannot run."""
-        if not self.sigma > 0:  # also rejects NaN
-            raise UserError(f"sigma is {self.sigma}: use a value > 0 (the sigma = 0 run is always included)")
-        for name in ("lr", "lr_sigma0", "tau"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"{name} is {getattr(self, name)}: use a value > 0")
-        # n >= 20 leaves at least two training examples in the 10% minority
-        minimums = {"epochs": 1, "xrm_epochs": 1, "n": 20, "noise_dim": 1}
-        for name, minimum in minimums.items():
-            if getattr(self, name) < minimum:
-                raise UserError(f"{name} is {getattr(self, name)}: use a value >= {minimum}")
+        check_values(dataclasses.asdict(self), SETTING_BOUNDS)
+        check_seed(self.seed)
 
 
 def make_splits(config: InterpretableConfig, sigma: float) -> tuple[SplitTensors, SplitTensors]:

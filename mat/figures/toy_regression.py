@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from mat.figures.full_batch_fit import FitResult, fit_full_batch, predict
-from XRM.common.errors import UserError
+from XRM.common.search_space import NON_NEGATIVE, POSITIVE, at_least, check_values
+from XRM.common.seeds import check_seed
 
 TRAIN_RANGE = (-1.5, 1.5)  # where the training points lie
 MSE_RANGE = (-1.2, 1.2)  # where the learned function is scored (away from the edges)
@@ -109,6 +110,11 @@ def snapshot_mse(snapshot: torch.Tensor) -> float:
     return mse_to_target(x[inside], snapshot[inside])
 
 
+#: which values of ExperimentConfig's settings can run (finite numbers: inf or NaN gave NaN metrics)
+SETTING_BOUNDS = {"n_train": at_least(2), "eps_dim": at_least(1), "hidden": at_least(1), "epochs": at_least(1),
+                  "check_every": at_least(1), "lr": POSITIVE, "noise_std": NON_NEGATIVE, "loss_threshold": NON_NEGATIVE}
+
+
 @dataclass
 class ExperimentConfig:
     """Everything the good / bad / ugly experiment varies (defaults: the paper's)."""
@@ -126,18 +132,10 @@ class ExperimentConfig:
 
     def check(self) -> None:
         """Raise UserError naming the first setting that cannot run."""
-        for name, sigma in self.sigmas.items():
-            if not sigma >= 0:  # also rejects NaN
-                raise UserError(f"sigma for '{name}' is {sigma}: use a value >= 0")
-        minimums = {"n_train": 2, "eps_dim": 1, "hidden": 1, "epochs": 1, "check_every": 1}
-        for name, minimum in minimums.items():
-            if getattr(self, name) < minimum:
-                raise UserError(f"{name} is {getattr(self, name)}: use a value >= {minimum}")
-        if not self.lr > 0:
-            raise UserError(f"lr is {self.lr}: use a learning rate > 0")
-        for name in ("noise_std", "loss_threshold"):
-            if not getattr(self, name) >= 0:
-                raise UserError(f"{name} is {getattr(self, name)}: use a value >= 0")
+        for name, sigma in self.sigmas.items():  # 0 is allowed: the ugly case has no eps
+            NON_NEGATIVE.check(f"sigma of '{name}'", sigma)
+        check_values(asdict(self), SETTING_BOUNDS)
+        check_seed(self.seed)
 
 
 @dataclass
