@@ -109,6 +109,12 @@ def _check_phase_1_phase_2_and_results(installed: tuple[Path, dict]) -> None:
         "== XRM / Synthetic / group_labels_no  (phase 1, selected by flip_rate)"]
     table = _call(installed, "python", "-m", "XRM", "results", "--out_dir", "out", "--table", "csv")
     assert table.returncode == 0 and table.stdout.startswith("dataset,algorithm,selection"), table.stderr
+    # the paper's memorisation study reads the same phase-1 folder (mat's command; PNG through matplotlib)
+    study = _call(installed, "mat-memorization", "--datasets", "Synthetic", "--phase_1_dir", "out/XRM",
+                  "--num_models", "2", "--hparams", '{"num_steps": 5}', "--device", "cpu", "--out_dir", "memo")
+    assert study.returncode == 0, study.stderr
+    assert sorted(path.name for path in (work / "memo").iterdir()) == ["memorization.json", "memorization.png",
+                                                                       "scores.pt"]
 
 
 def _check_protocol_and_download(installed: tuple[Path, dict]) -> None:
