@@ -28,6 +28,10 @@ FLIP_RATE = "flip_rate"
 DEGENERATE = "degenerate"
 VA_AVG_ACC, VA_WGA, TE_AVG_ACC, TE_WGA = "va_avg_acc", "va_wga", "te_avg_acc", "te_wga"
 VA_GI_WGA = "va_gi_wga"
+#: BAM's ClassDiff rule (Li et al., TMLR 2024), which needs no group label: minus the mean absolute
+#: difference between the validation accuracies of every pair of classes (binary: -|acc_0 - acc_1|),
+#: negated so that, as for every selection metric, higher is better (0 is best)
+VA_NEG_CLASS_DIFF = "va_neg_class_diff"
 #: training's own: each run's mean training loss since the previous evaluation, and its learning rate
 TRAIN_LOSS, LR = "train_loss", "lr"
 #: the header's table of test groups: id -> {y, a, n, and where known label and attribute names}
@@ -41,7 +45,7 @@ def metric_key(split: str, metric: str) -> str:
     if key not in PHASE_2_METRICS:
         raise ValueError(f"no record key {key!r}; keys: {', '.join(PHASE_2_METRICS)}")
     return key
-SELECTION_METRICS = (VA_WGA, VA_GI_WGA, VA_AVG_ACC, FLIP_RATE)
+SELECTION_METRICS = (VA_WGA, VA_GI_WGA, VA_AVG_ACC, VA_NEG_CLASS_DIFF, FLIP_RATE)
 
 #: per-group test accuracy: ``te_acc_group_<g>`` for each test group id g = y * n_attr + a
 #: present (keys the reference code's reader does not read, so its folders stay readable)
