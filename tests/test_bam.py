@@ -81,7 +81,8 @@ def test_draws_stay_in_range_and_a_bad_value_is_one_line():
         check_hparams(random_hparams("features", "BAM", comb))
     with pytest.raises(UserError, match=r"^hyper-parameter bam_lambda = 0: it must be a finite number > 0$"):
         check_hparams({"bam_lambda": 0})
-    with pytest.raises(UserError, match=r"^hyper-parameter bam_T_fraction = 1.0: it must be a number strictly between 0 and 1$"):
+    strictly = r"^hyper-parameter bam_T_fraction = 1.0: it must be a number strictly between 0 and 1$"
+    with pytest.raises(UserError, match=strictly):
         check_hparams({"bam_T_fraction": 1.0})
 
 
