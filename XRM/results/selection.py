@@ -19,8 +19,9 @@ def may_select_step(step: int | None) -> bool:
     return isinstance(step, int) and not isinstance(step, bool) and step > 0
 
 
-#: the criteria a phase-2 run's evaluation step may be selected by (each where the run records it)
-STEP_CRITERIA = (records.VA_WGA, records.VA_GI_WGA, records.VA_AVG_ACC)
+#: the criteria a phase-2 run's evaluation step may be selected by (each where the run records it):
+#: every selection metric but phase 1's
+STEP_CRITERIA = tuple(metric for metric in records.SELECTION_METRICS if metric != records.FLIP_RATE)
 
 
 def reaches_best(bests: dict[str, float], record: dict) -> bool:
