@@ -50,3 +50,27 @@ def refusal_line(module, argv: list[str], capsys) -> str:
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def train_until_stopped(spec, lines: int) -> None:
+    """Train ``spec`` (a RunSpec) in this process until its results file holds more than ``lines`` lines,
+    then stop it with SIGTERM, as a scheduler does; the training's Interrupted is expected and swallowed."""
+    import signal
+    import threading
+    import time
+
+    from XRM.common.errors import Interrupted
+    from XRM.runs.train import train_stack
+
+    results = spec.files.results
+
+    def stop_once_it_records() -> None:
+        while not (results.exists() and len(results.read_text().splitlines()) > lines):
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=stop_once_it_records)
+    sender.start()
+    with pytest.raises(Interrupted):
+        train_stack([spec])
+    sender.join()

@@ -62,7 +62,7 @@ def test_phase_1_on_features_then_mat_and_erm_fine_tune_on_images(tmp_path):
         header, rows = fx.records(out / algorithm / "Waterbirds" / "group_labels_no" / "results_hpcomb_0_seed0.json")
         assert (header["inputs_used"], header["backbone_used"]) == ("images", "resnet18")
         assert [r["step"] for r in rows] == [0, 2]
-        expected = ({"step", "va_avg_acc", "va_wga", "te_avg_acc", "te_wga", "train_loss", "lr"}
+        expected = ({"step", "va_avg_acc", "va_wga", "va_neg_class_diff", "te_avg_acc", "te_wga", "train_loss", "lr"}
                     | ({"va_gi_wga"} if algorithm == "MAT" else set()))
         assert {key for key in rows[-1] if not key.startswith("te_acc_group_")} == expected
         assert rows[-1]["te_wga"] == min(value for key, value in rows[-1].items() if key.startswith("te_acc_group_"))

@@ -5,15 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT
-from XRM.common.errors import Interrupted
+from conftest import ROOT, train_until_stopped
 from XRM.results.records import RunFiles, read_results
 from XRM.runs.spec import RunSpec
 from XRM.runs.train import records_problem, train_stack
@@ -121,17 +119,7 @@ def test_a_stop_at_an_evaluation_step_keeps_its_record(tmp_path):
     spec = RunSpec(phase=2, dataset="Synthetic", algorithm="ERM", hparams_comb=0, seed=0, out_dir=str(tmp_path),
                    group_labels="yes", device="cpu", hparams_overrides={"num_steps": 301, "eval_every": 1})
     results = spec.files.results
-
-    def stop_once_it_records() -> None:
-        while not (results.exists() and len(results.read_text().splitlines()) > 3):
-            time.sleep(0.001)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    sender = threading.Thread(target=stop_once_it_records)
-    sender.start()
-    with pytest.raises(Interrupted):
-        train_stack([spec])
-    sender.join()
+    train_until_stopped(spec, 3)
     stopped_at = torch.load(spec.files.checkpoint)["step"]
     assert 2 <= stopped_at < 300
     assert [record["step"] for record in read_results(results)[1]] == list(range(stopped_at + 1))

@@ -279,7 +279,8 @@ def test_an_interrupted_run_resumes_to_the_records_and_weights_of_an_unbroken_on
     so the run resumes from step 20's checkpoint, before T, and crosses T again."""
     features = _features(tmp_path, noise_dim=28)
     settings = {"num_steps": 121, "eval_every": 20}
-    fractions = {"JTT": {"jtt_T_fraction": 0.25}, "uLA": {"ula_T_fraction": 0.25}, "LfF": {}}
+    fractions = {"JTT": {"jtt_T_fraction": 0.25}, "uLA": {"ula_T_fraction": 0.25}, "LfF": {},
+                 "BAM": {"bam_T_fraction": 0.25}}  # BAM's auxiliary logits are state: resumed exactly too
     options = {"dtype": "float64", "adam": True, "checkpoint_seconds": 0.0}
     for algorithm, extra in fractions.items():
         _sweep(features, tmp_path / "unbroken", [algorithm], {**settings, **extra}, **options)
@@ -300,7 +301,7 @@ def test_an_interrupted_run_resumes_to_the_records_and_weights_of_an_unbroken_on
         _sweep(features, tmp_path / "resumed", [algorithm], {**settings, **extra}, resume=True, **options)
     unbroken, resumed = _results(tmp_path / "unbroken"), _results(tmp_path / "resumed")
     counts = {path.split("/")[0]: len(records) for path, records in unbroken.items()}
-    assert counts == {"JTT": 5, "uLA": 5, "LfF": 7}  # steps 0 .. 120 by 20; JTT's and uLA's from T = 30 on
+    assert counts == {"JTT": 5, "uLA": 5, "LfF": 7, "BAM": 5}  # steps 0 .. 120 by 20; two-stage ones from T = 30 on
     assert resumed == unbroken
     for path in (tmp_path / "unbroken").rglob("ckpt_*.pt"):
         final = [torch.load(root / path.relative_to(tmp_path / "unbroken"))

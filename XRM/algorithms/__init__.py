@@ -5,10 +5,11 @@
 - ``xrm``: XRM, phase 1 (group inference by twins and cross-mistakes).
 - ``two_networks``: JTT, uLA, LfF (two networks per run, no group labels).
 - ``last_layer``: DFR, AFR and AFR's base model (a linear head retrained).
+- ``bam``: BAM (bias amplification by per-example auxiliary logits, then JTT-like up-weighting).
 
 MAT, the paper's method, lives in the ``mat`` package and registers itself when ``mat`` is imported.
 """
-from XRM.algorithms import group_robust, last_layer, two_networks, xrm  # noqa: F401  (registers them)
+from XRM.algorithms import bam, group_robust, last_layer, two_networks, xrm  # noqa: F401  (registers them)
 from XRM.algorithms.base import (ALGORITHMS, PHASE_1_GROUP_LABELS, Algorithm, Batch, GroupInference, RunData, State,
                                  check_group_labels, get_algorithm_class, register_algorithm)
 

@@ -85,6 +85,14 @@ def jtt_weights(biased_logits: torch.Tensor, y: torch.Tensor, lambda_up: torch.T
     return torch.where(errors, lambda_up[:, None], torch.ones_like(lambda_up)[:, None])
 
 
+def error_weighted_loss(logits: torch.Tensor, biased_logits: torch.Tensor, batch, up: torch.Tensor) -> torch.Tensor:
+    """The mean cross-entropy [H] of ``logits`` with the biased network's errors weighted ``up`` [H]
+    (JTT's lambda_up, BAM's mu): sum_i w_i l_i / sum_i w_i over each batch's real examples."""
+    weights = jtt_weights(biased_logits, batch.y, up.to(logits.dtype)) * batch.mask
+    losses = per_example_cross_entropy(logits, batch.y)
+    return (weights * losses).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-12)
+
+
 @register_algorithm("JTT")
 class JTT(TwoStage):
     """Just Train Twice (Liu et al., ICML 2021).
@@ -109,9 +117,7 @@ class JTT(TwoStage):
 
     def second_stage_loss(self, logits, biased_logits, batch, state, hparams, second):
         """The error-weighted mean cross-entropy of the final model."""
-        weights = jtt_weights(biased_logits, batch.y, hparams["jtt_lambda_up"].to(logits.dtype)) * batch.mask
-        losses = per_example_cross_entropy(logits, batch.y)
-        return (weights * losses).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-12), state
+        return error_weighted_loss(logits, biased_logits, batch, hparams["jtt_lambda_up"]), state
 
 
 def ula_batch_joint(biased_logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,

@@ -64,6 +64,10 @@ class TrainingOptions:
     checkpoint_seconds: float = _option(DEFAULT_CHECKPOINT_SECONDS, "save each run's checkpoint at the first evaluation "
                                         "S seconds after the last one (0: at every evaluation); a resumed run loses at "
                                         "most S seconds of training", type=float, metavar="S")
+    test_every_evaluation: bool = _option(False, "evaluate the test split at every evaluation (full test curves); by "
+                                                 "default only at the evaluations a selection rule may pick (where "
+                                                 "va_wga, va_gi_wga or va_avg_acc reaches its best so far), the "
+                                                 "other records holding null test metrics", action="store_true")
     # the command line's --hparams JSON object, parsed (XRM.cli.entry_point.parse_hparams)
     hparams_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
     resume: bool = False  # main.py --resume; reproduce.py always resumes

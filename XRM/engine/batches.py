@@ -118,12 +118,15 @@ def training_batches(
 def evaluation_batches(
     inputs: Inputs, batch_size: int, device: torch.device, num_workers: int | None = None
 ) -> Iterator[torch.Tensor]:
-    """The inputs of every example, in order, in batches on ``device``."""
+    """The inputs of every example, in order, in batches on ``device``. A DataLoader's seed is drawn
+    from a generator of its own, never the global one: whether a split is evaluated (see
+    --test_every_evaluation) leaves training's random streams as they are."""
     if isinstance(inputs, torch.Tensor):
         for start in range(0, len(inputs), batch_size):
             yield inputs[start : start + batch_size]
         return
-    for _, x in _batches(inputs, num_workers, device, batch_size=batch_size, shuffle=False):
+    for _, x in _batches(inputs, num_workers, device, batch_size=batch_size, shuffle=False,
+                         generator=torch.Generator()):
         yield x
 
 

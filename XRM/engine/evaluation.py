@@ -31,6 +31,14 @@ class GroupAccuracy:
         return average, per_group.min(dim=1).values
 
 
+def class_difference(per_class: torch.Tensor) -> torch.Tensor:
+    """ClassDiff: the mean absolute difference between the accuracies of every pair of classes,
+    per_class [H, C] -> [H] (binary: |acc_0 - acc_1|; 0 with a single class)."""
+    classes = per_class.shape[1]
+    differences = (per_class[:, :, None] - per_class[:, None, :]).abs().sum(dim=(1, 2))
+    return differences / max(classes * (classes - 1), 1)
+
+
 def _shared(attributes: list[torch.Tensor | None], y: torch.Tensor) -> list[tuple[GroupAccuracy, torch.Tensor]]:
     """One GroupAccuracy per distinct attribute tensor, with the members [k] that use it."""
     sources: dict[int, tuple[torch.Tensor, list[int]]] = {}
@@ -47,13 +55,15 @@ class StackEvaluator:
     source (``validation_groups[h]``: the true attributes for 'yes', zeros for 'no', so the
     classes, and a phase-1 file's inferred attributes); ``va_gi_wga``: over the XRM-inferred
     validation groups where the run has them (``inferred[h]``, else NaN); ``te_wga``, the
-    average accuracies and each test group's accuracy (``te_acc_group_<g>``): over the true groups.
+    average accuracies and each test group's accuracy (``te_acc_group_<g>``): over the true groups;
+    ``va_neg_class_diff``: minus ClassDiff of the validation class accuracies (labels only).
     """
 
     def __init__(self, validation: SplitTensors, test: SplitTensors, validation_groups: list[torch.Tensor],
                  inferred: list[torch.Tensor | None]) -> None:
         self.splits = {"va": validation, "te": test}
         self.test_groups = GroupAccuracy(test.y, test.a)
+        self.validation_classes = GroupAccuracy(validation.y, torch.zeros_like(validation.y))
         self.validation_groups = _shared(validation_groups, validation.y)
         self.inferred = _shared(inferred, validation.y)
 
@@ -64,17 +74,34 @@ class StackEvaluator:
             worst[members] = accuracy(predictions[members])[1]
         return worst
 
-    def __call__(self, predict) -> dict[str, torch.Tensor]:
-        """Metric name -> [H] values; ``predict(inputs)`` gives every run's logits [H, n, K]."""
+    def validation(self, predict) -> dict[str, torch.Tensor]:
+        """The validation metrics (va_avg_acc, va_wga, va_gi_wga) -> [H] values; ``predict(inputs)``
+        gives every run's logits [H, n, K]."""
         validation = predict(self.splits["va"].x).argmax(dim=-1)
-        test = predict(self.splits["te"].x).argmax(dim=-1)
-        test_average, test_per_group = self.test_groups.per_group(test)
         return {
             records.VA_AVG_ACC: (validation == self.splits["va"].y).float().mean(dim=1),
             records.VA_WGA: self._per_member(self.validation_groups, validation),
             records.VA_GI_WGA: self._per_member(self.inferred, validation),
+            records.VA_NEG_CLASS_DIFF: -class_difference(self.validation_classes.per_group(validation)[1]),
+        }
+
+    def test(self, predict) -> dict[str, torch.Tensor]:
+        """The test metrics (te_avg_acc, te_wga, te_acc_group_<g>) -> [H] values: a pass over the
+        test split for every run of the stack (one batched pass; the caller keeps the runs it needs)."""
+        test = predict(self.splits["te"].x).argmax(dim=-1)
+        test_average, test_per_group = self.test_groups.per_group(test)
+        return {
             records.TE_AVG_ACC: test_average,
             records.TE_WGA: test_per_group.min(dim=1).values,
             **{records.test_group_accuracy_key(group): test_per_group[:, column]
                for column, group in enumerate(self.test_groups.group_ids)},
         }
+
+    def test_keys(self) -> list[str]:
+        """The keys :meth:`test` returns, known without a pass (a record's null test metrics)."""
+        return [records.TE_AVG_ACC, records.TE_WGA,
+                *(records.test_group_accuracy_key(group) for group in self.test_groups.group_ids)]
+
+    def __call__(self, predict) -> dict[str, torch.Tensor]:
+        """Every metric name -> [H] values: :meth:`validation`'s, then :meth:`test`'s."""
+        return {**self.validation(predict), **self.test(predict)}

@@ -29,7 +29,7 @@ def is_finished(run: RunResult) -> bool:
 
 def run_frame(run: RunResult, algorithm: str, dataset: str, group_labels: str) -> pd.DataFrame:
     """One run's evaluations: its identity columns, then ``step`` and every metric recorded
-    (a metric missing from an evaluation is NaN)."""
+    (a metric missing from an evaluation, or null there, is NaN)."""
     frame = pd.DataFrame.from_records(run.records)
     identity = {"algorithm": algorithm, "dataset": dataset, "group_labels": group_labels,
                 "hpcomb": run.hparams_comb, "seed": run.seed, "finished": is_finished(run)}

@@ -28,6 +28,10 @@ FLIP_RATE = "flip_rate"
 DEGENERATE = "degenerate"
 VA_AVG_ACC, VA_WGA, TE_AVG_ACC, TE_WGA = "va_avg_acc", "va_wga", "te_avg_acc", "te_wga"
 VA_GI_WGA = "va_gi_wga"
+#: BAM's ClassDiff rule (Li et al., TMLR 2024), which needs no group label: minus the mean absolute
+#: difference between the validation accuracies of every pair of classes (binary: -|acc_0 - acc_1|),
+#: negated so that, as for every selection metric, higher is better (0 is best)
+VA_NEG_CLASS_DIFF = "va_neg_class_diff"
 #: training's own: each run's mean training loss since the previous evaluation, and its learning rate
 TRAIN_LOSS, LR = "train_loss", "lr"
 #: the header's table of test groups: id -> {y, a, n, and where known label and attribute names}
@@ -41,7 +45,7 @@ def metric_key(split: str, metric: str) -> str:
     if key not in PHASE_2_METRICS:
         raise ValueError(f"no record key {key!r}; keys: {', '.join(PHASE_2_METRICS)}")
     return key
-SELECTION_METRICS = (VA_WGA, VA_GI_WGA, VA_AVG_ACC, FLIP_RATE)
+SELECTION_METRICS = (VA_WGA, VA_GI_WGA, VA_AVG_ACC, VA_NEG_CLASS_DIFF, FLIP_RATE)
 
 #: per-group test accuracy: ``te_acc_group_<g>`` for each test group id g = y * n_attr + a
 #: present (keys the reference code's reader does not read, so its folders stay readable)
@@ -52,6 +56,17 @@ TEST_GROUP_ACCURACY_PATTERN = re.compile(rf"^{TEST_GROUP_ACCURACY_PREFIX}(\d+)$"
 def test_group_accuracy_key(group: int) -> str:
     """The record key of the test accuracy of group id ``group``."""
     return f"{TEST_GROUP_ACCURACY_PREFIX}{group}"
+
+
+def is_test_metric(key: str) -> bool:
+    """Whether ``key`` is a test metric (te_avg_acc, te_wga, te_acc_group_<g>): the keys a record
+    may hold as null, where training did not evaluate the test split (no selection rule looks there)."""
+    return key in (TE_AVG_ACC, TE_WGA) or TEST_GROUP_ACCURACY_PATTERN.match(key) is not None
+
+
+def recorded(entry: dict) -> dict:
+    """A record's values that were recorded: without NaN and null (both mean 'not recorded')."""
+    return {key: value for key, value in entry.items() if value is not None and value == value}
 
 
 def test_group_accuracies(record: dict) -> dict[int, float]:
@@ -162,9 +177,15 @@ def read_results(path: Path) -> tuple[dict, list[dict]]:
     The JSON objects before the first record (a line with a step) make the header. A line
     that cannot be a record (see :func:`record_problem`), and a last line cut short by a
     crash, are skipped with a warning naming the file and line; a line elsewhere that is not
-    JSON at all raises ValueError naming them (the file is damaged). A NaN value counts as
-    not recorded, as the training loop writes it.
+    JSON at all raises ValueError naming them (the file is damaged). A NaN value, and a null
+    test metric, count as not recorded (:func:`recorded`): the record lacks the key.
     """
+    header, entries = _read_entries(path)
+    return header, [recorded(entry) for entry in entries]
+
+
+def _read_entries(path: Path) -> tuple[dict, list[dict]]:
+    """The header and the evaluation records of a results file as written (nulls kept; see read_results)."""
     lines = path.read_text().splitlines()
     last = max((number for number, line in enumerate(lines, start=1) if line.strip()), default=0)
     header: dict = {}
@@ -184,7 +205,7 @@ def read_results(path: Path) -> tuple[dict, list[dict]]:
             continue
         problem = record_problem(entry)
         if problem is None:
-            run_records.append({key: value for key, value in entry.items() if value == value})  # NaN: not recorded
+            run_records.append(entry)
         else:
             _warn(f"skipping line {number} of {path}: {problem}")
     return header, run_records
@@ -193,7 +214,7 @@ def read_results(path: Path) -> tuple[dict, list[dict]]:
 def record_problem(entry: Any) -> str | None:
     """Why a JSON value read from a results file (after its header) is not an evaluation record, or
     None: a record is an object whose step is a whole number >= 0 and whose other values are
-    numbers (``degenerate``: true or false)."""
+    numbers (``degenerate``: true or false; a test metric: a number or null)."""
     if not isinstance(entry, dict):
         return f"{_shown(entry)} is not a record (a JSON object)"
     if STEP not in entry:
@@ -210,7 +231,9 @@ def record_problem(entry: Any) -> str | None:
 
 def _value_problem(key: str, value: Any) -> str | None:
     """Why ``value`` cannot be a record's ``key``: a number (finite, not a boolean), or for
-    ``degenerate`` true or false; None when it can."""
+    ``degenerate`` true or false, for a test metric also null (not evaluated there); None when it can."""
+    if value is None and is_test_metric(key):
+        return None
     if key == DEGENERATE:
         return None if isinstance(value, bool) else f"its {key} {_shown(value)} is not true or false"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -237,8 +260,10 @@ def _warn(message: str) -> None:
 
 
 def truncate_records(path: Path, last_step: int) -> None:
-    """Keep the header and the records up to ``last_step`` (for resuming from a checkpoint)."""
-    header, records = read_results(path)
-    kept = [record for record in records if record[STEP] <= last_step]
+    """Keep the header and the records up to ``last_step`` (for resuming from a checkpoint), as written
+    (null test metrics stay null, so that a resumed run's file equals an unbroken run's)."""
+    header, records = _read_entries(path)
+    kept = [{key: value for key, value in record.items() if value is None or value == value}  # NaN: not recorded
+            for record in records if record[STEP] <= last_step]
     lines = [json.dumps(header, sort_keys=True)] + [json.dumps(record, sort_keys=True) for record in kept]
     atomic_write_text("\n".join(lines) + "\n", path)

@@ -19,6 +19,27 @@ def may_select_step(step: int | None) -> bool:
     return isinstance(step, int) and not isinstance(step, bool) and step > 0
 
 
+#: the criteria a phase-2 run's evaluation step may be selected by (each where the run records it):
+#: every selection metric but phase 1's
+STEP_CRITERIA = tuple(metric for metric in records.SELECTION_METRICS if metric != records.FLIP_RATE)
+
+
+def reaches_best(bests: dict[str, float], record: dict) -> bool:
+    """Whether some criterion of STEP_CRITERIA that ``record`` carries reaches or ties its best so far
+    in ``bests`` (criterion -> highest value at a selectable step; updated in place) at a selectable
+    step: the evaluations where :func:`selected_record` may end up, so the only ones whose test
+    metrics a selection reads. Call it on a run's records in order of step."""
+    if not may_select_step(record.get(records.STEP)):
+        return False
+    reached = False
+    for metric in STEP_CRITERIA:
+        value = record.get(metric)
+        if value is not None and value >= bests.get(metric, float("-inf")):
+            bests[metric] = value
+            reached = True
+    return reached
+
+
 def selected_record(run_records: list[dict], metric: str) -> dict | None:
     """The record a run is judged by.
 

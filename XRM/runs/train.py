@@ -57,6 +57,8 @@ class Member:
     uniforms: StepUniforms | None = None
     best: dict = field(default_factory=dict)
     best_changed: bool = False
+    #: criterion -> its best value so far at a selectable step (selection.reaches_best): where the test split is evaluated
+    selection_bests: dict = field(default_factory=dict)
     diverged_at: int | None = None  # the step whose loss was not finite: the run stops there
 
     @property
@@ -125,6 +127,15 @@ def _start_afresh(spec: RunSpec, problem: str) -> None:
           file=sys.stderr)
     for path in (spec.files.checkpoint, spec.files.best_checkpoint, spec.files.inferred):
         path.unlink(missing_ok=True)
+
+
+def _selection_bests(files: records.RunFiles) -> dict[str, float]:
+    """Each selection criterion's best value so far in a run's records (a checkpoint saved before
+    checkpoints kept it: its records, truncated to its step, hold the same values)."""
+    bests: dict[str, float] = {}
+    for record in records.read_results(files.results)[1]:
+        selection.reaches_best(bests, record)
+    return bests
 
 
 def _slice_key(member: Member) -> tuple:
@@ -288,6 +299,7 @@ class StackTrainer:
                 checkpoints.restore_rng_states(checkpoint["rng"])
             member.best = checkpoint["best"]
             records.truncate_records(files.results, checkpoint["step"])
+            member.selection_bests = checkpoint.get("selection_bests") or _selection_bests(files)
             print(f"resuming {member.spec.run_name} from step {member.start}", file=sys.stderr)
 
     def _algorithm_state(self, index: int) -> dict[str, torch.Tensor]:
@@ -304,7 +316,8 @@ class StackTrainer:
                 member.best_changed = False
             state = {"step": step, "model": self.model.model_state(index),
                      "optimizer": self.model.optimizer_state(index), "algorithm_state": self._algorithm_state(index),
-                     "best": member.best, "hparams": member.setup.hparams, IDENTITY: member.setup.identity,
+                     "best": member.best, "selection_bests": dict(member.selection_bests),
+                     "hparams": member.setup.hparams, IDENTITY: member.setup.identity,
                      "training_loss": [self.steps.loss_sum[index].item(), self.steps.loss_steps[index].item()]}
             if isinstance(self.model, ModuleStack):
                 state["rng"] = checkpoints.rng_states()
@@ -411,24 +424,36 @@ class StackTrainer:
                         rates.append(record.get(records.FLIP_RATE, math.nan))
             self.progress.evaluated(step, records.FLIP_RATE, rates)
             return
-        metrics = self.evaluator(self.steps.evaluation_logits)
-        names = list(metrics)
-        values = torch.stack([metrics[name] for name in names], dim=1).tolist()
+        validation = self._rows(self.evaluator.validation(self.steps.evaluation_logits))
+        rows = [None if member.diverged_at is not None or step < member.first_recorded_step
+                else {records.STEP: step, **row} for member, row in zip(self.members, validation)]
+        tested = [row is not None and (selection.reaches_best(member.selection_bests, row)
+                                       or member.spec.test_every_evaluation)
+                  for member, row in zip(self.members, rows)]
+        # one batched pass for the whole stack, only when some run's selection may look here
+        test = self._rows(self.evaluator.test(self.steps.evaluation_logits)) if any(tested) else None
         improved, key_values = [], []
-        for member, row, trained in zip(self.members, values, training):
-            if member.diverged_at is not None or step < member.first_recorded_step:
+        for member, row, trained, index in zip(self.members, rows, training, range(len(rows))):
+            if row is None:
                 improved.append(False)
                 continue
-            record = {name: value for name, value in zip(names, row) if value == value}  # NaN: not recorded
-            append_jsonl(member.spec.files.results, {records.STEP: step, **record, **trained})
-            key_values.append(record.get(member.best["metric"], math.nan))
-            better = selection.may_select_step(step) and record[member.best["metric"]] >= member.best["value"]
+            tests = test[index] if tested[index] else dict.fromkeys(self.evaluator.test_keys())  # null: not evaluated
+            append_jsonl(member.spec.files.results, {**row, **tests, **trained})
+            key_values.append(row.get(member.best["metric"], math.nan))
+            better = selection.may_select_step(step) and row[member.best["metric"]] >= member.best["value"]
             if better:
-                member.best = {"metric": member.best["metric"], "value": record[member.best["metric"]], "step": step}
+                member.best = {"metric": member.best["metric"], "value": row[member.best["metric"]], "step": step}
                 member.best_changed = True
             improved.append(better)
         self.model.keep_best(torch.tensor(improved, device=self.device))
         self.progress.evaluated(step, self.members[0].best["metric"], key_values)
+
+    @staticmethod
+    def _rows(metrics: dict[str, torch.Tensor]) -> list[dict[str, float]]:
+        """Each run's metrics (read from the device at once), without NaN values (not recorded)."""
+        names = list(metrics)
+        values = torch.stack([metrics[name] for name in names], dim=1).tolist()
+        return [{name: value for name, value in zip(names, row) if value == value} for row in values]
 
     def _finish_phase_1(self) -> None:
         """The algorithm's groups inferred from every training and validation example; each run's
