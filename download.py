@@ -3,7 +3,8 @@
 
     python download.py --download --data_path ./data waterbirds
 """
-from XRM.cli.download_command import run  # light: the arguments are parsed before torch is imported
+# light: the arguments are parsed before torch is imported; get_args_parser and main for importers
+from XRM.cli.download_command import get_args_parser, main, run  # noqa: F401
 
 if __name__ == "__main__":
     run()

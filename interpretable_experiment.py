@@ -3,7 +3,7 @@ command lives in mat/cli/figure1_command.py (installed: ``mat-figure1``, ``pytho
 
     python interpretable_experiment.py --out_dir figures/figure1
 """
-from mat.cli.figure1_command import run
+from mat.cli.figure1_command import get_args_parser, main, run  # noqa: F401  (get_args_parser, main: for importers)
 
 if __name__ == "__main__":
     run()

@@ -9,10 +9,18 @@ from pathlib import Path
 
 COMMAND_FILE = Path(__file__).resolve().parent / "mat" / "cli" / "memorization_command.py"
 
-if __name__ == "__main__":
-    # Loaded from its file, not imported as mat.cli.memorization_command: importing the package mat
-    # registers MAT and loads torch, and --help and usage errors answer before torch loads.
+
+def _command():
+    """The command's module, loaded from its file, not imported as mat.cli.memorization_command: importing
+    the package mat registers MAT and loads torch, and --help and usage errors answer before torch loads."""
     spec = importlib.util.spec_from_file_location("memorization_command", COMMAND_FILE)
     command = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(command)
-    command.run()
+    return command
+
+
+_COMMAND = _command()
+get_args_parser, main, run = _COMMAND.get_args_parser, _COMMAND.main, _COMMAND.run  # main and parser for importers
+
+if __name__ == "__main__":
+    run()

@@ -6,7 +6,14 @@
 
 Run it again after a crash, a preemption or Ctrl-C: finished runs are kept, unfinished ones resume.
 """
-from XRM.cli.reproduce_command import run  # light: the arguments are parsed before torch is imported
+from functools import partial
+
+# light: the arguments are parsed before torch is imported
+from XRM.cli.reproduce_command import get_args_parser, protocol_from_args, run  # noqa: F401  (for importers)
+from XRM.cli.reproduce_command import main as reproduce_main
+
+PLUGINS = ("mat",)  # imported once the arguments are checked: registers MAT
+main = partial(reproduce_main, plugins=PLUGINS)  # reproduce.main(args), as importers call it
 
 if __name__ == "__main__":
-    run(plugins=("mat",))  # imported once the arguments are checked: registers MAT
+    run(plugins=PLUGINS)

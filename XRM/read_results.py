@@ -11,7 +11,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from XRM.cli.results_command import run  # noqa: E402
+from XRM.cli.results_command import get_args_parser, main, run  # noqa: E402,F401  (get_args_parser, main: for importers)
 
 if __name__ == "__main__":
     run()
