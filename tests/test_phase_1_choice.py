@@ -50,8 +50,8 @@ def test_a_phase_1_file_without_held_out_logits(script, tmp_path):
     assert mat.returncode == 2
     assert mat.stderr.strip().splitlines() == [
         f"error: {inferred} has no held-out logits ('tr_ho' is absent or None, as in files of the XRM repository's "
-        "main.py); MAT needs them: re-run phase 1 with this toolkit (GroupDRO and the other baselines can still use "
-        "the file's groups)"]
+        "main.py and of EIIL, which trains no held-out model); MAT needs them: re-run phase 1 with XRM in this "
+        "toolkit (GroupDRO and the other baselines can still use the file's groups)"]
     group_dro = script(*common, "--algorithms", "GroupDRO", "--group_labels", str(inferred))
     assert group_dro.returncode == 0, group_dro.stderr
     assert (tmp_path / "GroupDRO" / "Synthetic" / "group_labels_inferred" / "done_hpcomb_0_seed0").exists()

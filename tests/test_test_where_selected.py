@@ -18,7 +18,7 @@ from XRM.runs.spec import RunSpec
 from XRM.runs.train import train_stack
 
 ALGORITHMS = ["MAT", "ERM", "GroupDRO", "JTT"]
-CRITERIA = ("va_wga", "va_gi_wga", "va_avg_acc")
+CRITERIA = ("va_wga", "va_gi_wga", "va_avg_acc", "va_neg_class_diff")  # every rule a step is selected by
 SHORT = '{"num_steps": 101, "eval_every": 10, "lr": 0.01}'
 
 

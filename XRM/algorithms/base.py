@@ -13,7 +13,7 @@ beside its loss. The built-in families live in this package (group_robust, xrm, 
 last_layer); importing ``XRM.algorithms`` registers them. Other packages register theirs
 when imported (``mat`` registers MAT).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,8 @@ def check_group_labels(algorithm: type["Algorithm"], group_labels: str) -> None:
     """A UserError when ``algorithm`` does not accept this kind of --group_labels
     (phase 1, which infers groups, accepts 'no' only)."""
     if algorithm.phase == 1 and group_labels != PHASE_1_GROUP_LABELS:
-        raise UserError("phase 1 (XRM) infers groups and must not be given group labels; use --group_labels no")
+        raise UserError(f"phase 1 ({algorithm.name}) infers groups and must not be given group labels; "
+                        "use --group_labels no")
     kind = group_labels_kind(group_labels)
     if kind not in algorithm.accepted_group_labels:
         accepted = " or ".join("a phase-1 folder" if k == "inferred" else k for k in algorithm.accepted_group_labels)
@@ -139,6 +140,8 @@ class Algorithm:
     #: the kinds of --group_labels it accepts (GROUP_LABEL_KINDS); others get one line
     accepted_group_labels: tuple[str, ...] = GROUP_LABEL_KINDS
     hparam_names: tuple[str, ...] = ()
+    #: phase 1: the record key its runs are selected by (the highest final value; XRM: flip_rate)
+    phase_1_metric: str | None = None
     #: its own hyper-parameters (and family ones it changes): name -> (default, sampler)
     search_space: SearchSpace = {}
     #: which values of its own hyper-parameters can train: name -> Bound
@@ -215,6 +218,9 @@ class GroupInference:
     """What a phase-1 algorithm infers about one run's examples."""
 
     train_attributes: torch.Tensor  # long [n_tr]: the inferred attribute; the group is (y, attribute)
-    held_out_logits: torch.Tensor  # [n_tr, K]: each training example's logits from a model that did not train on it
+    held_out_logits: torch.Tensor | None  # [n_tr, K]: each training example's logits from a model that did
+    # not train on it (XRM's held-out twin); None where the algorithm has none (EIIL)
     degenerate: bool  # some class (of either split) is not split into two non-empty inferred groups
     validation_attributes: torch.Tensor | None = None  # long [n_va], when validation logits were given
+    #: what the inference itself measures, recorded at the end of the run (EIIL: its penalty); name -> value
+    metrics: dict[str, float] = field(default_factory=dict)

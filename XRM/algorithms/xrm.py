@@ -51,6 +51,7 @@ class XRM(Algorithm):
     networks_per_run = 2
     accepted_group_labels = ("no",)
     draws_uniforms = True
+    phase_1_metric = FLIP_RATE
 
     def initial_state(self, run: RunData) -> State:
         """The twin assignment and the dynamic labels (the true ones at first)."""

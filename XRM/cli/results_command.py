@@ -29,7 +29,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--selection_criterion", "--best_hparams_comb_selection_metric", dest="selection_criterion",
                         choices=SELECTION_METRICS, default=None,
                         help="metric that picks the step and the combination of phase-2 runs (default va_wga; "
-                             "phase-1 runs are always selected by flip_rate); main.py's spelling is taken too")
+                             "phase-1 runs are always selected by their own metric: XRM's flip_rate, EIIL's "
+                             "eiil_penalty); main.py's spelling is taken too")
     parser.add_argument("--seed", type=int, default=0, help="seed whose runs choose the combination")
     parser.add_argument("--table", choices=TABLE_FORMATS, default=None,
                         help="print Table 1 in this format instead (a block per selection setting, va_wga and "

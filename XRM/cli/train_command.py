@@ -22,18 +22,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     """The command line of the reference code's main.py, plus a few conveniences."""
     parser = argparse.ArgumentParser(description="Run phase 1 (XRM) or phase 2 (MAT and baselines).")
     parser.add_argument("--phase", type=int, choices=[1, 2], required=True,
-                        help="1: infer groups with XRM; 2: train a classifier (MAT, ERM, GroupDRO, ...)")
+                        help="1: infer groups (XRM, or EIIL); 2: train a classifier (MAT, ERM, GroupDRO, ...)")
     parser.add_argument("--datasets", nargs="+", default=["Waterbirds"], metavar="NAME",
                         help=f"datasets to run: {DATASETS_HELP}")
     parser.add_argument("--algorithms", nargs="+", default=None, metavar="NAME",
-                        help="algorithms (default: XRM for phase 1, GroupDRO for phase 2): XRM in phase 1; ERM, "
+                        help="algorithms (default: XRM for phase 1, GroupDRO for phase 2): XRM or EIIL in phase 1; ERM, "
                              "GroupDRO, IRM, RWG, SUBG, MAT, JTT, uLA, LfF, DFR, AFRBase, AFR in phase 2 (an unknown name lists them all)")
     parser.add_argument("--group_labels", default=None,
                         help="training group labels: 'yes' (true), 'no' (none), a phase-1 .pt file, or a phase-1 "
-                             "folder whose best run (by flip_rate) is used (default: 'no' in phase 1, 'yes' in phase 2)")
+                             "folder whose best run (by flip_rate, EIIL's by eiil_penalty) is used (default: 'no' in phase 1, 'yes' in phase 2)")
     parser.add_argument("--phase_1_dir", default=None,
                         help="phase-1 results used by MAT: the folder holding <Dataset>/group_labels_no/ "
-                             "(default: <out_dir>/XRM)")
+                             "(default: <out_dir>/XRM; an EIIL folder has no held-out logits for MAT)")
     parser.add_argument("--pair_phase_1_seeds", action="store_true",
                         help="MAT's held-out logits (and a phase-1 folder's groups) for seed s come from phase-1 "
                              "seed s's best run; default: seed 0's best run for every seed, as the reference")

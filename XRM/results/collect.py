@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from XRM.results import records
-from XRM.results.selection import (best_hparams_comb, check_metric, is_phase_1, selectable, selected_record,
-                                   selection_seed)
+from XRM.results.selection import (best_hparams_comb, check_metric, is_phase_1, runs_phase_1_metric, selectable,
+                                   selected_record, selection_seed)
 
 
 @dataclass
@@ -165,7 +165,7 @@ def summarize(runs: list[RunResult], metric: str, seed: int = 0) -> Summary:
     check_metric(runs, metric)
     best = best_hparams_comb(runs, metric, seed)
     best_runs = sorted((run for run in runs if run.hparams_comb == best and selectable(run)), key=lambda r: r.seed)
-    columns = [records.FLIP_RATE] if runs[0].phase == 1 else [records.TE_WGA, records.TE_AVG_ACC]
+    columns = [runs_phase_1_metric(runs)] if runs[0].phase == 1 else [records.TE_WGA, records.TE_AVG_ACC]
     stats = {}
     for column in columns:
         values = [selected_record(run.records, metric).get(column) for run in best_runs]
@@ -189,7 +189,7 @@ def format_table(runs: list[RunResult], metric: str, seed: int = 0, broken: list
     """One row per hyper-parameter combination (best marked '*'), then mean +/- std over seeds of the best,
     then the runs that were not selected and why (unfinished, records repeating steps, ``broken`` runs)."""
     summary = summarize(runs, metric, seed)
-    columns = [records.FLIP_RATE] if runs[0].phase == 1 else list(records.PHASE_2_METRICS)
+    columns = [runs_phase_1_metric(runs)] if runs[0].phase == 1 else list(records.PHASE_2_METRICS)
     lines = [f"  {'hpcomb':>7} {'step':>6} " + " ".join(f"{c:>10}" for c in columns)]
     for run in sorted(runs, key=lambda r: r.hparams_comb):
         if run.seed != summary.seed:

@@ -25,6 +25,10 @@ from XRM.common.fileio import atomic_write_text
 # record keys, defined once
 STEP = "step"
 FLIP_RATE = "flip_rate"
+#: EIIL's: the IRMv1 penalty of its reference model over the inferred environments (training split), at the end
+EIIL_PENALTY = "eiil_penalty"
+#: what phase-1 runs are selected by (each algorithm's own, Algorithm.phase_1_metric; higher is better)
+PHASE_1_METRICS = (FLIP_RATE, EIIL_PENALTY)
 DEGENERATE = "degenerate"
 VA_AVG_ACC, VA_WGA, TE_AVG_ACC, TE_WGA = "va_avg_acc", "va_wga", "te_avg_acc", "te_wga"
 VA_GI_WGA = "va_gi_wga"
@@ -45,7 +49,7 @@ def metric_key(split: str, metric: str) -> str:
     if key not in PHASE_2_METRICS:
         raise ValueError(f"no record key {key!r}; keys: {', '.join(PHASE_2_METRICS)}")
     return key
-SELECTION_METRICS = (VA_WGA, VA_GI_WGA, VA_AVG_ACC, VA_NEG_CLASS_DIFF, FLIP_RATE)
+SELECTION_METRICS = (VA_WGA, VA_GI_WGA, VA_AVG_ACC, VA_NEG_CLASS_DIFF, *PHASE_1_METRICS)
 
 #: per-group test accuracy: ``te_acc_group_<g>`` for each test group id g = y * n_attr + a
 #: present (keys the reference code's reader does not read, so its folders stay readable)

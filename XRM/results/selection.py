@@ -9,8 +9,26 @@ from XRM.results import records
 
 
 def is_phase_1(run_records: list[dict]) -> bool:
-    """Whether records come from phase 1 (they carry a flip rate), read from the records themselves."""
-    return any(records.FLIP_RATE in record for record in run_records)
+    """Whether records come from phase 1 (they carry a phase-1 metric: XRM's flip rate, EIIL's
+    penalty), read from the records themselves."""
+    return phase_1_metric(run_records) is not None
+
+
+def phase_1_metric(run_records: list[dict]) -> str | None:
+    """The phase-1 metric (records.PHASE_1_METRICS) that records carry, None if none."""
+    for metric in records.PHASE_1_METRICS:
+        if any(metric in record for record in run_records):
+            return metric
+    return None
+
+
+def runs_phase_1_metric(runs: list) -> str:
+    """The phase-1 metric that phase-1 runs record (flip_rate where none says)."""
+    for run in runs:
+        metric = phase_1_metric(run.records)
+        if metric is not None:
+            return metric
+    return records.FLIP_RATE
 
 
 def may_select_step(step: int | None) -> bool:
@@ -21,7 +39,7 @@ def may_select_step(step: int | None) -> bool:
 
 #: the criteria a phase-2 run's evaluation step may be selected by (each where the run records it):
 #: every selection metric but phase 1's
-STEP_CRITERIA = tuple(metric for metric in records.SELECTION_METRICS if metric != records.FLIP_RATE)
+STEP_CRITERIA = tuple(metric for metric in records.SELECTION_METRICS if metric not in records.PHASE_1_METRICS)
 
 
 def reaches_best(bests: dict[str, float], record: dict) -> bool:
@@ -43,7 +61,7 @@ def reaches_best(bests: dict[str, float], record: dict) -> bool:
 def selected_record(run_records: list[dict], metric: str) -> dict | None:
     """The record a run is judged by.
 
-    Phase 1: the last record (the flip rate at the end of training). Phase 2: the last
+    Phase 1: the last record (the flip rate, or EIIL's penalty, at the end of training). Phase 2: the last
     evaluation after step 0 at which ``metric`` reached its maximum (early stopping; the
     untrained model at step 0 is never chosen, as in the reference's reader). None when no
     such record carries ``metric``.
@@ -80,8 +98,8 @@ def best_checkpoint_metric(has_inferred_validation_groups: bool) -> str:
 
 
 def default_metric(runs: list) -> str:
-    """flip_rate for phase-1 runs, va_wga otherwise."""
-    return records.FLIP_RATE if runs and runs[0].phase == 1 else records.VA_WGA
+    """The phase-1 metric the runs record (flip_rate, eiil_penalty) for phase-1 runs, va_wga otherwise."""
+    return runs_phase_1_metric(runs) if runs and runs[0].phase == 1 else records.VA_WGA
 
 
 def criterion_for(runs: list, requested: str | None) -> str:
@@ -126,8 +144,8 @@ def best_hparams_comb(runs: list, metric: str, seed: int = 0) -> int:
 
 
 def fits_phase(metric: str, phase: int) -> bool:
-    """Phase 1 is judged by flip_rate alone; phase 2 by every other selection metric."""
-    return (metric == records.FLIP_RATE) == (phase == 1)
+    """Phase 1 is judged by its phase-1 metrics alone; phase 2 by every other selection metric."""
+    return (metric in records.PHASE_1_METRICS) == (phase == 1)
 
 
 def check_metric(runs: list, metric: str) -> None:
@@ -136,10 +154,12 @@ def check_metric(runs: list, metric: str) -> None:
         return
     phase = runs[0].phase
     if not fits_phase(metric, phase):
-        valid = records.FLIP_RATE if phase == 1 else ", ".join(m for m in records.SELECTION_METRICS if m != records.FLIP_RATE)
+        valid = ", ".join(records.PHASE_1_METRICS if phase == 1 else STEP_CRITERIA)
         raise UserError(f"{metric} does not apply to phase-{phase} runs in {runs[0].files.directory}; use {valid}")
 
 
 def best_phase_1_comb(runs: list, seed: int) -> int:
-    """The phase-1 combination whose groups phase 2 uses: the best final flip rate among ``seed``'s runs."""
-    return best_hparams_comb([run for run in runs if run.seed == seed], records.FLIP_RATE, seed)
+    """The phase-1 combination whose groups phase 2 uses: the highest final value among ``seed``'s runs of
+    the phase-1 metric they record (XRM's flip rate, EIIL's penalty)."""
+    runs = [run for run in runs if run.seed == seed]
+    return best_hparams_comb(runs, runs_phase_1_metric(runs), seed)

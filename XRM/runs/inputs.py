@@ -175,8 +175,9 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
         outputs = phase_1_files(spec.phase_1_file)
         if HELD_OUT_LOGITS not in outputs:
             raise UserError(f"{spec.phase_1_file} has no held-out logits ('{HELD_OUT_LOGITS}' is absent or None, as "
-                            "in files of the XRM repository's main.py); MAT needs them: re-run phase 1 with this "
-                            "toolkit (GroupDRO and the other baselines can still use the file's groups)")
+                            "in files of the XRM repository's main.py and of EIIL, which trains no held-out model); MAT "
+                            "needs them: re-run phase 1 with XRM in this toolkit (GroupDRO and the other baselines can "
+                            "still use the file's groups)")
         held_out, inferred_validation = outputs[HELD_OUT_LOGITS], outputs[VALIDATION_ATTRIBUTES]
     hparams = resolve_hparams(spec, data.family, data.num_steps, data.eval_every)
     if hparams["batch_size"] > len(train_y):

@@ -1,6 +1,7 @@
 """The phase-1 file ``inferred_hpcomb_<k>_seed<s>.pt``: inferred attributes and held-out logits, written and read back.
 
-What goes into it is the phase-1 algorithm's (XRM.algorithms.xrm: cross-mistakes, degeneracy).
+What goes into it is the phase-1 algorithm's (XRM.algorithms.xrm: cross-mistakes, degeneracy;
+XRM.algorithms.eiil: inferred environments, and ``tr_ho`` None).
 A file read back (a phase-1 file, or any ``--group_labels`` file) is checked as phase 1 checks
 what it writes: integer attributes 0 .. n_tr - 1 (at most one value per training example, and
 never negative: -1 would make groups collide), every class of either split in two non-empty
@@ -23,10 +24,12 @@ REMAKE = "re-run phase 1 for this dataset, or pass another file"
 
 
 def save_phase_1_artifact(path: Path, train_attributes: torch.Tensor, validation_attributes: torch.Tensor,
-                          held_out_logits: torch.Tensor) -> None:
-    """Write ``inferred_hpcomb_<k>_seed<s>.pt`` (CPU tensors; logits as float32), atomically."""
+                          held_out_logits: torch.Tensor | None) -> None:
+    """Write ``inferred_hpcomb_<k>_seed<s>.pt`` (CPU tensors; logits as float32, or None where the
+    algorithm has no held-out logits, as EIIL), atomically."""
+    logits = None if held_out_logits is None else held_out_logits.float().cpu()
     atomic_torch_save({TRAIN_ATTRIBUTES: train_attributes.long().cpu(), VALIDATION_ATTRIBUTES: validation_attributes.long().cpu(),
-                       HELD_OUT_LOGITS: held_out_logits.float().cpu()}, path)
+                       HELD_OUT_LOGITS: logits}, path)
 
 
 def _numbers(path: Path, key: str, value: Any) -> torch.Tensor:
@@ -107,7 +110,7 @@ def load_phase_1_artifact(path: Path, train_y: torch.Tensor, validation_y: torch
     checked = {key: _attributes(path, key, _shaped(path, key, _numbers(path, key, artifact[key]), (len(y),)),
                                 len(train_y))
                for key, y in labels.items()}
-    if artifact.get(HELD_OUT_LOGITS) is not None:  # the XRM repository's own files hold None there
+    if artifact.get(HELD_OUT_LOGITS) is not None:  # the XRM repository's own files and EIIL's hold None there
         logits = _numbers(path, HELD_OUT_LOGITS, artifact[HELD_OUT_LOGITS])
         checked[HELD_OUT_LOGITS] = _held_out_logits(path, _shaped(path, HELD_OUT_LOGITS, logits,
                                                                   (len(train_y), num_classes)))

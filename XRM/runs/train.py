@@ -413,16 +413,7 @@ class StackTrainer:
         self._note_divergence()
         training = self._training_records()
         if self.phase == 1:
-            rates = []
-            for part in self.steps.slices:
-                metrics = part.algorithm.training_metrics(part.state, self.train_split.y)
-                rows = zip(*(values.tolist() for values in metrics.values()))
-                for index, row in zip(range(part.begin, part.end), rows):
-                    if self.members[index].diverged_at is None:
-                        record = {records.STEP: step, **dict(zip(metrics, row)), **training[index]}
-                        append_jsonl(self.members[index].spec.files.results, record)
-                        rates.append(record.get(records.FLIP_RATE, math.nan))
-            self.progress.evaluated(step, records.FLIP_RATE, rates)
+            self._evaluate_phase_1(step, training)
             return
         validation = self._rows(self.evaluator.validation(self.steps.evaluation_logits))
         rows = [None if member.diverged_at is not None or step < member.first_recorded_step
@@ -448,6 +439,21 @@ class StackTrainer:
         self.model.keep_best(torch.tensor(improved, device=self.device))
         self.progress.evaluated(step, self.members[0].best["metric"], key_values)
 
+    def _evaluate_phase_1(self, step: int, training: list[dict[str, float]]) -> None:
+        """Each live run's record of its algorithm's training metrics (XRM: flip rate; EIIL, whose
+        metric comes at the end, none) and training loss; the progress shows the first of those."""
+        shown, shown_values = None, []
+        for part in self.steps.slices:
+            metrics = part.algorithm.training_metrics(part.state, self.train_split.y)
+            shown = shown or next(iter(metrics), records.TRAIN_LOSS)
+            rows = zip(*(column.tolist() for column in metrics.values())) if metrics else [()] * (part.end - part.begin)
+            for index, row in zip(range(part.begin, part.end), rows):
+                if self.members[index].diverged_at is None:
+                    record = {records.STEP: step, **dict(zip(metrics, row)), **training[index]}
+                    append_jsonl(self.members[index].spec.files.results, record)
+                    shown_values.append(record.get(shown, math.nan))
+        self.progress.evaluated(step, shown, shown_values)
+
     @staticmethod
     def _rows(metrics: dict[str, torch.Tensor]) -> list[dict[str, float]]:
         """Each run's metrics (read from the device at once), without NaN values (not recorded)."""
@@ -468,12 +474,14 @@ class StackTrainer:
                 if member.diverged_at is not None:
                     continue
                 files = member.spec.files
+                metric = part.algorithm.phase_1_metric
                 if groups.degenerate:
-                    # reported as a zero flip rate at the end so that selection by flip_rate passes it over
-                    append_jsonl(files.results, {records.STEP: self.num_steps, records.FLIP_RATE: 0.0,
-                                                 records.DEGENERATE: True})
+                    # reported as a zero phase-1 metric (flip rate, EIIL's penalty) at the end, so that selection passes it over
+                    append_jsonl(files.results, {records.STEP: self.num_steps, metric: 0.0, records.DEGENERATE: True})
                     print(f"warning: {files.directory / files.tag}: degenerate inferred groups (a class not split in "
                           "two); no phase-1 file written", file=sys.stderr)
                     continue
+                if groups.metrics:  # what the inference measured (EIIL's penalty), after the last evaluation
+                    append_jsonl(files.results, {records.STEP: self.num_steps, **groups.metrics})
                 save_phase_1_artifact(files.inferred, groups.train_attributes, groups.validation_attributes,
                                       groups.held_out_logits)
