@@ -1,5 +1,5 @@
 """Download, verify and prepare the datasets; the command lives in XRM/cli/download_command.py
-(installed: ``xrm-download``, ``python -m XRM download``).
+(installed: ``xrm-download``, ``python -m XRM.cli download``).
 
     python download.py --download --data_path ./data waterbirds
 """

@@ -1,5 +1,5 @@
 """Phase 1 (XRM group inference) and phase 2 (MAT and baselines); the command lives in
-XRM/cli/train_command.py (installed: ``xrm-train``, ``python -m XRM train``).
+XRM/cli/train_command.py (installed: ``xrm-train``, ``python -m XRM.cli train``).
 
     python main.py --phase 1 --datasets Synthetic --num_hparams_combs 4 --out_dir out
     python main.py --phase 2 --datasets Synthetic --algorithms MAT ERM --group_labels no \

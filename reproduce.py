@@ -1,5 +1,5 @@
 """The paper's Table 1 protocol in one command; it lives in XRM/cli/reproduce_command.py
-(installed: ``xrm-reproduce``, ``python -m XRM reproduce``).
+(installed: ``xrm-reproduce``, ``python -m XRM.cli reproduce``).
 
     python reproduce.py --datasets Waterbirds CelebA --algorithms MAT GroupDRO ERM --data_path ./data \\
         --out_dir ./table1

@@ -1,5 +1,5 @@
 """Print result tables from a results folder (the reference's script path); the command lives in
-XRM/cli/results_command.py (installed: ``xrm-results``, ``python -m XRM results``).
+XRM/cli/results_command.py (installed: ``xrm-results``, ``python -m XRM.cli results``).
 
     python XRM/read_results.py --dir out --datasets Synthetic --algorithms MAT ERM --group_labels no
     python XRM/read_results.py --dir out --table tex > table1.tex

@@ -16,9 +16,9 @@ README_MAX_LINES = 320
 #: a command's script (as the docs write it) -> the parser that reads its arguments
 PARSERS = {"main.py": train_command.get_args_parser, "reproduce.py": reproduce_command.get_args_parser,
            "XRM/read_results.py": results_command.get_args_parser}
-#: the same commands installed (console scripts, and python -m XRM <command>): checked where the docs use them
+#: the same commands installed (console scripts, and python -m XRM.cli <command>): checked where the docs use them
 INSTALLED = {"xrm-train": "main.py", "xrm-reproduce": "reproduce.py", "xrm-results": "XRM/read_results.py",
-             "-m XRM train": "main.py", "-m XRM reproduce": "reproduce.py", "-m XRM results": "XRM/read_results.py"}
+             "-m XRM.cli train": "main.py", "-m XRM.cli reproduce": "reproduce.py", "-m XRM.cli results": "XRM/read_results.py"}
 
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```", re.S | re.M)
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -144,7 +144,7 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     found = commands(text)
     assert found == [("main.py", "--phase 1 --made_up_flag 3 --out_dir out"),
                      ("XRM/read_results.py", "--dir out [--seed 0] --tabel md")]
-    installed = "```\nxrm-train --phase 1 --made_up 1\npython -m XRM results --out_dir out --tabel md\n```\n"
+    installed = "```\nxrm-train --phase 1 --made_up 1\npython -m XRM.cli results --out_dir out --tabel md\n```\n"
     assert commands(installed) == [("main.py", "--phase 1 --made_up 1"), ("XRM/read_results.py", "--out_dir out --tabel md")]
     assert unknown_flags(*found[0]) == {"--made_up_flag"}
     assert unknown_flags(*found[1]) == {"--tabel"}

@@ -107,7 +107,7 @@ def _check_phase_1_phase_2_and_results(installed: tuple[Path, dict]) -> None:
     assert [line for line in results.stdout.splitlines() if line.startswith("==")] == [
         "== MAT / Synthetic / group_labels_no  (phase 2, selected by va_wga)",
         "== XRM / Synthetic / group_labels_no  (phase 1, selected by flip_rate)"]
-    table = _call(installed, "python", "-m", "XRM", "results", "--out_dir", "out", "--table", "csv")
+    table = _call(installed, "python", "-m", "XRM.cli", "results", "--out_dir", "out", "--table", "csv")
     assert table.returncode == 0 and table.stdout.startswith("dataset,algorithm,selection"), table.stderr
     # the paper's memorisation study reads the same phase-1 folder (mat's command; PNG through matplotlib)
     study = _call(installed, "mat-memorization", "--datasets", "Synthetic", "--phase_1_dir", "out/XRM",
@@ -129,7 +129,7 @@ def _check_protocol_and_download(installed: tuple[Path, dict]) -> None:
 
 def _start_version_checks(installed: tuple[Path, dict]) -> list[tuple[list[str], subprocess.Popen]]:
     commands = [[name, "--version"] for name in CONSOLE_SCRIPTS]
-    commands += [["python", "-m", package, "--version"] for package in ("XRM", "mat")]
+    commands += [["python", "-m", package, "--version"] for package in ("XRM.cli", "mat")]
     return [(command, _start(installed, *command)) for command in commands]
 
 

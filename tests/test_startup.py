@@ -80,13 +80,13 @@ def test_read_results_never_imports_torch(tmp_path, script):
     (["reproduce.py", "--num_seeds", "many"], 2),  # usage error
     (["main.py", "--version"], 0),
     (["memorization_analysis.py", "--version"], 0),
-    # the installed commands (xrm-train, ...), as python -m XRM runs them
-    (["XRM", "--version"], 0),
-    (["XRM", "train", "--help"], 0),
-    (["XRM", "train", "--phase", "1", "--num_seeds", "0"], 2),
-    (["XRM", "results", "--help"], 0),
-    (["XRM", "reproduce", "--version"], 0),
-    (["XRM", "download", "--help"], 0),
+    # the installed commands (xrm-train, ...), as python -m XRM.cli runs them
+    (["XRM.cli", "--version"], 0),
+    (["XRM.cli", "train", "--help"], 0),
+    (["XRM.cli", "train", "--phase", "1", "--num_seeds", "0"], 2),
+    (["XRM.cli", "results", "--help"], 0),
+    (["XRM.cli", "reproduce", "--version"], 0),
+    (["XRM.cli", "download", "--help"], 0),
 ])
 def test_help_and_usage_errors_never_import_torch(script, command, exit_code):
     result = script("-c", RUN_SCRIPT, *command)

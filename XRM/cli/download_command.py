@@ -1,5 +1,5 @@
 """Download, verify and prepare the datasets: `python download.py --download --data_path ./data waterbirds`.
-The command line of download.py, of the console script xrm-download and of ``python -m XRM download``."""
+The command line of download.py, of the console script xrm-download and of ``python -m XRM.cli download``."""
 import argparse
 import sys
 from pathlib import Path

@@ -3,7 +3,7 @@ training commands once their arguments are checked, so that their names can be t
 
 An installed package declares itself in the entry-point group ``xrm.plugins`` (in its
 pyproject.toml: ``[project.entry-points."xrm.plugins"] name = "module"``): the console scripts
-(``xrm-train``, ``xrm-reproduce``) and ``python -m XRM`` import every one. The scripts of a
+(``xrm-train``, ``xrm-reproduce``) and ``python -m XRM.cli`` import every one. The scripts of a
 checkout, which may not be installed, name the modules they import themselves. Launched jobs
 import the modules that registered their run's algorithm and dataset (RunSpec.registering_modules).
 """

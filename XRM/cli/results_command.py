@@ -1,6 +1,6 @@
 """Print result tables from a results folder: one row per hyper-parameter combination, then the best;
 or the paper's Table 1 (--table csv|md|tex) and the protocol's plots (--plots DIR).
-The command line of XRM/read_results.py, of the console script xrm-results and of ``python -m XRM results``:
+The command line of XRM/read_results.py, of the console script xrm-results and of ``python -m XRM.cli results``:
 
     python XRM/read_results.py --dir out --datasets Synthetic --algorithms MAT ERM --group_labels no
     python XRM/read_results.py --dir out --table tex > table1.tex

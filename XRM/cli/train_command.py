@@ -1,5 +1,5 @@
 """Phase 1 (XRM group inference) and phase 2 (MAT and baselines): arguments -> runs -> launcher.
-The command line of main.py, of the console script xrm-train and of ``python -m XRM train``:
+The command line of main.py, of the console script xrm-train and of ``python -m XRM.cli train``:
 
     python main.py --phase 1 --datasets Synthetic --num_hparams_combs 4 --out_dir out
     python main.py --phase 2 --datasets Synthetic --algorithms MAT ERM --group_labels no \

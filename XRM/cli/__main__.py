@@ -1,4 +1,4 @@
-"""``python -m XRM <command> [options]``: the toolkit's commands, as the console scripts run them
+"""``python -m XRM.cli <command> [options]``: the toolkit's commands, as the console scripts run them
 (train: xrm-train, results: xrm-results, reproduce: xrm-reproduce, download: xrm-download)."""
 from XRM.cli.entry_point import run_subcommand
 
@@ -10,4 +10,4 @@ COMMANDS = {
 }
 
 if __name__ == "__main__":
-    run_subcommand("XRM", COMMANDS)
+    run_subcommand("XRM.cli", COMMANDS)
