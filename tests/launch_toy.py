@@ -112,7 +112,7 @@ def offline_slurm(folder: Path) -> Path:
     """A folder of stand-ins for a cluster's commands where no controller answers: each prints
     sbatch's lines on stderr and fails. Its path, to put first on PATH."""
     folder.mkdir()
-    for command in ("sbatch", "sinfo", "squeue", "sacct"):
+    for command in ("sbatch", "srun", "sinfo", "squeue", "sacct"):
         lines = "".join(f"echo '{line}' >&2\n" for line in SBATCH_OFFLINE)
         (folder / command).write_text(f"#!/bin/sh\n{lines}exit 1\n")
         (folder / command).chmod(0o755)

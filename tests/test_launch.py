@@ -316,3 +316,10 @@ def test_status_shows_why_a_pending_slurm_job_waits(tmp_path, monkeypatch):
         "done     toy/seed2",
         "1 done, 0 running, 2 pending, 0 failed, 0 not launched (3 runs; unfinished ones in 2 stacks)",
     ]
+
+
+def test_sbatch_without_srun_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch_module.shutil, "which", lambda name: None if name == "srun" else f"/usr/bin/{name}")
+    with pytest.raises(launch_module.UserError, match="^srun not found: launch SLURM sweeps from a cluster's login node"):
+        launch(singles(make_runs(tmp_path / "out", 1)), toy_stack, "slurm", LaunchOptions(slurm_dir=str(tmp_path / "s")))
+    assert not (tmp_path / "s").exists()

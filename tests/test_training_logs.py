@@ -17,7 +17,7 @@ def phase_1(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("logs") / "out"
     result = run_script("main.py", "--phase", "1", "--datasets", "Synthetic", "--num_hparams_combs", "2",
-                        "--out_dir", str(out), "--hparams", '{"num_steps": 61, "eval_every": 20}')
+                        "--out_dir", str(out), "--hparams", '{"num_steps": 61, "eval_every": 20}', "--device", "cpu")
     assert result.returncode == 0, result.stderr
     return out, result.stdout
 

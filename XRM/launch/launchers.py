@@ -261,9 +261,10 @@ def _sharing_cores(stack: Stack, processes: int) -> Stack:
 def _slurm_executor(options: LaunchOptions, run_fn: RunFn):
     import submitit
 
-    if shutil.which("sbatch") is None:
-        raise UserError("sbatch not found: launch SLURM sweeps from a cluster's login node, "
-                        "or use the local or local_gpus launcher")
+    for command in ("sbatch", "srun"):  # submitit submits with the one, and its jobs run through the other
+        if shutil.which(command) is None:
+            raise UserError(f"{command} not found: launch SLURM sweeps from a cluster's login node, "
+                            "or use the local or local_gpus launcher")
     executor = submitit.AutoExecutor(folder=Path(options.slurm_dir).resolve() / "%j", cluster="slurm")
     optional = {
         "slurm_partition": options.slurm_partition,
