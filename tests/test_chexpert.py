@@ -79,6 +79,12 @@ def _rewrite(path, old: str, new: str) -> None:
     (lambda folder: (folder / "CHEXPERT DEMO.xlsx").write_bytes(b"PATIENT,PRIMARY_RACE\n"),
      "{folder}/CHEXPERT DEMO.xlsx is not a readable .xlsx workbook (BadZipFile: File is not a zip file): save it "
      "again as an Excel workbook, or download it again"),
+    (lambda folder: sx.write_xlsx(folder / "CHEXPERT DEMO.xlsx", [["PATIENT", "RACE"], ["patient00001", "White"]]),
+     "{folder}/CHEXPERT DEMO.xlsx lacks the column(s) PRIMARY_RACE in its first row: put Stanford's CHEXPERT DEMO.xlsx "
+     "there"),
+    (lambda folder: (folder / "train.csv").write_bytes(b"\xff\xd8\xff\xe0 a JPEG, not a CSV"),
+     "{folder}/train.csv is not a readable CSV ('utf-8' codec can't decode byte 0xff in position 0: invalid start "
+     "byte): put CheXpert-v1.0-small's own train.csv there"),
     (lambda folder: _rewrite(folder / "valid.csv", "No Finding", "Nothing"),
      "{folder}/valid.csv lacks the column(s) No Finding: put CheXpert-v1.0-small's own valid.csv there"),
     (lambda folder: _rewrite(folder / "train.csv", "Female,60,Frontal,AP,,", "Female,60,Frontal,AP,-1.0,"),
@@ -95,7 +101,7 @@ def test_bad_placed_files_are_one_line_and_nothing_is_prepared(tmp_path, capsys,
     assert code == 2
     assert fx.error_lines(stderr) == [f"error: chexpert: {problem.format(folder=folder, data=tmp_path)}"]
     assert not (folder / CHEXPERT_METADATA).exists() and not (folder / ".prepared").exists()
-    assert (folder / "train.csv").is_file()  # the user's files stay
+    assert (folder / "train.csv").is_file() and (folder / "CHEXPERT DEMO.xlsx").is_file()  # the user's files stay
 
 
 def test_stratified_split_draws_as_scikit_learn_does():
