@@ -104,7 +104,8 @@ def write_xlsx(path: Path, rows: list[list[str | int]]) -> None:
             f'<Relationships xmlns="{package}">'
             f'<Relationship Id="rId1" Type="{relations}/worksheet" Target="worksheets/sheet1.xml"/>'
             f'<Relationship Id="rId2" Type="{relations}/sharedStrings" Target="sharedStrings.xml"/></Relationships>'),
-        "xl/worksheets/sheet1.xml": f'<worksheet xmlns="{main}"><sheetData>{"".join(sheet_rows)}</sheetData></worksheet>',
+        "xl/worksheets/sheet1.xml": (f'<worksheet xmlns="{main}"><sheetData>{"".join(sheet_rows)}</sheetData>'
+                                     "</worksheet>"),
         "xl/sharedStrings.xml": (f'<sst xmlns="{main}" count="{len(shared)}" uniqueCount="{len(shared)}">'
                                  + "".join(f"<si><t>{escape(text)}</t></si>" for text in shared) + "</sst>"),
     }

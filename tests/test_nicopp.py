@@ -41,8 +41,8 @@ def prepared(mirror, tmp_path_factory):
 
 def test_download_builds_subpopbenchs_split(prepared):
     folder = prepared / "nicopp"
-    assert sorted(path.name for path in folder.iterdir()) == [
-        ".prepared", ".track_1.zip.extracted", "dg_label_id_mapping.json", "metadata.csv", "public_dg_0416"]  # no archive
+    assert sorted(path.name for path in folder.iterdir()) == [  # the downloaded archive is deleted once unpacked
+        ".prepared", ".track_1.zip.extracted", "dg_label_id_mapping.json", "metadata.csv", "public_dg_0416"]
     table = read_metadata_csv(folder / "metadata.csv")
     assert len(table) == 165 and group_counts(table) == GROUPS
     assert [table.filenames[row] for row in table.rows_of_split(0)] == SUBPOPBENCH_TRAIN_ROWS
@@ -88,8 +88,8 @@ def test_missing_files_without_download_name_both(tmp_path):
 
 def test_features_then_a_linear_head_trains_on_them(prepared, tmp_path):
     fx.copy_tree(prepared, tmp_path / "data")  # features.pt goes into a copy: the other tests see none
-    path = write_features(tmp_path / "data", "nicopp", weights=None, architecture="resnet18", device=torch.device("cpu"),
-                          batch_size=64, num_workers=0)
+    path = write_features(tmp_path / "data", "nicopp", weights=None, architecture="resnet18",
+                          device=torch.device("cpu"), batch_size=64, num_workers=0)
     features = torch.load(path)
     assert {split: tuple(part["x"].shape) for split, part in features.items()} == {
         "tr": (8, 512), "va": (51, 512), "te": (106, 512)}
@@ -97,8 +97,8 @@ def test_features_then_a_linear_head_trains_on_them(prepared, tmp_path):
     assert features["te"]["m"].view(-1).bincount().tolist() == [53, 52, 0, 0, 0, 1]
     out = tmp_path / "out"
     assert bx.run_main(bx.main_args("--phase", "2", "--datasets", "nicopp", "--algorithms", "ERM", "--group_labels",
-                                    "yes", "--inputs", "features", "--data_path", str(tmp_path / "data"), "--out_dir", str(out), "--hparams",
-                                    '{"num_steps": 3, "eval_every": 2, "batch_size": 4}')) == 0
+                                    "yes", "--inputs", "features", "--data_path", str(tmp_path / "data"), "--out_dir",
+                                    str(out), "--hparams", '{"num_steps": 3, "eval_every": 2, "batch_size": 4}')) == 0
     header, rows = bx.records(out / "ERM" / "NICOpp" / "group_labels_yes" / "results_hpcomb_0_seed0.json")
     assert header["inputs_used"] == "features" and [row["step"] for row in rows] == [0, 2]
     # groups are y * 6 + a: the five (class, context) pairs of the test split, with their sizes
