@@ -178,7 +178,8 @@ def test_unknown_dataset_lists_the_valid_ones(tmp_path, capsys):
     code, stderr = fx.run_main(["--data_path", str(tmp_path), "waterbirds", "imagenet"], capsys)
     assert code == 2
     assert fx.error_lines(stderr) == [
-        "error: unknown dataset 'imagenet'; choose from: celeba, civilcomments, cmnist, imagenetbg, metashift, multinli, waterbirds"]
+        "error: unknown dataset 'imagenet'; choose from: celeba, chexpert, civilcomments, cmnist, imagenetbg, metashift, "
+        "multinli, nicopp, waterbirds"]
     assert list(tmp_path.iterdir()) == []
 
 

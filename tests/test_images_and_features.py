@@ -48,7 +48,7 @@ def test_dataloader_with_workers(metashift_folder):
 def test_unknown_split_and_dataset(metashift_folder):
     with pytest.raises(UserError, match="valid: tr, va, te"):
         load_image_split(metashift_folder, "metashift", "train")
-    with pytest.raises(UserError, match="choose from: celeba, imagenetbg, metashift, waterbirds"):
+    with pytest.raises(UserError, match="choose from: celeba, chexpert, imagenetbg, metashift, nicopp, waterbirds"):
         load_image_split(metashift_folder, "cub", "tr")
 
 
@@ -132,7 +132,7 @@ def test_image_recipes_use_the_folder_training_reads():
     from XRM.data.prepare import RECIPES
 
     image_recipes = {name: RECIPES.lookup(name) for name in RECIPES if RECIPES.lookup(name).image_dataset}
-    assert sorted(image_recipes) == ["celeba", "imagenetbg", "metashift", "waterbirds"]
+    assert sorted(image_recipes) == ["celeba", "chexpert", "imagenetbg", "metashift", "nicopp", "waterbirds"]
     assert {name: recipe.folder for name, recipe in image_recipes.items()} == {
         name: IMAGE_LAYOUTS.lookup(name).folder for name in image_recipes}
     assert image_recipes["imagenetbg"].folder == "backgrounds_challenge"

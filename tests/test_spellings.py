@@ -35,8 +35,9 @@ def test_a_registry_of_any_case_takes_every_case_and_the_aliases_and_refuses_nam
 
 
 def test_dataset_names_in_any_case_and_download_py_names_are_the_registered_datasets():
-    assert [dataset_key(name) for name in ("synthetic", "WATERBIRDS", "celeba", "cmnist", "ImageNetBG")] == [
-        "Synthetic", "Waterbirds", "CelebA", "ColorMNIST", "ImagenetBG"]
+    assert [dataset_key(name) for name in ("synthetic", "WATERBIRDS", "celeba", "cmnist", "ImageNetBG", "nico++",
+                                           "NICOPP", "chexpert")] == [
+        "Synthetic", "Waterbirds", "CelebA", "ColorMNIST", "ImagenetBG", "NICOpp", "NICOpp", "CheXpert"]
     assert dataset_label("multinli") == "MultiNLI" and isinstance(get_dataset("SYNTHETIC"), SyntheticSpurious)
 
 
@@ -47,8 +48,9 @@ def test_a_custom_file_named_like_a_builtin_dataset_in_another_case_is_refused(t
 
 
 def test_download_py_takes_main_py_names(tmp_path, capsys):
-    assert [get_recipe(name).name for name in ("Waterbirds", "CelebA", "MultiNLI", "ColorMNIST", "ImagenetBG")] == [
-        "waterbirds", "celeba", "multinli", "cmnist", "imagenetbg"]
+    assert [get_recipe(name).name for name in ("Waterbirds", "CelebA", "MultiNLI", "ColorMNIST", "ImagenetBG", "NICOpp",
+                                               "NICO++", "CheXpert")] == [
+        "waterbirds", "celeba", "multinli", "cmnist", "imagenetbg", "nicopp", "nicopp", "chexpert"]
     code, stderr = dfx.run_main(["--data_path", str(tmp_path), "Waterbirds", "ColorMNIST"], capsys)
     assert code == 2  # offline, nothing placed: each dataset's missing files, under download.py's names
     errors = dfx.error_lines(stderr)

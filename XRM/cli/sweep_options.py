@@ -11,8 +11,9 @@ from XRM.common.run_options import add_option_arguments
 from XRM.common.seeds import check_seed
 from XRM.launch.launchers import LaunchOptions, LaunchReport, launch, visible_gpu_count
 
-DATASETS_HELP = ("Waterbirds, CelebA, MultiNLI, CivilComments, ColorMNIST, MetaShift, ImagenetBG, Synthetic (in any "
-                 "case, or download.py's names such as cmnist; an unknown name lists them all), or the path of a "
+DATASETS_HELP = ("Waterbirds, CelebA, MultiNLI, CivilComments, ColorMNIST, MetaShift, ImagenetBG, NICOpp, CheXpert, "
+                 "Synthetic (in any case, or download.py's names such as cmnist; an unknown name lists them all), or "
+                 "the path of a "
                  "custom dataset (a features .pt, or a .csv with id,filename,split,y,a or id,text,split,y,a)")
 
 

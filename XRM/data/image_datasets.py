@@ -1,4 +1,4 @@
-"""The image datasets (Waterbirds, CelebA, MetaShift, ImagenetBG): on features or on images.
+"""The image datasets (Waterbirds, CelebA, MetaShift, ImagenetBG, NICOpp, CheXpert): on features or on images.
 
 As the reference does, phase 1 trains a linear head on the precomputed ResNet-50 features
 (``<folder>/features.pt``) and phase 2 fine-tunes ResNet-50 on the images, except on
@@ -13,11 +13,14 @@ from torch.utils.data import Dataset
 
 from XRM.common.errors import UserError
 from XRM.data.base import INPUT_CHOICES, SPLITS, GroupDataset, InputOptions, SplitTensors
+from XRM.data.chexpert import where_to_get_chexpert
 from XRM.data.feature_file import FEATURES_FILE, load_features_file
+from XRM.data.files import download_hint
 from XRM.data.image_decoding import loader_parts
 from XRM.data.image_layouts import get_image_layout
 from XRM.data.images import ImageSplit, ImageSplitDataset, load_image_split
 from XRM.data.loader_parts import LoaderParts
+from XRM.data.nicopp import NICOPP_CONTEXTS
 from XRM.data.registry import register_dataset
 
 
@@ -76,6 +79,10 @@ class ImageDataset(GroupDataset):
     def _folder(self, data_path: str) -> Path:
         return Path(data_path) / get_image_layout(self.layout_name).folder
 
+    def how_to_get_it(self, data_path: str) -> str:
+        """What to do when neither its features nor its metadata are under ``data_path``."""
+        return download_hint(data_path, self.download_name, features=True)
+
     def resolve(self, data_path: str, phase: int, options: InputOptions) -> GroupDataset:
         """Features or images (see the module docstring); UserError when neither is there."""
         if options.inputs not in INPUT_CHOICES:
@@ -84,8 +91,7 @@ class ImageDataset(GroupDataset):
         features, metadata = folder / FEATURES_FILE, folder / get_image_layout(self.layout_name).metadata
         has_features, has_images = features.is_file(), metadata.is_file()
         if not has_features and not has_images:
-            raise UserError(f"{self.name}: neither {features} nor {metadata} exists; run: python download.py "
-                            f"--features --download --data_path {data_path} {self.download_name}")
+            raise UserError(f"{self.name}: neither {features} nor {metadata} exists; {self.how_to_get_it(data_path)}")
         chosen = options.inputs
         if chosen == "auto":
             wants_features = phase == 1 or self.phase_2_on_features
@@ -134,3 +140,29 @@ class ImagenetBG(ImageDataset):
     layout_name = download_name = "imagenetbg"
     num_classes = 9
     num_steps, eval_every = 10001, 100
+
+
+@register_dataset("NICOpp", aliases=("NICO++",))
+class NICOpp(ImageDataset):
+    """NICO++ (SubpopBench's attribute-generalisation split): 60 classes, a one of 6 contexts."""
+
+    layout_name = download_name = "nicopp"
+    num_classes = 60
+    attribute_names = NICOPP_CONTEXTS
+    num_steps, eval_every = 30001, 1000  # SubpopBench's N_STEPS and CHECKPOINT_FREQ
+
+
+@register_dataset("CheXpert")
+class CheXpert(ImageDataset):
+    """CheXpert No Finding (placed by hand): a = sex x race, 6 values."""
+
+    layout_name = download_name = "chexpert"
+    label_names = ("finding", "no finding")
+    attribute_names = ("male white", "female white", "male black", "female black", "male other", "female other")
+    num_steps, eval_every = 20001, 1000  # SubpopBench's N_STEPS and CHECKPOINT_FREQ
+
+    def how_to_get_it(self, data_path: str) -> str:
+        """Where to get the files (a user places them), then the download.py command that prepares them."""
+        folder = self._folder(data_path)
+        return (f"{where_to_get_chexpert(folder)}, then run: python download.py --features --data_path {data_path} "
+                f"{self.download_name}")

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from XRM.common.registry import Registry
+from XRM.data.chexpert import CHEXPERT_METADATA
 from XRM.data.metadata import CELEBA_IMAGES, IMAGENETBG_SPLIT_IDS, WATERBIRDS_IMAGES
 from XRM.data.metadata_table import SPLIT_IDS_BY_NAME
+from XRM.data.nicopp import NICOPP_METADATA
 from XRM.networks.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
@@ -37,7 +39,8 @@ def celeba_geometry() -> list:
 
 
 def resize_crop_geometry() -> list:
-    """The reference's MetaShift / ImagenetBG geometry: shorter side 256, centre crop 224."""
+    """The reference's MetaShift / ImagenetBG geometry (SubpopBench's for NICO++ and CheXpert): shorter
+    side 256, centre crop 224."""
     from torchvision import transforms
 
     return [transforms.Resize(256), transforms.CenterCrop(224)]
@@ -79,3 +82,5 @@ register_image_layout("celeba", ImageLayout("celeba", "metadata_celeba.csv", CEL
 register_image_layout("metashift", ImageLayout("metashift", "metadata_metashift.csv", "", resize_crop_geometry))
 register_image_layout("imagenetbg", ImageLayout("backgrounds_challenge", "metadata.csv", "", resize_crop_geometry,
                                                 IMAGENETBG_SPLIT_IDS))
+register_image_layout("nicopp", ImageLayout("nicopp", NICOPP_METADATA, "", resize_crop_geometry))
+register_image_layout("chexpert", ImageLayout("chexpert", CHEXPERT_METADATA, "", resize_crop_geometry))

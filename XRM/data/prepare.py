@@ -15,11 +15,13 @@ from pathlib import Path
 from XRM.common.errors import UserError
 from XRM.common.registry import Registry
 from XRM.data import metadata, sources
+from XRM.data.chexpert import write_chexpert_metadata
 from XRM.data.extract import ArchiveError, is_extracted, safe_extract
 from XRM.data.fetch import (ACCEPT_UNOFFICIAL_FLAG, checksum_problem, fetch, manual_copy_hint, source_location,
                             unofficial_warning)
 from XRM.data.image_layouts import get_image_layout
 from XRM.data.metadata_table import SPLIT_NAMES, MetadataTable, format_group_counts, group_counts, size_warnings
+from XRM.data.nicopp import write_nicopp_metadata
 from XRM.data.sources import RemoteFile
 
 PREPARED_MARKER = ".prepared"
@@ -66,10 +68,10 @@ def get_recipe(name: str) -> DatasetRecipe:
 
 def image_recipe(name: str, files: tuple[RemoteFile, ...], build_metadata: Callable[[Path], MetadataTable],
                  split_names: dict[int, str] | None = None,
-                 official_sizes: dict[int, int] | None = None) -> DatasetRecipe:
+                 official_sizes: dict[int, int] | None = None, aliases: tuple[str, ...] = ()) -> DatasetRecipe:
     """The recipe of image dataset ``name`` (registered in image_layouts.py), in the folder training reads."""
     return DatasetRecipe(name, get_image_layout(name).folder, files, build_metadata, name, split_names,
-                         official_sizes)
+                         official_sizes, aliases)
 
 
 # Split sizes as the datasets' papers (and README.md) give them.
@@ -85,6 +87,10 @@ register_recipe(DatasetRecipe("multinli", "multinli", sources.MULTINLI_FILES, me
 register_recipe(image_recipe("metashift", sources.METASHIFT_FILES, metadata.write_metashift_metadata))
 register_recipe(image_recipe("imagenetbg", sources.IMAGENETBG_FILES, metadata.write_imagenetbg_metadata,
                              metadata.IMAGENETBG_SPLIT_NAMES))
+# NICO++ under SubpopBench's download name too; CheXpert has no files to fetch: its builder checks those placed
+# by hand, and says where to get them.
+register_recipe(image_recipe("nicopp", sources.NICOPP_FILES, write_nicopp_metadata, aliases=("nico++",)))
+register_recipe(image_recipe("chexpert", (), write_chexpert_metadata))
 register_recipe(DatasetRecipe("cmnist", "mnist", sources.MNIST_FILES, metadata.check_mnist, aliases=("ColorMNIST",)))
 
 

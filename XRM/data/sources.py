@@ -139,6 +139,22 @@ IMAGENETBG_FILES = (
     ),
 )
 
+# NICO++'s domain-generalisation track, from the Dropbox folder SubpopBench downloads (no checksums published).
+NICOPP_DROPBOX = "https://www.dropbox.com/sh/u2bq2xo8sbax4pr"
+NICOPP_FILES = (
+    RemoteFile(
+        name="track_1.zip",
+        url=f"{NICOPP_DROPBOX}/AACvgYpfQHfS7u_M3yJwkK-ra/track_1/track_1.zip?dl=1",
+        extract_to="",
+        provides=("public_dg_0416/train",),
+    ),
+    RemoteFile(
+        name="dg_label_id_mapping.json",
+        url=f"{NICOPP_DROPBOX}/AADMZPkoNJVI4IP1qbLuKtlFa/track_1/dg_label_id_mapping.json?dl=1",
+        provides=("dg_label_id_mapping.json",),
+    ),
+)
+
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist"
 _MNIST_MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
