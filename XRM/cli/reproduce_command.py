@@ -64,6 +64,7 @@ def main(args: argparse.Namespace, plugins: Sequence[str] = ()) -> int:
     from XRM.runs.inputs import check_runs
 
     protocol = protocol_from_args(args)
+    protocol.check_group_inference()  # a phase-2 --group_inference, a folder of the other inference: one line
     protocol.sources()  # unknown algorithms and group-label kinds an algorithm refuses: one line, before stage 1
     phase_1 = protocol.phase_1_runs()  # unknown datasets
     if launcher == "dry_run":

@@ -87,11 +87,11 @@ class Protocol:
 
     def sources(self) -> dict[tuple[str, str], str]:
         """(algorithm, setting) -> the group-label kind of its folder; a UserError for an unknown or
-        phase-1 algorithm, or one that accepts none of the kinds a setting needs."""
+        phase-1 algorithm, one that accepts none of the kinds a setting needs, or one that needs
+        held-out logits where the group inference writes none (MAT with EIIL)."""
         from XRM.algorithms import get_algorithm_class
         from XRM.common.errors import UserError
 
-        self.check_group_inference()
         inference = get_algorithm_class(self.group_inference)
         chosen = {}
         for algorithm in self.trained_algorithms():
