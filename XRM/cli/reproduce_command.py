@@ -1,5 +1,6 @@
-"""The paper's Table 1 protocol in one command: phase 1 (XRM, or EIIL with --group_inference EIIL), each algorithm's phase-2 sweep, the
-selected combinations for every seed in both model-selection settings, then the tables and plots.
+"""The paper's Table 1 protocol in one command: phase 1 (XRM, or EIIL with --group_inference EIIL),
+each algorithm's phase-2 sweep, the selected combinations for every seed in both model-selection
+settings, then the tables and plots.
 The command line of reproduce.py, of the console script xrm-reproduce and of ``python -m XRM.cli reproduce``:
 
     python reproduce.py --datasets Waterbirds CelebA --algorithms MAT GroupDRO ERM --data_path ./data \\

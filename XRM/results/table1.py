@@ -14,8 +14,8 @@ from XRM.results import records
 from XRM.results.collect import Summary, collect_runs, folder_names, summarize
 from XRM.results.published_numbers import Published, published
 from XRM.results.selection import criterion_for
-from XRM.results.table1_settings import (DEFAULT_GROUP_INFERENCE, SELECTION_SETTINGS, SETTING_TITLES, group_inference_of, serving_folder,
-                                        setting_rules)
+from XRM.results.table1_settings import (DEFAULT_GROUP_INFERENCE, SELECTION_SETTINGS, SETTING_TITLES,
+                                        group_inference_of, serving_folder, setting_rules)
 
 if TYPE_CHECKING:
     import pandas as pd
