@@ -17,7 +17,7 @@ HPARAMS = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "eta": 0.1, "lamb
            "penalty_anneal_iters": 2, "tau": 0.1, "num_steps": 10, "jtt_T_fraction": 0.2, "jtt_lambda_up": 5.0,
            "ula_T_fraction": 0.2, "ula_eta": 1.0, "ula_teacher_temperature": 1.0, "lff_q": 0.7, "lff_ema": 0.7,
            "dfr_c": 0.3, "afr_gamma": 4.0, "afr_lambda": 0.1, "bam_T_fraction": 0.2,
-           "bam_lambda": 50.0, "bam_mu": 20.0, "eiil_steps": 10, "eiil_lr": 1e-3}
+           "bam_lambda": 50.0, "bam_mu": 20.0, "bam_stage_2": "One-M", "eiil_steps": 10, "eiil_lr": 1e-3}
 
 
 def _data(n: int = 16) -> tuple[RunData, torch.Tensor]:

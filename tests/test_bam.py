@@ -19,6 +19,7 @@ from XRM.results.collect import collect_runs
 from XRM.results.selection import best_hparams_comb, selected_record
 from XRM.results.records import read_results
 from XRM.runs.hparams import check_hparams, random_hparams
+from XRM.runs.train import StackTrainer
 
 LOG = math.log
 F64 = torch.float64
@@ -45,21 +46,29 @@ def test_the_auxiliary_step_is_the_gradient_of_the_amplified_loss():
     assert stepped[0].tolist() == [[0.0, 0.0], [-2.0, -3.0], [0.0, 0.0]]
 
 
-def test_bam_amplifies_in_stage_1_and_up_weights_the_errors_of_f_alone_in_stage_2():
-    """Two examples and a padded position (row n = 2); lambda 2, lr 0.5, mu 5, T = 2 of 8 steps."""
+def _two_examples(stage_2: str):
+    """BAM, its state and the logits of two examples and a padded position (row n = 2), T = 2 of 8 steps."""
     bam = get_algorithm_class("BAM")(2)
     run = RunData(torch.tensor([0, 1]), torch.tensor([0, 1]), 2, 2, 1, seed=0,
-                  hparams={"num_steps": 8, "bam_T_fraction": 0.25})
+                  hparams={"num_steps": 8, "bam_T_fraction": 0.25, "bam_stage_2": stage_2})
     state = {key: value[None] for key, value in bam.initial_state(run).items()}
     assert state["switch_step"].tolist() == [2] and state["auxiliary"][0].tolist() == [[0.0, 0.0]] * 3
     biased = [[LOG(3), 0.0], [LOG(3), 0.0], [5.0, -5.0]]  # f predicts class 0 on both: example 1 is its error
     final = [[0.0, LOG(3)], [0.0, 0.0], [9.0, 0.0]]
     logits = torch.stack([torch.tensor(biased, dtype=F64), torch.tensor(final, dtype=F64)], dim=-1)[None]
-    hparams = _hparams(2.0, 5.0, 0.5)
+    return bam, state, logits
 
-    def batch(step):
-        y = torch.tensor([[0, 1, 0]])
-        return Batch(torch.tensor([[0, 1, 2]]), y, y, torch.tensor([[1.0, 1.0, 0.0]], dtype=F64), None, step)
+
+def batch(step):
+    """The two examples (labels 0 and 1) and the padding, at ``step``."""
+    y = torch.tensor([[0, 1, 0]])
+    return Batch(torch.tensor([[0, 1, 2]]), y, y, torch.tensor([[1.0, 1.0, 0.0]], dtype=F64), None, step)
+
+
+def test_bam_amplifies_in_stage_1_and_up_weights_the_errors_of_f_alone_in_stage_2():
+    """Two-M: two examples and a padded position (row n = 2); lambda 2, lr 0.5, mu 5, T = 2 of 8 steps."""
+    bam, state, logits = _two_examples("Two-M")
+    hparams = _hparams(2.0, 5.0, 0.5)
 
     loss, state = bam.loss(logits, batch(0), state, hparams)
     assert loss.item() == pytest.approx((LOG(4 / 3) + LOG(4)) / 2)
@@ -76,9 +85,56 @@ def test_bam_amplifies_in_stage_1_and_up_weights_the_errors_of_f_alone_in_stage_
     assert bam.network_updates(torch.tensor(2), state, hparams).tolist() == [[False, True]]
 
 
+def test_one_m_trains_both_copies_in_stage_1_and_the_copy_alone_in_stage_2():
+    """One-M: before T the loss adds network 1's amplified cross-entropy (with the same b) to network 0's,
+    and both networks train; b moves by network 0's gradient alone; from T on, as Two-M."""
+    bam, state, logits = _two_examples("One-M")
+    hparams = _hparams(2.0, 5.0, 0.5)
+    assert state["one_m"].tolist() == [True] and bam.shares_initialisation({"bam_stage_2": "One-M"})
+    assert not bam.shares_initialisation({"bam_stage_2": "Two-M"})
+    loss, state = bam.loss(logits, batch(0), state, hparams)
+    # network 0: (log 4/3 + log 4) / 2 as in Two-M; network 1 (b = 0): [0, log 3] on label 0, [0, 0] on label 1
+    assert loss.item() == pytest.approx((LOG(4 / 3) + LOG(4)) / 2 + (LOG(4) + LOG(2)) / 2)
+    assert state["auxiliary"][0].tolist() == [[0.125, -0.125], [-0.375, 0.375], [0.0, 0.0]]
+    assert bam.network_updates(torch.tensor(1), state, hparams).tolist() == [[True, True]]
+    assert bam.network_updates(torch.tensor(2), state, hparams).tolist() == [[False, True]]
+    loss, state = bam.loss(logits, batch(2), state, hparams)
+    assert loss.item() == pytest.approx((LOG(4) + 5 * LOG(2)) / 6)
+
+
+@pytest.mark.parametrize("stage_2", ["One-M", "Two-M"])
+def test_at_the_switch_one_m_continues_the_stage_1_model_and_two_m_starts_afresh(tmp_path, monkeypatch, stage_2):
+    """The checkpoint of step 9's evaluation holds the weights after steps 0 .. 9, the whole of stage 1
+    (T = 10 of 41 steps): One-M's network 1 is network 0, weight for weight, after ten updates each;
+    Two-M's network 1 has not moved from its own initialisation (a different draw)."""
+    features = _features(tmp_path, noise_dim=8)
+    evaluate = StackTrainer._evaluate
+
+    def stop_after_the_switch(trainer, step):
+        if step == 18:
+            raise RuntimeError("stopped")
+        evaluate(trainer, step)
+
+    monkeypatch.setattr(StackTrainer, "_evaluate", stop_after_the_switch)
+    with pytest.raises(RuntimeError, match="stopped"):
+        _sweep(features, tmp_path / "out", ["BAM"], {"num_steps": 41, "eval_every": 9, "bam_T_fraction": 0.25,
+                                                     "bam_stage_2": stage_2}, dtype="float64", checkpoint_seconds=0.0)
+    [path] = (tmp_path / "out").rglob("ckpt_*.pt")
+    checkpoint = torch.load(path)
+    assert checkpoint["step"] == 9
+    assert checkpoint["optimizer"]["network_steps"].tolist() == [10.0, 10.0 if stage_2 == "One-M" else 0.0]
+    model = checkpoint["model"]
+    same = all(torch.equal(model[f"twins.0.{name}"], model[f"twins.1.{name}"]) for name in ("weight", "bias"))
+    assert same == (stage_2 == "One-M")
+    assert not torch.equal(model["twins.0.weight"], torch.zeros_like(model["twins.0.weight"]))
+
+
 def test_draws_stay_in_range_and_a_bad_value_is_one_line():
     for comb in range(30):
         check_hparams(random_hparams("features", "BAM", comb))
+    assert random_hparams("features", "BAM", 3)["bam_stage_2"] == "One-M"  # the paper's default
+    with pytest.raises(UserError, match=r"^hyper-parameter bam_stage_2 = 'One': it must be one of One-M, Two-M$"):
+        check_hparams({"bam_stage_2": "One"})
     with pytest.raises(UserError, match=r"^hyper-parameter bam_lambda = 0: it must be a finite number > 0$"):
         check_hparams({"bam_lambda": 0})
     strictly = r"^hyper-parameter bam_T_fraction = 1.0: it must be a number strictly between 0 and 1$"
@@ -98,8 +154,8 @@ def test_stacked_runs_equal_the_runs_alone_in_float64(tmp_path):
 
 def test_bam_beats_erm_on_spurious_data(tmp_path):
     """ERM memorises the minority through 398 noise dimensions. Measured te_wga at the step va_wga
-    selects (float32, this machine): ERM 6.5%, BAM 92.7% (JTT with T and the up-weight alike: 92.7%;
-    at the step ClassDiff selects: ERM 0.0%, BAM 83.6%)."""
+    selects (float32, a CPU): ERM 6.5%, BAM (One-M, the default) 94.5%, BAM Two-M 92.7% (JTT with T and
+    the up-weight alike: 92.7%; at the step ClassDiff selects: ERM 0.0%, One-M 34.5%, Two-M 83.6%)."""
     features = _features(tmp_path, noise_dim=398)
     shared = {"num_steps": 601, "eval_every": 50, "lr": 1e-3, "batch_size": 32, "weight_decay": 1e-4}
     chosen = {}

@@ -12,7 +12,7 @@ import mat  # noqa: F401  (registers MAT, as a user's import does)
 from XRM.algorithms import get_algorithm_class
 from XRM.common.errors import UserError
 from XRM.results.table1 import find_folders, table_cells, to_csv, to_latex, to_markdown
-from XRM.results.table1_settings import serving_folder, source_kind
+from XRM.results.table1_settings import group_inference_of, serving_folder, source_kind
 
 
 def _declaring(information: str, accepted=("yes", "no", "inferred"), held_out=False) -> type:
@@ -95,6 +95,48 @@ def test_published_numbers_stand_beside_comparable_cells(reference_folder):
     assert "| GroupDRO | 90.0 ± 0.0 | 85.0 ± 0.0 (88.1) | 90.0 ± 0.0 | 85.0 ± 0.0 |" in markdown
     assert "| GroupDRO | 90.0 ± 0.0 | 85.0 ± 0.0 | 90.0 ± 0.0 | 85.0 ± 0.0 |" in markdown
     assert "GroupDRO & 90.0{\\scriptsize$\\pm$0.0} & 85.0{\\scriptsize$\\pm$0.0} {\\scriptsize(88.1)} &" in to_latex(cells)
+
+
+def _group_dro_on(root, inference):
+    """GroupDRO on Waterbirds trained on the phase-1 file of an ``inference`` run under ``root`` (te_wga 85%)."""
+    phase_1 = root / inference / "Waterbirds" / "group_labels_no"
+    phase_1.mkdir(parents=True)
+    (phase_1 / "results_hpcomb_0_seed0.json").write_text(json.dumps({"algorithm": inference, "phase": 1}) + "\n"
+                                                        + json.dumps({"step": 0, "eiil_penalty": 0.1}) + "\n")
+    folder = root / "GroupDRO" / "Waterbirds" / "group_labels_inferred"
+    folder.mkdir(parents=True)
+    header = {"algorithm": "GroupDRO", "group_labels": str(phase_1 / "inferred_hpcomb_0_seed0.pt")}
+    lines = [header, _record(0, 0.1, 0.1, 0.5, 0.1), _record(50, 0.7, 0.85, 0.90, 0.7)]
+    (folder / "results_hpcomb_0_seed0.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+@pytest.mark.parametrize("inference, known, unknown", [("EIIL", " (78.7)", ""), ("XRM", "", " (88.1)")])
+def test_published_numbers_and_footers_follow_the_groups_the_runs_read(tmp_path, inference, known, unknown):
+    """GroupDRO on EIIL's groups has EIIL's published 78.7 where validation groups are known (Creager et al.,
+    2021), and XRM's 88.1 only on XRM's groups; each block's footer names the inference method it read."""
+    _group_dro_on(tmp_path, inference)
+    cells = table_cells(find_folders(tmp_path))
+    assert [cell.group_inference for cell in cells] == [inference, inference]
+    known_block, unknown_block = to_markdown(cells).split("\n## ")[1:]
+    assert f"| GroupDRO | 90.0 ± 0.0 | 85.0 ± 0.0{known} |" in known_block
+    assert f"| GroupDRO | 90.0 ± 0.0 | 85.0 ± 0.0{unknown} |" in unknown_block
+    assert ("Validation groups known (selection by va_wga): groups = (class, annotated attribute); evaluated on the "
+            "annotated test groups; selected by va_wga, the worst-group validation accuracy over the annotated "
+            f"validation groups; algorithms that train with groups train with the {inference}-inferred training "
+            "groups (the annotated ones with --true_groups).") in unknown_block
+    assert (f"No group labels (selection by va_gi_wga): groups = (class, attribute inferred by {inference} in phase "
+            "1); evaluated on the annotated test groups; selected by va_gi_wga, the worst-group validation accuracy "
+            f"over the {inference}-inferred validation groups") in unknown_block
+    assert f"attribute inferred by {inference} in phase 1" in to_latex(cells)
+
+
+def test_a_run_that_read_no_phase_1_file_names_no_inference_and_an_untraceable_one_is_xrm(reference_folder):
+    """The reference layout keeps phase 1 elsewhere: MAT (group_labels yes, no phase-1 path in its header) names
+    none, and the footers fall back to XRM, the reference code's only phase-1 algorithm."""
+    cells = table_cells(find_folders(reference_folder))
+    assert {cell.algorithm: cell.group_inference for cell in cells} == {"GroupDRO": None, "MAT": None}
+    assert group_inference_of({"group_labels": str(reference_folder / "gone" / "inferred_hpcomb_0_seed0.pt")}) == "XRM"
+    assert "attribute inferred by XRM in phase 1" in to_markdown(cells)
 
 
 def test_the_no_labels_setting_never_reads_true_groups(tmp_path):

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,6 +227,10 @@ def test_dry_run_lists_the_stages_and_runs_nothing(tmp_path, capsys):
     (["--algorithms", "MAT", "Nope"], "error: unknown algorithm 'Nope'"),
     (["--datasets", "Waterbirds", "--data_path", "DATA"], "python download.py"),
     (["--num_seeds", "0"], "error: --num_seeds 0: give a number >= 1"),
+    (["--group_inference", "EIIL"], "error: MAT needs phase 1's held-out logits, which EIIL does not write; leave MAT "
+                                    "out of --algorithms, or use --group_inference XRM"),
+    (["--group_inference", "GroupDRO"], "error: --group_inference GroupDRO: it is a phase-2 algorithm"),
+    (["--group_inference", "Nope"], "error: unknown algorithm 'Nope'"),
 ])
 def test_bad_input_fails_before_stage_1_in_one_line(tmp_path, capsys, extra, message):
     data = make_features(tmp_path / "tiny.pt")
@@ -326,3 +331,53 @@ def test_a_folder_missing_a_seed_gives_no_table(protocol, tmp_path, capsys):
     assert f"incomplete: {folder}: combination" in errors and "has 1 of the 2 seeds finished" in errors
     assert "missing: 1" in errors and "Table 1 not written" in errors
     assert not (out / "table1.csv").exists()
+
+
+EIIL_SHORT = '{"num_steps": 81, "eval_every": 20, "lr": 0.003, "eiil_steps": 300}'  # an underfit reference model
+
+
+def test_an_eiil_based_protocol_runs_end_to_end(tmp_path, capsys):
+    """--group_inference EIIL: phase 1 is EIIL's, GroupDRO trains on its groups and ERM is selected by
+    them; the table's rows, folders and footers say so (and there is no flip-rate plot: EIIL has none)."""
+    data = make_features(tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    args = ["reproduce.py", "--datasets", str(data), "--algorithms", "ERM", "GroupDRO", "--group_inference", "EIIL",
+            "--num_hparams_combs", "2", "--num_seeds", "2", "--out_dir", str(out), "--hparams", EIIL_SHORT,
+            "--checkpoint_seconds", "0"]
+    assert reproduce_here(args) == 0
+    printed = capsys.readouterr().out
+    assert "stage 1/4 phase 1 (EIIL): 2 runs, 0 done, 2 to run" in printed
+    assert "phase 2 sweeps (ERM on group_labels_yes, ERM on group_labels_inferred, GroupDRO on group_labels_inferred)" \
+        in printed
+    assert not (out / "XRM").exists()
+    phase_1 = out / "EIIL" / "tiny" / "group_labels_no"
+    assert len(list(phase_1.glob("inferred_hpcomb_*_seed0.pt"))) == 2
+    for algorithm in ("ERM", "GroupDRO"):  # every run on inferred groups read EIIL's file
+        folder = out / algorithm / "tiny" / "group_labels_inferred"
+        headers = [json.loads(path.read_text().splitlines()[0]) for path in folder.glob("results_*.json")]
+        assert headers and all(Path(header["group_labels"]).parent == phase_1 for header in headers)
+    rows = _csv_rows(out / "table1.csv")
+    assert sorted((row["algorithm"], row["selection"], row["n_seeds"]) for row in rows) == [
+        ("ERM", "va_gi_wga", "2"), ("ERM", "va_wga", "2"), ("GroupDRO", "va_gi_wga", "2"), ("GroupDRO", "va_wga", "2")]
+    assert all(0 <= float(row["te_wga_mean"]) <= float(row["te_avg_mean"]) <= 100 for row in rows)
+    worst = {row["algorithm"]: float(row["te_wga_mean"]) for row in rows if row["selection"] == "va_gi_wga"}
+    assert worst["GroupDRO"] > worst["ERM"] + 50, worst  # measured: GroupDRO 100.0, ERM 0.0 (EIIL's groups)
+    markdown = (out / "table1.md").read_text()
+    assert "No group labels (selection by va_gi_wga): groups = (class, attribute inferred by EIIL in phase 1); " \
+           "evaluated on the annotated test groups; selected by va_gi_wga, the worst-group validation accuracy over " \
+           "the EIIL-inferred validation groups" in markdown
+    assert "train with the EIIL-inferred training groups" in (out / "table1.tex").read_text()
+    assert markdown in printed  # the printed table is the written one, footers included
+    assert sorted(path.name for path in (out / "plots").glob("*.png")) == ["curves_tiny.png", "groups_tiny.png"]
+
+
+def test_a_folder_of_one_group_inference_refuses_the_other(protocol, capsys):
+    """The XRM protocol's --out_dir holds XRM's phase 1: an EIIL protocol there is one line, nothing trained."""
+    data, out, _ = protocol
+    before = sorted(out.rglob("*.json"))
+    args = ["reproduce.py", "--datasets", str(data), "--algorithms", "ERM", "--group_inference", "EIIL",
+            "--num_hparams_combs", "2", "--num_seeds", "2", "--out_dir", str(out), "--hparams", EIIL_SHORT]
+    assert reproduce_here(args) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {out} holds a protocol built on XRM's groups") and "another --out_dir" in line
+    assert sorted(out.rglob("*.json")) == before and not (out / "EIIL").exists()

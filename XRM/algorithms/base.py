@@ -142,6 +142,9 @@ class Algorithm:
     hparam_names: tuple[str, ...] = ()
     #: phase 1: the record key its runs are selected by (the highest final value; XRM: flip_rate)
     phase_1_metric: str | None = None
+    #: phase 1: whether its phase-1 file holds every training example's held-out logits (XRM's,
+    #: which MAT reads); EIIL's reference model trains on every example, so it has none
+    writes_held_out_logits = False
     #: its own hyper-parameters (and family ones it changes): name -> (default, sampler)
     search_space: SearchSpace = {}
     #: which values of its own hyper-parameters can train: name -> Bound
@@ -186,6 +189,12 @@ class Algorithm:
     def evaluation_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The logits that classify at evaluation time, [H, n, K]."""
         return logits
+
+    @classmethod
+    def shares_initialisation(cls, hparams: dict) -> bool:
+        """Whether every network of a run starts from network 0's initial weights (BAM's One-M
+        trains its two copies in lockstep); False: each network is its own draw."""
+        return False
 
     @classmethod
     def first_recorded_step(cls, hparams: dict) -> int:

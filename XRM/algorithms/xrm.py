@@ -48,6 +48,7 @@ class XRM(Algorithm):
     """
 
     phase = 1
+    writes_held_out_logits = True
     networks_per_run = 2
     accepted_group_labels = ("no",)
     draws_uniforms = True

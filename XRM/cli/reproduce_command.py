@@ -1,5 +1,6 @@
-"""The paper's Table 1 protocol in one command: phase 1 (XRM), each algorithm's phase-2 sweep, the
-selected combinations for every seed in both model-selection settings, then the tables and plots.
+"""The paper's Table 1 protocol in one command: phase 1 (XRM, or EIIL with --group_inference EIIL),
+each algorithm's phase-2 sweep, the selected combinations for every seed in both model-selection
+settings, then the tables and plots.
 The command line of reproduce.py, of the console script xrm-reproduce and of ``python -m XRM.cli reproduce``:
 
     python reproduce.py --datasets Waterbirds CelebA --algorithms MAT GroupDRO ERM --data_path ./data \\
@@ -32,6 +33,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--true_groups", action="store_true",
                         help="algorithms that train with training groups get the true ones where validation groups "
                              "are known (default: XRM's inferred groups in both settings)")
+    parser.add_argument("--group_inference", default="XRM", metavar="NAME",
+                        help="the phase-1 algorithm whose inferred groups build the 'no group labels' setting and "
+                             "train the algorithms that need training groups: XRM (the paper's protocol) or EIIL; "
+                             "EIIL writes no held-out logits, so MAT is refused with it")
     add_training_arguments(parser)
     add_launch_arguments(parser, status=False)
     parser.set_defaults(out_dir="./table1")
@@ -45,7 +50,7 @@ def protocol_from_args(args: argparse.Namespace):
     run_options = {option.name: getattr(args, option.name) for option in command_line_options()}
     return Protocol(list(dict.fromkeys(args.datasets)), list(dict.fromkeys(args.algorithms)), args.num_hparams_combs,
                     args.num_seeds, args.out_dir, args.true_groups,
-                    {**run_options, "hparams_overrides": hparams_overrides(args)})
+                    {**run_options, "hparams_overrides": hparams_overrides(args)}, args.group_inference)
 
 
 def main(args: argparse.Namespace, plugins: Sequence[str] = ()) -> int:
@@ -60,6 +65,7 @@ def main(args: argparse.Namespace, plugins: Sequence[str] = ()) -> int:
     from XRM.runs.inputs import check_runs
 
     protocol = protocol_from_args(args)
+    protocol.check_group_inference()  # a phase-2 --group_inference, a folder of the other inference: one line
     protocol.sources()  # unknown algorithms and group-label kinds an algorithm refuses: one line, before stage 1
     phase_1 = protocol.phase_1_runs()  # unknown datasets
     if launcher == "dry_run":

@@ -1,6 +1,8 @@
 """The paper's Table 1 protocol as four stages over the sweep machinery (reproduce.py's library).
 
-1. phase 1: XRM, ``num_hparams_combs`` combinations, seed 0 (phase 2 uses the best by flip rate);
+1. phase 1: XRM (or another group-inference algorithm: ``group_inference``, e.g. EIIL),
+   ``num_hparams_combs`` combinations, seed 0 (phase 2 uses the best by its phase-1 metric: XRM's
+   flip rate, EIIL's penalty);
 2. phase 2: each algorithm's combinations, seed 0, in the group-label folder of each setting
    (XRM.results.table1_settings.source_kind; one sweep where both settings share a folder);
 3. for each setting, the combination its criterion selects, for ``num_seeds`` seeds;
@@ -34,11 +36,28 @@ class Protocol:
     out_dir: str
     true_groups: bool = False
     run_options: dict = field(default_factory=dict)  # SweepSpec fields: data_path, device, dtype, hparams_overrides, ...
+    #: the phase-1 algorithm whose inferred groups build the "no group labels" setting (XRM: the paper's)
+    group_inference: str = "XRM"
 
     @property
     def phase_1_dir(self) -> Path:
-        """Where phase 1 writes: ``<out_dir>/XRM``."""
-        return Path(self.out_dir) / "XRM"
+        """Where phase 1 writes: ``<out_dir>/<group_inference>`` (``<out_dir>/XRM`` by default)."""
+        return Path(self.out_dir) / self.group_inference
+
+    def check_group_inference(self) -> None:
+        """A UserError unless ``group_inference`` is a phase-1 algorithm, or when ``out_dir`` holds a
+        protocol built on another one (the phase-2 folders of the two would be the same)."""
+        from XRM.algorithms import get_algorithm_class
+        from XRM.common.errors import UserError
+
+        if get_algorithm_class(self.group_inference).phase != 1:
+            raise UserError(f"--group_inference {self.group_inference}: it is a phase-2 algorithm; give a phase-1 "
+                            "algorithm (XRM or EIIL)")
+        for other in Path(self.out_dir).glob("*/*/" + records.group_labels_folder("no")):
+            name = other.parents[1].name
+            if name != self.group_inference and _is_phase_1_folder(other):
+                raise UserError(f"{self.out_dir} holds a protocol built on {name}'s groups ({other}); give "
+                                f"another --out_dir for --group_inference {self.group_inference}")
 
     def labels(self) -> list[str]:
         """The names results are filed under, one per dataset."""
@@ -68,16 +87,21 @@ class Protocol:
 
     def sources(self) -> dict[tuple[str, str], str]:
         """(algorithm, setting) -> the group-label kind of its folder; a UserError for an unknown or
-        phase-1 algorithm, or one that accepts none of the kinds a setting needs."""
+        phase-1 algorithm, one that accepts none of the kinds a setting needs, or one that needs
+        held-out logits where the group inference writes none (MAT with EIIL)."""
         from XRM.algorithms import get_algorithm_class
         from XRM.common.errors import UserError
 
+        inference = get_algorithm_class(self.group_inference)
         chosen = {}
         for algorithm in self.trained_algorithms():
             cls = get_algorithm_class(algorithm)
             if cls.phase != 2:
                 raise UserError(f"{algorithm} is phase 1, which reproduce.py runs itself; give phase-2 algorithms "
                                 "in --algorithms")
+            if cls.needs_held_out_logits and not inference.writes_held_out_logits:
+                raise UserError(f"{algorithm} needs phase 1's held-out logits, which {self.group_inference} does not "
+                                f"write; leave {algorithm} out of --algorithms, or use --group_inference XRM")
             for setting in SELECTION_SETTINGS:
                 chosen[algorithm, setting] = source_kind(cls, setting, self.true_groups)
         return chosen
@@ -89,14 +113,15 @@ class Protocol:
     def _spec(self, **fields):
         from XRM.runs.sweep import SweepSpec
 
-        return SweepSpec(out_dir=self.out_dir, resume=True, command_algorithms=["XRM", *self.trained_algorithms()],
+        return SweepSpec(out_dir=self.out_dir, resume=True, phase_1_dir=str(self.phase_1_dir),
+                         command_algorithms=[self.group_inference, *self.trained_algorithms()],
                          **self.run_options, **fields)
 
     def phase_1_runs(self) -> list:
         """Stage 1's runs."""
         from XRM.runs.sweep import make_runs
 
-        return make_runs(self._spec(phase=1, datasets=self.datasets, algorithms=["XRM"], group_labels="no",
+        return make_runs(self._spec(phase=1, datasets=self.datasets, algorithms=[self.group_inference], group_labels="no",
                                     num_hparams_combs=self.num_hparams_combs, seed=0))
 
     def sweeps(self, algorithms: list[str] | None = None) -> list[tuple[str, str]]:
@@ -147,6 +172,18 @@ class Protocol:
         return list({run.run_name: run for run in runs}.values())  # two settings may select one combination
 
 
+def _is_phase_1_folder(folder: Path) -> bool:
+    """Whether ``folder``'s runs are phase 1."""
+    from XRM.results.collect import collect_runs
+
+    runs = collect_runs(folder)
+    return bool(runs) and runs[0].phase == 1
+
+
+def _phase_1_title(protocol: Protocol) -> str:
+    return f"phase 1 ({protocol.group_inference})"
+
+
 def _count(runs: list, refused: dict[str, str] | None = None) -> str:
     """A stage's runs: how many, done, refused (``refused``: run name -> the line refusing it; the first is
     shown) and left to run."""
@@ -195,7 +232,7 @@ def dry_run(protocol: Protocol) -> None:
     from XRM.common.errors import UserError
 
     combs, seeds, datasets = protocol.num_hparams_combs, protocol.num_seeds, len(protocol.datasets)
-    _progress(1, "phase 1 (XRM)", _checked_count(protocol.phase_1_runs()))
+    _progress(1, _phase_1_title(protocol), _checked_count(protocol.phase_1_runs()))
     try:
         _progress(2, _sweeps_title(protocol), _checked_count(protocol.sweep_runs()))
     except UserError:  # phase 1 has not run yet
@@ -262,7 +299,7 @@ def _run_stages(protocol: Protocol, stack_size: int | None, launcher: str, optio
 
     options = dataclasses.replace(options, wait=True)
     failed = []
-    stages = [(1, "phase 1 (XRM)", protocol.phase_1_runs)]
+    stages = [(1, _phase_1_title(protocol), protocol.phase_1_runs)]
     for make_stage_runs, make_title, number in ((protocol.sweep_runs, _sweeps_title, 2),
                                                 (protocol.seed_runs, _seeds_title, 3)):
         for wave in protocol.waves():  # runs made once the wave before has finished (bases before dependents)

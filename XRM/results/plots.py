@@ -7,7 +7,7 @@
   combination, mean over its seeds (each at its selected step) with the std as error bars, the
   groups named by label, attribute and size (from the runs' headers), a panel per setting;
 - ``flip_rate_<Dataset>.png``: phase 1's flip rate against steps for every combination of the
-  selection seed, the selected combination marked.
+  selection seed, the selected combination marked (XRM's runs; an EIIL phase 1 records no flip rate).
 """
 from pathlib import Path
 
@@ -190,7 +190,8 @@ def write_plots(cells: list[TableCell], phase_1_runs: dict[str, list[RunResult]]
         paths.append(plot_curves(grid, dataset, out_dir / f"curves_{dataset}.png"))
         paths.append(plot_group_accuracies(grid, dataset, out_dir / f"groups_{dataset}.png"))
     for dataset, runs in phase_1_runs.items():
-        paths.append(plot_flip_rates(runs, out_dir / f"flip_rate_{dataset}.png"))
+        if any(records.FLIP_RATE in record for run in runs for record in run.records):  # XRM's; EIIL has none
+            paths.append(plot_flip_rates(runs, out_dir / f"flip_rate_{dataset}.png"))
     return paths
 
 

@@ -14,7 +14,8 @@ from XRM.results import records
 from XRM.results.collect import Summary, collect_runs, folder_names, summarize
 from XRM.results.published_numbers import Published, published
 from XRM.results.selection import criterion_for
-from XRM.results.table1_settings import SELECTION_SETTINGS, SETTING_TITLES, serving_folder
+from XRM.results.table1_settings import (DEFAULT_GROUP_INFERENCE, SELECTION_SETTINGS, SETTING_TITLES,
+                                        group_inference_of, serving_folder, setting_rules)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,9 +60,16 @@ class TableCell:
         """Whether the folder lacks the setting's criterion and was selected by its va_wga instead."""
         return self.summary.metric != self.selection
 
+    @property
+    def group_inference(self) -> str | None:
+        """The phase-1 algorithm whose inferred groups the runs read, None where they read none
+        (XRM.results.table1_settings.group_inference_of)."""
+        return group_inference_of(self.summary.runs[0].header)
+
     def published(self) -> Published | None:
         """The published result comparable with this cell, if any."""
-        return published(self.algorithm, self.selection, self.dataset, self.group_labels)
+        return published(self.algorithm, self.selection, self.dataset, self.group_labels,
+                         self.group_inference or DEFAULT_GROUP_INFERENCE)
 
 
 def table_cells(folders: Folders, seed: int = 0) -> list[TableCell]:
@@ -178,9 +186,20 @@ def _row_values(grid: Grid, setting: str, algorithm: str, plus_minus: str, paper
 
 
 FOOTNOTE = ("mean ± std over the seeds of the selected combination (test accuracy, %); (x): the published number "
-            "(Bayat et al., 2025; GroupDRO: Pezeshki et al., 2024, human groups where validation groups are known, "
-            "XRM's otherwise); †: the folder records no va_gi_wga, so its va_wga selected it (over XRM-inferred "
-            "groups for group_labels_inferred, over the classes for group_labels_no)")
+            "(Bayat et al., 2025; BAM: Li et al., 2024; GroupDRO: Pezeshki et al., 2024, human groups where validation "
+            "groups are known, XRM's otherwise; GroupDRO on EIIL's groups: Creager et al., 2021); †: the folder records "
+            "no va_gi_wga, so its va_wga selected it (over the phase-1 inferred groups for group_labels_inferred, over "
+            "the classes for group_labels_no)")
+
+
+def block_rules(grid: "Grid") -> list[tuple[str, str]]:
+    """(setting title, its rules: group definition, evaluation groups, selection rule) per block of the table."""
+    rules = []
+    for setting, _ in grid.blocks:
+        inference = {cell.group_inference for (block, _, _), cell in grid.cells.items() if block == setting}
+        names = "/".join(sorted(name for name in inference if name is not None)) or DEFAULT_GROUP_INFERENCE
+        rules.append((SETTING_TITLES[setting], setting_rules(setting, names)))
+    return rules
 
 
 # ----------------------------------------------------------------------------------- Markdown
@@ -199,7 +218,7 @@ def to_markdown(cells: list[TableCell]) -> str:
             values = _row_values(grid, setting, algorithm, " ± {std:.1f}", " ({value:.1f})", "–", " †")
             lines.append(f"| {algorithm} | " + " | ".join(values) + " |")
         lines.append("")
-    lines.append(FOOTNOTE)
+    lines += [f"{title}: {rules}." for title, rules in block_rules(grid)] + ["", FOOTNOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -232,7 +251,8 @@ def to_latex(cells: list[TableCell]) -> str:
             values = _row_values(grid, setting, algorithm, r"{{\scriptsize$\pm${std:.1f}}}",
                                  r" {{\scriptsize({value:.1f})}}", "--", r"$^\dagger$")
             lines.append(" & ".join([latex_escape(algorithm)] + values) + r" \\")
-    caption = latex_escape(FOOTNOTE).replace("±", r"$\pm$").replace("†", r"$^\dagger$")
+    footer = " ".join(f"{title}: {rules}." for title, rules in block_rules(grid)) + " " + FOOTNOTE
+    caption = latex_escape(footer).replace("±", r"$\pm$").replace("†", r"$^\dagger$")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}", r"\end{document}"]
     return "\n".join(lines) + "\n"
 

@@ -64,6 +64,44 @@ def _kinds_text(kinds: tuple[str, ...]) -> str:
     return " or ".join("a phase-1 folder" if kind == "inferred" else kind for kind in kinds)
 
 
+#: the phase-1 algorithm of a run whose phase-1 file cannot be traced (the reference code's
+#: layout keeps phase 1 in another folder; XRM is its only phase-1 algorithm)
+DEFAULT_GROUP_INFERENCE = "XRM"
+
+
+def group_inference_of(header: dict) -> str | None:
+    """The phase-1 algorithm whose file a phase-2 run read (its --group_labels file, else MAT's
+    phase-1 file), as the results header of that phase-1 run beside the file names it;
+    DEFAULT_GROUP_INFERENCE where those results are gone, None where the run read no phase-1 file."""
+    named = False
+    for key in ("group_labels", "phase_1_file"):
+        value = header.get(key)
+        if not isinstance(value, str) or not value.endswith(".pt"):
+            continue
+        named, phase_1_file = True, Path(value)
+        results = phase_1_file.with_name(phase_1_file.stem.replace("inferred_", "results_", 1) + ".json")
+        try:
+            phase_1_header, _ = records.read_results(results)
+        except (OSError, ValueError):
+            continue
+        if isinstance(phase_1_header.get("algorithm"), str):
+            return phase_1_header["algorithm"]
+    return DEFAULT_GROUP_INFERENCE if named else None
+
+
+def setting_rules(setting: str, group_inference: str) -> str:
+    """What a setting's cells mean: the group definition, the groups they are evaluated on, the
+    selection rule, and the training groups of the algorithms that train with groups."""
+    inferred = f"the {group_inference}-inferred"
+    if setting == VALIDATION_GROUPS_KNOWN:
+        return ("groups = (class, annotated attribute); evaluated on the annotated test groups; selected by va_wga, "
+                "the worst-group validation accuracy over the annotated validation groups; algorithms that train "
+                f"with groups train with {inferred} training groups (the annotated ones with --true_groups)")
+    return (f"groups = (class, attribute inferred by {group_inference} in phase 1); evaluated on the annotated test "
+            f"groups; selected by va_gi_wga, the worst-group validation accuracy over {inferred} validation groups "
+            f"(no annotation read); algorithms that train with groups train with {inferred} training groups")
+
+
 def records_inferred_validation_groups(directory: Path) -> bool:
     """Whether some run in ``directory`` records va_gi_wga (a line of a results file carries it)."""
     key = f'"{records.VA_GI_WGA}"'

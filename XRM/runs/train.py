@@ -204,6 +204,9 @@ def _networks(member: Member, data: StackData) -> list[torch.nn.Module]:
         torch.manual_seed(member.spec.seed)
         networks = [build_network(data.family, shape, data.num_classes, member.setup.hparams, data.backbone)
                     for _ in range(cls.networks_per_run)]
+    if cls.shares_initialisation(member.setup.hparams):
+        for network in networks[1:]:
+            network.load_state_dict(networks[0].state_dict())
     if member.setup.base_model is not None:  # last-layer retraining starts from its base model's head
         for network in networks:
             network.load_state_dict({key: value.float() for key, value in member.setup.base_model.items()})
