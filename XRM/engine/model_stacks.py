@@ -9,21 +9,20 @@
 Both give logits [H, B, K] (twins: [H, B, K, 2], twin index last) and each run's model
 state in the layout of its own nn.Module's state_dict (what best_*.pt holds).
 """
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from XRM.common.errors import UserError
-from XRM.engine.batches import evaluation_batches
+from XRM.engine.evaluation_inputs import EvaluationInputs
 from XRM.engine.optimizers import SGD_MOMENTUM, StackedOptimizer, build_lr_scheduler, build_optimizer
 from XRM.networks.classifiers import MLP, TwinNetwork
 from XRM.networks.token_batches import TokenBatch
 
 #: evaluation computes at most this many hidden activations at once (elements)
 EVALUATION_ELEMENTS = 1 << 26
-#: examples per evaluation batch of a backbone (ResNet-50 at 224 px, BERT at 220 tokens)
+#: examples per evaluation batch of a backbone whose inputs are streamed (ResNet-50 at 224 px, BERT at 220
+#: tokens; prepared inputs size their batches from the free memory: XRM/engine/evaluation_inputs.py)
 BACKBONE_EVALUATION_BATCH = 256
 
 
@@ -179,8 +178,8 @@ class ModuleStack:
 
     def __init__(self, network: nn.Module, hparams: dict, device: torch.device, num_workers: int | None) -> None:
         self.network = network.to(device)
+        self.evaluation_inputs = EvaluationInputs(device, num_workers)
         self.per_run = 2 if isinstance(network, TwinNetwork) else 1
-        self.num_workers = num_workers
         self.optimizer = build_optimizer(self.network, hparams["optimizer"], hparams["lr"], hparams["weight_decay"],
                                          momentum=hparams.get("sgd_momentum", SGD_MOMENTUM))
         self.schedule = hparams.get("lr_schedule", "constant")
@@ -199,14 +198,12 @@ class ModuleStack:
 
     @torch.inference_mode()
     def predict(self, inputs) -> torch.Tensor:
-        """Logits [1, n, ...] of every example of ``inputs`` (a tensor or a Dataset), in evaluation mode."""
-        device = next(self.network.parameters()).device
+        """Logits [1, n, ...] of every example of ``inputs`` (a tensor or a Dataset), in evaluation mode; the
+        inputs are prepared at their first evaluation and reused (XRM/engine/evaluation_inputs.py)."""
         modes = [module.training for module in self.network.modules()]
         self.network.eval()
         try:
-            batches: Iterator[torch.Tensor] = evaluation_batches(
-                inputs, BACKBONE_EVALUATION_BATCH, device, self.num_workers)
-            logits = torch.cat([self.network(x).float() for x in batches])
+            logits = self.evaluation_inputs.predict(inputs, self.network, BACKBONE_EVALUATION_BATCH)
         finally:
             for module, mode in zip(self.network.modules(), modes):  # the modes training left them in
                 module.training = mode
