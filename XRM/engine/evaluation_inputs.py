@@ -47,6 +47,8 @@ IMAGE_BATCH_LIMIT = 1024
 TOKEN_ACTIVATION_BYTES = 24 * 1024
 #: the most tokens (rows x longest row) of one text evaluation batch
 TOKEN_BUDGET_LIMIT = 1 << 16
+#: images per loader batch while a split is decoded once (small batches keep every worker busy from the start)
+DECODING_BATCH = 256
 
 
 def evaluation_inputs_mode() -> str:
@@ -138,7 +140,7 @@ def _decoded_once(inputs: Dataset, device: torch.device, num_workers: int | None
     else:
         return None
     start = 0
-    for x in evaluation_batches(inputs, image_batch_size(first.numel(), device), device, num_workers):
+    for x in evaluation_batches(inputs, DECODING_BATCH, device, num_workers):
         rows[start : start + len(x)].copy_(x, non_blocking=True)
         start += len(x)
     if device.type == "cuda":
@@ -162,9 +164,10 @@ def prepare(inputs: torch.Tensor | Dataset, network: nn.Module, device: torch.de
 class EvaluationInputs:
     """Each split's prepared inputs, made at its first evaluation and kept (by the identity of the split's inputs)."""
 
-    def __init__(self, device: torch.device, num_workers: int | None) -> None:
+    def __init__(self, device: torch.device, num_workers: int | None, mode: str | None = None) -> None:
+        """``mode``: one of EVALUATION_INPUTS_MODES, default ``$XRM_EVALUATION_INPUTS``'s."""
         self.device, self.num_workers = device, num_workers
-        self.mode = evaluation_inputs_mode()
+        self.mode = evaluation_inputs_mode() if mode is None else mode
         self.prepared: dict[int, tuple[object, Prepared | None]] = {}
 
     def predict(self, inputs: torch.Tensor | Dataset, network: nn.Module, batch_size: int) -> torch.Tensor:
