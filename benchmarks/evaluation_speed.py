@@ -43,6 +43,7 @@ from XRM.data.image_layouts import celeba_geometry  # noqa: E402
 from XRM.data.images import ImageSplit  # noqa: E402
 from XRM.engine.evaluation_inputs import EvaluationInputs  # noqa: E402
 from XRM.engine.model_stacks import BACKBONE_EVALUATION_BATCH  # noqa: E402
+from XRM.networks.classifiers import LinearHead  # noqa: E402
 
 MULTINLI_WIDTH = 128
 VOCABULARY = 30522
@@ -51,11 +52,14 @@ VOCABULARY = 30522
 @dataclass(frozen=True)
 class EvaluationRates:
     """Measured evaluation speed of one kind of run: examples a second of today's pass and of the prepared
-    one, and the one-off preparation's seconds per example."""
+    one, and the one-off preparation's seconds per example; and how far the two passes' logits are apart
+    (the largest absolute difference, and the fraction of examples whose predicted class agrees)."""
 
     streamed: float
     prepared: float
     preparation: float
+    largest_difference: float = 0.0
+    agreement: float = 1.0
 
 
 def run_evaluation_seconds(size: RunSize, tested: float, rates: EvaluationRates) -> tuple[float, float]:
@@ -83,8 +87,12 @@ def _synchronised(device: torch.device) -> float:
 
 def measure(network: torch.nn.Module, inputs, device: torch.device, num_workers: int) -> EvaluationRates:
     """Today's and the prepared evaluation of ``network`` on ``inputs``: one timed pass each (the prepared
-    one after its first, which prepares), after a short untimed warm-up of the network."""
+    one after its first, which prepares), after a short untimed warm-up of the network. The head's zero
+    weights are drawn at random first, so that the two passes' logits can be compared."""
     network = network.to(device).eval()
+    for module in network.modules():
+        if isinstance(module, LinearHead):
+            torch.nn.init.normal_(module.weight, std=0.05)
     streamed, prepared = (EvaluationInputs(device, num_workers, mode) for mode in ("streamed", "prepared"))
     count = len(inputs)
     with torch.inference_mode():
@@ -92,15 +100,16 @@ def measure(network: torch.nn.Module, inputs, device: torch.device, num_workers:
         if warm is not None:
             network(warm)
         start = _synchronised(device)
-        streamed.predict(inputs, network, BACKBONE_EVALUATION_BATCH)
+        today = streamed.predict(inputs, network, BACKBONE_EVALUATION_BATCH)
         streamed_seconds = _synchronised(device) - start
         prepared.predict(inputs, network, BACKBONE_EVALUATION_BATCH)  # prepares, then one pass
         first = _synchronised(device) - start - streamed_seconds
         start = _synchronised(device)
-        prepared.predict(inputs, network, BACKBONE_EVALUATION_BATCH)
+        after = prepared.predict(inputs, network, BACKBONE_EVALUATION_BATCH)
         prepared_seconds = _synchronised(device) - start
     return EvaluationRates(count / streamed_seconds, count / prepared_seconds,
-                           max(first - prepared_seconds, 0.0) / count)
+                           max(first - prepared_seconds, 0.0) / count, float((today - after).abs().max()),
+                           float((today.argmax(dim=-1) == after.argmax(dim=-1)).float().mean()))
 
 
 def image_rates(device: torch.device, count: int, num_workers: int, tiny: bool) -> EvaluationRates:
@@ -154,6 +163,8 @@ def report(size: RunSize, rates: EvaluationRates, tested: float, scale: float) -
             f"{'; extrapolated linearly to the real sizes' if scale != 1 else ''})\n"
             f"  today's pass {rates.streamed:,.0f} examples/s; prepared pass {rates.prepared:,.0f} examples/s "
             f"({rates.prepared / rates.streamed:.2f}x), preparing once {rates.preparation * 1e3:.3f} ms per example\n"
+            f"  logits of the two passes: at most {rates.largest_difference:.2g} apart, predicted classes agree on "
+            f"{rates.agreement:.4%} of the examples\n"
             f"  one run ({size.num_steps} steps, every {size.eval_every}; {tested:.1f} test passes by default): "
             f"evaluation {before / 60:.1f} min today, {after / 60:.1f} min after: ratio {after / before:.3f} "
             f"(target <= 0.333)")

@@ -170,14 +170,17 @@ class EvaluationInputs:
         self.mode = evaluation_inputs_mode() if mode is None else mode
         self.prepared: dict[int, tuple[object, Prepared | None]] = {}
 
-    def predict(self, inputs: torch.Tensor | Dataset, network: nn.Module, batch_size: int) -> torch.Tensor:
+    def predict(self, inputs: torch.Tensor | Dataset, network: nn.Module, batch_size: int,
+                once: bool = False) -> torch.Tensor:
         """``network``'s float32 outputs on every example of ``inputs``, in order: from the prepared inputs, or
-        streamed in batches of ``batch_size`` (``streamed``, or when they fit nowhere)."""
+        streamed in batches of ``batch_size`` (``streamed``, when they fit nowhere, or with ``once``: inputs read
+        this one time, such as phase 1's training split at its end, are decoded into memory for nothing)."""
         prepared = None
         if self.mode == "prepared":
-            if id(inputs) not in self.prepared:  # the inputs are kept alive with it: their id stays theirs
+            if id(inputs) not in self.prepared and not (once and isinstance(inputs, Dataset)):
+                # the inputs are kept alive with it: their id stays theirs
                 self.prepared[id(inputs)] = (inputs, prepare(inputs, network, self.device, self.num_workers))
-            prepared = self.prepared[id(inputs)][1]
+            prepared = self.prepared.get(id(inputs), (None, None))[1]
         if prepared is not None:
             return prepared.predict(network, self.device)
         return torch.cat([network(x).float()

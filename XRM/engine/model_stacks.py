@@ -101,8 +101,9 @@ class ParameterStack:
         return self.weights[-1][part, 0], None if bias is None else bias[part, 0]
 
     @torch.inference_mode()
-    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Every run's logits on every example of ``inputs`` [n, ...], in chunks of examples."""
+    def predict(self, inputs: torch.Tensor, once: bool = False) -> torch.Tensor:
+        """Every run's logits on every example of ``inputs`` [n, ...], in chunks of examples (``once``: as
+        ModuleStack's; tensors in memory need no preparing)."""
         widest = max(w.shape[2] for w in self.weights)
         chunk = max(1, EVALUATION_ELEMENTS // (self.num_runs * self.per_run * widest))
         return torch.cat([self._apply(inputs[i : i + chunk], shared=True) for i in range(0, len(inputs), chunk)], dim=1)
@@ -197,13 +198,14 @@ class ModuleStack:
             twin.train(trained)
 
     @torch.inference_mode()
-    def predict(self, inputs) -> torch.Tensor:
+    def predict(self, inputs, once: bool = False) -> torch.Tensor:
         """Logits [1, n, ...] of every example of ``inputs`` (a tensor or a Dataset), in evaluation mode; the
-        inputs are prepared at their first evaluation and reused (XRM/engine/evaluation_inputs.py)."""
+        inputs are prepared at their first evaluation and reused (XRM/engine/evaluation_inputs.py), unless
+        ``once`` says they are read this one time."""
         modes = [module.training for module in self.network.modules()]
         self.network.eval()
         try:
-            logits = self.evaluation_inputs.predict(inputs, self.network, BACKBONE_EVALUATION_BATCH)
+            logits = self.evaluation_inputs.predict(inputs, self.network, BACKBONE_EVALUATION_BATCH, once)
         finally:
             for module, mode in zip(self.network.modules(), modes):  # the modes training left them in
                 module.training = mode
