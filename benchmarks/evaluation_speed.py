@@ -96,9 +96,11 @@ def measure(network: torch.nn.Module, inputs, device: torch.device, num_workers:
     streamed, prepared = (EvaluationInputs(device, num_workers, mode) for mode in ("streamed", "prepared"))
     count = len(inputs)
     with torch.inference_mode():
-        warm = inputs[: min(count, BACKBONE_EVALUATION_BATCH)] if isinstance(inputs, torch.Tensor) else None
-        if warm is not None:
-            network(warm)
+        warm = min(count, BACKBONE_EVALUATION_BATCH)
+        if isinstance(inputs, torch.Tensor):
+            network(inputs[:warm])
+        else:  # images: random pixels of their shape
+            network(torch.randint(0, 256, (warm, *inputs[0].shape), dtype=torch.uint8, device=device))
         start = _synchronised(device)
         today = streamed.predict(inputs, network, BACKBONE_EVALUATION_BATCH)
         streamed_seconds = _synchronised(device) - start
