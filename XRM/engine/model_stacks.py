@@ -9,21 +9,20 @@
 Both give logits [H, B, K] (twins: [H, B, K, 2], twin index last) and each run's model
 state in the layout of its own nn.Module's state_dict (what best_*.pt holds).
 """
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from XRM.common.errors import UserError
-from XRM.engine.batches import evaluation_batches
+from XRM.engine.evaluation_inputs import EvaluationInputs
 from XRM.engine.optimizers import SGD_MOMENTUM, StackedOptimizer, build_lr_scheduler, build_optimizer
 from XRM.networks.classifiers import MLP, TwinNetwork
 from XRM.networks.token_batches import TokenBatch
 
 #: evaluation computes at most this many hidden activations at once (elements)
 EVALUATION_ELEMENTS = 1 << 26
-#: examples per evaluation batch of a backbone (ResNet-50 at 224 px, BERT at 220 tokens)
+#: examples per evaluation batch of a backbone whose inputs are streamed (ResNet-50 at 224 px, BERT at 220
+#: tokens; prepared inputs size their batches from the free memory: XRM/engine/evaluation_inputs.py)
 BACKBONE_EVALUATION_BATCH = 256
 
 
@@ -102,8 +101,9 @@ class ParameterStack:
         return self.weights[-1][part, 0], None if bias is None else bias[part, 0]
 
     @torch.inference_mode()
-    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Every run's logits on every example of ``inputs`` [n, ...], in chunks of examples."""
+    def predict(self, inputs: torch.Tensor, once: bool = False) -> torch.Tensor:
+        """Every run's logits on every example of ``inputs`` [n, ...], in chunks of examples (``once``: as
+        ModuleStack's; tensors in memory need no preparing)."""
         widest = max(w.shape[2] for w in self.weights)
         chunk = max(1, EVALUATION_ELEMENTS // (self.num_runs * self.per_run * widest))
         return torch.cat([self._apply(inputs[i : i + chunk], shared=True) for i in range(0, len(inputs), chunk)], dim=1)
@@ -179,8 +179,8 @@ class ModuleStack:
 
     def __init__(self, network: nn.Module, hparams: dict, device: torch.device, num_workers: int | None) -> None:
         self.network = network.to(device)
+        self.evaluation_inputs = EvaluationInputs(device, num_workers)
         self.per_run = 2 if isinstance(network, TwinNetwork) else 1
-        self.num_workers = num_workers
         self.optimizer = build_optimizer(self.network, hparams["optimizer"], hparams["lr"], hparams["weight_decay"],
                                          momentum=hparams.get("sgd_momentum", SGD_MOMENTUM))
         self.schedule = hparams.get("lr_schedule", "constant")
@@ -198,15 +198,14 @@ class ModuleStack:
             twin.train(trained)
 
     @torch.inference_mode()
-    def predict(self, inputs) -> torch.Tensor:
-        """Logits [1, n, ...] of every example of ``inputs`` (a tensor or a Dataset), in evaluation mode."""
-        device = next(self.network.parameters()).device
+    def predict(self, inputs, once: bool = False) -> torch.Tensor:
+        """Logits [1, n, ...] of every example of ``inputs`` (a tensor or a Dataset), in evaluation mode; the
+        inputs are prepared at their first evaluation and reused (XRM/engine/evaluation_inputs.py), unless
+        ``once`` says they are read this one time."""
         modes = [module.training for module in self.network.modules()]
         self.network.eval()
         try:
-            batches: Iterator[torch.Tensor] = evaluation_batches(
-                inputs, BACKBONE_EVALUATION_BATCH, device, self.num_workers)
-            logits = torch.cat([self.network(x).float() for x in batches])
+            logits = self.evaluation_inputs.predict(inputs, self.network, BACKBONE_EVALUATION_BATCH, once)
         finally:
             for module, mode in zip(self.network.modules(), modes):  # the modes training left them in
                 module.training = mode

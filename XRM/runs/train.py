@@ -468,7 +468,9 @@ class StackTrainer:
         """The algorithm's groups inferred from every training and validation example; each run's
         phase-1 file saved, or its degeneracy recorded."""
         train, validation = self.data.splits["tr"], self.data.splits["va"]
-        train_logits, validation_logits = self.model.predict(train.x), self.model.predict(validation.x)
+        # read this one time: images are streamed, not decoded into memory
+        train_logits = self.model.predict(train.x, once=True)
+        validation_logits = self.model.predict(validation.x, once=True)
         for part in self.steps.slices:
             rows = slice(part.begin, part.end)
             inferred = part.algorithm.infer_groups(train_logits[rows], part.state, train.y,

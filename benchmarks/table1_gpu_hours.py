@@ -1,0 +1,308 @@
+"""GPU-hours of the paper's whole Table 1 protocol on its four datasets, training and evaluation apart,
+before and after, computed from throughputs measured on the machine it runs on.
+
+python benchmarks/table1_gpu_hours.py --scale 0.25           # on a GPU (ResNet-50, BERT-base, random weights)
+python benchmarks/table1_gpu_hours.py --quick                 # a smoke test on a CPU (tiny models, tiny splits)
+
+The protocol (reproduce.py; PAPER_FACTS.md, "Training protocol"): per dataset, XRM phase 1 with 10
+hyper-parameter combinations; then MAT (one group-label folder), GroupDRO (one) and ERM (two: true and
+inferred groups), 10 combinations each, then 9 more seeds of the selected combination per folder (a
+lower bound: where a folder's two settings select different combinations, 9 more). Steps, evaluation
+cadence, batch-size draws and split sizes are the paper's; Waterbirds trains on precomputed features in
+both phases and CelebA in phase 1 (seconds on a GPU: counted as 0 here). Text datasets train BERT in
+both phases; XRM's twins cost two networks' steps, and phase 1 ends with one pass of both twins over
+the training and validation splits.
+
+Measured (each once, on this machine):
+- training: seconds per step of one run at the batch sizes 2^lo, 2^(lo+1), 2^hi of the draw
+  (images 32, 64, 128; text 16, 32, 64) through our training step (benchmarks/backbone_step.py's
+  time_steps: ModuleStack, ERM, the family's optimiser, bf16 and channels_last on CUDA, CUDA graphs
+  for packed BERT as main.py trains), on uint8 images already on the device or a batch of token rows
+  whose lengths are the dataset's length quantiles. "Before" uses today's single-run step; "after"
+  uses the measurement named by --after_training (default the same single-run step: a stacked
+  backbone step plugs in here, see TRAINING_MEASUREMENTS);
+- evaluation: benchmarks/evaluation_speed.py's rates (today's streamed pass; the prepared pass and its
+  one-off preparation) on generated CelebA-sized images, MultiNLI-like and CivilComments-like rows.
+
+The formula (docs/engine.md, "GPU-hours of Table 1"): see run_hours.
+"""
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
+from benchmarks.backbone_step import image_model, text_model, time_steps  # noqa: E402
+from benchmarks.evaluation_cost import RunSize  # noqa: E402
+from benchmarks.evaluation_speed import (EvaluationRates, device_line, image_rates,  # noqa: E402
+                                         mean_test_passes, measurement_options, multinli_like_tokens, parsed,
+                                         run_evaluation_seconds, scaled, text_rates, token_rows)
+from benchmarks.text_training import MAX_LENGTH, civilcomments_like_lengths  # noqa: E402
+from XRM.common.devices import resolve_device  # noqa: E402
+from XRM.networks.classifiers import use_cuda_graphs  # noqa: E402
+
+PHASE_1_RUNS = 10
+COMBINATIONS, MORE_SEEDS = 10, 9
+#: phase-2 algorithms with their group-label folders in Table 1's two settings (reproduce.py)
+PHASE_2_FOLDERS = {"MAT": 1, "GroupDRO": 1, "ERM": 2}
+
+
+@dataclass(frozen=True)
+class DatasetProtocol:
+    """One dataset of Table 1: its run size (steps, cadence, validation and test sizes), training-split size,
+    batch-size draw 2^U(low, high), and which phases fine-tune a backbone (``kind``: image, multinli, civil)."""
+
+    size: RunSize
+    train: int
+    batch_exponents: tuple[int, int]
+    kind: str
+    phase_1_backbone: bool
+    phase_2_backbone: bool
+
+
+# Split sizes: the XRM paper's datasets (WILDS for CivilComments); smallest validation groups (for the
+# simulated selection curves): CelebA's and MultiNLI's as in benchmarks/evaluation_cost.py, CivilComments'
+# and Waterbirds' assumed.
+PROTOCOLS = (
+    DatasetProtocol(RunSize("Waterbirds", 1001, 50, 1199, 5794, 133), 4795, (5, 7), "image", False, False),
+    DatasetProtocol(RunSize("CelebA", 10001, 50, 19867, 19962, 182), 162770, (5, 7), "image", False, True),
+    DatasetProtocol(RunSize("MultiNLI", 60001, 250, 82462, 123712, 1000), 206175, (4, 6), "multinli", True, True),
+    DatasetProtocol(RunSize("CivilComments", 60001, 250, 45180, 133782, 500), 269038, (4, 6), "civil", True, True),
+)
+
+
+def mean_step_seconds(seconds_at: dict[int, float], low: int, high: int) -> float:
+    """E[t(B)], B = 2^U(low, high): t is the line through the measured seconds per step of consecutive batch
+    sizes in ``seconds_at`` (2^low, ..., 2^high), and on each piece [b, b'] the draw's mean batch is
+    (b' - b) / (ln b' - ln b), with probability log2(b'/b) / (high - low). (The reference's int() cut of
+    2^U lowers the mean batch by under one example: left out.)"""
+    sizes = sorted(seconds_at)
+    if sizes[0] != 2 ** low or sizes[-1] != 2 ** high:
+        raise ValueError(f"measured batch sizes {sizes} must span 2^{low} .. 2^{high}")
+    total = 0.0
+    for small, large in zip(sizes, sizes[1:]):
+        mean_batch = (large - small) / math.log(large / small)
+        slope = (seconds_at[large] - seconds_at[small]) / (large - small)
+        total += math.log2(large / small) / (high - low) * (seconds_at[small] + slope * (mean_batch - small))
+    return total
+
+
+@dataclass(frozen=True)
+class Throughputs:
+    """What one kind of dataset needs measured: seconds per step of one run at each batch size, before and
+    after, and the evaluation rates."""
+
+    step_before: dict[int, float]
+    step_after: dict[int, float]
+    evaluation: EvaluationRates
+
+
+@dataclass(frozen=True)
+class Hours:
+    """GPU-hours of a group of runs: training and evaluation, before and after."""
+
+    train_before: float
+    train_after: float
+    eval_before: float
+    eval_after: float
+
+    def __add__(self, other: "Hours") -> "Hours":
+        return Hours(*(a + b for a, b in zip(self.values(), other.values())))
+
+    def scaled(self, runs: float) -> "Hours":
+        """The hours of ``runs`` such groups."""
+        return Hours(*(runs * value for value in self.values()))
+
+    def values(self) -> tuple[float, float, float, float]:
+        """(train_before, train_after, eval_before, eval_after)."""
+        return self.train_before, self.train_after, self.eval_before, self.eval_after
+
+
+NO_HOURS = Hours(0.0, 0.0, 0.0, 0.0)
+
+
+def run_hours(protocol: DatasetProtocol, phase: int, throughputs: Throughputs, tested: float) -> Hours:
+    """GPU-hours of one run:
+
+    training = S x m x E[t(B)] (S steps, m networks: 2 for XRM's twins, t from :func:`mean_step_seconds`);
+    evaluation, phase 2 = :func:`benchmarks.evaluation_speed.run_evaluation_seconds`: before
+    E x (V + T) / r_streamed; after (V + T) x p + (E x V + tested x T) / r_prepared (E evaluations, V and T
+    the validation and test sizes, p the preparation's seconds per example); phase 1 = one pass of the
+    m networks over the training and validation splits at the end: m x (N + V) / r (after: plus m x (N + V) x p,
+    an upper bound: the twins share the prepared inputs).
+    """
+    size, (low, high) = protocol.size, protocol.batch_exponents
+    networks = 2 if phase == 1 else 1
+    train_before = size.num_steps * networks * mean_step_seconds(throughputs.step_before, low, high)
+    train_after = size.num_steps * networks * mean_step_seconds(throughputs.step_after, low, high)
+    rates = throughputs.evaluation
+    if phase == 1:
+        examples = networks * (protocol.train + size.validation)
+        eval_before, eval_after = examples / rates.streamed, examples * (rates.preparation + 1 / rates.prepared)
+    else:
+        eval_before, eval_after = run_evaluation_seconds(size, tested, rates)
+    return Hours(train_before / 3600, train_after / 3600, eval_before / 3600, eval_after / 3600)
+
+
+def protocol_hours(protocol: DatasetProtocol, throughputs: Throughputs | None, tested: float) -> dict[str, Hours]:
+    """Each row's GPU-hours for one dataset: "XRM phase 1" and each phase-2 algorithm (all its folders' runs);
+    zero where the runs train on precomputed features."""
+    rows = {"XRM phase 1": NO_HOURS}
+    if throughputs is not None and protocol.phase_1_backbone:
+        rows["XRM phase 1"] = run_hours(protocol, 1, throughputs, tested).scaled(PHASE_1_RUNS)
+    for algorithm, folders in PHASE_2_FOLDERS.items():
+        runs = folders * (COMBINATIONS + MORE_SEEDS)
+        backbone = throughputs is not None and protocol.phase_2_backbone
+        rows[algorithm] = run_hours(protocol, 2, throughputs, tested).scaled(runs) if backbone else NO_HOURS
+    return rows
+
+
+# ---------------------------------------------------------------- measurements
+
+@dataclass(frozen=True)
+class Effort:
+    """How long each training measurement runs: steps timed after warm-up steps."""
+
+    steps: int
+    warmup: int
+
+
+FULL, QUICK = Effort(30, 10), Effort(2, 1)
+
+#: name -> (network factory, a batch on the device, optimiser, device, effort) -> seconds per step of ONE run
+TrainingMeasurement = Callable[[Callable[[], torch.nn.Module], torch.Tensor, str, torch.device, Effort], float]
+TRAINING_MEASUREMENTS: dict[str, TrainingMeasurement] = {}
+
+
+def training_measurement(name: str) -> Callable[[TrainingMeasurement], TrainingMeasurement]:
+    """Register a way to measure the "after" training step under ``name`` (a stacked step divides its
+    step's seconds by the runs it trains)."""
+    def register(function: TrainingMeasurement) -> TrainingMeasurement:
+        if name in TRAINING_MEASUREMENTS:
+            raise ValueError(f"training measurement {name!r} is registered already")
+        TRAINING_MEASUREMENTS[name] = function
+        return function
+    return register
+
+
+@training_measurement("single-run")
+def single_run_step(network: Callable[[], torch.nn.Module], x: torch.Tensor, optimizer: str,
+                    device: torch.device, effort: Effort) -> float:
+    """Today's training step of one run (benchmarks/backbone_step.py's time_steps; CUDA graphs for packed
+    BERT on CUDA, as main.py trains)."""
+    model = network()
+    if device.type == "cuda":
+        use_cuda_graphs(model)
+    return time_steps(model, x, optimizer, 1e-5, effort.steps, effort.warmup, device)
+
+
+def quantile_lengths(lengths: np.ndarray, count: int) -> np.ndarray:
+    """``count`` lengths at the distribution's quantiles (i + 1/2) / count: a batch of typical texts."""
+    return np.quantile(lengths, (np.arange(count) + 0.5) / count, method="nearest").astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How to measure one kind of dataset: its network, optimiser, a training batch of a size, and its
+    evaluation rates."""
+
+    network: Callable[[], torch.nn.Module]
+    optimizer: str
+    batch: Callable[[int], torch.Tensor]
+    evaluation: Callable[[], EvaluationRates]
+
+
+def kinds(device: torch.device, scale: float, tiny: bool, num_workers: int) -> dict[str, Kind]:
+    """The measurements of the image, MultiNLI-like and CivilComments-like kinds (``tiny``: small models and
+    32-pixel training images, for a check on a CPU)."""
+    pixels = 32 if tiny else 224
+    civil = civilcomments_like_lengths(scaled(45180 + 133782, scale))
+    multinli = multinli_like_tokens(scaled(82462 + 123712, scale))
+    multinli_lengths = multinli[..., 1].sum(dim=1).numpy()
+    celeba = PROTOCOLS[1].size
+    return {
+        "image": Kind(lambda: image_model(tiny), "sgd",
+                      lambda b: torch.randint(0, 256, (b, 3, pixels, pixels), dtype=torch.uint8, device=device),
+                      lambda: image_rates(device, scaled(celeba.validation + celeba.test, scale), num_workers, tiny)),
+        "multinli": Kind(lambda: text_model(tiny), "adamw",
+                         lambda b: token_rows(quantile_lengths(multinli_lengths, b), 128).to(device),
+                         lambda: text_rates(device, multinli, tiny)),
+        "civil": Kind(lambda: text_model(tiny), "adamw",
+                      lambda b: token_rows(quantile_lengths(civil, b), MAX_LENGTH).to(device),
+                      lambda: text_rates(device, token_rows(civil, MAX_LENGTH), tiny)),
+    }
+
+
+def measure_kind(kind: Kind, exponents: tuple[int, int], after: str, device: torch.device,
+                 effort: Effort) -> Throughputs:
+    """Seconds per step at each batch size 2^low .. 2^high, before (single run) and after, and the evaluation rates."""
+    sizes = [2 ** e for e in range(exponents[0], exponents[1] + 1)]
+    before = {b: single_run_step(kind.network, kind.batch(b), kind.optimizer, device, effort) for b in sizes}
+    measured = before if after == "single-run" else {
+        b: TRAINING_MEASUREMENTS[after](kind.network, kind.batch(b), kind.optimizer, device, effort) for b in sizes}
+    return Throughputs(before, measured, kind.evaluation())
+
+
+# ---------------------------------------------------------------- the table
+
+def table(hours: dict[str, dict[str, Hours]]) -> str:
+    """The GPU-hours table: dataset x row, training and evaluation before / after, totals and ratios."""
+    lines = [f"{'dataset':<14}{'row':<12}{'train before':>13}{'train after':>12}{'eval before':>12}"
+             f"{'eval after':>11}{'total before':>13}{'total after':>12}{'ratio':>7}"]
+
+    def line(name: str, row: str, h: Hours) -> str:
+        before, after = h.train_before + h.eval_before, h.train_after + h.eval_after
+        ratio = f"{after / before:.3f}" if before else "-"
+        return (f"{name:<14}{row:<12}{h.train_before:13.2f}{h.train_after:12.2f}{h.eval_before:12.2f}"
+                f"{h.eval_after:11.2f}{before:13.2f}{after:12.2f}{ratio:>7}")
+
+    overall = NO_HOURS
+    for dataset, rows in hours.items():
+        for row, h in rows.items():
+            lines.append(line(dataset, row, h))
+        total = sum(rows.values(), NO_HOURS)
+        lines.append(line(dataset, "all", total))
+        overall = overall + total
+    lines.append(line("Table 1", "all", overall))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Measure the throughputs, print them and the GPU-hours table; 0."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     parents=[measurement_options(0.25)])
+    parser.add_argument("--after_training", default="single-run", choices=sorted(TRAINING_MEASUREMENTS),
+                        help="how the 'after' training step is measured (default: today's single-run step)")
+    parser.add_argument("--quick", action="store_true", help="tiny models, 0.0005 of the splits, 2 timed steps, "
+                        "on the CPU unless --device says otherwise: checks the script, not the GPU-hours")
+    args = parsed(parser)
+    if args.quick:
+        args.scale, args.num_workers = 0.0005, min(args.num_workers, 2)
+        args.device = "cpu" if args.device == "auto" else args.device
+    device = resolve_device(args.device)
+    print(f"{device_line(device)}; evaluation splits at {args.scale:g} of their sizes, rates extrapolated linearly; "
+          f"after-training measurement: {args.after_training}" + ("; QUICK: tiny models" if args.quick else ""))
+    measured = {}
+    for name, kind in kinds(device, args.scale, args.quick, args.num_workers).items():
+        exponents = (5, 7) if name == "image" else (4, 6)
+        measured[name] = throughputs = measure_kind(kind, exponents, args.after_training, device,
+                                                    QUICK if args.quick else FULL)
+        steps = ", ".join(f"batch {b}: {b / s:,.0f}/{b / throughputs.step_after[b]:,.0f} examples/s"
+                          for b, s in throughputs.step_before.items())
+        rates = throughputs.evaluation
+        print(f"{name}: training before/after {steps}; evaluation today {rates.streamed:,.0f}/s, prepared "
+              f"{rates.prepared:,.0f}/s (+{rates.preparation * 1e3:.3f} ms per example once)", flush=True)
+    hours = {p.size.name: protocol_hours(p, measured[p.kind] if p.phase_1_backbone or p.phase_2_backbone else None,
+                                         mean_test_passes(p.size)) for p in PROTOCOLS}
+    print("GPU-hours (runs on precomputed features: 0)")
+    print(table(hours))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
