@@ -1,25 +1,14 @@
-"""Where each image dataset's files are, and the reference's transform of its images (geometry, then normalisation).
+"""Where each image dataset's files are, and the reference's geometry of its images (resizes and crops).
 
 Light on purpose: download.py's recipes and the dataset registry read the layouts
 without loading torch or torchvision; a transform imports torchvision when it is built.
 """
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from XRM.common.registry import Registry
 from XRM.data.metadata import CELEBA_IMAGES, IMAGENETBG_SPLIT_IDS, WATERBIRDS_IMAGES
 from XRM.data.metadata_table import SPLIT_IDS_BY_NAME
-from XRM.networks.pixels import IMAGENET_MEAN, IMAGENET_STD
-
-if TYPE_CHECKING:
-    from torchvision import transforms
-
-def normalised(geometry: list) -> "transforms.Compose":
-    """``geometry`` (resizes and crops of a PIL image), then a float tensor with ImageNet's normalisation."""
-    from torchvision import transforms
-
-    return transforms.Compose([*geometry, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def waterbirds_geometry() -> list:
@@ -54,10 +43,6 @@ class ImageLayout:
     geometry: Callable[[], list]
     #: split code by name, for metadata files that spell the split out
     split_ids: Mapping[str, int] = field(default_factory=lambda: SPLIT_IDS_BY_NAME)
-
-    def transform(self) -> "transforms.Compose":
-        """The reference's transform of this dataset's images: its geometry, then normalised."""
-        return normalised(self.geometry())
 
 
 IMAGE_LAYOUTS: Registry[ImageLayout] = Registry("image dataset")
