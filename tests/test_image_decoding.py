@@ -44,14 +44,18 @@ def test_pixels_are_within_a_level_of_the_reference_pil_transform(tmp_path):
     from torchvision import transforms
 
     paths = _photos(tmp_path)
-    for geometry in (celeba_geometry, waterbirds_geometry, resize_crop_geometry):
+    # the reference's transforms (torchvision.transforms on PIL images), and how far our pixels may be
+    references = {celeba_geometry: ([transforms.CenterCrop(178), transforms.Resize(224)], 0, 0),
+                  waterbirds_geometry: ([transforms.Resize((256, 256)), transforms.CenterCrop(224)], 1, 0.05),
+                  resize_crop_geometry: ([transforms.Resize(256), transforms.CenterCrop(224)], 1, 0.05)}
+    for geometry, (reference, most, mean) in references.items():
         split = ImageSplit(paths, np.zeros(4), np.zeros(4), geometry())
         ours = torch.stack([PixelsOf(split)[i][1] for i in range(4)])
-        reference = transforms.Compose([*geometry(), transforms.PILToTensor()])
-        with_pil = torch.stack([reference(Image.open(path).convert("RGB")) for path in paths])
+        with_pil = torch.stack([transforms.Compose([*reference, transforms.PILToTensor()])(Image.open(path).convert("RGB"))
+                                for path in paths])
         difference = (ours.int() - with_pil.int()).abs()
-        # tensor and PIL resizes round apart (docs/engine.md): at most 1 level, about a fifth of the values
-        assert difference.max() == 1 and 0.1 < difference.float().mean() < 0.3
+        # uint8 tensor and PIL resizes round apart now and then (docs/engine.md)
+        assert difference.max() <= most and difference.float().mean() <= mean, geometry.__name__
 
 
 def test_uint8_images_are_normalised_on_the_device_exactly_as_before(tmp_path):

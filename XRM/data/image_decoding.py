@@ -91,7 +91,7 @@ class DeviceDecoder:
     """Decodes batches of JPEG bytes on a device with ``decoder`` and applies a dataset's geometry there."""
 
     def __init__(self, split: ImageSplit, decoder: ImageDecoder) -> None:
-        from torchvision import transforms
+        from torchvision.transforms import v2 as transforms
 
         self.paths = split.paths
         self.geometry = transforms.Compose(split.geometry)

@@ -13,21 +13,21 @@ from XRM.data.metadata_table import SPLIT_IDS_BY_NAME
 
 def waterbirds_geometry() -> list:
     """The reference's Waterbirds geometry: squash to 256x256, centre crop 224."""
-    from torchvision import transforms
+    from torchvision.transforms import v2 as transforms
 
     return [transforms.Resize((256, 256)), transforms.CenterCrop(224)]
 
 
 def celeba_geometry() -> list:
     """The reference's CelebA geometry: centre crop 178 (the face), resize to 224."""
-    from torchvision import transforms
+    from torchvision.transforms import v2 as transforms
 
     return [transforms.CenterCrop(178), transforms.Resize(224)]
 
 
 def resize_crop_geometry() -> list:
     """The reference's MetaShift / ImagenetBG geometry: shorter side 256, centre crop 224."""
-    from torchvision import transforms
+    from torchvision.transforms import v2 as transforms
 
     return [transforms.Resize(256), transforms.CenterCrop(224)]
 
@@ -39,7 +39,7 @@ class ImageLayout:
     folder: str  # the dataset's folder; features.pt is written here
     metadata: str  # the metadata CSV, relative to ``folder``
     image_root: str  # metadata filenames are relative to this folder inside ``folder``
-    #: the reference's resizes and crops (torchvision transforms: PIL images and image tensors alike)
+    #: the reference's resizes and crops (torchvision.transforms.v2: uint8 tensors on the CPU and the GPU)
     geometry: Callable[[], list]
     #: split code by name, for metadata files that spell the split out
     split_ids: Mapping[str, int] = field(default_factory=lambda: SPLIT_IDS_BY_NAME)

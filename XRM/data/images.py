@@ -32,7 +32,7 @@ class ImageSplit:
     paths: list[str]  # absolute or --data_path-relative image files
     y: np.ndarray  # int64 [n]
     a: np.ndarray  # int64 [n], the true attribute
-    geometry: list  # the dataset's resizes and crops (torchvision transforms)
+    geometry: list  # the dataset's resizes and crops (torchvision.transforms.v2)
 
 
 def load_image_split(data_path: str | Path, name: str, split: str) -> ImageSplit:
@@ -75,17 +75,18 @@ def decoded_image(path: str, decoder: ImageDecoder) -> torch.Tensor:
 
 class ImageSplitDataset(torch.utils.data.Dataset):
     """Items (index, image [3, H, W], y long, a long) of one :class:`ImageSplit`: a normalised
-    float image, or a uint8 one when ``as_bytes``."""
+    float image, or a uint8 one when ``as_bytes``; decoded by ``decoder`` (default: the one
+    ``$XRM_IMAGE_DECODER`` chooses)."""
 
-    def __init__(self, split: ImageSplit, as_bytes: bool = False):
-        from torchvision import transforms
+    def __init__(self, split: ImageSplit, as_bytes: bool = False, decoder: ImageDecoder | None = None):
+        from torchvision.transforms import v2 as transforms
 
         self.paths = split.paths
         self.y = torch.as_tensor(split.y, dtype=torch.long)
         self.a = torch.as_tensor(split.a, dtype=torch.long)
         self.geometry = transforms.Compose(split.geometry)
         self.as_bytes = as_bytes
-        self.decoder = image_decoder()
+        self.decoder = decoder or image_decoder()
 
     def __len__(self) -> int:
         return len(self.paths)
