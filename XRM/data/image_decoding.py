@@ -102,7 +102,8 @@ class DeviceDecoder:
         if device.type == "cuda":
             # nvJPEG's hardware decoder writes its outputs without waiting for the work already queued
             # on its stream, so memory the caching allocator hands it could still be read by that work
-            # (pytorch/vision#9606): the stream is drained first.
+            # (pytorch/vision#9606): the stream is drained first (TorchCodec drains it itself too;
+            # torchvision's decode_jpeg does not).
             torch.cuda.current_stream(device).synchronize()
         try:
             return decode_jpegs(encoded, device)
