@@ -40,6 +40,20 @@ def test_decoding_on_the_device_gives_the_workers_pixels(tmp_path, monkeypatch, 
     assert in_workers.float().std() > 10 and torch.equal(in_workers, on_device)  # one decoder, one geometry
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG decodes on a GPU")
+@pytest.mark.parametrize("decoder", ON_DEVICE)
+def test_nvjpeg_pixels_are_near_the_workers(tmp_path, decoder):
+    paths = _photos(tmp_path)
+    split = ImageSplit(paths, np.zeros(4), np.zeros(4), celeba_geometry())
+    in_workers = torch.stack([ImageSplitDataset(split, True, IMAGE_DECODERS[decoder])[i][1] for i in range(4)])
+    on_gpu = DeviceDecoder(split, IMAGE_DECODERS[decoder])([FileBytes(paths)[i][1] for i in range(4)],
+                                                          torch.arange(4), torch.device("cuda"))
+    assert on_gpu.device.type == "cuda" and on_gpu.shape == (4, 3, 224, 224) and on_gpu.dtype == torch.uint8
+    difference = (in_workers.int() - on_gpu.cpu().int()).abs()
+    # nvJPEG rounds apart from libjpeg-turbo (docs/engine.md: torchvision's on an H200, mean 1.8, at most 23)
+    assert difference.float().mean() < 3 and difference.max() <= 40
+
+
 def test_pixels_are_within_a_level_of_the_reference_pil_transform(tmp_path):
     from torchvision import transforms
 
