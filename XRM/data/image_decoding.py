@@ -10,9 +10,10 @@
   levels). PIL decodes on the CPU only: with ``XRM_IMAGE_DECODER=pil`` it is ``workers``.
 
 ``XRM_IMAGE_DECODING`` chooses: ``workers``, ``device``, or ``auto`` (the default):
-``device`` when training on CUDA, the decoder decodes there, every file is a JPEG and there are at most
-``DEVICE_DECODING_MAX_WORKERS`` workers, else ``workers``. The rule comes from
-benchmarks/image_training.py on an H200 (README, Benchmarks): one CPU core decoded and shaped
+``device`` when training on CUDA, the decoder decodes there, every file is a JPEG and there
+are at most ``DEVICE_DECODING_MAX_WORKERS`` workers, else ``workers``. The rule comes from
+benchmarks/image_training.py on an H200 (docs/engine.md, Benchmarks), with PIL decoding and
+resizing in the workers and torchvision's nvJPEG: one CPU core decoded and shaped
 about 480 CelebA-sized JPEGs a second, and ResNet-50 at batch 128 trained at 2000 - 3000
 images a second with decoding on the GPU (two measurements); so up to 4 workers (about 1900
 images a second at best) decoding on the GPU is the faster, and with more, the workers are
@@ -58,7 +59,7 @@ def decoding_mode(paths: list[str], device: torch.device, num_workers: int, deco
 
 
 class PixelsOf(Dataset):
-    """Items (index, uint8 image [3, H, W]) of a split, decoded and shaped by PIL in a worker."""
+    """Items (index, uint8 image [3, H, W]) of a split, decoded and shaped in a worker."""
 
     def __init__(self, split: ImageSplit) -> None:
         self.images = ImageSplitDataset(split, as_bytes=True)

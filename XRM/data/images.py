@@ -5,8 +5,9 @@ attributes of one split plus the dataset's geometry (both from ``image_layouts.p
 ``ImageSplitDataset`` turns that into a ``torch.utils.data.Dataset`` of (index, image
 tensor, y, a), safe to use with DataLoader workers and pinned memory (it holds only
 paths, arrays and the decoder). Each file is decoded by the library ``image_decoders.py``
-chooses (TorchCodec where installed) and resized and cropped as a uint8 tensor (torchvision's
-antialiased resize: within a level of 255 of the reference's PIL resize). Its images are
+chooses (TorchCodec where installed) and resized and cropped as a uint8 tensor
+(``torchvision.transforms.v2``: CelebA's pixels those of the reference's PIL transform, the other
+datasets' within a level of 255). Its images are
 normalised float tensors, or with ``as_bytes=True`` the uint8 tensors (a quarter of the bytes
 through the loader; the network normalises them on its device with the same arithmetic, see
 ``XRM/networks/pixels.py``).
