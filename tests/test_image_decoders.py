@@ -84,7 +84,7 @@ def test_no_deprecation_warning_when_torchcodec_decodes(tmp_path, monkeypatch):
 def test_a_file_that_does_not_decode_is_named(tmp_path, monkeypatch, name):
     monkeypatch.setenv(DECODER_VARIABLE, name)
     paths = [str(tmp_path / "cut.jpg"), str(tmp_path / "text.png"), str(tmp_path / "gone.jpg")]
-    good = (tmp_path / "whole.jpg")
+    good = tmp_path / "whole.jpg"
     Image.new("RGB", (40, 30), (10, 200, 30)).save(good)
     (tmp_path / "cut.jpg").write_bytes(good.read_bytes()[:200])  # a JPEG cut short
     (tmp_path / "text.png").write_bytes(b"not an image")
@@ -94,6 +94,7 @@ def test_a_file_that_does_not_decode_is_named(tmp_path, monkeypatch, name):
             dataset[index]
         message = str(caught.value)
         assert message.startswith(f"cannot read image {path} (") and "\n" not in message
+        assert message.count("cannot read image") == 1 and ("FileNotFoundError" in message) == (path == paths[2])
         assert message.endswith("put a good copy there, or prepare the dataset again with download.py")
 
 
