@@ -2,6 +2,7 @@
 
 python benchmarks/image_training.py --images 4096 --steps 221 --batch_size 128 --num_workers 15
 XRM_IMAGE_DECODING=workers python benchmarks/image_training.py ...   (force decoding in DataLoader workers)
+XRM_IMAGE_DECODER=torchvision python benchmarks/image_training.py ...   (force a decoder: torchcodec, torchvision, pil)
 
 Writes a CelebA-layout folder of generated 178x218 JPEGs (CelebA's size; smooth random
 colour fields with a little grain, quality 90: about 11 kB each, photograph-like rather than pixel
@@ -31,6 +32,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
 from benchmarks.backbone_step import image_model, time_steps  # noqa: E402
 from XRM.common.devices import resolve_device  # noqa: E402
+from XRM.data.image_decoders import image_decoder  # noqa: E402
 from XRM.data.metadata_table import table_from_rows, write_metadata_csv  # noqa: E402
 from XRM.results.records import run_directory  # noqa: E402
 from XRM.runs.spec import RunSpec  # noqa: E402
@@ -97,7 +99,8 @@ def main() -> None:
     x = torch.randint(0, 256, (args.batch_size, 3, 224, 224), dtype=torch.uint8, device=device)
     alone = time_steps(image_model(args.backbone == "resnet18"), x, "sgd", 1e-4, 50, 10, device)
     print(f"device {device}, {args.images} JPEGs of {size / 1000:.1f} kB, batch {args.batch_size}, "
-          f"{args.num_workers} workers, decoding {os.environ.get('XRM_IMAGE_DECODING', 'auto')}: "
+          f"{args.num_workers} workers, decoding {os.environ.get('XRM_IMAGE_DECODING', 'auto')} "
+          f"with {image_decoder().name}: "
           f"{1 / per_step:.1f} steps/s, {args.batch_size / per_step:.0f} training images/s; model step alone "
           f"{args.batch_size / alone:.0f} images/s; data path at {alone / per_step:.0%} of it; "
           f"a {short}-step run with its 2 evaluations of {args.images * 2 // 5} images: {seconds[short]:.1f} s")

@@ -1,39 +1,28 @@
-"""Where each image dataset's files are, and the reference's transform of its images (geometry, then normalisation).
+"""Where each image dataset's files are, and the reference's geometry of its images (resizes and crops).
 
 Light on purpose: download.py's recipes and the dataset registry read the layouts
 without loading torch or torchvision; a transform imports torchvision when it is built.
 """
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from XRM.common.registry import Registry
 from XRM.data.chexpert import CHEXPERT_METADATA
 from XRM.data.metadata import CELEBA_IMAGES, IMAGENETBG_SPLIT_IDS, WATERBIRDS_IMAGES
 from XRM.data.metadata_table import SPLIT_IDS_BY_NAME
 from XRM.data.nicopp import NICOPP_METADATA
-from XRM.networks.pixels import IMAGENET_MEAN, IMAGENET_STD
-
-if TYPE_CHECKING:
-    from torchvision import transforms
-
-def normalised(geometry: list) -> "transforms.Compose":
-    """``geometry`` (resizes and crops of a PIL image), then a float tensor with ImageNet's normalisation."""
-    from torchvision import transforms
-
-    return transforms.Compose([*geometry, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def waterbirds_geometry() -> list:
     """The reference's Waterbirds geometry: squash to 256x256, centre crop 224."""
-    from torchvision import transforms
+    from torchvision.transforms import v2 as transforms
 
     return [transforms.Resize((256, 256)), transforms.CenterCrop(224)]
 
 
 def celeba_geometry() -> list:
     """The reference's CelebA geometry: centre crop 178 (the face), resize to 224."""
-    from torchvision import transforms
+    from torchvision.transforms import v2 as transforms
 
     return [transforms.CenterCrop(178), transforms.Resize(224)]
 
@@ -41,7 +30,7 @@ def celeba_geometry() -> list:
 def resize_crop_geometry() -> list:
     """The reference's MetaShift / ImagenetBG geometry (SubpopBench's for NICO++ and CheXpert): shorter
     side 256, centre crop 224."""
-    from torchvision import transforms
+    from torchvision.transforms import v2 as transforms
 
     return [transforms.Resize(256), transforms.CenterCrop(224)]
 
@@ -53,14 +42,10 @@ class ImageLayout:
     folder: str  # the dataset's folder; features.pt is written here
     metadata: str  # the metadata CSV, relative to ``folder``
     image_root: str  # metadata filenames are relative to this folder inside ``folder``
-    #: the reference's resizes and crops (torchvision transforms: PIL images and image tensors alike)
+    #: the reference's resizes and crops (torchvision.transforms.v2: uint8 tensors on the CPU and the GPU)
     geometry: Callable[[], list]
     #: split code by name, for metadata files that spell the split out
     split_ids: Mapping[str, int] = field(default_factory=lambda: SPLIT_IDS_BY_NAME)
-
-    def transform(self) -> "transforms.Compose":
-        """The reference's transform of this dataset's images: its geometry, then normalised."""
-        return normalised(self.geometry())
 
 
 IMAGE_LAYOUTS: Registry[ImageLayout] = Registry("image dataset")
