@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from XRM.common.errors import UserError
 from XRM.data.base import INPUT_CHOICES, SPLITS, GroupDataset, InputOptions, SplitTensors
 from XRM.data.feature_file import FEATURES_FILE, load_features_file
+from XRM.data.files import download_hint
 from XRM.data.image_decoding import loader_parts
 from XRM.data.image_layouts import get_image_layout
 from XRM.data.images import ImageSplit, ImageSplitDataset, load_image_split
@@ -84,8 +85,8 @@ class ImageDataset(GroupDataset):
         features, metadata = folder / FEATURES_FILE, folder / get_image_layout(self.layout_name).metadata
         has_features, has_images = features.is_file(), metadata.is_file()
         if not has_features and not has_images:
-            raise UserError(f"{self.name}: neither {features} nor {metadata} exists; run: python download.py "
-                            f"--features --download --data_path {data_path} {self.download_name}")
+            raise UserError(f"{self.name}: neither {features} nor {metadata} exists; "
+                            f"{download_hint(data_path, self.download_name, features=True)}")
         chosen = options.inputs
         if chosen == "auto":
             wants_features = phase == 1 or self.phase_2_on_features
