@@ -53,7 +53,7 @@ def load_study_inputs(dataset: str, data_path: str, algorithms: Sequence[str], p
         if get_algorithm_class(algorithm).needs_held_out_logits:
             if phase_1_dir is None:
                 raise UserError(f"{algorithm} trains on phase-1 held-out logits: pass --phase_1_dir (the XRM folder "
-                                "main.py --phase 1 wrote, e.g. out/XRM), or leave it out with --algorithms ERM")
+                                f"{command('train')} --phase 1 wrote, e.g. out/XRM), or leave it out with --algorithms ERM")
             phase_1_file = str(select_phase_1_file(phase_1_dir, dataset, 0))
         # the family's defaults for every drawn hyper-parameter, then the user's overrides
         wanted = {**default_hparams(family, algorithm), **overrides}

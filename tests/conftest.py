@@ -25,13 +25,23 @@ def script():
     return run_script
 
 
+def comparable(found):
+    """Records (a list, or a dict of lists by file) without their timing keys (records.without_timing):
+    what two runs that trained alike record alike."""
+    from XRM.results.records import without_timing
+
+    if isinstance(found, dict):
+        return {key: comparable(value) for key, value in found.items()}
+    return [without_timing(record) for record in found]
+
+
 def without_training_loss(found):
-    """Records (a list, or a dict of lists by file) without ``train_loss``: a mean of per-example losses
-    summed in another order (a stack pads its batches) may differ in its last bits, where the weights
-    and metrics do not."""
+    """:func:`comparable` records without ``train_loss`` too: a mean of per-example losses summed in
+    another order (a stack pads its batches) may differ in its last bits, where the weights and
+    metrics do not."""
     if isinstance(found, dict):
         return {key: without_training_loss(value) for key, value in found.items()}
-    return [{key: value for key, value in record.items() if key != "train_loss"} for record in found]
+    return [{key: value for key, value in record.items() if key != "train_loss"} for record in comparable(found)]
 
 
 def training_losses(found) -> list[float]:

@@ -47,7 +47,7 @@ def test_training_without_the_files_says_where_to_get_them(tmp_path):
     folder = tmp_path / "chexpert"
     assert str(caught.value) == (
         f"CheXpert: neither {folder / 'features.pt'} nor {folder / CHEXPERT_METADATA} exists; "
-        f"{WHERE_TO_GET_IT.format(folder=folder)}, then run: python download.py --features --data_path {tmp_path} "
+        f"{WHERE_TO_GET_IT.format(folder=folder)}, then run: python -m XRM.cli download --features --data_path {tmp_path} "
         "chexpert")
 
 
@@ -92,7 +92,7 @@ def _rewrite(path, old: str, new: str) -> None:
      "there"),
     (lambda folder: (folder / "valid" / "patient64546" / "study1" / "view1_frontal.jpg").unlink(),
      "1 of the 84 images the metadata lists are missing, e.g. {folder}/valid/patient64546/study1/view1_frontal.jpg: "
-     "put them there, or delete {folder} and run: python download.py --download --data_path {data} chexpert"),
+     "put them there, or delete {folder} and run: python -m XRM.cli download --download --data_path {data} chexpert"),
 ])
 def test_bad_placed_files_are_one_line_and_nothing_is_prepared(tmp_path, capsys, damage, problem):
     folder = sx.place_chexpert(tmp_path)

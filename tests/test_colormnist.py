@@ -51,7 +51,7 @@ def test_label_noise_and_colours():
 
 
 def test_missing_mnist_names_the_download_command(tmp_path):
-    with pytest.raises(UserError, match=f"run: python download.py --download --data_path {tmp_path} cmnist"):
+    with pytest.raises(UserError, match=f"run: python -m XRM.cli download --download --data_path {tmp_path} cmnist"):
         get_dataset("ColorMNIST").load_splits(str(tmp_path))
 
 

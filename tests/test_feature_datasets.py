@@ -32,7 +32,7 @@ def test_feature_dataset_loads_the_three_splits(tmp_path):
 def test_malformed_features_file_is_a_user_error(tmp_path):
     (tmp_path / "celeba").mkdir()
     torch.save({"tr": {"x": torch.zeros(2, 3)}}, tmp_path / "celeba" / "features.pt")
-    with pytest.raises(UserError, match=r"features file .*: is not a features file: .*; got \['tr'\]; run: python download.py --features"):
+    with pytest.raises(UserError, match=r"features file .*: is not a features file: .*; got \['tr'\]; run: python -m XRM.cli download --features"):
         get_dataset("CelebA").load_splits(str(tmp_path))
 
 

@@ -13,7 +13,7 @@ def test_require_file_names_what_is_missing_and_how_to_get_it(tmp_path):
     with pytest.raises(UserError) as caught:
         require_file(tmp_path / "x.csv", "metadata file", download_hint(tmp_path, "waterbirds", features=True))
     assert str(caught.value) == (f"missing metadata file {tmp_path / 'x.csv'}; "
-                                 f"run: python download.py --features --download --data_path {tmp_path} waterbirds")
+                                 f"run: python -m XRM.cli download --features --download --data_path {tmp_path} waterbirds")
 
 
 def test_open_csv_reads_fields_longer_than_the_default_limit(tmp_path):
@@ -29,4 +29,4 @@ def test_missing_multinli_cached_file_names_the_download_command(tmp_path):
         load_multinli_features(tmp_path / "multinli")
     path = tmp_path / "multinli" / "glue_data" / "MNLI" / "cached_train_bert-base-uncased_128_mnli"
     assert str(caught.value) == (f"missing cached features file {path}; "
-                                 f"run: python download.py --download --data_path {tmp_path} multinli")
+                                 f"run: python -m XRM.cli download --download --data_path {tmp_path} multinli")

@@ -40,7 +40,7 @@ def test_neither_features_nor_metadata_names_the_download_command(tmp_path):
         get_dataset("MetaShift").resolve(str(tmp_path), 2, InputOptions())
     assert str(caught.value) == (
         f"MetaShift: neither {tmp_path / 'metashift' / 'features.pt'} nor "
-        f"{tmp_path / 'metashift' / 'metadata_metashift.csv'} exists; run: python download.py --features "
+        f"{tmp_path / 'metashift' / 'metadata_metashift.csv'} exists; run: python -m XRM.cli download --features "
         f"--download --data_path {tmp_path} metashift")
 
 
@@ -62,7 +62,8 @@ def test_phase_1_on_features_then_mat_and_erm_fine_tune_on_images(tmp_path):
         header, rows = fx.records(out / algorithm / "Waterbirds" / "group_labels_no" / "results_hpcomb_0_seed0.json")
         assert (header["inputs_used"], header["backbone_used"]) == ("images", "resnet18")
         assert [r["step"] for r in rows] == [0, 2]
-        expected = ({"step", "va_avg_acc", "va_wga", "va_neg_class_diff", "te_avg_acc", "te_wga", "train_loss", "lr"}
+        expected = ({"step", "va_avg_acc", "va_wga", "va_neg_class_diff", "te_avg_acc", "te_wga", "train_loss", "lr",
+                     "steps_per_s", "examples_per_s"}
                     | ({"va_gi_wga"} if algorithm == "MAT" else set()))
         assert {key for key in rows[-1] if not key.startswith("te_acc_group_")} == expected
         assert rows[-1]["te_wga"] == min(value for key, value in rows[-1].items() if key.startswith("te_acc_group_"))

@@ -106,7 +106,7 @@ def test_missing_or_corrupt_image_is_one_line_user_error_even_from_a_worker(meta
         list(evaluation_batches(dataset, 1, torch.device("cpu"), num_workers=1))
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"cannot read image {split.paths[0]} (FileNotFoundError: ")
-    assert message.endswith("put a good copy there, or prepare the dataset again with download.py")
+    assert message.endswith("put a good copy there, or prepare the dataset again with python -m XRM.cli download")
 
 
 def test_prepare_refuses_metadata_listing_missing_images(tmp_path):
@@ -122,7 +122,7 @@ def test_prepare_refuses_metadata_listing_missing_images(tmp_path):
         prepare_dataset("waterbirds", tmp_path)
     assert str(caught.value) == (
         f"waterbirds: 2 of the 3 images the metadata lists are missing, e.g. {images / '001.A' / 'b.jpg'}: put them "
-        f"there, or delete {tmp_path / 'waterbirds'} and run: python download.py --download --data_path {tmp_path} "
+        f"there, or delete {tmp_path / 'waterbirds'} and run: python -m XRM.cli download --download --data_path {tmp_path} "
         "waterbirds")
     assert not (tmp_path / "waterbirds" / "metadata_waterbirds.csv").exists()
     assert not (tmp_path / "waterbirds" / ".prepared").exists()

@@ -86,6 +86,7 @@ def test_the_installed_package_trains_and_answers_from_another_folder(tmp_path):
     versions = _start_version_checks(installed)  # while the sweeps train
     _check_phase_1_phase_2_and_results(installed)
     _check_protocol_and_download(installed)
+    _check_hints_name_the_installed_commands(installed)
     _check_versions(versions)
 
 
@@ -125,6 +126,16 @@ def _check_protocol_and_download(installed: tuple[Path, dict]) -> None:
     offline = _call(installed, "xrm-download", "--data_path", "data", "waterbirds")
     assert offline.returncode == 2
     assert offline.stderr.splitlines()[-1].startswith("error: waterbirds: missing data/waterbirds/")
+
+
+def _check_hints_name_the_installed_commands(installed: tuple[Path, dict]) -> None:
+    """An error that tells what to run next names the console scripts (XRM.common.commands)."""
+    missing = _call(installed, "xrm-train", "--phase", "1", "--datasets", "Waterbirds", "--data_path", "data")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().endswith("; run: xrm-download --features --download --data_path data waterbirds")
+    nowhere = _call(installed, "xrm-results", "--dir", "nowhere")
+    assert nowhere.returncode == 2
+    assert nowhere.stderr.strip() == "error: no results folder nowhere; pass the --out_dir you gave xrm-train"
 
 
 def _start_version_checks(installed: tuple[Path, dict]) -> list[tuple[list[str], subprocess.Popen]]:

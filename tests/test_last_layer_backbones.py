@@ -32,7 +32,7 @@ def test_dfr_and_afr_on_a_fine_tuned_resnet(tmp_path):
     with pytest.raises(UserError) as caught:  # DFR before its base ERM run: one line naming the command to run first
         _run("--algorithms", "DFR", *common)
     assert "DFR retrains the last layer of a trained ERM model" in str(caught.value) and "\n" not in str(caught.value)
-    assert "python main.py --phase 2 --datasets Waterbirds --algorithms ERM --group_labels yes" in str(caught.value)
+    assert "python -m XRM.cli train --phase 2 --datasets Waterbirds --algorithms ERM --group_labels yes" in str(caught.value)
     assert not out.exists()
     assert _run("--algorithms", "ERM", *common) == 0
     assert _run("--algorithms", "DFR", *common) == 0

@@ -40,9 +40,14 @@ def test_phase_1_writes_records_and_inferred_groups(sweep):
             assert (directory / name).is_file(), name
         run_records = _records(directory / f"results_hpcomb_{comb}_seed0.json")
         assert [r["step"] for r in run_records] == list(range(0, 301, 50))
-        assert all(set(r) == {"step", "flip_rate", "train_loss", "lr"} for r in run_records)
+        assert all(set(r) == {"step", "flip_rate", "train_loss", "lr", "steps_per_s", "examples_per_s"}
+                   for r in run_records)
         header = json.loads((directory / f"results_hpcomb_{comb}_seed0.json").read_text().splitlines()[0])
         assert all(r["lr"] == header["hparams"]["lr"] for r in run_records)  # SGD at a constant rate
+        # each evaluation's throughput: steps per second since the last one, examples = batch size x steps
+        batch_size = header["hparams"]["batch_size"]
+        assert all(r["steps_per_s"] > 0 and r["examples_per_s"] == pytest.approx(r["steps_per_s"] * batch_size)
+                   for r in run_records)
         # the twins' class-balanced loss: the sum over the 2 classes of a mean cross-entropy, ln 2 each at first
         assert 0 < run_records[-1]["train_loss"] < run_records[0]["train_loss"] <= 2 * 0.6932
     inferred = torch.load(directory / "inferred_hpcomb_0_seed0.pt")
@@ -60,11 +65,11 @@ def test_phase_2_records_and_mat_beats_erm(sweep, script):
     per_group = {f"te_acc_group_{group}" for group in range(4)}  # the Synthetic test groups y * 2 + a
     assert set(_records(mat_dir / "results_hpcomb_0_seed0.json")[0]) == {
         "step", "va_avg_acc", "va_wga", "va_gi_wga", "va_neg_class_diff", "te_avg_acc", "te_wga", "train_loss",
-        "lr"} | per_group
+        "lr", "steps_per_s", "examples_per_s"} | per_group
     erm_dir = out / "ERM" / "Synthetic" / "group_labels_no"
     last = _records(erm_dir / "results_hpcomb_1_seed0.json")[-1]
     assert set(last) == {"step", "va_avg_acc", "va_wga", "va_neg_class_diff", "te_avg_acc", "te_wga", "train_loss",
-                         "lr"} | per_group
+                         "lr", "steps_per_s", "examples_per_s"} | per_group
     assert last["te_wga"] == min(last[key] for key in per_group)
     assert (mat_dir / "best_hpcomb_0_seed0.pt").is_file()
     table = script("XRM/read_results.py", "--dir", str(out), "--group_labels", "no")

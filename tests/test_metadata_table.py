@@ -50,9 +50,9 @@ def test_unknown_split_name_and_missing_column(tmp_path):
     with pytest.raises(UserError) as caught:
         read_metadata_csv(path)
     assert str(caught.value) == (f"{path}, line 2: split = 'holdout' is not one of 0 (train), 1 (val), 2 (test): "
-                                 "re-create it with download.py")
+                                 "re-create it with python -m XRM.cli download")
     path.write_text("id,filename,y,a\n0,a.jpg,1,0\n", encoding="utf-8")
-    with pytest.raises(UserError, match="lacks the column\\(s\\) split: re-create it with download.py"):
+    with pytest.raises(UserError, match="lacks the column\\(s\\) split: re-create it with python -m XRM.cli download"):
         read_metadata_csv(path)
 
 
@@ -63,7 +63,7 @@ def test_utf8_filenames_and_missing_file(tmp_path):
     with pytest.raises(UserError) as caught:
         load_image_split(tmp_path, "celeba", "tr")
     assert str(caught.value) == (f"missing metadata file {tmp_path / 'celeba' / 'metadata_celeba.csv'}; "
-                                 f"run: python download.py --download --data_path {tmp_path} celeba")
+                                 f"run: python -m XRM.cli download --download --data_path {tmp_path} celeba")
 
 
 def _csv(tmp_path, text: str, bom: bool = False):

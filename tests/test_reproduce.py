@@ -223,9 +223,9 @@ def test_dry_run_lists_the_stages_and_runs_nothing(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--algorithms", "XRM"], "error: XRM is phase 1, which reproduce.py runs itself"),
+    (["--algorithms", "XRM"], "error: XRM is phase 1, which python -m XRM.cli reproduce runs itself"),
     (["--algorithms", "MAT", "Nope"], "error: unknown algorithm 'Nope'"),
-    (["--datasets", "Waterbirds", "--data_path", "DATA"], "python download.py"),
+    (["--datasets", "Waterbirds", "--data_path", "DATA"], "python -m XRM.cli download --features"),
     (["--num_seeds", "0"], "error: --num_seeds 0: give a number >= 1"),
     (["--group_inference", "EIIL"], "error: MAT needs phase 1's held-out logits, which EIIL does not write; leave MAT "
                                     "out of --algorithms, or use --group_inference XRM"),
@@ -313,7 +313,7 @@ def test_a_second_protocol_on_the_folder_is_refused_while_one_runs(protocol, tmp
         unlock(handle)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: another reproduce.py is running on {out}: wait for it to end, or give another --out_dir"]
+        f"error: another reproduce command is running on {out}: wait for it to end, or give another --out_dir"]
     assert not (out / "XRM").exists()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, train_until_stopped
+from conftest import ROOT, comparable, train_until_stopped
 from XRM.results.records import RunFiles, read_results
 from XRM.runs.spec import RunSpec
 from XRM.runs.train import records_problem, train_stack
@@ -48,7 +48,8 @@ def test_killed_then_resumed_equals_unbroken(tmp_path, script):
     lines_a = (_run_dir(tmp_path / "a") / results).read_text().splitlines()
     lines_b = (_run_dir(tmp_path / "b") / results).read_text().splitlines()
     assert len(lines_a) == 1 + 41  # header + evaluations at steps 0, 100, ..., 4000
-    assert lines_b[1:] == lines_a[1:]  # the same records, none lost or repeated
+    # the same records, none lost or repeated (their timing aside)
+    assert comparable([json.loads(line) for line in lines_b[1:]]) == comparable([json.loads(line) for line in lines_a[1:]])
     assert json.loads(lines_b[0])["hparams"] == json.loads(lines_a[0])["hparams"]
     final_a = torch.load(_run_dir(tmp_path / "a") / "ckpt_hpcomb_0_seed0.pt")
     final_b = torch.load(_run_dir(tmp_path / "b") / "ckpt_hpcomb_0_seed0.pt")
@@ -97,7 +98,7 @@ def test_resuming_a_run_whose_records_are_gone_restarts_it_from_step_0(tmp_path,
     assert [line for line in resumed.stderr.splitlines() if "warning" in line or "resuming" in line] == [
         f"warning: {RUN}: {problem}, so its checkpoint cannot be trusted; restarting it from step 0"]
     header, run_records = read_results(files.results)
-    assert run_records == unbroken[1] and [r["step"] for r in run_records] == [0, 20, 40]
+    assert comparable(run_records) == comparable(unbroken[1]) and [r["step"] for r in run_records] == [0, 20, 40]
     assert header["hparams"] == unbroken[0]["hparams"] and header["resume"] is True
     assert files.done.exists()
 
@@ -143,4 +144,4 @@ def test_resuming_over_lines_that_are_no_records_drops_them_with_a_warning(tmp_p
         f"warning: skipping line 4 of {files.results}: its step null is not a whole number",
         f"warning: skipping line 5 of {files.results}: its va_wga \"high\" is not a number",
         f"resuming {RUN} from step 41"]
-    assert read_results(files.results)[1] == unbroken and files.done.exists()
+    assert comparable(read_results(files.results)[1]) == comparable(unbroken) and files.done.exists()

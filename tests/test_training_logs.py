@@ -1,5 +1,5 @@
 """What training shows and records for a researcher: one log line per evaluation off a terminal
-(XRM/runs/progress.py), training loss and learning rate in every record, and the provenance of
+(XRM/runs/progress.py), training loss, learning rate and throughput in every record, and the provenance of
 each run in its header, in read_results and in the DataFrame."""
 import json
 import re
@@ -54,6 +54,11 @@ def test_read_results_and_the_dataframe_show_the_provenance(phase_1, script):
     frame = load_records(out)
     assert frame.toolkit.unique().tolist() == [XRM.__version__] and frame.device_used.str.startswith("cpu").all()
     assert frame.train_loss.notna().all() and (frame.train_loss > 0).all() and frame.lr.notna().all()
+    # the throughput columns: positive everywhere, examples per second the batch size times steps per second
+    batch_sizes = frame.hpcomb.map({comb: json.loads((out / "XRM" / "Synthetic" / "group_labels_no" /
+                                                      f"results_hpcomb_{comb}_seed0.json").read_text().splitlines()[0])
+                                    ["hparams"]["batch_size"] for comb in (0, 1)})
+    assert (frame.steps_per_s > 0).all() and (frame.examples_per_s == frame.steps_per_s * batch_sizes).all()
 
 
 def test_the_summaries_of_a_log_line():

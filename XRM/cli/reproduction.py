@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from XRM.common.commands import command
 from XRM.launch.launchers import LaunchOptions, LaunchReport, format_report
 from XRM.results import records
 from XRM.results.table1 import Folders
@@ -97,7 +98,7 @@ class Protocol:
         for algorithm in self.trained_algorithms():
             cls = get_algorithm_class(algorithm)
             if cls.phase != 2:
-                raise UserError(f"{algorithm} is phase 1, which reproduce.py runs itself; give phase-2 algorithms "
+                raise UserError(f"{algorithm} is phase 1, which {command('reproduce')} runs itself; give phase-2 algorithms "
                                 "in --algorithms")
             if cls.needs_held_out_logits and not inference.writes_held_out_logits:
                 raise UserError(f"{algorithm} needs phase 1's held-out logits, which {self.group_inference} does not "
@@ -284,7 +285,7 @@ def run_protocol(protocol: Protocol, stack_size: int | None, launcher: str, opti
 
     handle = try_lock(Path(protocol.out_dir) / PROTOCOL_LOCK)
     if handle is None:
-        raise UserError(f"another reproduce.py is running on {protocol.out_dir}: wait for it to end, or give "
+        raise UserError(f"another reproduce command is running on {protocol.out_dir}: wait for it to end, or give "
                         "another --out_dir")
     try:
         return _run_stages(protocol, stack_size, launcher, options)

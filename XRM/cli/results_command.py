@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from XRM.cli.entry_point import command_line, output_folder
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.results.collect import broken_runs, collect_runs, folder_names, format_table, not_selected
 from XRM.results.records import SELECTION_METRICS, group_labels_folder
@@ -47,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     (--table), and write the plots (--plots)."""
     root = Path(args.dir)
     if not root.is_dir():
-        raise UserError(f"no results folder {root}; pass the --out_dir you gave main.py")
+        raise UserError(f"no results folder {root}; pass the --out_dir you gave {command('train')}")
     if args.plots:
         output_folder(args.plots, "--plots")
     if args.table or args.plots:

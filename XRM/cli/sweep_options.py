@@ -10,6 +10,7 @@ from XRM.common.errors import UserError
 from XRM.common.run_options import add_option_arguments
 from XRM.common.seeds import check_seed
 from XRM.launch.launchers import LaunchOptions, LaunchReport, launch, visible_gpu_count
+from XRM.runs.tensorboard_logs import require_tensorboard
 
 DATASETS_HELP = ("Waterbirds, CelebA, MultiNLI, CivilComments, ColorMNIST, MetaShift, ImagenetBG, NICOpp, CheXpert, "
                  "Synthetic (in any case, or download.py's names such as cmnist; an unknown name lists them all), or "
@@ -78,8 +79,9 @@ def launch_options(args: argparse.Namespace) -> tuple[str, LaunchOptions]:
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    """A UserError for counts that cannot describe a sweep (the options a command lacks are skipped);
-    ``--num_workers`` becomes its count, or None for ``auto`` (chosen where each run executes)."""
+    """A UserError for counts that cannot describe a sweep (the options a command lacks are skipped), and for
+    --tensorboard without its package; ``--num_workers`` becomes its count, or None for ``auto`` (chosen
+    where each run executes)."""
     workers = args.num_workers
     if workers != "auto" and not (isinstance(workers, int) or workers.isdigit()):
         raise UserError(f"--num_workers {workers}: give auto or a number of workers >= 0")
@@ -94,6 +96,8 @@ def check_counts(args: argparse.Namespace) -> None:
         check_seed(args.seed, "--seed")
     if not (math.isfinite(args.checkpoint_seconds) and args.checkpoint_seconds >= 0):
         raise UserError(f"--checkpoint_seconds {args.checkpoint_seconds}: give a number of seconds >= 0")
+    if args.tensorboard:
+        require_tensorboard()
 
 
 def hparams_overrides(args: argparse.Namespace) -> dict:

@@ -68,6 +68,9 @@ class TrainingOptions:
                                                  "default only at the evaluations a selection rule may pick (where "
                                                  "va_wga, va_gi_wga or va_avg_acc reaches its best so far), the "
                                                  "other records holding null test metrics", action="store_true")
+    tensorboard: bool = _option(False, "also write each run's records as TensorBoard scalars, one folder per run: "
+                                       "<run folder>/tensorboard/hpcomb_<k>_seed<s>/ (needs the tensorboard package)",
+                                action="store_true")
     # the command line's --hparams JSON object, parsed (XRM.cli.entry_point.parse_hparams)
     hparams_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
     resume: bool = False  # main.py --resume; reproduce.py always resumes

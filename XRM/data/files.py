@@ -3,6 +3,7 @@ import csv
 from pathlib import Path
 from typing import TextIO
 
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 
 # Some CivilComments comments are longer than csv's default field limit (128 KiB).
@@ -19,9 +20,9 @@ def require_file(path: Path, what: str, how_to_get_it: str) -> Path:
 
 
 def download_hint(data_path: str | Path, dataset: str, features: bool = False) -> str:
-    """The download.py command that makes ``dataset``'s files under ``data_path`` (and its features)."""
+    """The download command that makes ``dataset``'s files under ``data_path`` (and its features)."""
     flags = "--features --download" if features else "--download"
-    return f"run: python download.py {flags} --data_path {data_path} {dataset}"
+    return f"run: {command('download')} {flags} --data_path {data_path} {dataset}"
 
 
 def open_csv(path: Path) -> TextIO:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.data.base import INPUT_CHOICES, SPLITS, GroupDataset, InputOptions, SplitTensors
 from XRM.data.chexpert import where_to_get_chexpert
@@ -162,7 +163,6 @@ class CheXpert(ImageDataset):
     num_steps, eval_every = 20001, 1000  # SubpopBench's N_STEPS and CHECKPOINT_FREQ
 
     def how_to_get_it(self, data_path: str) -> str:
-        """Where to get the files (a user places them), then the download.py command that prepares them."""
-        folder = self._folder(data_path)
-        return (f"{where_to_get_chexpert(folder)}, then run: python download.py --features --data_path {data_path} "
-                f"{self.download_name}")
+        """Where to get the files (a user places them), then the download command that prepares them."""
+        return (f"{where_to_get_chexpert(self._folder(data_path))}, then run: {command('download')} --features "
+                f"--data_path {data_path} {self.download_name}")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.data.files import download_hint
 from XRM.data.image_decoders import DECODING_ERRORS, ImageDecoder, image_decoder
@@ -53,7 +54,7 @@ def load_image_split(data_path: str | Path, name: str, split: str) -> ImageSplit
 def unreadable_image(path: str, error: Exception) -> UserError:
     """The one line that says an image file cannot be decoded and what to do."""
     return UserError(f"cannot read image {path} ({type(error).__name__}: {error}): put a good copy there, "
-                     "or prepare the dataset again with download.py")
+                     f"or prepare the dataset again with {command('download')}")
 
 
 def read_encoded(path: str) -> torch.Tensor:

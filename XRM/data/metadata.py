@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.common.fileio import atomic_write_text
 from XRM.data.files import open_csv, require_file
@@ -25,12 +26,10 @@ CIVILCOMMENTS_IDENTITIES = ("male", "female", "LGBTQ", "christian", "muslim",
                             "other_religions", "black", "white")
 
 
-# What to do about a raw file the builders read but cannot find.
-PLACE_RAW_FILES = "run download.py with --download, or put the dataset's files there by hand"
-
-
 def _require(path: Path) -> Path:
-    return require_file(path, "downloaded file", PLACE_RAW_FILES)
+    """``path``, a raw file the builders read; a UserError saying how to get it when it is missing."""
+    return require_file(path, "downloaded file",
+                        f"run {command('download')} with --download, or put the dataset's files there by hand")
 
 
 def _read_csv_rows(path: Path) -> list[dict[str, str]]:

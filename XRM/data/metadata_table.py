@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.common.fileio import atomic_write_text
 from XRM.data.files import open_csv, require_file
@@ -65,10 +66,6 @@ def write_metadata_csv(table: MetadataTable, path: Path) -> None:
     atomic_write_text(buffer.getvalue(), path)
 
 
-#: what a malformed metadata file of a registered dataset asks for
-REMAKE = "re-create it with download.py"
-
-
 def _whole_number(cell: str | None) -> int | None:
     """The integer a cell spells ("1", "1.0"), or None for any other text ("1.7", "nan", "")."""
     try:
@@ -110,9 +107,14 @@ def _checked_rows(path: Path, reader: csv.DictReader, fix: str) -> list[tuple[st
     return rows
 
 
+def remake_hint() -> str:
+    """What a malformed metadata file of a registered dataset asks for: its download command."""
+    return f"re-create it with {command('download')}"
+
+
 def read_metadata_csv(path: Path, split_ids: Mapping[str, int] = SPLIT_IDS_BY_NAME,
-                      how_to_get_it: str = "run `python download.py --data_path <data> <dataset>` first",
-                      fix: str = REMAKE, file_column: str | None = "filename") -> MetadataTable:
+                      how_to_get_it: str | None = None, fix: str | None = None,
+                      file_column: str | None = "filename") -> MetadataTable:
     """Read a metadata CSV; raises UserError naming the file (and line) when it is missing or malformed.
 
     Files the reference code wrote are read as they are: its MetaShift and ImagenetBG files
@@ -121,9 +123,12 @@ def read_metadata_csv(path: Path, split_ids: Mapping[str, int] = SPLIT_IDS_BY_NA
     code that ``split_ids`` lacks, a label or attribute that is not an integer >= 0, or a row of
     another length than the header is refused with ``fix``. A UTF-8 byte-order mark (as
     spreadsheets save) is skipped. ``file_column`` None: a table without one (a text CSV), whose
-    filenames are the row numbers.
+    filenames are the row numbers. ``how_to_get_it`` and ``fix`` default to the download command's
+    (a registered dataset's metadata file).
     """
-    path = require_file(path, "metadata file", how_to_get_it)
+    fix = fix or remake_hint()
+    path = require_file(path, "metadata file", how_to_get_it or f"run `{command('download')} --data_path <data> "
+                                                                  "<dataset>` first")
     required = ("split", "y", "a") if file_column is None else (file_column, "split", "y", "a")
     with open_csv(path) as handle:
         reader = csv.DictReader(handle)

@@ -12,6 +12,7 @@ import json
 import random
 from pathlib import Path
 
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.data.files import require_file
 from XRM.data.metadata_table import SPLIT_IDS, MetadataTable, table_from_rows, write_metadata_csv
@@ -24,13 +25,17 @@ NICOPP_CONTEXTS = ("autumn", "dim", "grass", "outdoor", "rock", "water")
 #: images a (class, context) group gives to validation and test together, and SubpopBench's seed
 EVALUATION_IMAGES_PER_GROUP = 75
 SPLIT_SEED = 666
-_WHAT_TO_DO = "run download.py with --download, or put NICO++'s track_1 files there by hand"
+
+
+def _what_to_do() -> str:
+    """The hint of a missing or wrong NICO++ file, naming the download command the user runs."""
+    return f"run {command('download')} with --download, or put NICO++'s track_1 files there by hand"
 
 
 def _label_ids(path: Path) -> dict[str, int]:
     """The class name -> y mapping of dg_label_id_mapping.json, in the file's order."""
     try:
-        mapping = json.loads(require_file(path, "downloaded file", _WHAT_TO_DO).read_text(encoding="utf-8"))
+        mapping = json.loads(require_file(path, "downloaded file", _what_to_do()).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not JSON ({error}): download it again") from None
     if not isinstance(mapping, dict) or not mapping or not all(
@@ -63,7 +68,7 @@ def write_nicopp_metadata(folder: Path) -> MetadataTable:
     class in the JSON's order; unlike SubpopBench (whose glob order depended on the file system),
     images are listed in sorted order, with filenames relative to ``nicopp/``."""
     labels = _label_ids(folder / NICOPP_LABELS)
-    root = require_file(folder / NICOPP_IMAGES, "downloaded folder", _WHAT_TO_DO)
+    root = require_file(folder / NICOPP_IMAGES, "downloaded folder", _what_to_do())
     filenames, y, a = [], [], []
     for context, name in enumerate(NICOPP_CONTEXTS):
         for label, label_id in labels.items():
@@ -73,7 +78,7 @@ def write_nicopp_metadata(folder: Path) -> MetadataTable:
                 a.append(context)
     if not filenames:
         raise UserError(f"no images under {root}/<context>/<class>/*.jpg for the contexts "
-                        f"{', '.join(NICOPP_CONTEXTS)}: {_WHAT_TO_DO}")
+                        f"{', '.join(NICOPP_CONTEXTS)}: {_what_to_do()}")
     split = balanced_evaluation_split([attribute + label * len(NICOPP_CONTEXTS) for label, attribute in zip(y, a)])
     table = table_from_rows(list(range(len(filenames))), filenames, split, y, a)
     write_metadata_csv(table, folder / NICOPP_METADATA)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.common.registry import Registry
 from XRM.data import metadata, sources
@@ -170,7 +171,7 @@ def _check_images(recipe: DatasetRecipe, folder: Path, table: MetadataTable) -> 
         (folder / layout.metadata).unlink(missing_ok=True)  # no metadata that looks prepared
         raise UserError(f"{len(missing)} of the {len(table)} images the metadata lists are "
                         f"missing, e.g. {root / missing[0]}: put them there, or delete {folder} and run: "
-                        f"python download.py --download --data_path {folder.parent} {recipe.name}")
+                        f"{command('download')} --download --data_path {folder.parent} {recipe.name}")
 
 
 def _remove_empty_folders(folder: Path, remove_top: bool, keep: list[Path]) -> None:

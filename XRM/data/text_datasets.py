@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.data.base import SPLITS, GroupDataset, InputOptions, SplitTensors
 from XRM.data.files import download_hint, open_csv, require_file
@@ -147,4 +148,4 @@ def _positions(table: MetadataTable, origin: Path) -> np.ndarray:
         return np.asarray([int(name) for name in table.filenames], dtype=np.int64)
     except ValueError:
         raise UserError(f"{origin}: 'filename' must be the row number of the text file; re-create it with "
-                        "download.py") from None
+                        f"{command('download')}") from None

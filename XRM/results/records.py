@@ -38,6 +38,12 @@ VA_GI_WGA = "va_gi_wga"
 VA_NEG_CLASS_DIFF = "va_neg_class_diff"
 #: training's own: each run's mean training loss since the previous evaluation, and its learning rate
 TRAIN_LOSS, LR = "train_loss", "lr"
+#: training's throughput since the previous evaluation (the clock stops while a stack evaluates and saves
+#: checkpoints): steps per second, and training examples drawn per second (the run's batch size x steps per
+#: second); a stack's runs train together, so each records the stack's steps per second
+STEPS_PER_S, EXAMPLES_PER_S = "steps_per_s", "examples_per_s"
+#: the keys that measure time: two runs that trained alike (resumed or unbroken, stacked or alone) differ there only
+TIMING_KEYS = (STEPS_PER_S, EXAMPLES_PER_S)
 #: the header's table of test groups: id -> {y, a, n, and where known label and attribute names}
 TEST_GROUPS = "test_groups"
 PHASE_2_METRICS = (VA_AVG_ACC, VA_WGA, VA_GI_WGA, TE_AVG_ACC, TE_WGA)
@@ -71,6 +77,11 @@ def is_test_metric(key: str) -> bool:
 def recorded(entry: dict) -> dict:
     """A record's values that were recorded: without NaN and null (both mean 'not recorded')."""
     return {key: value for key, value in entry.items() if value is not None and value == value}
+
+
+def without_timing(record: dict) -> dict:
+    """A record without its TIMING_KEYS: what two runs that trained alike record alike."""
+    return {key: value for key, value in record.items() if key not in TIMING_KEYS}
 
 
 def test_group_accuracies(record: dict) -> dict[int, float]:
@@ -138,6 +149,11 @@ class RunFiles:
     def inferred(self) -> Path:
         """Phase-1 artifact: inferred attributes and held-out logits."""
         return self.directory / f"inferred_{self.tag}.pt"
+
+    @property
+    def tensorboard(self) -> Path:
+        """Folder of the run's TensorBoard event files (``--tensorboard``): one run per folder."""
+        return self.directory / "tensorboard" / self.tag
 
     @property
     def lock(self) -> Path:

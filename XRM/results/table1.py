@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.common.fileio import atomic_write_text
 from XRM.results import records
@@ -109,7 +110,8 @@ def found_cells(root: Path, datasets: list[str] | None, algorithms: list[str] | 
         except UserError as error:
             print(f"warning: left out of the table: {error}", file=sys.stderr)
     if not cells:
-        raise UserError(f"no phase-2 results under {root} to tabulate; pass the --out_dir of main.py or reproduce.py")
+        raise UserError(f"no phase-2 results under {root} to tabulate; pass the --out_dir of {command('train')} or "
+                        f"{command('reproduce')}")
     return cells
 
 

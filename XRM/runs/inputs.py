@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from XRM.algorithms import RunData, check_group_labels, get_algorithm_class
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.common.groups import group_ids
 from XRM.data.base import GroupDataset, InputOptions, SplitTensors
@@ -171,7 +172,8 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
     held_out = None
     if algorithm_cls.needs_held_out_logits:
         if not spec.phase_1_file:
-            raise UserError(f"{algorithm_cls.name} needs phase-1 outputs; run phase 1 first: python main.py --phase 1 ...")
+            raise UserError(f"{algorithm_cls.name} needs phase-1 outputs; run phase 1 first: "
+                            f"{command('train')} --phase 1 ...")
         outputs = phase_1_files(spec.phase_1_file)
         if HELD_OUT_LOGITS not in outputs:
             raise UserError(f"{spec.phase_1_file} has no held-out logits ('{HELD_OUT_LOGITS}' is absent or None, as "

@@ -24,6 +24,7 @@ from torch import nn
 
 from XRM.algorithms.base import STANDARD_VIEW
 from XRM.algorithms.last_layer import VALIDATION_HALVES_VIEW, validation_halves
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.common.fileio import atomic_torch_save
 from XRM.data.base import SplitTensors
@@ -97,15 +98,15 @@ def select_base_model(algorithm: str, base_algorithm: str, out_dir: str | Path, 
     with the best va_wga (va_gi_wga for inferred groups), the criterion of its best checkpoint."""
     directory = base_runs_directory(out_dir, base_algorithm, dataset_label, group_labels)
     runs = [run for run in collect_runs(directory) if run.files.done.exists() and run.files.best_checkpoint.exists()]
-    command = (f"python main.py --phase 2 --datasets {dataset} --algorithms {base_algorithm} --group_labels "
-               f"{group_labels} --num_hparams_combs 10 --out_dir {out_dir}")
+    base_command = (f"{command('train')} --phase 2 --datasets {dataset} --algorithms {base_algorithm} "
+                    f"--group_labels {group_labels} --num_hparams_combs 10 --out_dir {out_dir}")
     if not runs:
         raise UserError(f"{algorithm} retrains the last layer of a trained {base_algorithm} model, and {directory} has no "
-                        f"finished {base_algorithm} run; run it first: {command}")
+                        f"finished {base_algorithm} run; run it first: {base_command}")
     if not any(run.seed == seed for run in runs):
         if not any(run.seed == 0 for run in runs):
             raise UserError(f"no finished {base_algorithm} run for seed {seed} or seed 0 in {directory}; run it first: "
-                            f"{command} --seed {seed}")
+                            f"{base_command} --seed {seed}")
         print(f"warning: no {base_algorithm} run for seed {seed} in {directory}; using seed 0's", file=sys.stderr)
         seed = 0
     metric = best_checkpoint_metric(records.group_labels_kind(group_labels) == "inferred")
@@ -192,7 +193,7 @@ def prepare_last_layer(algorithm_cls, data, setups: list, device: torch.device, 
     if needs_base_model(algorithm_cls, data.family):
         if base_model_file is None:
             raise UserError(f"{algorithm_cls.name} needs its {algorithm_cls.base_algorithm} base model; launch it "
-                            "through main.py, which selects it")
+                            f"through {command('train')}, which selects it")
         extractor, head = load_base_network(base_model_file, data)
         if data.family not in LINEAR_HEAD_FAMILIES:
             if not embed:

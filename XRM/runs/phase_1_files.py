@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from XRM.algorithms.xrm import is_degenerate
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.common.fileio import atomic_torch_save
 
@@ -98,7 +99,7 @@ def load_phase_1_artifact(path: Path, train_y: torch.Tensor, validation_y: torch
     (``tr_ho`` only when present and not None). Any problem raises a UserError naming the file.
     """
     if not path.is_file():
-        raise UserError(f"missing phase-1 file {path}; run phase 1 first: python main.py --phase 1 ...")
+        raise UserError(f"missing phase-1 file {path}; run phase 1 first: {command('train')} --phase 1 ...")
     try:
         artifact = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -4,6 +4,8 @@ On a terminal, a progress bar (on stderr) whose postfix is the key metric at the
 Off a terminal (SLURM logs, nohup, CI), where a bar is noise, one line per evaluation on stdout
 (stderr keeps warnings and errors): the step, the key metric (the run's, or the mean, min and
 max over a stack's runs), steps per second and the time left.
+
+:class:`Throughput` measures the steps per second that each evaluation record holds.
 """
 import math
 import sys
@@ -64,3 +66,24 @@ class Progress:
     def close(self) -> None:
         """The end of training (the bar closed)."""
         self.bar.close()
+
+
+class Throughput:
+    """A stack's training speed between two evaluations: steps per second of the time it trained,
+    from :meth:`restart` (training started, or went on after an evaluation and its checkpoints) to
+    the evaluation of a later step (read once the device has finished that step's work)."""
+
+    def __init__(self, start: int) -> None:
+        self.last_step = start - 1
+        self.restart()
+
+    def restart(self) -> None:
+        """Training starts, or goes on after an evaluation: the clock runs from now."""
+        self.began = time.monotonic()
+
+    def steps_per_second(self, step: int) -> float:
+        """Steps trained per second from the last evaluation (or the start) up to ``step``, evaluated now."""
+        seconds = max(time.monotonic() - self.began, 1e-9)
+        rate = (step - self.last_step) / seconds
+        self.last_step = step
+        return rate

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from XRM.algorithms import PHASE_1_GROUP_LABELS, check_group_labels, get_algorithm_class
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.common.run_options import TrainingOptions, shared_options
 from XRM.data.catalog import dataset_key, dataset_label, get_dataset
@@ -59,7 +60,7 @@ def select_phase_1_file(phase_1_dir: str | Path, dataset: str, seed: int) -> Pat
     if not runs:  # the command names the dataset as --datasets takes it (a custom dataset: its file)
         raise UserError(
             f"no phase-1 results in {directory} (expected inferred_hpcomb_<k>_seed<s>.pt); run phase 1 first: "
-            f"python main.py --phase 1 --datasets {dataset} --num_hparams_combs 10 --out_dir {directory.parents[2]}")
+            f"{command('train')} --phase 1 --datasets {dataset} --num_hparams_combs 10 --out_dir {directory.parents[2]}")
     if not any(run.seed == seed for run in runs):
         if not any(run.seed == 0 for run in runs):
             raise UserError(f"no phase-1 run for seed {seed} or seed 0 in {directory}; run phase 1 with --seed {seed}")

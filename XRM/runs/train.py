@@ -37,11 +37,12 @@ from XRM.runs import checkpoints
 from XRM.runs.identity import IDENTITY
 from XRM.runs.inputs import RunSetup, StackData, load_inputs
 from XRM.runs.lock import try_lock, unlock
-from XRM.runs.progress import Progress
+from XRM.runs.progress import Progress, Throughput
 from XRM.runs.provenance import PROVENANCE, provenance
 from XRM.runs.phase_1_files import save_phase_1_artifact
 from XRM.runs.spec import RunSpec
 from XRM.runs.stop_signals import StopRequests
+from XRM.runs.tensorboard_logs import RecordWriter, require_tensorboard
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -60,6 +61,7 @@ class Member:
     #: criterion -> its best value so far at a selectable step (selection.reaches_best): where the test split is evaluated
     selection_bests: dict = field(default_factory=dict)
     diverged_at: int | None = None  # the step whose loss was not finite: the run stops there
+    tensorboard: RecordWriter | None = None  # with --tensorboard, while the run trains
 
     @property
     def spec(self) -> RunSpec:
@@ -185,6 +187,8 @@ def train_stack(specs: Sequence[RunSpec], stack_size: int | None = None) -> None
 
 
 def _train_locked(todo: list[RunSpec], stack_size: int | None) -> None:
+    if any(spec.tensorboard for spec in todo):
+        require_tensorboard()  # before anything is written
     for spec in todo:
         for path in spec.files.stale_temporaries():  # a killed write's leftovers; the lock makes them ours
             path.unlink(missing_ok=True)
@@ -325,11 +329,24 @@ class StackTrainer:
             if isinstance(self.model, ModuleStack):
                 state["rng"] = checkpoints.rng_states()
             checkpoints.save_checkpoint(member.spec.files, state)
+            if member.tensorboard is not None:  # its events up to the checkpoint's step are kept on a resume
+                member.tensorboard.flush()
 
     # ------------------------------------------------------------------ training
 
     def train(self) -> None:
         """Train every member to the last step, evaluating, checkpointing and finishing them."""
+        for member in self.members:
+            if member.spec.tensorboard:
+                member.tensorboard = RecordWriter(member.spec.files.tensorboard, member.start)
+        try:
+            self._train()
+        finally:
+            for member in self.members:
+                if member.tensorboard is not None:
+                    member.tensorboard.close()
+
+    def _train(self) -> None:
         label = self.members[0].spec.run_name if len(self.members) == 1 else f"stack of {len(self.members)} runs"
         self.progress = Progress(label, self.start, self.num_steps)
         loader_batches = None
@@ -341,6 +358,7 @@ class StackTrainer:
             train_step = CapturedStep(self.steps.train_step)
         last_checkpoint = time.monotonic()
         step = self.start
+        self.throughput = Throughput(step)  # from here: a DataLoader's start is not counted
         plan = self.steps.plan(step, next_evaluation(step, self.eval_every, self.num_steps) + 1) if step < self.num_steps else {}
         with StopRequests() as stops:
             while step < self.num_steps:
@@ -380,6 +398,7 @@ class StackTrainer:
         if time.monotonic() - last_checkpoint >= self.members[0].spec.checkpoint_seconds or stop == self.num_steps:
             self._save_checkpoints(stop - 1)
             last_checkpoint = time.monotonic()
+        self.throughput.restart()
         return stop, last_checkpoint
 
     def _stop(self, step: int, evaluation_step: int, signum: int) -> None:
@@ -405,16 +424,24 @@ class StackTrainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _training_records(self) -> list[dict[str, float]]:
-        """Each member's training loss (mean since the last evaluation; absent when no step was finite)
-        and learning rate, for its next record."""
+    def _training_records(self, step: int) -> list[dict[str, float]]:
+        """Each member's training loss (mean since the last evaluation; absent when no step was finite),
+        learning rate and throughput up to ``step`` (records.TIMING_KEYS), for its next record."""
         losses = self.steps.take_training_losses().tolist()
-        return [{**({records.TRAIN_LOSS: loss} if loss == loss else {}), records.LR: rate}
-                for loss, rate in zip(losses, self.model.learning_rates())]
+        steps_per_s = self.throughput.steps_per_second(step)
+        return [{**({records.TRAIN_LOSS: loss} if loss == loss else {}), records.LR: rate,
+                 records.STEPS_PER_S: steps_per_s, records.EXAMPLES_PER_S: steps_per_s * member.sampler.batch_size}
+                for member, loss, rate in zip(self.members, losses, self.model.learning_rates())]
+
+    def _append_record(self, member: Member, record: dict) -> None:
+        """Append ``record`` to the member's results file (and show it in TensorBoard with --tensorboard)."""
+        append_jsonl(member.spec.files.results, record)
+        if member.tensorboard is not None:
+            member.tensorboard.write(record)
 
     def _evaluate(self, step: int) -> None:
-        self._note_divergence()
-        training = self._training_records()
+        self._note_divergence()  # reads from the device: the steps up to here are done, the throughput can be read
+        training = self._training_records(step)
         if self.phase == 1:
             self._evaluate_phase_1(step, training)
             return
@@ -432,7 +459,7 @@ class StackTrainer:
                 improved.append(False)
                 continue
             tests = test[index] if tested[index] else dict.fromkeys(self.evaluator.test_keys())  # null: not evaluated
-            append_jsonl(member.spec.files.results, {**row, **tests, **trained})
+            self._append_record(member, {**row, **tests, **trained})
             key_values.append(row.get(member.best["metric"], math.nan))
             better = selection.may_select_step(step) and row[member.best["metric"]] >= member.best["value"]
             if better:
@@ -453,7 +480,7 @@ class StackTrainer:
             for index, row in zip(range(part.begin, part.end), rows):
                 if self.members[index].diverged_at is None:
                     record = {records.STEP: step, **dict(zip(metrics, row)), **training[index]}
-                    append_jsonl(self.members[index].spec.files.results, record)
+                    self._append_record(self.members[index], record)
                     shown_values.append(record.get(shown, math.nan))
         self.progress.evaluated(step, shown, shown_values)
 
@@ -482,11 +509,11 @@ class StackTrainer:
                 metric = part.algorithm.phase_1_metric
                 if groups.degenerate:
                     # reported as a zero phase-1 metric (flip rate, EIIL's penalty) at the end, so that selection passes it over
-                    append_jsonl(files.results, {records.STEP: self.num_steps, metric: 0.0, records.DEGENERATE: True})
+                    self._append_record(member, {records.STEP: self.num_steps, metric: 0.0, records.DEGENERATE: True})
                     print(f"warning: {files.directory / files.tag}: degenerate inferred groups (a class not split in "
                           "two); no phase-1 file written", file=sys.stderr)
                     continue
                 if groups.metrics:  # what the inference measured (EIIL's penalty), after the last evaluation
-                    append_jsonl(files.results, {records.STEP: self.num_steps, **groups.metrics})
+                    self._append_record(member, {records.STEP: self.num_steps, **groups.metrics})
                 save_phase_1_artifact(files.inferred, groups.train_attributes, groups.validation_attributes,
                                       groups.held_out_logits)
