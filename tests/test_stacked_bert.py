@@ -1,0 +1,127 @@
+"""H runs' BERT classifiers as one stack: each run's logits and gradients are those of the run alone."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from XRM.networks.classifiers import TextClassifier
+from XRM.networks.packed_bert_graphs import TOKEN_BUCKET
+from XRM.networks.stacked_bert import StackedBert
+from XRM.networks.stacked_tokens import StackedTokens
+from XRM.networks.token_batches import TokenBatch
+
+WIDTH = 60
+#: three runs' batches of 7, 3 and 4 texts: 257 real tokens (past one bucket), 49 and 46; each run's
+#: count is rounded up to a bucket but never past its padded batch (7, 3 and 4 rows of 60)
+RUN_LENGTHS = [[5, 40, 60, 2, 33, 57, 60], [12, 7, 30], [1, 22, 9, 14]]
+
+
+def _classifier(seed: int, layers: int = 2, dropout: float = 0.0) -> TextClassifier:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=140, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
+    network = TextClassifier(BertModel(config), 3, dropout=dropout)
+    torch.nn.init.normal_(network.head.weight)  # a zero head would hide every difference
+    return network.double()
+
+
+def _batch(lengths: list[int], seed: int) -> TokenBatch:
+    generator = torch.Generator().manual_seed(seed)
+    mask = (torch.arange(WIDTH)[None] < torch.tensor(lengths)[:, None]).long()
+    ids = torch.randint(5, 140, (len(lengths), WIDTH), generator=generator) * mask
+    types = torch.randint(0, 2, (len(lengths), WIDTH), generator=generator) * mask
+    return TokenBatch.measured(torch.stack([ids, mask, types], dim=-1).int())
+
+
+def _labels(count: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, 3, (count,), generator=torch.Generator().manual_seed(seed))
+
+
+def _padded_logits(network: TextClassifier, batch: TokenBatch) -> torch.Tensor:
+    """Hugging Face's own forward pass on every position of the padded rows."""
+    x = batch.tokens.long()
+    output = network.encoder(input_ids=x[..., 0], attention_mask=x[..., 1], token_type_ids=x[..., 2])
+    return network.head(output.pooler_output)
+
+
+def _stacked_loss(logits: torch.Tensor, labels: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of the runs' own mean cross-entropies (run h's gradient is its own loss's)."""
+    return sum(F.cross_entropy(logits[run, : len(y)], y) for run, y in enumerate(labels))
+
+
+def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone_in_float64():
+    classifiers = [_classifier(seed) for seed in range(3)]
+    batches = [_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    labels = [_labels(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    tokens = StackedTokens.of(batches)
+    assert TOKEN_BUCKET < 257 and tokens.run_tokens == [7 * WIDTH, 3 * WIDTH, 4 * WIDTH]
+    assert tokens.tokens.shape == (3, 420, 3) and tokens.width == 60 and tokens.attention_rows == 7 + 3 + 4 + 3
+    stack = StackedBert(classifiers).train(False)
+    logits = stack(tokens)
+    assert logits.shape == (3, 16, 3)  # rows: the largest batch rounded up to 16 and logits.dtype == torch.float64
+    _stacked_loss(logits, labels).backward()
+    for run, (classifier, batch, y) in enumerate(zip(classifiers, batches, labels)):
+        alone = _padded_logits(classifier.eval(), batch)
+        assert alone.abs().min() > 1e-3 and (logits[run, : len(y)] - alone).abs().max() < 1e-10
+        F.cross_entropy(alone, y).backward()
+        for name, parameter in classifier.named_parameters():
+            stacked = stack.parameters[name].grad[run]
+            assert parameter.grad.abs().max() > 0 and (stacked - parameter.grad).abs().max() < 1e-10, name
+
+
+def test_a_runs_dropout_masks_come_from_its_own_generator_whatever_its_stack():
+    classifiers = [_classifier(seed, dropout=0.3) for seed in range(3)]
+    batches = [_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    labels = [_labels(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+
+    def run_one_in(members: list[int], seed_of_run_one: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run 1's logits and gradient of its query weights when trained in a stack of ``members``."""
+        stack = StackedBert([classifiers[m] for m in members])
+        generators = [torch.Generator().manual_seed(seed_of_run_one if m == 1 else 100 + m) for m in members]
+        logits = stack(StackedTokens.of([batches[m] for m in members]), generators)
+        _stacked_loss(logits, [labels[m] for m in members]).backward()
+        position = members.index(1)
+        gradient = stack.parameters["encoder.encoder.layer.0.attention.self.query.weight"].grad[position]
+        return logits[position, :3].detach(), gradient
+
+    in_three, gradient_in_three = run_one_in([0, 1, 2])
+    alone, gradient_alone = run_one_in([1])
+    assert torch.equal(in_three, alone)  # the same masks: bitwise the same logits
+    # gradients sum over the stack's token count (420 here, 180 alone): the same up to the order of the sums
+    scale = gradient_alone.abs().max()
+    assert scale > 1e-5 and (gradient_in_three - gradient_alone).abs().max() < 1e-12 * scale
+    other_draws, _ = run_one_in([1], seed_of_run_one=8)
+    without_dropout = StackedBert([classifiers[1]]).train(False)(StackedTokens.of([batches[1]]))[0, :3]
+    assert (other_draws - alone).abs().max() > 1e-3 and (without_dropout - alone).abs().max() > 1e-3
+    with torch.no_grad():  # no dropout in evaluation: the padded pass's logits
+        assert (without_dropout - _padded_logits(classifiers[1].eval(), batches[1])).abs().max() < 1e-10
+
+
+def test_a_run_leaves_the_stack_in_its_own_modules_layout_and_comes_back():
+    classifiers = [_classifier(seed, layers=1) for seed in range(2)]
+    stack = StackedBert(classifiers)
+    state = stack.run_state(1)
+    assert list(state) == [name for name, _ in classifiers[1].named_parameters()]
+    fresh = _classifier(5, layers=1)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(value, classifiers[1].state_dict()[name]) for name, value in fresh.state_dict().items())
+    stack.load_run(0, state)  # run 0 now holds run 1's weights: the same logits on the same batch
+    logits = stack.train(False)(StackedTokens.of([_batch([9, 4], 0)] * 2))
+    assert torch.equal(logits[0], logits[1])
+    with pytest.raises(ValueError, match="no classifier of this stack"):
+        stack.load_run(0, {"head.weight": state["head.weight"]})
+
+
+def test_classifiers_of_other_shapes_or_dropout_are_not_stacked():
+    with pytest.raises(ValueError, match="share one architecture"):
+        StackedBert([_classifier(0, layers=1), _classifier(1, layers=2)])
+    with pytest.raises(ValueError, match="share one architecture and dropout"):
+        StackedBert([_classifier(0, dropout=0.1), _classifier(1, dropout=0.2)])
+
+
+def test_padding_runs_to_the_largest_token_count_is_measured():
+    tokens = StackedTokens.of([_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)])
+    assert tokens.waste == pytest.approx(1 - (420 + 180 + 240) / (3 * 420))
+    assert StackedTokens.of([_batch([5, 5], 0), _batch([3, 7], 1)]).waste == 0.0  # 10 real tokens each: 120 (2 rows of 60)
