@@ -4,27 +4,25 @@ import torch
 import torch.nn.functional as F
 
 from XRM.networks.classifiers import TextClassifier
-from XRM.networks.packed_bert_graphs import TOKEN_BUCKET
 from XRM.networks.stacked_bert import StackedBert
-from XRM.networks.stacked_tokens import StackedTokens
+from XRM.networks.stacked_tokens import GROUP_ALIGNMENT, StackedTokens
 from XRM.networks.token_batches import TokenBatch
 
 WIDTH = 60
-#: three runs' batches of 7, 3 and 4 texts: 257 real tokens (past one bucket), 49 and 46; each run's
-#: count is rounded up to a bucket but never past its padded batch (7, 3 and 4 rows of 60)
+#: three runs' batches of 7, 3 and 4 texts: 257, 49 and 46 real tokens
 RUN_LENGTHS = [[5, 40, 60, 2, 33, 57, 60], [12, 7, 30], [1, 22, 9, 14]]
 
 
-def _classifier(seed: int, layers: int = 2, dropout: float = 0.0) -> TextClassifier:
+def _classifier(seed: int, layers: int = 2, dropout: float = 0.0, dtype: torch.dtype = torch.float64) -> TextClassifier:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=140, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                        intermediate_size=48, max_position_embeddings=64, hidden_dropout_prob=dropout,
                         attention_probs_dropout_prob=dropout)
     network = TextClassifier(BertModel(config), 3, dropout=dropout)
     torch.nn.init.normal_(network.head.weight)  # a zero head would hide every difference
-    return network.double()
+    return network.to(dtype)
 
 
 def _batch(lengths: list[int], seed: int) -> TokenBatch:
@@ -51,24 +49,27 @@ def _stacked_loss(logits: torch.Tensor, labels: list[torch.Tensor]) -> torch.Ten
     return sum(F.cross_entropy(logits[run, : len(y)], y) for run, y in enumerate(labels))
 
 
-def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone_in_float64():
-    classifiers = [_classifier(seed) for seed in range(3)]
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone(dtype, tolerance):
+    """float64: one matrix product per run; float32: torch's grouped matrix product of all runs at once."""
+    classifiers = [_classifier(seed, dtype=dtype) for seed in range(3)]
     batches = [_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
     labels = [_labels(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]
     tokens = StackedTokens.of(batches)
-    assert TOKEN_BUCKET < 257 and tokens.run_tokens == [7 * WIDTH, 3 * WIDTH, 4 * WIDTH]
-    assert tokens.tokens.shape == (3, 420, 3) and tokens.width == 60 and tokens.attention_rows == 7 + 3 + 4 + 3
+    # each run's real tokens rounded up to a multiple of 16, one run after another; no run padded to another
+    assert GROUP_ALIGNMENT == 16 and tokens.groups.counts == [272, 64, 48] and tokens.tokens.shape == (384, 3)
+    assert tokens.groups.ends == [272, 336, 384] and tokens.width == 60 and tokens.attention_rows == 7 + 3 + 4 + 3
     stack = StackedBert(classifiers).train(False)
     logits = stack(tokens)
-    assert logits.shape == (3, 16, 3)  # rows: the largest batch rounded up to 16 and logits.dtype == torch.float64
+    assert logits.shape == (3, 16, 3) and logits.dtype == dtype  # rows: the largest batch rounded up to 16
     _stacked_loss(logits, labels).backward()
     for run, (classifier, batch, y) in enumerate(zip(classifiers, batches, labels)):
         alone = _padded_logits(classifier.eval(), batch)
-        assert alone.abs().min() > 1e-3 and (logits[run, : len(y)] - alone).abs().max() < 1e-10
+        assert alone.abs().min() > 1e-3 and (logits[run, : len(y)] - alone).abs().max() < tolerance
         F.cross_entropy(alone, y).backward()
         for name, parameter in classifier.named_parameters():
             stacked = stack.parameters[name].grad[run]
-            assert parameter.grad.abs().max() > 0 and (stacked - parameter.grad).abs().max() < 1e-10, name
+            assert parameter.grad.abs().max() > 0 and (stacked - parameter.grad).abs().max() < tolerance, name
 
 
 def test_a_runs_dropout_masks_come_from_its_own_generator_whatever_its_stack():
@@ -86,10 +87,12 @@ def test_a_runs_dropout_masks_come_from_its_own_generator_whatever_its_stack():
         gradient = stack.parameters["encoder.encoder.layer.0.attention.self.query.weight"].grad[position]
         return logits[position, :3].detach(), gradient
 
+    default_state = torch.get_rng_state()
     in_three, gradient_in_three = run_one_in([0, 1, 2])
     alone, gradient_alone = run_one_in([1])
+    assert torch.equal(torch.get_rng_state(), default_state)  # attention drew from the runs' generators only
     assert torch.equal(in_three, alone)  # the same masks: bitwise the same logits
-    # gradients sum over the stack's token count (420 here, 180 alone): the same up to the order of the sums
+    # a weight's gradient sums over all the stack's tokens: the same up to the order of the sums
     scale = gradient_alone.abs().max()
     assert scale > 1e-5 and (gradient_in_three - gradient_alone).abs().max() < 1e-12 * scale
     other_draws, _ = run_one_in([1], seed_of_run_one=8)
@@ -121,7 +124,9 @@ def test_classifiers_of_other_shapes_or_dropout_are_not_stacked():
         StackedBert([_classifier(0, dropout=0.1), _classifier(1, dropout=0.2)])
 
 
-def test_padding_runs_to_the_largest_token_count_is_measured():
+def test_runs_of_different_batch_sizes_carry_only_their_own_fillers():
     tokens = StackedTokens.of([_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)])
-    assert tokens.waste == pytest.approx(1 - (420 + 180 + 240) / (3 * 420))
-    assert StackedTokens.of([_batch([5, 5], 0), _batch([3, 7], 1)]).waste == 0.0  # 10 real tokens each: 120 (2 rows of 60)
+    assert tokens.real_tokens == [257, 49, 46] and tokens.fillers == pytest.approx(1 - 352 / 384)
+    assert tokens.starts.tolist()[:8] == [0, 5, 45, 105, 107, 140, 197, 0]  # run 0's texts, then unused rows
+    assert tokens.starts.tolist()[16:20] == [272, 284, 291, 272]  # run 1's three texts start at token 272
+    assert StackedTokens.of([_batch([8, 8], 0), _batch([16], 1)]).fillers == 0.0

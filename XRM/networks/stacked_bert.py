@@ -2,23 +2,28 @@
 
 A BERT-base run at the paper's batch sizes (16-64 texts of CivilComments' lengths) leaves most
 of a GPU idle. Here H runs of one dataset share each pass: every parameter of their
-``TextClassifier`` (encoder and head) is held as one tensor [H, ...], every linear layer is a
-batched matrix product [H, T, d] @ [H, d, d'] on each run's packed real tokens
-(XRM/networks/stacked_tokens.py), layer norms normalise each token with its own run's scale
-and shift, and the attention of all runs' texts is one call (texts are independent rows).
-The arithmetic is that of XRM/networks/packed_bert.py for each run, which Hugging Face's
-padded pass gives up to rounding (tested in float64, logits and gradients).
+``TextClassifier`` (encoder and head) is held as one tensor [H, ...]; the runs' packed real
+tokens follow one another (XRM/networks/stacked_tokens.py: no run is padded to another's size)
+and every linear layer multiplies each run's tokens by its own weights in one grouped matrix
+product (``torch._grouped_mm``; in float64, which it does not take, and for a classification
+head, whose rows it cannot align, one product per run); layer
+norms normalise each token with its own run's scale and shift; the attention of all runs' texts
+is one call (texts are independent rows). The arithmetic is that of XRM/networks/packed_bert.py
+for each run, which Hugging Face's padded pass gives up to rounding (tested in float64, logits
+and gradients, and in float32 through the grouped product).
 
 Dropout: each run draws its own masks from its own generator, at its own sizes (its packed
-token count, its rows, the cache's width), in a fixed order (embeddings; per layer: attention
+tokens, its rows, its longest text), in a fixed order (embeddings; per layer: attention
 probabilities, attention output, feed-forward output; the head), so a run's masks do not
-depend on the other runs of its stack (tested bitwise in float64). With attention dropout on,
-attention is computed as the explicit product (scores, softmax, mask, values): no fused
-kernel takes a mask of the caller's; without it, ``scaled_dot_product_attention``.
+depend on the other runs of its stack (tested bitwise in float64). ``scaled_dot_product_attention``
+draws its attention dropout from the device's default generator only: with attention dropout
+on, each run's texts are attended in a call of their own (at their own width), with the run's
+generator standing in for the default one; without it (evaluation), all runs' texts in one call.
 
 Built from, and back to, each run's own state_dict: checkpoints keep one run's layout.
 """
-import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +31,44 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from XRM.networks.packed_bert import supports_packing
-from XRM.networks.stacked_tokens import StackedTokens
+from XRM.networks.stacked_tokens import RowGroups, StackedTokens
+
+#: the dtypes torch._grouped_mm multiplies, for rows of a multiple of 16 bytes (others, e.g. a head of
+#: 2 classes: one product per run)
+GROUPED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Each run's linear layer: x [H, n, in], weight [H, out, in], bias [H, out] -> [H, n, out]."""
-    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+@contextmanager
+def _drawing_from(generator: torch.Generator) -> Iterator[None]:
+    """Draws from the default generator of ``generator``'s device (the only one a fused attention kernel
+    draws its dropout from) come from ``generator``, which then holds the state after them."""
+    device = generator.device
+    default = torch.default_generator if device.type == "cpu" else torch.cuda.default_generators[device.index or 0]
+    saved = default.get_state()
+    default.set_state(generator.get_state())
+    try:
+        yield
+    finally:
+        generator.set_state(default.get_state())
+        default.set_state(saved)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matrix product of ``x`` runs in: autocast's where it is on, else ``x``'s."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: RowGroups) -> torch.Tensor:
+    """Each run's linear layer on its own rows: x [N, in] (run h's rows as ``groups`` says), weight
+    [H, out, in], bias [H, out] -> [N, out], in autocast's dtype where it is on."""
+    dtype = _compute_dtype(x)
+    rows, weights = x.to(dtype), weight.to(dtype).transpose(1, 2)
+    if dtype in GROUPED_DTYPES and all(size * rows.element_size() % 16 == 0 for size in weight.shape[1:]):
+        product = torch._grouped_mm(rows, weights, offs=groups.offsets)
+    else:
+        product = torch.cat([rows[part] @ weights[run] for run, part in enumerate(groups.slices())])
+    return product + bias.to(dtype).index_select(0, groups.run_of_row)
 
 
 class StackedBert:
@@ -82,81 +119,76 @@ class StackedBert:
     def _p(self, name: str) -> torch.Tensor:
         return self.parameters[name]
 
-    def _dense(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
-        return _linear(x, self._p(prefix + ".weight"), self._p(prefix + ".bias"))
+    def _dense(self, x: torch.Tensor, prefix: str, groups: RowGroups) -> torch.Tensor:
+        return grouped_linear(x, self._p(prefix + ".weight"), self._p(prefix + ".bias"), groups)
 
-    def _norm(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+    def _norm(self, x: torch.Tensor, prefix: str, groups: RowGroups) -> torch.Tensor:
         normalised = F.layer_norm(x, x.shape[-1:], eps=self.config.layer_norm_eps)
-        return normalised * self._p(prefix + ".weight").unsqueeze(1) + self._p(prefix + ".bias").unsqueeze(1)
+        scale = self._p(prefix + ".weight").index_select(0, groups.run_of_row)
+        return normalised * scale + self._p(prefix + ".bias").index_select(0, groups.run_of_row)
 
-    def _dropout(self, x: torch.Tensor, p: float, sizes: list[int], generators) -> torch.Tensor:
-        """``x`` [H, n, d] with run h's first ``sizes[h]`` rows dropped by a mask from ``generators[h]``
-        (drawn [sizes[h], d]; the rows after them, fillers, are dropped whole)."""
+    def _embed(self, name: str, index: torch.Tensor, groups: RowGroups) -> torch.Tensor:
+        """Rows ``index`` [N] of each token's run's own table ``name`` [H, n, d]: [N, d]."""
+        table = self._p(name + ".weight")
+        return F.embedding(index + groups.run_of_row * table.shape[1], table.flatten(0, 1))
+
+    def _dropout(self, x: torch.Tensor, p: float, parts: list[slice], generators) -> torch.Tensor:
+        """``x`` [N, d] with run h's rows ``parts[h]`` dropped by a mask drawn from ``generators[h]``
+        (other rows, unused, are dropped whole)."""
         if not (self.training and p):
             return x
         keep = 1 - p
-        draws = [F.pad(torch.rand(size, x.shape[-1], generator=generator, device=x.device), (0, 0, 0, x.shape[1] - size),
-                       value=1.0) for size, generator in zip(sizes, generators)]
-        return x * (torch.stack(draws) < keep) * (1 / keep)
+        draws = torch.ones(x.shape, device=x.device)
+        for part, generator in zip(parts, generators):
+            draws[part].uniform_(generator=generator)
+        return x * (draws < keep) * (1 / keep)
 
-    def _attention_dropout(self, tokens: StackedTokens, generators) -> torch.Tensor | None:
-        """Keep masks [rows, heads, width, width] of the attention probabilities, or None (no dropout):
-        run h's drawn [its rows, heads, cache width, cache width] and cut to the stack's width; spare rows keep all."""
-        p = self.probabilities[1]
-        if not (self.training and p):
-            return None
-        heads, width, device = self.config.num_attention_heads, tokens.width, tokens.tokens.device
-        draws = []
-        for rows, cache_width, generator in zip(tokens.run_rows, tokens.cache_widths, generators):
-            draw = torch.rand(rows, heads, cache_width, cache_width, generator=generator, device=device)
-            draws += [draw[:, :, :width, :width], draw.new_zeros(1, heads, width, width)]
-        return torch.cat(draws) < 1 - p
-
-    def _attend(self, hidden: torch.Tensor, prefix: str, tokens: StackedTokens, keep: torch.Tensor | None):
-        """Self-attention of every run's texts in one call: [H, T, d] before the output projection."""
-        runs, size, width = hidden.shape[0], hidden.shape[-1], tokens.width
-        heads = self.config.num_attention_heads
+    def _attend(self, hidden: torch.Tensor, prefix: str, tokens: StackedTokens, generators) -> torch.Tensor:
+        """Self-attention of every run's texts: [N, d] before the output projection. One call for
+        all runs; with attention dropout, one call per run on its own rows and width, drawing from its
+        own generator."""
+        size, width, heads = hidden.shape[-1], tokens.width, self.config.num_attention_heads
         weight = torch.cat([self._p(f"{prefix}.{part}.weight") for part in ("query", "key", "value")], dim=1)
         bias = torch.cat([self._p(f"{prefix}.{part}.bias") for part in ("query", "key", "value")], dim=1)
-        qkv = _linear(hidden, weight, bias).flatten(0, 1)
+        qkv = grouped_linear(hidden, weight, bias, tokens.groups)
         spread = qkv.new_zeros(tokens.attention_rows * width, 3 * size).index_copy(0, tokens.gather, qkv)
         query, key, value = spread.view(-1, width, 3, heads, size // heads).permute(2, 0, 3, 1, 4).unbind(0)
-        if keep is None:
+        p = self.probabilities[1] if self.training else 0.0
+        if not p:
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=tokens.key_mask)
         else:
-            scores = (query @ key.transpose(-1, -2)) / math.sqrt(size // heads)
-            probabilities = scores.masked_fill(~tokens.key_mask, float("-inf")).softmax(dim=-1)
-            kept = probabilities * keep * (1 / (1 - self.probabilities[1]))
-            context = kept.to(value.dtype) @ value
-        context = context.transpose(1, 2).reshape(-1, size).index_select(0, tokens.gather)
-        return context.view(runs, -1, size)
+            parts = []
+            for rows, own, generator in zip(tokens.run_attention_rows(), tokens.run_widths, generators):
+                mask = tokens.key_mask[rows, ..., :own]
+                with _drawing_from(generator):
+                    part = F.scaled_dot_product_attention(query[rows, :, :own], key[rows, :, :own],
+                                                          value[rows, :, :own], attn_mask=mask, dropout_p=p)
+                parts.append(F.pad(part, (0, 0, 0, width - own)))
+            context = torch.cat(parts)
+        return context.transpose(1, 2).reshape(-1, size).index_select(0, tokens.gather)
 
     def __call__(self, tokens: StackedTokens, generators: list[torch.Generator] | None = None) -> torch.Tensor:
-        """Logits [H, B, classes] (B: the largest run's batch; run h's rows past its own batch mean nothing).
-        In training with dropout, ``generators[h]`` (on the tokens' device) draws run h's masks."""
+        """Logits [H, B, classes] (B: the largest run's batch rounded up; run h's rows past its own batch
+        mean nothing). In training with dropout, ``generators[h]`` (on the tokens' device) draws run h's masks."""
         hidden_p, _, head_p = self.probabilities
-        sizes = tokens.run_tokens
-        ids, types = tokens.tokens[..., 0], tokens.tokens[..., 2]
-        runs = ids.shape[0]
-        hidden = self._embed("encoder.embeddings.word_embeddings", ids, runs)
-        hidden = hidden + self._embed("encoder.embeddings.token_type_embeddings", types, runs)
-        hidden = hidden + self._embed("encoder.embeddings.position_embeddings", tokens.positions, runs)
-        hidden = self._dropout(self._norm(hidden, "encoder.embeddings.LayerNorm"), hidden_p, sizes, generators)
+        groups, parts = tokens.groups, tokens.groups.slices()
+        hidden = self._embed("encoder.embeddings.word_embeddings", tokens.tokens[:, 0], groups)
+        hidden = hidden + self._embed("encoder.embeddings.token_type_embeddings", tokens.tokens[:, 2], groups)
+        hidden = hidden + self._embed("encoder.embeddings.position_embeddings", tokens.positions, groups)
+        hidden = self._dropout(self._norm(hidden, "encoder.embeddings.LayerNorm", groups), hidden_p, parts, generators)
         for layer in range(self.config.num_hidden_layers):
             prefix = f"encoder.encoder.layer.{layer}"
-            context = self._attend(hidden, f"{prefix}.attention.self", tokens, self._attention_dropout(tokens, generators))
-            projected = self._dropout(self._dense(context, f"{prefix}.attention.output.dense"), hidden_p, sizes, generators)
-            hidden = self._norm(projected + hidden, f"{prefix}.attention.output.LayerNorm")
-            inner = ACT2FN[self.config.hidden_act](self._dense(hidden, f"{prefix}.intermediate.dense"))
-            output = self._dropout(self._dense(inner, f"{prefix}.output.dense"), hidden_p, sizes, generators)
-            hidden = self._norm(output + hidden, f"{prefix}.output.LayerNorm")
-        first = hidden.flatten(0, 1).index_select(0, tokens.starts.flatten()).view(runs, -1, hidden.shape[-1])
-        pooled = torch.tanh(self._dense(first, "encoder.pooler.dense"))
-        logits = self._dense(self._dropout(pooled, head_p, tokens.run_rows, generators), "head")
+            context = self._attend(hidden, f"{prefix}.attention.self", tokens, generators)
+            projected = self._dense(context, f"{prefix}.attention.output.dense", groups)
+            hidden = self._norm(self._dropout(projected, hidden_p, parts, generators) + hidden,
+                                f"{prefix}.attention.output.LayerNorm", groups)
+            inner = ACT2FN[self.config.hidden_act](self._dense(hidden, f"{prefix}.intermediate.dense", groups))
+            output = self._dropout(self._dense(inner, f"{prefix}.output.dense", groups), hidden_p, parts, generators)
+            hidden = self._norm(output + hidden, f"{prefix}.output.LayerNorm", groups)
+        pooled_groups = tokens.pooled_groups
+        first = hidden.index_select(0, tokens.starts)
+        pooled = torch.tanh(self._dense(first, "encoder.pooler.dense", pooled_groups))
+        texts = [slice(part.start, part.start + rows) for part, rows in zip(pooled_groups.slices(), tokens.run_rows)]
+        logits = self._dense(self._dropout(pooled, head_p, texts, generators), "head", pooled_groups)
+        logits = logits.view(len(parts), -1, logits.shape[-1])
         return logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 out of bf16 autocast
-
-    def _embed(self, name: str, index: torch.Tensor, runs: int) -> torch.Tensor:
-        """Rows ``index`` [H, T] of each run's own table ``name`` [H, n, d]: [H, T, d]."""
-        table = self._p(name + ".weight")
-        offsets = torch.arange(runs, device=index.device).unsqueeze(1) * table.shape[1]
-        return F.embedding(index + offsets, table.flatten(0, 1))

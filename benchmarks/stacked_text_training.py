@@ -1,0 +1,184 @@
+"""Training throughput of H BERT-base runs trained as one stack, in real tokens per second (all runs together).
+
+python benchmarks/stacked_text_training.py --device cuda                     # H = 1, 4, 8 stacked, then one run today's way
+python benchmarks/stacked_text_training.py --device cpu --tiny --steps 3 --warmup 1 --texts 512   (checks that it runs)
+
+Each run is a BERT-base classifier (random weights from bert-base-uncased's config, as
+benchmarks/text_training.py builds them) training on texts of CivilComments-like lengths
+(log-normal, median 50, sigma 0.8, clipped to [3, 220]; benchmarks/text_training.py), each run
+drawing its own batches. A stacked step (XRM/networks/stacked_bert.py) is: every run's batch
+packed into the stack's token count, the forward pass of all runs at once in bf16 autocast, each
+run's mean cross-entropy (summed: each run's gradient is its own), the backward pass, and AdamW
+(torch's fused kernel on CUDA) with each run's own learning rate and weight decay (a parameter
+group per run over views of the stacked tensors). Dropout as BERT's (0.1), each run drawing from
+its own generator. ``--single`` times today's path for one run instead: TextClassifier's packed
+pass replayed from CUDA graphs (XRM/networks/packed_bert_graphs.py), fused AdamW.
+
+Runs of different batch sizes (``--paper_batch_sizes``: each drawn 2^U(4, 6), 16 to 64 texts, as
+the paper draws them) share a stack without padding to the largest: each run's packed tokens are
+its real ones rounded up to a multiple of 16 (the share of fillers is printed).
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from text_training import MAX_LENGTH, TINY_BERT_SIZES, civilcomments_like_lengths  # noqa: E402
+
+from XRM.common.devices import resolve_device  # noqa: E402
+from XRM.engine.optimizers import build_optimizer  # noqa: E402
+from XRM.networks.classifiers import TextClassifier  # noqa: E402
+from XRM.networks.stacked_bert import StackedBert  # noqa: E402
+from XRM.networks.stacked_tokens import StackedTokens  # noqa: E402
+from XRM.networks.token_batches import TokenRows  # noqa: E402
+
+CLASSES = 2
+LR, WEIGHT_DECAY = 1e-5, 1e-4
+
+
+class PerRunAdamW:
+    """torch.optim.AdamW over stacked parameters [H, ...], each run with its own learning rate and weight
+    decay (on matrices only): two parameter groups per run over views of its slices, whose gradients
+    are the slices of the stacked gradients."""
+
+    def __init__(self, parameters: list[torch.Tensor], lrs: list[float], weight_decays: list[float]) -> None:
+        self.stacked = parameters
+        self.views = [[p.detach()[run] for p in parameters] for run in range(len(lrs))]
+        groups = []
+        for views, lr, decay in zip(self.views, lrs, weight_decays):
+            groups.append({"params": [v for v in views if v.ndim > 1], "lr": lr, "weight_decay": decay})
+            groups.append({"params": [v for v in views if v.ndim <= 1], "lr": lr, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, fused=parameters[0].is_cuda)
+
+    def step(self) -> None:
+        """One update of every run from the stacked gradients; then forget them."""
+        for run, views in enumerate(self.views):
+            for view, parameter in zip(views, self.stacked):
+                view.grad = parameter.grad[run]
+        self.optimizer.step()
+        for parameter in self.stacked:
+            parameter.grad = None
+
+
+def token_rows(count: int, vocabulary: int, device: torch.device) -> TokenRows:
+    """``count`` random texts of CivilComments-like lengths as a token cache holds them: [count, 220, 3]."""
+    lengths = torch.from_numpy(civilcomments_like_lengths(count))
+    mask = torch.arange(MAX_LENGTH)[None] < lengths[:, None]
+    ids = torch.randint(1000, vocabulary, (count, MAX_LENGTH)) * mask
+    return TokenRows(torch.stack([ids, mask.long(), torch.zeros_like(ids)], dim=-1).int().to(device))
+
+
+def draw_batch(rows: TokenRows, size: int, generator: torch.Generator):
+    """A run's batch of ``size`` texts drawn uniformly (its own generator, on the CPU)."""
+    index = torch.randint(len(rows.lengths), (size,), generator=generator)
+    return rows.batch(index.to(rows.tokens.device), index)
+
+
+def classifiers(count: int, config, device: torch.device) -> list[TextClassifier]:
+    """``count`` classifiers with random BERT weights (each its own draw), as the runs of a sweep."""
+    from transformers import BertModel
+
+    return [TextClassifier(BertModel(config), CLASSES).to(device) for _ in range(count)]
+
+
+def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps: int, warmup: int) -> tuple[float, float]:
+    """Real tokens per second of ``runs`` stacked runs and the mean share of filler tokens in their stack."""
+    device = rows.tokens.device
+    stack = StackedBert(classifiers(runs, config, device))
+    optimizer = PerRunAdamW(list(stack.parameters.values()), [LR] * runs, [WEIGHT_DECAY] * runs)
+    draws = [torch.Generator().manual_seed(run) for run in range(runs)]
+    dropout = [torch.Generator(device).manual_seed(100 + run) for run in range(runs)]
+    tokens = fillers = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            _synchronize(device)
+            start, tokens, fillers = time.perf_counter(), 0.0, 0.0
+        batches = [draw_batch(rows, size, generator) for size, generator in zip(batch_sizes, draws)]
+        labels = [torch.randint(CLASSES, (size,), generator=generator).to(device)
+                  for size, generator in zip(batch_sizes, draws)]
+        stacked = StackedTokens.of(batches)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = stack(stacked, dropout)
+        loss = sum(F.cross_entropy(logits[run, : len(y)], y) for run, y in enumerate(labels))
+        loss.backward()
+        optimizer.step()
+        tokens += sum(batch.real_tokens for batch in batches)
+        fillers += stacked.fillers
+    _synchronize(device)
+    return tokens / (time.perf_counter() - start), fillers / steps
+
+
+def time_single(batch_size: int, config, rows: TokenRows, steps: int, warmup: int) -> float:
+    """Real tokens per second of one run trained today's way (packed tokens, CUDA graphs on a GPU)."""
+    device = rows.tokens.device
+    network = classifiers(1, config, device)[0]
+    network.use_cuda_graphs()
+    optimizer = build_optimizer(network, "adamw", LR, WEIGHT_DECAY)
+    generator = torch.Generator().manual_seed(0)
+    tokens = 0
+    for step in range(warmup + steps):
+        if step == warmup:
+            _synchronize(device)
+            start, tokens = time.perf_counter(), 0
+        batch = draw_batch(rows, batch_size, generator)
+        labels = torch.randint(CLASSES, (batch_size,), generator=generator).to(device)
+        F.cross_entropy(network(batch), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += batch.real_tokens
+    _synchronize(device)
+    return tokens / (time.perf_counter() - start)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    """Print real tokens per second for each stack size (or one run today's way)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    parser.add_argument("--runs", default="1,4,8", help="stack sizes to time, comma-separated")
+    parser.add_argument("--batch_size", type=int, default=32, help="texts per run per step")
+    parser.add_argument("--paper_batch_sizes", action="store_true", help="each run's batch size drawn as the paper "
+                        "draws it (2^U(4, 6)) instead of --batch_size")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=int, default=8, help="untimed steps first")
+    parser.add_argument("--texts", type=int, default=16384, help="generated texts to draw batches from")
+    parser.add_argument("--single", action="store_true", help="also time one run on today's path (packed, CUDA graphs)")
+    parser.add_argument("--tiny", action="store_true", help="a 1-layer, 32-wide BERT: checks the script on a CPU")
+    args = parser.parse_args()
+    from transformers import BertConfig
+
+    device = resolve_device(args.device)
+    config = BertConfig(**(TINY_BERT_SIZES if args.tiny else {}))
+    rows = token_rows(args.texts, config.vocab_size, device)
+    print(f"device {device}, {'tiny BERT' if args.tiny else 'BERT-base'}, {args.texts} texts (mean "
+          f"{rows.lengths.float().mean():.1f} tokens), {args.steps} timed steps after {args.warmup}")
+    for runs in [int(value) for value in args.runs.split(",")]:
+        rng = np.random.default_rng(runs)
+        sizes = ([int(2 ** rng.uniform(4, 6)) for _ in range(runs)] if args.paper_batch_sizes
+                 else [args.batch_size] * runs)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        speed, fillers = time_stack(runs, sizes, config, rows, args.steps, args.warmup)
+        memory = f", GPU memory at most {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB" \
+            if device.type == "cuda" else ""
+        print(f"{runs} stacked runs, batch sizes {sizes}: {speed / 1000:.1f}k real tokens/s together, "
+              f"{speed / runs / 1000:.1f}k per run; filler tokens {fillers:.1%} of the packed ones{memory}")
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    if args.single:
+        speed = time_single(args.batch_size, config, rows, args.steps, args.warmup)
+        print(f"one run today's way (packed, CUDA graphs {'on' if device.type == 'cuda' else 'off'}), batch "
+              f"{args.batch_size}: {speed / 1000:.1f}k real tokens/s")
+
+
+if __name__ == "__main__":
+    main()
