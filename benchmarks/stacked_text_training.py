@@ -77,7 +77,12 @@ def token_rows(count: int, vocabulary: int, device: torch.device) -> TokenRows:
 def draw_batch(rows: TokenRows, size: int, generator: torch.Generator):
     """A run's batch of ``size`` texts drawn uniformly (its own generator, on the CPU)."""
     index = torch.randint(len(rows.lengths), (size,), generator=generator)
-    return rows.batch(index.to(rows.tokens.device), index)
+    return rows.batch(_to_device(index, rows.tokens.device), index)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` copied to ``device`` without waiting for it (from pinned memory)."""
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
 
 
 def classifiers(count: int, config, device: torch.device) -> list[TextClassifier]:
@@ -100,7 +105,7 @@ def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps
             _synchronize(device)
             start, tokens, fillers = time.perf_counter(), 0.0, 0.0
         batches = [draw_batch(rows, size, generator) for size, generator in zip(batch_sizes, draws)]
-        labels = [torch.randint(CLASSES, (size,), generator=generator).to(device)
+        labels = [_to_device(torch.randint(CLASSES, (size,), generator=generator), device)
                   for size, generator in zip(batch_sizes, draws)]
         stacked = StackedTokens.of(batches)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -127,7 +132,7 @@ def time_single(batch_size: int, config, rows: TokenRows, steps: int, warmup: in
             _synchronize(device)
             start, tokens = time.perf_counter(), 0
         batch = draw_batch(rows, batch_size, generator)
-        labels = torch.randint(CLASSES, (batch_size,), generator=generator).to(device)
+        labels = _to_device(torch.randint(CLASSES, (batch_size,), generator=generator), device)
         F.cross_entropy(network(batch), labels).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

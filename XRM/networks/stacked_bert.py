@@ -13,9 +13,9 @@ for each run, which Hugging Face's padded pass gives up to rounding (tested in f
 and gradients, and in float32 through the grouped product).
 
 Dropout: each run draws its own masks from its own generator, at its own sizes (its packed
-tokens, its rows, its longest text), in a fixed order (embeddings; per layer: attention
-probabilities, attention output, feed-forward output; the head), so a run's masks do not
-depend on the other runs of its stack (tested bitwise in float64). ``scaled_dot_product_attention``
+tokens, its rows, its longest text), in a fixed order (every hidden mask of the pass at once,
+[its tokens, 1 + 2 x layers, hidden]; each layer's attention probabilities; the head), so a
+run's masks do not depend on the other runs of its stack (tested bitwise in float64). ``scaled_dot_product_attention``
 draws its attention dropout from the device's default generator only: with attention dropout
 on, each run's texts are attended in a call of their own (at their own width), with the run's
 generator standing in for the default one; without it (evaluation), all runs' texts in one call.
@@ -33,9 +33,10 @@ from transformers.activations import ACT2FN
 from XRM.networks.packed_bert import supports_packing
 from XRM.networks.stacked_tokens import RowGroups, StackedTokens
 
-#: the dtypes torch._grouped_mm multiplies, for rows of a multiple of 16 bytes (others, e.g. a head of
-#: 2 classes: one product per run)
-GROUPED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+#: the dtypes torch._grouped_mm multiplies on the CPU and on CUDA (compute capability 9.0 and later:
+#: H100, H200), for rows of a multiple of 16 bytes; other cases (float64, a head of 2 classes) take
+#: one product per run
+GROUPED_DTYPES = {"cpu": (torch.bfloat16, torch.float16, torch.float32), "cuda": (torch.bfloat16,)}
 
 
 @contextmanager
@@ -59,12 +60,22 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
 
 
+def _groupable(rows: torch.Tensor, weights: torch.Tensor) -> bool:
+    """Whether torch._grouped_mm multiplies ``rows`` by ``weights`` here (see GROUPED_DTYPES)."""
+    device = rows.device
+    if rows.dtype not in GROUPED_DTYPES.get(device.type, ()):
+        return False
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
+        return False
+    return all(size * rows.element_size() % 16 == 0 for size in weights.shape[1:])
+
+
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: RowGroups) -> torch.Tensor:
     """Each run's linear layer on its own rows: x [N, in] (run h's rows as ``groups`` says), weight
     [H, out, in], bias [H, out] -> [N, out], in autocast's dtype where it is on."""
     dtype = _compute_dtype(x)
     rows, weights = x.to(dtype), weight.to(dtype).transpose(1, 2)
-    if dtype in GROUPED_DTYPES and all(size * rows.element_size() % 16 == 0 for size in weight.shape[1:]):
+    if _groupable(rows, weights):
         product = torch._grouped_mm(rows, weights, offs=groups.offsets)
     else:
         product = torch.cat([rows[part] @ weights[run] for run, part in enumerate(groups.slices())])
@@ -125,31 +136,36 @@ class StackedBert:
     def _norm(self, x: torch.Tensor, prefix: str, groups: RowGroups) -> torch.Tensor:
         normalised = F.layer_norm(x, x.shape[-1:], eps=self.config.layer_norm_eps)
         scale = self._p(prefix + ".weight").index_select(0, groups.run_of_row)
-        return normalised * scale + self._p(prefix + ".bias").index_select(0, groups.run_of_row)
+        return torch.addcmul(self._p(prefix + ".bias").index_select(0, groups.run_of_row), normalised, scale)
 
     def _embed(self, name: str, index: torch.Tensor, groups: RowGroups) -> torch.Tensor:
         """Rows ``index`` [N] of each token's run's own table ``name`` [H, n, d]: [N, d]."""
         table = self._p(name + ".weight")
         return F.embedding(index + groups.run_of_row * table.shape[1], table.flatten(0, 1))
 
-    def _dropout(self, x: torch.Tensor, p: float, parts: list[slice], generators) -> torch.Tensor:
-        """``x`` [N, d] with run h's rows ``parts[h]`` dropped by a mask drawn from ``generators[h]``
-        (other rows, unused, are dropped whole)."""
+    def _keep_masks(self, p: float, rows: int, sites: int, parts: list[slice], generators) -> torch.Tensor | None:
+        """Dropout's scaled keep masks [rows, sites, hidden] (1 / (1 - p) or 0; None without dropout): run h's
+        rows ``parts[h]``, every site's at once, drawn from ``generators[h]``; other rows (unused) are 0."""
         if not (self.training and p):
-            return x
-        keep = 1 - p
-        draws = torch.ones(x.shape, device=x.device)
+            return None
+        head = self._p("head.weight")
+        draws = torch.ones(rows, sites, head.shape[-1], device=head.device)
         for part, generator in zip(parts, generators):
             draws[part].uniform_(generator=generator)
-        return x * (draws < keep) * (1 / keep)
+        return (draws < 1 - p).to(head.dtype) * (1 / (1 - p))
+
+    @staticmethod
+    def _drop(x: torch.Tensor, masks: torch.Tensor | None, site: int) -> torch.Tensor:
+        return x if masks is None else x * masks[:, site]
 
     def _attend(self, hidden: torch.Tensor, prefix: str, tokens: StackedTokens, generators) -> torch.Tensor:
         """Self-attention of every run's texts: [N, d] before the output projection. One call for
         all runs; with attention dropout, one call per run on its own rows and width, drawing from its
         own generator."""
         size, width, heads = hidden.shape[-1], tokens.width, self.config.num_attention_heads
-        weight = torch.cat([self._p(f"{prefix}.{part}.weight") for part in ("query", "key", "value")], dim=1)
-        bias = torch.cat([self._p(f"{prefix}.{part}.bias") for part in ("query", "key", "value")], dim=1)
+        dtype = _compute_dtype(hidden)  # cast before joining: a third of the copy in bf16
+        weight = torch.cat([self._p(f"{prefix}.{part}.weight").to(dtype) for part in ("query", "key", "value")], 1)
+        bias = torch.cat([self._p(f"{prefix}.{part}.bias").to(dtype) for part in ("query", "key", "value")], 1)
         qkv = grouped_linear(hidden, weight, bias, tokens.groups)
         spread = qkv.new_zeros(tokens.attention_rows * width, 3 * size).index_copy(0, tokens.gather, qkv)
         query, key, value = spread.view(-1, width, 3, heads, size // heads).permute(2, 0, 3, 1, 4).unbind(0)
@@ -169,26 +185,28 @@ class StackedBert:
 
     def __call__(self, tokens: StackedTokens, generators: list[torch.Generator] | None = None) -> torch.Tensor:
         """Logits [H, B, classes] (B: the largest run's batch rounded up; run h's rows past its own batch
-        mean nothing). In training with dropout, ``generators[h]`` (on the tokens' device) draws run h's masks."""
+        mean nothing). In training with dropout, ``generators[h]`` (on the tokens' device) draws run h's
+        masks: first every hidden dropout mask of the pass, then each layer's attention dropout, then the head's."""
         hidden_p, _, head_p = self.probabilities
-        groups, parts = tokens.groups, tokens.groups.slices()
+        groups, parts, layers = tokens.groups, tokens.groups.slices(), self.config.num_hidden_layers
+        masks = self._keep_masks(hidden_p, len(tokens.positions), 1 + 2 * layers, parts, generators)
         hidden = self._embed("encoder.embeddings.word_embeddings", tokens.tokens[:, 0], groups)
         hidden = hidden + self._embed("encoder.embeddings.token_type_embeddings", tokens.tokens[:, 2], groups)
         hidden = hidden + self._embed("encoder.embeddings.position_embeddings", tokens.positions, groups)
-        hidden = self._dropout(self._norm(hidden, "encoder.embeddings.LayerNorm", groups), hidden_p, parts, generators)
-        for layer in range(self.config.num_hidden_layers):
+        hidden = self._drop(self._norm(hidden, "encoder.embeddings.LayerNorm", groups), masks, 0)
+        for layer in range(layers):
             prefix = f"encoder.encoder.layer.{layer}"
             context = self._attend(hidden, f"{prefix}.attention.self", tokens, generators)
-            projected = self._dense(context, f"{prefix}.attention.output.dense", groups)
-            hidden = self._norm(self._dropout(projected, hidden_p, parts, generators) + hidden,
-                                f"{prefix}.attention.output.LayerNorm", groups)
+            projected = self._drop(self._dense(context, f"{prefix}.attention.output.dense", groups), masks, 1 + 2 * layer)
+            hidden = self._norm(projected + hidden, f"{prefix}.attention.output.LayerNorm", groups)
             inner = ACT2FN[self.config.hidden_act](self._dense(hidden, f"{prefix}.intermediate.dense", groups))
-            output = self._dropout(self._dense(inner, f"{prefix}.output.dense", groups), hidden_p, parts, generators)
+            output = self._drop(self._dense(inner, f"{prefix}.output.dense", groups), masks, 2 + 2 * layer)
             hidden = self._norm(output + hidden, f"{prefix}.output.LayerNorm", groups)
         pooled_groups = tokens.pooled_groups
         first = hidden.index_select(0, tokens.starts)
         pooled = torch.tanh(self._dense(first, "encoder.pooler.dense", pooled_groups))
         texts = [slice(part.start, part.start + rows) for part, rows in zip(pooled_groups.slices(), tokens.run_rows)]
-        logits = self._dense(self._dropout(pooled, head_p, texts, generators), "head", pooled_groups)
+        head_masks = self._keep_masks(head_p, len(tokens.starts), 1, texts, generators)
+        logits = self._dense(self._drop(pooled, head_masks, 0), "head", pooled_groups)
         logits = logits.view(len(parts), -1, logits.shape[-1])
         return logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 out of bf16 autocast

@@ -40,10 +40,12 @@ class RowGroups:
 
     @classmethod
     def of(cls, counts: list[int], device: torch.device) -> "RowGroups":
-        """Groups of ``counts`` rows, in order."""
-        ends = torch.tensor(counts).cumsum(0)
-        runs = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-        return cls(ends.tolist(), ends.to(device=device, dtype=torch.int32), runs.to(device))
+        """Groups of ``counts`` rows, in order. Built on the device by fills, not copied from the host (a
+        copy from pageable memory can wait for the device)."""
+        ends = torch.tensor(counts).cumsum(0).tolist()
+        offsets = torch.cat([torch.full((1,), end, dtype=torch.int32, device=device) for end in ends])
+        runs = torch.cat([torch.full((count,), run, device=device) for run, count in enumerate(counts)])
+        return cls(ends, offsets, runs)
 
     def slices(self) -> list[slice]:
         """Each run's rows."""
