@@ -86,16 +86,18 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def classifiers(count: int, config, device: torch.device) -> list[TextClassifier]:
-    """``count`` classifiers with random BERT weights (each its own draw), as the runs of a sweep."""
+    """``count`` classifiers with random BERT weights (each its own draw), as the runs of a sweep; dropout
+    before the head as BERT's own (``config.hidden_dropout_prob``)."""
     from transformers import BertModel
 
-    return [TextClassifier(BertModel(config), CLASSES).to(device) for _ in range(count)]
+    return [TextClassifier(BertModel(config), CLASSES, config.hidden_dropout_prob).to(device) for _ in range(count)]
 
 
-def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps: int, warmup: int) -> tuple[float, float]:
+def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps: int, warmup: int,
+               grouped: bool) -> tuple[float, float]:
     """Real tokens per second of ``runs`` stacked runs and the mean share of filler tokens in their stack."""
     device = rows.tokens.device
-    stack = StackedBert(classifiers(runs, config, device))
+    stack = StackedBert(classifiers(runs, config, device), grouped_products=grouped)
     optimizer = PerRunAdamW(list(stack.parameters.values()), [LR] * runs, [WEIGHT_DECAY] * runs)
     draws = [torch.Generator().manual_seed(run) for run in range(runs)]
     dropout = [torch.Generator(device).manual_seed(100 + run) for run in range(runs)]
@@ -158,22 +160,28 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=8, help="untimed steps first")
     parser.add_argument("--texts", type=int, default=16384, help="generated texts to draw batches from")
     parser.add_argument("--single", action="store_true", help="also time one run on today's path (packed, CUDA graphs)")
+    parser.add_argument("--no_dropout", action="store_true", help="train without dropout (BERT's is 0.1): attention "
+                        "of all runs in one call")
+    parser.add_argument("--per_run_products", action="store_true", help="every linear layer as one matrix product "
+                        "per run instead of one grouped product")
     parser.add_argument("--tiny", action="store_true", help="a 1-layer, 32-wide BERT: checks the script on a CPU")
     args = parser.parse_args()
     from transformers import BertConfig
 
     device = resolve_device(args.device)
-    config = BertConfig(**(TINY_BERT_SIZES if args.tiny else {}))
+    dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0} if args.no_dropout else {}
+    config = BertConfig(**(TINY_BERT_SIZES if args.tiny else {}), **dropout)
     rows = token_rows(args.texts, config.vocab_size, device)
     print(f"device {device}, {'tiny BERT' if args.tiny else 'BERT-base'}, {args.texts} texts (mean "
-          f"{rows.lengths.float().mean():.1f} tokens), {args.steps} timed steps after {args.warmup}")
+          f"{rows.lengths.float().mean():.1f} tokens), {args.steps} timed steps after {args.warmup}, dropout "
+          f"{config.hidden_dropout_prob}, linear layers {'per run' if args.per_run_products else 'grouped'}")
     for runs in [int(value) for value in args.runs.split(",")]:
         rng = np.random.default_rng(runs)
         sizes = ([int(2 ** rng.uniform(4, 6)) for _ in range(runs)] if args.paper_batch_sizes
                  else [args.batch_size] * runs)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        speed, fillers = time_stack(runs, sizes, config, rows, args.steps, args.warmup)
+        speed, fillers = time_stack(runs, sizes, config, rows, args.steps, args.warmup, not args.per_run_products)
         memory = f", GPU memory at most {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB" \
             if device.type == "cuda" else ""
         print(f"{runs} stacked runs, batch sizes {sizes}: {speed / 1000:.1f}k real tokens/s together, "

@@ -70,12 +70,14 @@ def _groupable(rows: torch.Tensor, weights: torch.Tensor) -> bool:
     return all(size * rows.element_size() % 16 == 0 for size in weights.shape[1:])
 
 
-def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: RowGroups) -> torch.Tensor:
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: RowGroups,
+                   grouped: bool = True) -> torch.Tensor:
     """Each run's linear layer on its own rows: x [N, in] (run h's rows as ``groups`` says), weight
-    [H, out, in], bias [H, out] -> [N, out], in autocast's dtype where it is on."""
+    [H, out, in], bias [H, out] -> [N, out], in autocast's dtype where it is on. One grouped product
+    where it can (``grouped``), else one product per run."""
     dtype = _compute_dtype(x)
     rows, weights = x.to(dtype), weight.to(dtype).transpose(1, 2)
-    if _groupable(rows, weights):
+    if grouped and _groupable(rows, weights):
         product = torch._grouped_mm(rows, weights, offs=groups.offsets)
     else:
         product = torch.cat([rows[part] @ weights[run] for run, part in enumerate(groups.slices())])
@@ -83,9 +85,10 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gr
 
 
 class StackedBert:
-    """The classifiers of H runs (each a BERT encoder, dropout, a linear head) as stacked tensors."""
+    """The classifiers of H runs (each a BERT encoder, dropout, a linear head) as stacked tensors;
+    ``grouped_products=False``: every linear layer as one product per run (for comparison)."""
 
-    def __init__(self, classifiers: list[nn.Module]) -> None:
+    def __init__(self, classifiers: list[nn.Module], grouped_products: bool = True) -> None:
         template = classifiers[0]
         if not all(supports_packing(c.encoder) for c in classifiers):
             raise ValueError("only plain BERT encoders can be stacked (see supports_packing)")
@@ -103,6 +106,7 @@ class StackedBert:
         self.parameters = {name: torch.stack([dict(c.named_parameters())[name].detach() for c in classifiers])
                            .clone().requires_grad_(True) for name in names}
         self.training = True
+        self.grouped_products = grouped_products
 
     @property
     def num_runs(self) -> int:
@@ -131,7 +135,7 @@ class StackedBert:
         return self.parameters[name]
 
     def _dense(self, x: torch.Tensor, prefix: str, groups: RowGroups) -> torch.Tensor:
-        return grouped_linear(x, self._p(prefix + ".weight"), self._p(prefix + ".bias"), groups)
+        return grouped_linear(x, self._p(prefix + ".weight"), self._p(prefix + ".bias"), groups, self.grouped_products)
 
     def _norm(self, x: torch.Tensor, prefix: str, groups: RowGroups) -> torch.Tensor:
         normalised = F.layer_norm(x, x.shape[-1:], eps=self.config.layer_norm_eps)
@@ -166,7 +170,7 @@ class StackedBert:
         dtype = _compute_dtype(hidden)  # cast before joining: a third of the copy in bf16
         weight = torch.cat([self._p(f"{prefix}.{part}.weight").to(dtype) for part in ("query", "key", "value")], 1)
         bias = torch.cat([self._p(f"{prefix}.{part}.bias").to(dtype) for part in ("query", "key", "value")], 1)
-        qkv = grouped_linear(hidden, weight, bias, tokens.groups)
+        qkv = grouped_linear(hidden, weight, bias, tokens.groups, self.grouped_products)
         spread = qkv.new_zeros(tokens.attention_rows * width, 3 * size).index_copy(0, tokens.gather, qkv)
         query, key, value = spread.view(-1, width, 3, heads, size // heads).permute(2, 0, 3, 1, 4).unbind(0)
         p = self.probabilities[1] if self.training else 0.0
