@@ -8,10 +8,10 @@ benchmarks/text_training.py builds them) training on texts of CivilComments-like
 (log-normal, median 50, sigma 0.8, clipped to [3, 220]; benchmarks/text_training.py), each run
 drawing its own batches. A stacked step (XRM/networks/stacked_bert.py) is: every run's batch
 packed into the stack's token count, the forward pass of all runs at once in bf16 autocast, each
-run's mean cross-entropy (summed: each run's gradient is its own), the backward pass, and AdamW
-(torch's fused kernel on CUDA) with each run's own learning rate and weight decay (a parameter
-group per run over views of the stacked tensors). Dropout as BERT's (0.1), each run drawing from
-its own generator. ``--single`` times today's path for one run instead: TextClassifier's packed
+run's mean cross-entropy (summed: each run's gradient is its own), the backward pass, and each
+run's AdamW (torch's fused kernel on CUDA) with its own learning rate, weight decay and schedule,
+over views of the stacked tensors (XRM/engine/text_stack.py). Dropout as BERT's (0.1), each run
+drawing from its own generator. ``--single`` times today's path for one run instead: TextClassifier's packed
 pass replayed from CUDA graphs (XRM/networks/packed_bert_graphs.py), fused AdamW.
 
 Runs of different batch sizes (``--paper_batch_sizes``: each drawn 2^U(4, 6), 16 to 64 texts, as
@@ -34,36 +34,12 @@ from text_training import MAX_LENGTH, TINY_BERT_SIZES, civilcomments_like_length
 from XRM.common.devices import resolve_device  # noqa: E402
 from XRM.engine.optimizers import build_optimizer  # noqa: E402
 from XRM.networks.classifiers import TextClassifier  # noqa: E402
-from XRM.networks.stacked_bert import StackedBert  # noqa: E402
-from XRM.networks.stacked_tokens import StackedTokens  # noqa: E402
+from XRM.engine.text_stack import TextStack  # noqa: E402
+from XRM.networks.stacked_tokens import packed_count  # noqa: E402
 from XRM.networks.token_batches import TokenRows  # noqa: E402
 
 CLASSES = 2
 LR, WEIGHT_DECAY = 1e-5, 1e-4
-
-
-class PerRunAdamW:
-    """torch.optim.AdamW over stacked parameters [H, ...], each run with its own learning rate and weight
-    decay (on matrices only): two parameter groups per run over views of its slices, whose gradients
-    are the slices of the stacked gradients."""
-
-    def __init__(self, parameters: list[torch.Tensor], lrs: list[float], weight_decays: list[float]) -> None:
-        self.stacked = parameters
-        self.views = [[p.detach()[run] for p in parameters] for run in range(len(lrs))]
-        groups = []
-        for views, lr, decay in zip(self.views, lrs, weight_decays):
-            groups.append({"params": [v for v in views if v.ndim > 1], "lr": lr, "weight_decay": decay})
-            groups.append({"params": [v for v in views if v.ndim <= 1], "lr": lr, "weight_decay": 0.0})
-        self.optimizer = torch.optim.AdamW(groups, fused=parameters[0].is_cuda)
-
-    def step(self) -> None:
-        """One update of every run from the stacked gradients; then forget them."""
-        for run, views in enumerate(self.views):
-            for view, parameter in zip(views, self.stacked):
-                view.grad = parameter.grad[run]
-        self.optimizer.step()
-        for parameter in self.stacked:
-            parameter.grad = None
 
 
 def token_rows(count: int, vocabulary: int, device: torch.device) -> TokenRows:
@@ -97,10 +73,9 @@ def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps
                grouped: bool) -> tuple[float, float]:
     """Real tokens per second of ``runs`` stacked runs and the mean share of filler tokens in their stack."""
     device = rows.tokens.device
-    stack = StackedBert(classifiers(runs, config, device), grouped_products=grouped)
-    optimizer = PerRunAdamW(list(stack.parameters.values()), [LR] * runs, [WEIGHT_DECAY] * runs)
+    hparams = {"optimizer": "adamw", "lr": LR, "weight_decay": WEIGHT_DECAY, "num_steps": 60001, "lr_schedule": "text"}
+    stack = TextStack(classifiers(runs, config, device), [hparams] * runs, list(range(100, 100 + runs)), device, grouped)
     draws = [torch.Generator().manual_seed(run) for run in range(runs)]
-    dropout = [torch.Generator(device).manual_seed(100 + run) for run in range(runs)]
     tokens = fillers = 0.0
     for step in range(warmup + steps):
         if step == warmup:
@@ -109,14 +84,11 @@ def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps
         batches = [draw_batch(rows, size, generator) for size, generator in zip(batch_sizes, draws)]
         labels = [_to_device(torch.randint(CLASSES, (size,), generator=generator), device)
                   for size, generator in zip(batch_sizes, draws)]
-        stacked = StackedTokens.of(batches)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = stack(stacked, dropout)
-        loss = sum(F.cross_entropy(logits[run, : len(y)], y) for run, y in enumerate(labels))
-        loss.backward()
-        optimizer.step()
-        tokens += sum(batch.real_tokens for batch in batches)
-        fillers += stacked.fillers
+        logits = stack.forward(batches)
+        stack.step(sum(F.cross_entropy(logits[run, : len(y)], y) for run, y in enumerate(labels)))
+        real = sum(batch.real_tokens for batch in batches)
+        tokens += real
+        fillers += 1 - real / sum(packed_count(batch.real_tokens) for batch in batches)
     _synchronize(device)
     return tokens / (time.perf_counter() - start), fillers / steps
 

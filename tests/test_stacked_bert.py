@@ -3,38 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stacked_bert_fixtures import RUN_LENGTHS, labels as labels_of, stacked_loss, tiny_classifier, token_batch
 from XRM.networks.classifiers import TextClassifier
 from XRM.networks.stacked_bert import StackedBert
 from XRM.networks.stacked_tokens import GROUP_ALIGNMENT, StackedTokens
 from XRM.networks.token_batches import TokenBatch
-
-WIDTH = 60
-#: three runs' batches of 7, 3 and 4 texts: 257, 49 and 46 real tokens
-RUN_LENGTHS = [[5, 40, 60, 2, 33, 57, 60], [12, 7, 30], [1, 22, 9, 14]]
-
-
-def _classifier(seed: int, layers: int = 2, dropout: float = 0.0, dtype: torch.dtype = torch.float64) -> TextClassifier:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=140, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=48, max_position_embeddings=64, hidden_dropout_prob=dropout,
-                        attention_probs_dropout_prob=dropout)
-    network = TextClassifier(BertModel(config), 3, dropout=dropout)
-    torch.nn.init.normal_(network.head.weight)  # a zero head would hide every difference
-    return network.to(dtype)
-
-
-def _batch(lengths: list[int], seed: int) -> TokenBatch:
-    generator = torch.Generator().manual_seed(seed)
-    mask = (torch.arange(WIDTH)[None] < torch.tensor(lengths)[:, None]).long()
-    ids = torch.randint(5, 140, (len(lengths), WIDTH), generator=generator) * mask
-    types = torch.randint(0, 2, (len(lengths), WIDTH), generator=generator) * mask
-    return TokenBatch.measured(torch.stack([ids, mask, types], dim=-1).int())
-
-
-def _labels(count: int, seed: int) -> torch.Tensor:
-    return torch.randint(0, 3, (count,), generator=torch.Generator().manual_seed(seed))
 
 
 def _padded_logits(network: TextClassifier, batch: TokenBatch) -> torch.Tensor:
@@ -44,17 +17,12 @@ def _padded_logits(network: TextClassifier, batch: TokenBatch) -> torch.Tensor:
     return network.head(output.pooler_output)
 
 
-def _stacked_loss(logits: torch.Tensor, labels: list[torch.Tensor]) -> torch.Tensor:
-    """The sum of the runs' own mean cross-entropies (run h's gradient is its own loss's)."""
-    return sum(F.cross_entropy(logits[run, : len(y)], y) for run, y in enumerate(labels))
-
-
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone(dtype, tolerance):
     """float64: one matrix product per run; float32: torch's grouped matrix product of all runs at once."""
-    classifiers = [_classifier(seed, dtype=dtype) for seed in range(3)]
-    batches = [_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
-    labels = [_labels(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    classifiers = [tiny_classifier(seed, dtype=dtype) for seed in range(3)]
+    batches = [token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    labels = [labels_of(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]
     tokens = StackedTokens.of(batches)
     # each run's real tokens rounded up to a multiple of 16, one run after another; no run padded to another
     assert GROUP_ALIGNMENT == 16 and tokens.groups.counts == [272, 64, 48] and tokens.tokens.shape == (384, 3)
@@ -62,7 +30,7 @@ def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone(dtype, t
     stack = StackedBert(classifiers).train(False)
     logits = stack(tokens)
     assert logits.shape == (3, 16, 3) and logits.dtype == dtype  # rows: the largest batch rounded up to 16
-    _stacked_loss(logits, labels).backward()
+    stacked_loss(logits, labels).backward()
     for run, (classifier, batch, y) in enumerate(zip(classifiers, batches, labels)):
         alone = _padded_logits(classifier.eval(), batch)
         assert alone.abs().min() > 1e-3 and (logits[run, : len(y)] - alone).abs().max() < tolerance
@@ -73,16 +41,16 @@ def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone(dtype, t
 
 
 def test_a_runs_dropout_masks_come_from_its_own_generator_whatever_its_stack():
-    classifiers = [_classifier(seed, dropout=0.3) for seed in range(3)]
-    batches = [_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
-    labels = [_labels(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    classifiers = [tiny_classifier(seed, dropout=0.3) for seed in range(3)]
+    batches = [token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    labels = [labels_of(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]
 
     def run_one_in(members: list[int], seed_of_run_one: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
         """Run 1's logits and gradient of its query weights when trained in a stack of ``members``."""
         stack = StackedBert([classifiers[m] for m in members])
         generators = [torch.Generator().manual_seed(seed_of_run_one if m == 1 else 100 + m) for m in members]
         logits = stack(StackedTokens.of([batches[m] for m in members]), generators)
-        _stacked_loss(logits, [labels[m] for m in members]).backward()
+        stacked_loss(logits, [labels[m] for m in members]).backward()
         position = members.index(1)
         gradient = stack.parameters["encoder.encoder.layer.0.attention.self.query.weight"].grad[position]
         return logits[position, :3].detach(), gradient
@@ -103,15 +71,15 @@ def test_a_runs_dropout_masks_come_from_its_own_generator_whatever_its_stack():
 
 
 def test_a_run_leaves_the_stack_in_its_own_modules_layout_and_comes_back():
-    classifiers = [_classifier(seed, layers=1) for seed in range(2)]
+    classifiers = [tiny_classifier(seed, layers=1) for seed in range(2)]
     stack = StackedBert(classifiers)
     state = stack.run_state(1)
     assert list(state) == [name for name, _ in classifiers[1].named_parameters()]
-    fresh = _classifier(5, layers=1)
+    fresh = tiny_classifier(5, layers=1)
     fresh.load_state_dict(state)
     assert all(torch.equal(value, classifiers[1].state_dict()[name]) for name, value in fresh.state_dict().items())
     stack.load_run(0, state)  # run 0 now holds run 1's weights: the same logits on the same batch
-    logits = stack.train(False)(StackedTokens.of([_batch([9, 4], 0)] * 2))
+    logits = stack.train(False)(StackedTokens.of([token_batch([9, 4], 0)] * 2))
     assert torch.equal(logits[0], logits[1])
     with pytest.raises(ValueError, match="no classifier of this stack"):
         stack.load_run(0, {"head.weight": state["head.weight"]})
@@ -119,14 +87,14 @@ def test_a_run_leaves_the_stack_in_its_own_modules_layout_and_comes_back():
 
 def test_classifiers_of_other_shapes_or_dropout_are_not_stacked():
     with pytest.raises(ValueError, match="share one architecture"):
-        StackedBert([_classifier(0, layers=1), _classifier(1, layers=2)])
+        StackedBert([tiny_classifier(0, layers=1), tiny_classifier(1, layers=2)])
     with pytest.raises(ValueError, match="share one architecture and dropout"):
-        StackedBert([_classifier(0, dropout=0.1), _classifier(1, dropout=0.2)])
+        StackedBert([tiny_classifier(0, dropout=0.1), tiny_classifier(1, dropout=0.2)])
 
 
 def test_runs_of_different_batch_sizes_carry_only_their_own_fillers():
-    tokens = StackedTokens.of([_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)])
+    tokens = StackedTokens.of([token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)])
     assert tokens.real_tokens == [257, 49, 46] and tokens.fillers == pytest.approx(1 - 352 / 384)
     assert tokens.starts.tolist()[:8] == [0, 5, 45, 105, 107, 140, 197, 0]  # run 0's texts, then unused rows
     assert tokens.starts.tolist()[16:20] == [272, 284, 291, 272]  # run 1's three texts start at token 272
-    assert StackedTokens.of([_batch([8, 8], 0), _batch([16], 1)]).fillers == 0.0
+    assert StackedTokens.of([token_batch([8, 8], 0), token_batch([16], 1)]).fillers == 0.0

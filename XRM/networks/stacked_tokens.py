@@ -30,6 +30,11 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-max(value, 1) // multiple) * multiple
 
 
+def packed_count(real_tokens: int) -> int:
+    """How many tokens a run's batch of ``real_tokens`` real ones takes in a stack (fillers included)."""
+    return _round_up(real_tokens, GROUP_ALIGNMENT)
+
+
 @dataclass
 class RowGroups:
     """Consecutive rows of H runs: run h owns rows ``ends[h - 1]`` to ``ends[h] - 1``."""
@@ -80,7 +85,7 @@ class StackedTokens:
             raise ValueError("only right-padded rows can be stacked")
         device = batches[0].tokens.device
         width = max(max(batch.width for batch in batches), 1)
-        counts = [_round_up(batch.real_tokens, GROUP_ALIGNMENT) for batch in batches]
+        counts = [packed_count(batch.real_tokens) for batch in batches]
         rows = _round_up(max(len(batch.lengths) for batch in batches), POOLED_ROWS_MULTIPLE)
         tokens, positions, gathers, masks, starts = [], [], [], [], []
         first_row = first_token = 0
