@@ -30,6 +30,9 @@ def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone(dtype, t
     stack = StackedBert(classifiers).train(False)
     logits = stack(tokens)
     assert logits.shape == (3, 16, 3) and logits.dtype == dtype  # rows: the largest batch rounded up to 16
+    with torch.no_grad():  # one product per run gives the same logits
+        per_run = StackedBert(classifiers, grouped_products=False).train(False)(tokens)
+    assert (per_run - logits).abs().max() < tolerance
     stacked_loss(logits, labels).backward()
     for run, (classifier, batch, y) in enumerate(zip(classifiers, batches, labels)):
         alone = _padded_logits(classifier.eval(), batch)
@@ -98,3 +101,10 @@ def test_runs_of_different_batch_sizes_carry_only_their_own_fillers():
     assert tokens.starts.tolist()[:8] == [0, 5, 45, 105, 107, 140, 197, 0]  # run 0's texts, then unused rows
     assert tokens.starts.tolist()[16:20] == [272, 284, 291, 272]  # run 1's three texts start at token 272
     assert StackedTokens.of([token_batch([8, 8], 0), token_batch([16], 1)]).fillers == 0.0
+
+
+def test_rows_that_are_not_right_padded_are_not_stacked():
+    holed = token_batch([5, 9], 0)
+    holed.tokens[1, 3, 1] = 0  # a hole inside row 1: its real tokens are no prefix
+    with pytest.raises(ValueError, match="only right-padded rows can be stacked"):
+        StackedTokens.of([token_batch([4], 1), TokenBatch.measured(holed.tokens)])
