@@ -13,12 +13,13 @@ for each run, which Hugging Face's padded pass gives up to rounding (tested in f
 and gradients, and in float32 through the grouped product).
 
 Dropout: each run draws its own masks from its own generator, at its own sizes (its packed
-tokens, its rows, its longest text), in a fixed order (every hidden mask of the pass at once,
+tokens, its rows, the token cache's width), in a fixed order (every hidden mask of the pass at once,
 [its tokens, 1 + 2 x layers, hidden]; each layer's attention probabilities; the head), so a
 run's masks do not depend on the other runs of its stack (tested bitwise in float64). ``scaled_dot_product_attention``
 draws its attention dropout from the device's default generator only: with attention dropout
-on, each run's texts are attended in a call of their own (at their own width), with the run's
-generator standing in for the default one; without it (evaluation), all runs' texts in one call.
+on, each run's texts are attended in a call of their own (over the token cache's width, the same
+in any stack), with the run's generator standing in for the default one; without it
+(evaluation), all runs' texts in one call.
 
 Built from, and back to, each run's own state_dict: checkpoints keep one run's layout.
 """
@@ -164,8 +165,7 @@ class StackedBert:
 
     def _attend(self, hidden: torch.Tensor, prefix: str, tokens: StackedTokens, generators) -> torch.Tensor:
         """Self-attention of every run's texts: [N, d] before the output projection. One call for
-        all runs; with attention dropout, one call per run on its own rows and width, drawing from its
-        own generator."""
+        all runs; with attention dropout, one call per run on its own rows, drawing from its own generator."""
         size, width, heads = hidden.shape[-1], tokens.width, self.config.num_attention_heads
         dtype = _compute_dtype(hidden)  # cast before joining: a third of the copy in bf16
         weight = torch.cat([self._p(f"{prefix}.{part}.weight").to(dtype) for part in ("query", "key", "value")], 1)
@@ -176,14 +176,13 @@ class StackedBert:
         p = self.probabilities[1] if self.training else 0.0
         if not p:
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=tokens.key_mask)
-        else:
+        else:  # split, not sliced: the backward pass joins the runs' gradients once, with no zeros around each
+            rows = tokens.run_attention_rows()
             parts = []
-            for rows, own, generator in zip(tokens.run_attention_rows(), tokens.run_widths, generators):
-                mask = tokens.key_mask[rows, ..., :own]
+            for q, k, v, mask, generator in zip(query.split(rows), key.split(rows), value.split(rows),
+                                                tokens.key_mask.split(rows), generators):
                 with _drawing_from(generator):
-                    part = F.scaled_dot_product_attention(query[rows, :, :own], key[rows, :, :own],
-                                                          value[rows, :, :own], attn_mask=mask, dropout_p=p)
-                parts.append(F.pad(part, (0, 0, 0, width - own)))
+                    parts.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p))
             context = torch.cat(parts)
         return context.transpose(1, 2).reshape(-1, size).index_select(0, tokens.gather)
 

@@ -6,8 +6,8 @@ grouped matrix product wants of each group's rows). The runs' packed tokens foll
 ([N, 3], N = the runs' counts together: no run is padded to another's size, whatever their
 batch sizes), and every linear layer multiplies each run's rows by its own weights (a grouped
 matrix product, XRM/networks/stacked_bert.py). Attention sees every run's rows one after
-another, each run with its own spare row for its fillers, over one width (the stack's longest
-text). A run's pooled rows (its texts' first tokens) are laid out [H, B]: B, the largest batch
+another, each run with its own spare row for its fillers, over one width: the token cache's, the
+same in any stack (so a run's attention dropout masks have one shape whatever its stack). A run's pooled rows (its texts' first tokens) are laid out [H, B]: B, the largest batch
 rounded up to ``POOLED_ROWS_MULTIPLE``, so each run's rows start at a multiple of the alignment.
 """
 from dataclasses import dataclass
@@ -75,8 +75,7 @@ class StackedTokens:
     pooled_groups: RowGroups  # the H * B pooled rows: B per run
     real_tokens: list[int]  # each run's real tokens
     run_rows: list[int]  # each run's batch size
-    run_widths: list[int]  # each run's longest text (its attention when drawn alone)
-    width: int  # the attention rows' width
+    width: int  # the attention rows' width: the token cache's
 
     @classmethod
     def of(cls, batches: list[TokenBatch]) -> "StackedTokens":
@@ -84,7 +83,7 @@ class StackedTokens:
         if not all(batch.right_padded for batch in batches):
             raise ValueError("only right-padded rows can be stacked")
         device = batches[0].tokens.device
-        width = max(max(batch.width for batch in batches), 1)
+        width = max(batch.tokens.shape[1] for batch in batches)
         counts = [packed_count(batch.real_tokens) for batch in batches]
         rows = _round_up(max(len(batch.lengths) for batch in batches), POOLED_ROWS_MULTIPLE)
         tokens, positions, gathers, masks, starts = [], [], [], [], []
@@ -100,18 +99,16 @@ class StackedTokens:
             first_token += count
         return cls(torch.cat(tokens), torch.cat(positions), RowGroups.of(counts, device), torch.cat(gathers),
                    torch.cat(masks), torch.cat(starts), RowGroups.of([rows] * len(batches), device),
-                   [batch.real_tokens for batch in batches], [len(batch.lengths) for batch in batches],
-                   [max(batch.width, 1) for batch in batches], width)
+                   [batch.real_tokens for batch in batches], [len(batch.lengths) for batch in batches], width)
 
     @property
     def attention_rows(self) -> int:
         """How many rows attention sees (every run's texts and spare row)."""
         return self.key_mask.shape[0]
 
-    def run_attention_rows(self) -> list[slice]:
-        """Each run's attention rows (its texts, then its spare row)."""
-        ends = torch.tensor(self.run_rows).add(1).cumsum(0).tolist()
-        return [slice(end - rows - 1, end) for end, rows in zip(ends, self.run_rows)]
+    def run_attention_rows(self) -> list[int]:
+        """How many attention rows each run has (its texts and its spare row), in order."""
+        return [rows + 1 for rows in self.run_rows]
 
     @property
     def fillers(self) -> float:
