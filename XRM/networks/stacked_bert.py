@@ -154,10 +154,10 @@ class StackedBert:
         if not (self.training and p):
             return None
         head = self._p("head.weight")
-        draws = torch.ones(rows, sites, head.shape[-1], device=head.device)
+        masks = torch.zeros(rows, sites, head.shape[-1], dtype=head.dtype, device=head.device)
         for part, generator in zip(parts, generators):
-            draws[part].uniform_(generator=generator)
-        return (draws < 1 - p).to(head.dtype) * (1 / (1 - p))
+            masks[part].bernoulli_(1 - p, generator=generator)
+        return masks.mul_(1 / (1 - p))
 
     @staticmethod
     def _drop(x: torch.Tensor, masks: torch.Tensor | None, site: int) -> torch.Tensor:
