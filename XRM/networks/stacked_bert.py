@@ -85,27 +85,28 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gr
     return product + bias.to(dtype).index_select(0, groups.run_of_row)
 
 
+def _signature(classifier: nn.Module) -> tuple:
+    """What classifiers stacked together share: dropout probabilities, parameter names and shapes."""
+    config = classifier.encoder.config
+    shapes = tuple((name, tuple(parameter.shape)) for name, parameter in classifier.named_parameters())
+    return config.hidden_dropout_prob, config.attention_probs_dropout_prob, classifier.dropout.p, shapes
+
+
 class StackedBert:
     """The classifiers of H runs (each a BERT encoder, dropout, a linear head) as stacked tensors;
     ``grouped_products=False``: every linear layer as one product per run (for comparison)."""
 
     def __init__(self, classifiers: list[nn.Module], grouped_products: bool = True) -> None:
+        if not classifiers or not all(supports_packing(c.encoder) for c in classifiers):
+            raise ValueError("stack one or more plain BERT classifiers (see supports_packing)")
+        if len({_signature(classifier) for classifier in classifiers}) > 1:
+            raise ValueError("stacked classifiers must share one architecture and dropout probabilities")
         template = classifiers[0]
-        if not all(supports_packing(c.encoder) for c in classifiers):
-            raise ValueError("only plain BERT encoders can be stacked (see supports_packing)")
-        config = template.encoder.config
-        self.probabilities = (config.hidden_dropout_prob, config.attention_probs_dropout_prob, template.dropout.p)
-        names = [name for name, _ in template.named_parameters()]
-        for classifier in classifiers[1:]:
-            other = classifier.encoder.config
-            if (other.hidden_dropout_prob, other.attention_probs_dropout_prob, classifier.dropout.p) != self.probabilities \
-                    or [(n, p.shape) for n, p in classifier.named_parameters()] != \
-                    [(n, p.shape) for n, p in template.named_parameters()]:
-                raise ValueError("stacked classifiers must share one architecture and dropout probabilities")
-        self.config = config
-        self.template = template
+        self.config = template.encoder.config
+        self.probabilities = (self.config.hidden_dropout_prob, self.config.attention_probs_dropout_prob,
+                              template.dropout.p)
         self.parameters = {name: torch.stack([dict(c.named_parameters())[name].detach() for c in classifiers])
-                           .clone().requires_grad_(True) for name in names}
+                           .requires_grad_(True) for name, _ in template.named_parameters()}
         self.training = True
         self.grouped_products = grouped_products
 
