@@ -38,6 +38,8 @@ from XRM.runs.train import train_stack  # noqa: E402
 MAX_LENGTH = 220
 MEDIAN_TOKENS, SIGMA = 50, 0.8
 WORDS = 5000  # words of the generated vocabulary, one token each
+#: a 1-layer, 32-wide BERT: what ``--tiny`` trains, to check a script on a CPU
+TINY_BERT_SIZES = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37}
 
 
 def civilcomments_like_lengths(count: int, seed: int = 0) -> np.ndarray:
@@ -56,8 +58,7 @@ def write_text_model(folder: Path, tiny: bool = False) -> Path:
     vocab += [f"w{i}" for i in range(30522 - len(vocab))]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast.from_pretrained(str(folder)).save_pretrained(folder)
-    tiny_sizes = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37}
-    BertConfig(**(tiny_sizes if tiny else {})).save_pretrained(folder)  # the defaults: bert-base-uncased's sizes
+    BertConfig(**(TINY_BERT_SIZES if tiny else {})).save_pretrained(folder)  # the defaults: bert-base-uncased's sizes
     return folder
 
 

@@ -16,11 +16,16 @@ SGD_MOMENTUM = 0.9
 
 
 def decay_parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two parameter groups: matrices/kernels with ``weight_decay``, biases and norms without."""
+    """Two parameter groups of ``model``'s trainable parameters: matrices/kernels with ``weight_decay``,
+    biases and norms without."""
+    return decay_groups([p for p in model.parameters() if p.requires_grad], weight_decay)
+
+
+def decay_groups(parameters: list[torch.Tensor], weight_decay: float) -> list[dict]:
+    """Two parameter groups of ``parameters`` (in their order): matrices/kernels with ``weight_decay``,
+    biases and norms without."""
     decayed, not_decayed = [], []
-    for parameter in model.parameters():
-        if not parameter.requires_grad:
-            continue
+    for parameter in parameters:
         # biases and LayerNorm/BatchNorm scales are 1-D; decaying them is the bug DESIGN.md notes
         (decayed if parameter.ndim > 1 else not_decayed).append(parameter)
     return [
@@ -41,7 +46,11 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """SGD (with ``momentum``, 0.9 by default), Adam or AdamW over ``model``'s trainable parameters
     (a fused update on CUDA)."""
-    groups = decay_parameter_groups(model, weight_decay)
+    return optimizer_of_groups(decay_parameter_groups(model, weight_decay), name, lr, momentum)
+
+
+def optimizer_of_groups(groups: list[dict], name: str, lr: float, momentum: float = SGD_MOMENTUM) -> torch.optim.Optimizer:
+    """SGD (with ``momentum``), Adam or AdamW over parameter ``groups`` (a fused update on CUDA)."""
     parameters = [p for group in groups for p in group["params"]]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, **_fused(torch.optim.SGD, parameters))

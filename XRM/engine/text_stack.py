@@ -1,0 +1,110 @@
+"""H text runs' BERT classifiers trained as one stack, behind the interface ModuleStack gives one run.
+
+``TextStack`` holds H runs' ``TextClassifier``s as a StackedBert (XRM/networks/stacked_bert.py):
+one forward and one backward pass for all runs. Everything else stays each run's own: its
+optimiser (torch.optim, fused on CUDA, over views of its slices of the stacked tensors, with its
+learning rate and weight decay), its learning-rate schedule, its dropout generator (seeded from
+the run's seed), its best model. A run's model, optimiser and schedule states are in the layout
+ModuleStack writes for the run alone (its classifier's state_dict; the optimiser's state_dict
+over its parameters in decay_parameter_groups' order; the scheduler's), plus its dropout
+generator's state, so a run's checkpoint reads back whether it trained alone or stacked.
+"""
+import torch
+
+from XRM.engine.optimizers import SGD_MOMENTUM, build_lr_scheduler, decay_groups, optimizer_of_groups
+from XRM.networks.classifiers import TextClassifier
+from XRM.networks.stacked_bert import StackedBert
+from XRM.networks.stacked_tokens import StackedTokens
+from XRM.networks.token_batches import TokenBatch
+
+#: the key of a run's dropout generator state in its optimiser state
+DROPOUT_GENERATOR = "dropout_generator"
+
+
+class TextStack:
+    """H runs' BERT text classifiers trained as one stack (see the module docstring); ``hparams[h]`` and
+    ``seeds[h]`` are run h's (optimizer, lr, weight_decay, num_steps, lr_schedule; the seed of its dropout);
+    ``grouped_products``: StackedBert's."""
+
+    def __init__(self, classifiers: list[TextClassifier], hparams: list[dict], seeds: list[int],
+                 device: torch.device, grouped_products: bool = True) -> None:
+        self.model = StackedBert([classifier.to(device) for classifier in classifiers], grouped_products)
+        self.num_runs = len(classifiers)
+        self.generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
+        stacked = list(self.model.parameters.values())
+        self.views = [[parameter.detach()[run] for parameter in stacked] for run in range(self.num_runs)]
+        self.optimizers, self.schedulers = [], []
+        for views, run_hparams in zip(self.views, hparams):
+            groups = decay_groups(views, run_hparams["weight_decay"])
+            optimizer = optimizer_of_groups(groups, run_hparams["optimizer"], run_hparams["lr"],
+                                            run_hparams.get("sgd_momentum", SGD_MOMENTUM))
+            self.optimizers.append(optimizer)
+            self.schedulers.append(build_lr_scheduler(optimizer, run_hparams.get("lr_schedule", "constant"),
+                                                      run_hparams["num_steps"]))
+        self.best = [self.model_state(run) for run in range(self.num_runs)]
+
+    def forward(self, batches: list[TokenBatch]) -> torch.Tensor:
+        """Training logits [H, B, classes] of each run's batch (``batches[h]``: run h's; B: the largest batch
+        rounded up, run h's rows past its own batch mean nothing)."""
+        self.model.train(True)
+        tokens = StackedTokens.of(batches)
+        device = batches[0].tokens.device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            return self.model(tokens, self.generators)
+
+    @torch.inference_mode()
+    def predict(self, batches: list[TokenBatch]) -> torch.Tensor:
+        """Logits [H, n, classes] of every run on the same texts (``batches``: the n texts in batches), without dropout."""
+        self.model.train(False)
+        logits = []
+        for batch in batches:
+            with torch.autocast(batch.tokens.device.type, dtype=torch.bfloat16, enabled=batch.tokens.is_cuda):
+                logits.append(self.model(StackedTokens.of([batch] * self.num_runs))[:, : len(batch.lengths)])
+        return torch.cat(logits, dim=1)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` (the sum of the runs' own losses) and update every run with its own
+        optimiser and schedule."""
+        loss.backward()
+        stacked = list(self.model.parameters.values())
+        for run, (views, optimizer, scheduler) in enumerate(zip(self.views, self.optimizers, self.schedulers)):
+            for view, parameter in zip(views, stacked):
+                view.grad = None if parameter.grad is None else parameter.grad[run]
+            optimizer.step()
+            scheduler.step()
+            for view in views:
+                view.grad = None
+        for parameter in stacked:
+            parameter.grad = None
+
+    def learning_rates(self) -> list[float]:
+        """Each run's learning rate now, as its schedule has set it."""
+        return [float(scheduler.get_last_lr()[0]) for scheduler in self.schedulers]
+
+    def model_state(self, member: int) -> dict[str, torch.Tensor]:
+        """Run ``member``'s classifier as its own state_dict (CPU copies)."""
+        return {name: value.cpu() for name, value in self.model.run_state(member).items()}
+
+    def best_model_state(self, member: int) -> dict[str, torch.Tensor]:
+        """Run ``member``'s classifier at its best evaluation so far."""
+        return self.best[member]
+
+    def keep_best(self, improved: torch.Tensor) -> None:
+        """Remember the classifiers of the runs set in ``improved`` [H]."""
+        for run in torch.nonzero(improved.cpu()).flatten().tolist():
+            self.best[run] = self.model_state(run)
+
+    def optimizer_state(self, member: int) -> dict:
+        """Run ``member``'s optimiser, schedule and dropout generator states."""
+        return {"optimizer": self.optimizers[member].state_dict(), "lr_scheduler": self.schedulers[member].state_dict(),
+                DROPOUT_GENERATOR: self.generators[member].get_state()}
+
+    def load_member(self, member: int, model: dict, optimizer: dict, best_model: dict | None) -> None:
+        """Restore run ``member`` from its checkpoint (and its best classifier); ``optimizer`` is
+        :meth:`optimizer_state`'s dict."""
+        self.model.load_run(member, model)
+        self.optimizers[member].load_state_dict(optimizer["optimizer"])
+        self.schedulers[member].load_state_dict(optimizer["lr_scheduler"])
+        if DROPOUT_GENERATOR in optimizer:
+            self.generators[member].set_state(optimizer[DROPOUT_GENERATOR])
+        self.best[member] = best_model or self.model_state(member)

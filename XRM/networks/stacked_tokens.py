@@ -1,0 +1,116 @@
+"""Where the real tokens of H runs' batches go when the runs share one stacked BERT pass.
+
+Each run's batch is packed as one run alone packs it (``PackedLayout``, XRM/networks/token_batches.py):
+its real tokens end to end, then filler tokens up to a multiple of ``GROUP_ALIGNMENT`` (what a
+grouped matrix product wants of each group's rows). The runs' packed tokens follow one another
+([N, 3], N = the runs' counts together: no run is padded to another's size, whatever their
+batch sizes), and every linear layer multiplies each run's rows by its own weights (a grouped
+matrix product, XRM/networks/stacked_bert.py). Attention sees every run's rows one after
+another, each run with its own spare row for its fillers, over one width: the token cache's, the
+same in any stack (so a run's attention dropout masks have one shape whatever its stack). A run's pooled rows (its texts' first tokens) are laid out [H, B]: B, the largest batch
+rounded up to ``POOLED_ROWS_MULTIPLE``, so each run's rows start at a multiple of the alignment.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from XRM.networks.token_batches import PackedLayout, TokenBatch
+
+#: each run's packed tokens are rounded up to a multiple of this (grouped matrix products in bf16
+#: want 16-aligned groups)
+GROUP_ALIGNMENT = 16
+#: the pooler's rows per run are the largest batch rounded up to a multiple of this: a run's pooler
+#: and head then see one shape in stacks of similar batches (small matrix products change their
+#: order of summation with their shape on the CPU)
+POOLED_ROWS_MULTIPLE = 16
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-max(value, 1) // multiple) * multiple
+
+
+def packed_count(real_tokens: int) -> int:
+    """How many tokens a run's batch of ``real_tokens`` real ones takes in a stack (fillers included)."""
+    return _round_up(real_tokens, GROUP_ALIGNMENT)
+
+
+@dataclass
+class RowGroups:
+    """Consecutive rows of H runs: run h owns rows ``ends[h - 1]`` to ``ends[h] - 1``."""
+
+    ends: list[int]  # on the host
+    offsets: torch.Tensor  # int32 [H]: the same, on the device (a grouped matrix product's group ends)
+    run_of_row: torch.Tensor  # int64 [rows]: each row's run, on the device
+
+    @classmethod
+    def of(cls, counts: list[int], device: torch.device) -> "RowGroups":
+        """Groups of ``counts`` rows, in order. Built on the device by fills, not copied from the host (a
+        copy from pageable memory can wait for the device)."""
+        ends = torch.tensor(counts).cumsum(0).tolist()
+        offsets = torch.cat([torch.full((1,), end, dtype=torch.int32, device=device) for end in ends])
+        runs = torch.cat([torch.full((count,), run, device=device) for run, count in enumerate(counts)])
+        return cls(ends, offsets, runs)
+
+    def slices(self) -> list[slice]:
+        """Each run's rows."""
+        return [slice(end - count, end) for end, count in zip(self.ends, self.counts)]
+
+    @property
+    def counts(self) -> list[int]:
+        """Each run's number of rows."""
+        return [end - start for start, end in zip([0, *self.ends[:-1]], self.ends)]
+
+
+@dataclass
+class StackedTokens:
+    """H runs' batches packed for one stacked pass (see the module docstring)."""
+
+    tokens: torch.Tensor  # int64 [N, 3]: ids, mask, token types of every run's packed tokens; fillers are zeros
+    positions: torch.Tensor  # int64 [N]: each token's position in its text
+    groups: RowGroups  # which of the N tokens are whose
+    gather: torch.Tensor  # int64 [N]: each token's place in the attention rows flattened [rows * width]
+    key_mask: torch.Tensor  # bool [rows, 1, 1, width]: which keys of each attention row are real
+    starts: torch.Tensor  # int64 [H * B]: each text's first token (unused rows: the run's first token)
+    pooled_groups: RowGroups  # the H * B pooled rows: B per run
+    real_tokens: list[int]  # each run's real tokens
+    run_rows: list[int]  # each run's batch size
+    width: int  # the attention rows' width: the token cache's
+
+    @classmethod
+    def of(cls, batches: list[TokenBatch]) -> "StackedTokens":
+        """The stacked layout of ``batches`` (one per run, right-padded rows, on one device)."""
+        if not all(batch.right_padded for batch in batches):
+            raise ValueError("only right-padded rows can be stacked")
+        device = batches[0].tokens.device
+        width = max(batch.tokens.shape[1] for batch in batches)
+        counts = [packed_count(batch.real_tokens) for batch in batches]
+        rows = _round_up(max(len(batch.lengths) for batch in batches), POOLED_ROWS_MULTIPLE)
+        tokens, positions, gathers, masks, starts = [], [], [], [], []
+        first_row = first_token = 0
+        for batch, count in zip(batches, counts):
+            layout = PackedLayout.of(batch.lengths, batch.device_lengths, width, count)
+            tokens.append(batch.packed(layout).long())
+            positions.append(layout.positions)
+            gathers.append(layout.gather + first_row * width)
+            masks.append(layout.key_mask())
+            starts.append(F.pad(layout.starts, (0, rows - layout.rows)) + first_token)
+            first_row += layout.attention_rows
+            first_token += count
+        return cls(torch.cat(tokens), torch.cat(positions), RowGroups.of(counts, device), torch.cat(gathers),
+                   torch.cat(masks), torch.cat(starts), RowGroups.of([rows] * len(batches), device),
+                   [batch.real_tokens for batch in batches], [len(batch.lengths) for batch in batches], width)
+
+    @property
+    def attention_rows(self) -> int:
+        """How many rows attention sees (every run's texts and spare row)."""
+        return self.key_mask.shape[0]
+
+    def run_attention_rows(self) -> list[int]:
+        """How many attention rows each run has (its texts and its spare row), in order."""
+        return [rows + 1 for rows in self.run_rows]
+
+    @property
+    def fillers(self) -> float:
+        """The share of the packed tokens that are fillers (each run's count rounded up)."""
+        return 1 - sum(self.real_tokens) / len(self.positions)

@@ -1,0 +1,169 @@
+"""Training throughput of H BERT-base runs trained as one stack, in real tokens per second (all runs together).
+
+python benchmarks/stacked_text_training.py --device cuda                     # H = 1, 4, 8 stacked, then one run today's way
+python benchmarks/stacked_text_training.py --device cpu --tiny --steps 3 --warmup 1 --texts 512   (checks that it runs)
+
+Each run is a BERT-base classifier (random weights from bert-base-uncased's config, as
+benchmarks/text_training.py builds them) training on texts of CivilComments-like lengths
+(log-normal, median 50, sigma 0.8, clipped to [3, 220]; benchmarks/text_training.py), each run
+drawing its own batches. A stacked step (XRM/networks/stacked_bert.py) is: every run's batch
+packed into the stack's token count, the forward pass of all runs at once in bf16 autocast, each
+run's mean cross-entropy (summed: each run's gradient is its own), the backward pass, and each
+run's AdamW (torch's fused kernel on CUDA) with its own learning rate, weight decay and schedule,
+over views of the stacked tensors (XRM/engine/text_stack.py). Dropout as BERT's (0.1), each run
+drawing from its own generator. ``--single`` times today's path for one run instead: TextClassifier's packed
+pass replayed from CUDA graphs (XRM/networks/packed_bert_graphs.py), fused AdamW.
+
+Runs of different batch sizes (``--paper_batch_sizes``: each drawn 2^U(4, 6), 16 to 64 texts, as
+the paper draws them) share a stack without padding to the largest: each run's packed tokens are
+its real ones rounded up to a multiple of 16 (the share of fillers is printed).
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from text_training import MAX_LENGTH, TINY_BERT_SIZES, civilcomments_like_lengths  # noqa: E402
+
+from XRM.common.devices import resolve_device  # noqa: E402
+from XRM.engine.optimizers import build_optimizer  # noqa: E402
+from XRM.networks.classifiers import TextClassifier  # noqa: E402
+from XRM.engine.text_stack import TextStack  # noqa: E402
+from XRM.networks.stacked_tokens import packed_count  # noqa: E402
+from XRM.networks.token_batches import TokenRows  # noqa: E402
+
+CLASSES = 2
+LR, WEIGHT_DECAY = 1e-5, 1e-4
+
+
+def token_rows(count: int, vocabulary: int, device: torch.device) -> TokenRows:
+    """``count`` random texts of CivilComments-like lengths as a token cache holds them: [count, 220, 3]."""
+    lengths = torch.from_numpy(civilcomments_like_lengths(count))
+    mask = torch.arange(MAX_LENGTH)[None] < lengths[:, None]
+    ids = torch.randint(1000, vocabulary, (count, MAX_LENGTH)) * mask
+    return TokenRows(torch.stack([ids, mask.long(), torch.zeros_like(ids)], dim=-1).int().to(device))
+
+
+def draw_batch(rows: TokenRows, size: int, generator: torch.Generator):
+    """A run's batch of ``size`` texts drawn uniformly (its own generator, on the CPU)."""
+    index = torch.randint(len(rows.lengths), (size,), generator=generator)
+    return rows.batch(_to_device(index, rows.tokens.device), index)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` copied to ``device`` without waiting for it (from pinned memory)."""
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
+
+
+def classifiers(count: int, config, device: torch.device) -> list[TextClassifier]:
+    """``count`` classifiers with random BERT weights (each its own draw), as the runs of a sweep; dropout
+    before the head as BERT's own (``config.hidden_dropout_prob``)."""
+    from transformers import BertModel
+
+    return [TextClassifier(BertModel(config), CLASSES, config.hidden_dropout_prob).to(device) for _ in range(count)]
+
+
+def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps: int, warmup: int,
+               grouped: bool) -> tuple[float, float]:
+    """Real tokens per second of ``runs`` stacked runs and the mean share of filler tokens in their stack."""
+    device = rows.tokens.device
+    hparams = {"optimizer": "adamw", "lr": LR, "weight_decay": WEIGHT_DECAY, "num_steps": 60001, "lr_schedule": "text"}
+    stack = TextStack(classifiers(runs, config, device), [hparams] * runs, list(range(100, 100 + runs)), device, grouped)
+    draws = [torch.Generator().manual_seed(run) for run in range(runs)]
+    tokens = fillers = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            _synchronize(device)
+            start, tokens, fillers = time.perf_counter(), 0.0, 0.0
+        batches = [draw_batch(rows, size, generator) for size, generator in zip(batch_sizes, draws)]
+        labels = [_to_device(torch.randint(CLASSES, (size,), generator=generator), device)
+                  for size, generator in zip(batch_sizes, draws)]
+        logits = stack.forward(batches)
+        stack.step(sum(F.cross_entropy(logits[run, : len(y)], y) for run, y in enumerate(labels)))
+        real = sum(batch.real_tokens for batch in batches)
+        tokens += real
+        fillers += 1 - real / sum(packed_count(batch.real_tokens) for batch in batches)
+    _synchronize(device)
+    return tokens / (time.perf_counter() - start), fillers / steps
+
+
+def time_single(batch_size: int, config, rows: TokenRows, steps: int, warmup: int) -> float:
+    """Real tokens per second of one run trained today's way (packed tokens, CUDA graphs on a GPU)."""
+    device = rows.tokens.device
+    network = classifiers(1, config, device)[0]
+    network.use_cuda_graphs()
+    optimizer = build_optimizer(network, "adamw", LR, WEIGHT_DECAY)
+    generator = torch.Generator().manual_seed(0)
+    tokens = 0
+    for step in range(warmup + steps):
+        if step == warmup:
+            _synchronize(device)
+            start, tokens = time.perf_counter(), 0
+        batch = draw_batch(rows, batch_size, generator)
+        labels = _to_device(torch.randint(CLASSES, (batch_size,), generator=generator), device)
+        F.cross_entropy(network(batch), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += batch.real_tokens
+    _synchronize(device)
+    return tokens / (time.perf_counter() - start)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    """Print real tokens per second for each stack size (or one run today's way)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    parser.add_argument("--runs", default="1,4,8", help="stack sizes to time, comma-separated")
+    parser.add_argument("--batch_size", type=int, default=32, help="texts per run per step")
+    parser.add_argument("--paper_batch_sizes", action="store_true", help="each run's batch size drawn as the paper "
+                        "draws it (2^U(4, 6)) instead of --batch_size")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=int, default=8, help="untimed steps first")
+    parser.add_argument("--texts", type=int, default=16384, help="generated texts to draw batches from")
+    parser.add_argument("--single", action="store_true", help="also time one run on today's path (packed, CUDA graphs)")
+    parser.add_argument("--no_dropout", action="store_true", help="train without dropout (BERT's is 0.1): attention "
+                        "of all runs in one call")
+    parser.add_argument("--per_run_products", action="store_true", help="every linear layer as one matrix product "
+                        "per run instead of one grouped product")
+    parser.add_argument("--tiny", action="store_true", help="a 1-layer, 32-wide BERT: checks the script on a CPU")
+    args = parser.parse_args()
+    from transformers import BertConfig
+
+    device = resolve_device(args.device)
+    dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0} if args.no_dropout else {}
+    config = BertConfig(**(TINY_BERT_SIZES if args.tiny else {}), **dropout)
+    rows = token_rows(args.texts, config.vocab_size, device)
+    print(f"device {device}, {'tiny BERT' if args.tiny else 'BERT-base'}, {args.texts} texts (mean "
+          f"{rows.lengths.float().mean():.1f} tokens), {args.steps} timed steps after {args.warmup}, dropout "
+          f"{config.hidden_dropout_prob}, linear layers {'per run' if args.per_run_products else 'grouped'}")
+    for runs in [int(value) for value in args.runs.split(",")]:
+        rng = np.random.default_rng(runs)
+        sizes = ([int(2 ** rng.uniform(4, 6)) for _ in range(runs)] if args.paper_batch_sizes
+                 else [args.batch_size] * runs)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        speed, fillers = time_stack(runs, sizes, config, rows, args.steps, args.warmup, not args.per_run_products)
+        memory = f", GPU memory at most {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB" \
+            if device.type == "cuda" else ""
+        print(f"{runs} stacked runs, batch sizes {sizes}: {speed / 1000:.1f}k real tokens/s together, "
+              f"{speed / runs / 1000:.1f}k per run; filler tokens {fillers:.1%} of the packed ones{memory}")
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    if args.single:
+        speed = time_single(args.batch_size, config, rows, args.steps, args.warmup)
+        print(f"one run today's way (packed, CUDA graphs {'on' if device.type == 'cuda' else 'off'}), batch "
+              f"{args.batch_size}: {speed / 1000:.1f}k real tokens/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""H runs' BERT classifiers as one stack: each run's logits and gradients are those of the run alone."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stacked_bert_fixtures import RUN_LENGTHS, labels as labels_of, stacked_loss, tiny_classifier, token_batch
+from XRM.networks.classifiers import TextClassifier
+from XRM.networks.stacked_bert import StackedBert
+from XRM.networks.stacked_tokens import GROUP_ALIGNMENT, StackedTokens
+from XRM.networks.token_batches import TokenBatch
+
+
+def _padded_logits(network: TextClassifier, batch: TokenBatch) -> torch.Tensor:
+    """Hugging Face's own forward pass on every position of the padded rows."""
+    x = batch.tokens.long()
+    output = network.encoder(input_ids=x[..., 0], attention_mask=x[..., 1], token_type_ids=x[..., 2])
+    return network.head(output.pooler_output)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone(dtype, tolerance):
+    """float64: one matrix product per run; float32: torch's grouped matrix product of all runs at once."""
+    classifiers = [tiny_classifier(seed, dtype=dtype) for seed in range(3)]
+    batches = [token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    labels = [labels_of(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    tokens = StackedTokens.of(batches)
+    # each run's real tokens rounded up to a multiple of 16, one run after another; no run padded to another
+    assert GROUP_ALIGNMENT == 16 and tokens.groups.counts == [272, 64, 48] and tokens.tokens.shape == (384, 3)
+    assert tokens.groups.ends == [272, 336, 384] and tokens.width == 60 and tokens.attention_rows == 7 + 3 + 4 + 3
+    stack = StackedBert(classifiers).train(False)
+    logits = stack(tokens)
+    assert logits.shape == (3, 16, 3) and logits.dtype == dtype  # rows: the largest batch rounded up to 16
+    with torch.no_grad():  # one product per run gives the same logits
+        per_run = StackedBert(classifiers, grouped_products=False).train(False)(tokens)
+    assert (per_run - logits).abs().max() < tolerance
+    stacked_loss(logits, labels).backward()
+    for run, (classifier, batch, y) in enumerate(zip(classifiers, batches, labels)):
+        alone = _padded_logits(classifier.eval(), batch)
+        assert alone.abs().min() > 1e-3 and (logits[run, : len(y)] - alone).abs().max() < tolerance
+        F.cross_entropy(alone, y).backward()
+        for name, parameter in classifier.named_parameters():
+            stacked = stack.parameters[name].grad[run]
+            assert parameter.grad.abs().max() > 0 and (stacked - parameter.grad).abs().max() < tolerance, name
+
+
+def test_a_runs_dropout_masks_come_from_its_own_generator_whatever_its_stack():
+    classifiers = [tiny_classifier(seed, dropout=0.3) for seed in range(3)]
+    batches = [token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    labels = [labels_of(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+
+    def run_one_in(members: list[int], seed_of_run_one: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run 1's logits and gradient of its query weights when trained in a stack of ``members``."""
+        stack = StackedBert([classifiers[m] for m in members])
+        generators = [torch.Generator().manual_seed(seed_of_run_one if m == 1 else 100 + m) for m in members]
+        logits = stack(StackedTokens.of([batches[m] for m in members]), generators)
+        stacked_loss(logits, [labels[m] for m in members]).backward()
+        position = members.index(1)
+        gradient = stack.parameters["encoder.encoder.layer.0.attention.self.query.weight"].grad[position]
+        return logits[position, :3].detach(), gradient
+
+    default_state = torch.get_rng_state()
+    in_three, gradient_in_three = run_one_in([0, 1, 2])
+    alone, gradient_alone = run_one_in([1])
+    assert torch.equal(torch.get_rng_state(), default_state)  # attention drew from the runs' generators only
+    assert torch.equal(in_three, alone)  # the same masks: bitwise the same logits
+    # a weight's gradient sums over all the stack's tokens: the same up to the order of the sums
+    scale = gradient_alone.abs().max()
+    assert scale > 1e-5 and (gradient_in_three - gradient_alone).abs().max() < 1e-12 * scale
+    other_draws, _ = run_one_in([1], seed_of_run_one=8)
+    without_dropout = StackedBert([classifiers[1]]).train(False)(StackedTokens.of([batches[1]]))[0, :3]
+    assert (other_draws - alone).abs().max() > 1e-3 and (without_dropout - alone).abs().max() > 1e-3
+    with torch.no_grad():  # no dropout in evaluation: the padded pass's logits
+        assert (without_dropout - _padded_logits(classifiers[1].eval(), batches[1])).abs().max() < 1e-10
+
+
+def test_a_run_leaves_the_stack_in_its_own_modules_layout_and_comes_back():
+    classifiers = [tiny_classifier(seed, layers=1) for seed in range(2)]
+    stack = StackedBert(classifiers)
+    state = stack.run_state(1)
+    assert list(state) == [name for name, _ in classifiers[1].named_parameters()]
+    fresh = tiny_classifier(5, layers=1)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(value, classifiers[1].state_dict()[name]) for name, value in fresh.state_dict().items())
+    stack.load_run(0, state)  # run 0 now holds run 1's weights: the same logits on the same batch
+    logits = stack.train(False)(StackedTokens.of([token_batch([9, 4], 0)] * 2))
+    assert torch.equal(logits[0], logits[1])
+    with pytest.raises(ValueError, match="no classifier of this stack"):
+        stack.load_run(0, {"head.weight": state["head.weight"]})
+
+
+def test_classifiers_of_other_shapes_or_dropout_are_not_stacked():
+    with pytest.raises(ValueError, match="share one architecture"):
+        StackedBert([tiny_classifier(0, layers=1), tiny_classifier(1, layers=2)])
+    with pytest.raises(ValueError, match="share one architecture and dropout"):
+        StackedBert([tiny_classifier(0, dropout=0.1), tiny_classifier(1, dropout=0.2)])
+
+
+def test_runs_of_different_batch_sizes_carry_only_their_own_fillers():
+    tokens = StackedTokens.of([token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)])
+    assert tokens.real_tokens == [257, 49, 46] and tokens.fillers == pytest.approx(1 - 352 / 384)
+    assert tokens.starts.tolist()[:8] == [0, 5, 45, 105, 107, 140, 197, 0]  # run 0's texts, then unused rows
+    assert tokens.starts.tolist()[16:20] == [272, 284, 291, 272]  # run 1's three texts start at token 272
+    assert StackedTokens.of([token_batch([8, 8], 0), token_batch([16], 1)]).fillers == 0.0
+
+
+def test_rows_that_are_not_right_padded_are_not_stacked():
+    holed = token_batch([5, 9], 0)
+    holed.tokens[1, 3, 1] = 0  # a hole inside row 1: its real tokens are no prefix
+    with pytest.raises(ValueError, match="only right-padded rows can be stacked"):
+        StackedTokens.of([token_batch([4], 1), TokenBatch.measured(holed.tokens)])
