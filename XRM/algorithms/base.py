@@ -156,9 +156,17 @@ class Algorithm:
     #: whether its uniform draws follow a dataset's class-balanced batches (CivilComments); AFR's
     #: weights balance the classes already
     follows_balanced_batches = True
+    #: its networks' outputs as its own function of the inputs and of each network's one linear
+    #: layer, head(x, weight, bias) (XRM.engine.model_stacks.ParameterStack), in place of the
+    #: linear product; None: the networks' own outputs. Runs stack only with runs of the same head.
+    head = None
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
+
+    def initialise_networks(self, networks: list) -> None:
+        """Set the starting weights of one run's freshly built networks in place, drawing from the
+        global generator (seeded from the run's seed); by default they start as built."""
 
     def training_pool(self, run: RunData) -> torch.Tensor | None:
         """The training examples its batches are drawn from (ids); None: all of them."""
