@@ -1,8 +1,10 @@
 """The models of a stack of H runs, behind one interface the training loop uses.
 
 - ``ParameterStack``: small networks (a linear head, or an MLP: linear layers with ReLU
-  between) of H runs, m per run (two for XRM's twins), as stacked tensors [H, m, ...]
-  trained by batched matrix products and a StackedOptimizer: one step trains every run.
+  between) of H runs, m per run (two for XRM's twins, 15 for DPE's members), as stacked
+  tensors [H, m, ...] trained by batched matrix products and a StackedOptimizer: one step
+  trains every run. An algorithm's ``head`` may turn a one-layer network's parameters and
+  inputs into its outputs in place of the product (DPE's prototype distances).
 - ``ModuleStack``: one run's network of any kind (ResNet, BERT), an nn.Module with its
   torch.optim optimiser: a stack of one, for backbones.
 
