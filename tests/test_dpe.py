@@ -4,11 +4,13 @@ exact resume, its margin over ERM on a spurious features set, Table 1's publishe
 import math
 from pathlib import Path
 
+import backbone_fixtures as fx
 import pytest
 import torch
 from conftest import training_losses, without_training_loss
 from spurious_features import write_spurious_features
 from test_last_layer import selected, sweep
+from test_last_layer_backbones import SHORT, _write_mnist
 
 from XRM.algorithms import Batch, RunData, get_algorithm_class
 from XRM.algorithms.dpe import (ENSEMBLE_SIZE, diversity_penalty, ensemble_logits, member_losses, member_subsets,
@@ -188,6 +190,22 @@ def test_interrupted_then_resumed_equals_unbroken(features, tmp_path, monkeypatc
     assert resumed == unbroken and len(unbroken) == 5
     final = [torch.load(out / name.parent / "ckpt_hpcomb_0_seed0.pt")["model"] for out in (tmp_path / "a", tmp_path / "b")]
     assert all(torch.equal(final[0][key], final[1][key]) for key in final[0])
+
+
+def test_dpe_on_the_embeddings_of_a_trained_colormnist_mlp(tmp_path):
+    _write_mnist(tmp_path / "data")
+    out = tmp_path / "out"
+    common = ["--phase", "2", "--datasets", "ColorMNIST", "--data_path", str(tmp_path / "data"), "--out_dir", str(out),
+              "--group_labels", "yes", "--device", "cpu", "--hparams", SHORT]
+    assert fx.run_main([*common, "--algorithms", "ERM"]) == 0
+    assert fx.run_main([*common, "--algorithms", "DPE"]) == 0
+    folder = out / "DPE" / "ColorMNIST" / "group_labels_yes"
+    header, rows = fx.records(folder / "results_hpcomb_0_seed0.json")
+    assert header["inputs_used"] == "embeddings" and [r["step"] for r in rows] == [0, 2, 4]
+    assert all(abs(r["va_avg_acc"] * 50 - round(r["va_avg_acc"] * 50)) < 1e-4 for r in rows)  # the selection half: 50
+    best = torch.load(folder / "best_hpcomb_0_seed0.pt")["model"]
+    assert sorted(best) == sorted(f"twins.{m}.{name}" for m in range(ENSEMBLE_SIZE) for name in ("weight", "bias"))
+    assert best["twins.0.weight"].shape == (2, 390)  # the MLP's hidden layer
 
 
 # ------------------------------------------------------------------------------- protocol, input
