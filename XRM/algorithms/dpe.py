@@ -27,10 +27,11 @@ Our reconstruction: the members train at the same time, as M networks of one run
 after the other; each member's diversity term reads the earlier members' current prototypes,
 held fixed (detached) in it, where the authors' reads their finished ones. The run is selected
 as a whole (the step with the best selection metric) where the authors keep each member at its
-own best validation epoch. The data are DFR's: a run trains on the first of two fixed halves of
-the validation set (standardised per feature, as DFR's) and is selected on the other half (the
-authors train and select on the whole validation set). Batches are drawn from the union of the
-members' subsets, and each member's loss is the mean over the batch's examples of its subset.
+own best validation epoch. The data are DFR's halves: a run trains on the first of two fixed
+halves of the validation set and is selected on the other half (the authors train and select on
+the whole validation set); unlike DFR's, the inputs are not standardised per feature. Batches
+are drawn from the union of the members' subsets, and each member's loss is the mean over the
+batch's examples of its subset.
 The distance scale s_m is the first entry of member m's bias (its other entries stay zero): the
 engine stacks linear layers, and DPE's head is its own function of one (``head``, below).
 """
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from XRM.algorithms.base import Algorithm, RunData, State, gather_rows, register_algorithm
-from XRM.algorithms.last_layer import VALIDATION_HALVES_VIEW, balanced_subset
+from XRM.algorithms.last_layer import RAW_VALIDATION_HALVES_VIEW, balanced_subset
 from XRM.common.search_space import NON_NEGATIVE, POSITIVE, choice, fixed, log_uniform
 
 #: members of the ensemble: the default number of stages of the authors' package
@@ -119,7 +120,7 @@ class DPE(Algorithm):
 
     group_information = "validation"
     accepted_group_labels = ("yes", "inferred", "no")  # no: the members' subsets balance the classes
-    data_view = VALIDATION_HALVES_VIEW
+    data_view = RAW_VALIDATION_HALVES_VIEW
     base_algorithm = "ERM"  # its embeddings, on datasets whose network is more than a head
     networks_per_run = ENSEMBLE_SIZE
     follows_balanced_batches = False  # the subsets balance already
