@@ -179,7 +179,7 @@ def _row_values(grid: Grid, setting: str, algorithm: str, plus_minus: str, paper
 
 FOOTNOTE = ("mean ± std over the seeds of the selected combination (test accuracy, %); (x): the published number "
             "(Bayat et al., 2025; GroupDRO: Pezeshki et al., 2024, human groups where validation groups are known, "
-            "XRM's otherwise); †: the folder records no va_gi_wga, so its va_wga selected it (over XRM-inferred "
+            "XRM's otherwise; DPE: To et al., 2025, worst-group only); †: the folder records no va_gi_wga, so its va_wga selected it (over XRM-inferred "
             "groups for group_labels_inferred, over the classes for group_labels_no)")
 
 
