@@ -142,7 +142,7 @@ def test_initial_prototypes_and_distance_scales():
 
 def test_dpe_beats_erm_on_a_spurious_dataset_with_and_without_validation_groups(features, tmp_path):
     """Measured te_wga at the step va_wga selects (float32, one combination): ERM 0.0 (it learns the
-    spurious feature), DPE 0.98 with validation groups and 0.98 with the classes alone."""
+    spurious feature), DPE 1.0 with validation groups and 1.0 with the classes alone."""
     sweep(features, tmp_path, 2, ["ERM"], "yes", combs=1)
     sweep(features, tmp_path, 2, ["DPE"], "yes", combs=1)
     sweep(features, tmp_path, 2, ["DPE"], "no", combs=1)
