@@ -17,7 +17,8 @@ HPARAMS = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "eta": 0.1, "lamb
            "penalty_anneal_iters": 2, "tau": 0.1, "num_steps": 10, "jtt_T_fraction": 0.2, "jtt_lambda_up": 5.0,
            "ula_T_fraction": 0.2, "ula_eta": 1.0, "ula_teacher_temperature": 1.0, "lff_q": 0.7, "lff_ema": 0.7,
            "dfr_c": 0.3, "afr_gamma": 4.0, "afr_lambda": 0.1, "bam_T_fraction": 0.2,
-           "bam_lambda": 50.0, "bam_mu": 20.0, "bam_stage_2": "One-M", "eiil_steps": 10, "eiil_lr": 1e-3}
+           "bam_lambda": 50.0, "bam_mu": 20.0, "bam_stage_2": "One-M", "eiil_steps": 10, "eiil_lr": 1e-3, "dpe_entropic_scale": 30.0,
+           "dpe_diversity": 5e4, "dpe_diversity_decay": 0.05, "dpe_prototype_decay": 10.0}
 
 
 def _data(n: int = 16) -> tuple[RunData, torch.Tensor]:
@@ -48,8 +49,9 @@ def test_each_algorithm_trains_a_stack_of_one(name):
     run, x = _data()
     cls = get_algorithm_class(name)
     algorithm = cls(2)
-    stack = ParameterStack([[LinearHead(3, 2) for _ in range(cls.networks_per_run)]], [HPARAMS], torch.float32,
-                           torch.device("cpu"))
+    networks = [LinearHead(3, 2) for _ in range(cls.networks_per_run)]
+    algorithm.initialise_networks(networks, HPARAMS)
+    stack = ParameterStack([networks], [HPARAMS], torch.float32, torch.device("cpu"), cls.head)
     state = _stacked_state(algorithm, run)
     before = [p.detach().clone() for p in stack.parameters()]
     for step in range(3):
@@ -58,7 +60,10 @@ def test_each_algorithm_trains_a_stack_of_one(name):
         stack.step(losses.sum())
     assert any(not torch.equal(b, a) for b, a in zip(before, stack.parameters()))
     logits = stack.predict(x)
-    assert logits.shape == ((1, 16, 2, 2) if cls.networks_per_run == 2 else (1, 16, 2)) and torch.isfinite(logits).all()
+    per_run = cls.networks_per_run
+    assert logits.shape == ((1, 16, 2, per_run) if per_run > 1 else (1, 16, 2)) and torch.isfinite(logits).all()
+    if cls.phase == 2:  # phase 2 classifies with one set of logits (phase 1 keeps its twins')
+        assert algorithm.evaluation_logits(logits).shape == (1, 16, 2)
 
 
 def test_group_dro_weights_follow_group_losses_exactly():

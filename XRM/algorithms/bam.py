@@ -15,7 +15,7 @@ synchronisation. ``bam_stage_2`` picks what the final model starts from at T:
 
 - "One-M" (the paper's default, its authors' code loading the stage-1 model at T): stage 2
   continues training the bias-amplified model. Both networks start from one initialisation
-  (:meth:`BAM.shares_initialisation`) and take the same stage-1 steps (the same amplified loss on
+  (:meth:`BAM.initialise_networks`) and take the same stage-1 steps (the same amplified loss on
   the same batch, the same auxiliary vectors: the stage-1 loss is the sum of the two copies'), so
   at T network 1 is network 0; network 0 is then frozen as the error set's source and network 1
   trains on. A network with dropout draws its own masks per copy, so there the copies are two
@@ -80,10 +80,16 @@ class BAM(TwoStage):
     hparam_bounds = {"bam_T_fraction": OPEN_UNIT_INTERVAL, "bam_lambda": POSITIVE, "bam_mu": POSITIVE,
                      "bam_stage_2": one_of(STAGE_2_STARTS)}
 
-    @classmethod
-    def shares_initialisation(cls, hparams: dict) -> bool:
+    @staticmethod
+    def shares_initialisation(hparams: dict) -> bool:
         """One-M: network 1 starts as network 0 (the two train in lockstep until T)."""
         return hparams["bam_stage_2"] == "One-M"
+
+    def initialise_networks(self, networks: list, hparams: dict) -> None:
+        """One-M: network 1 starts from network 0's weights; Two-M: each network is its own draw."""
+        if self.shares_initialisation(hparams):
+            for network in networks[1:]:
+                network.load_state_dict(networks[0].state_dict())
 
     def initial_state(self, run: RunData) -> State:
         """T, the auxiliary logit vectors b, zero, [n + 1, K] (float64), and whether the run is One-M."""

@@ -159,9 +159,18 @@ class Algorithm:
     #: whether its uniform draws follow a dataset's class-balanced batches (CivilComments); AFR's
     #: weights balance the classes already
     follows_balanced_batches = True
+    #: its networks' outputs as its own function of the inputs and of each network's one linear
+    #: layer, head(x, weight, bias) (XRM.engine.model_stacks.ParameterStack), in place of the
+    #: linear product; None: the networks' own outputs. Runs stack only with runs of the same head.
+    head = None
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
+
+    def initialise_networks(self, networks: list, hparams: dict) -> None:
+        """Set the starting weights of one run's freshly built networks in place (the run's resolved
+        ``hparams`` may say how), drawing from the global generator (seeded from the run's seed); by
+        default each network starts as built, its own draw."""
 
     def training_pool(self, run: RunData) -> torch.Tensor | None:
         """The training examples its batches are drawn from (ids); None: all of them."""
@@ -189,12 +198,6 @@ class Algorithm:
     def evaluation_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The logits that classify at evaluation time, [H, n, K]."""
         return logits
-
-    @classmethod
-    def shares_initialisation(cls, hparams: dict) -> bool:
-        """Whether every network of a run starts from network 0's initial weights (BAM's One-M
-        trains its two copies in lockstep); False: each network is its own draw."""
-        return False
 
     @classmethod
     def first_recorded_step(cls, hparams: dict) -> int:

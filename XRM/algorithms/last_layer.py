@@ -14,6 +14,8 @@ from XRM.common.search_space import NON_NEGATIVE, POSITIVE, choice, fixed, log_u
 
 #: DFR's splits: train on the first validation half, select on the second, report 'te'
 VALIDATION_HALVES_VIEW = "validation_halves"
+#: the same halves with the inputs as they are, not standardised per feature (DPE normalises each example itself)
+RAW_VALIDATION_HALVES_VIEW = "raw_validation_halves"
 #: the fraction of the training set AFR reweights on, held out from its base model: the AFR
 #: authors' README trains the base on 80% of the training data (train_prop=80) and the last layer
 #: on the remaining 20% (train_prop=-20)

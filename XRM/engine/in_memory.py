@@ -94,7 +94,7 @@ class InMemoryStack:
         slices = [algorithm_slice(self.algorithm, 0, run_data, [run.hparams for run in runs], dtype, self.device)]
         if all(is_stackable(net) for run in runs for net in run.networks):
             self.model = ParameterStack([run.networks for run in runs], [run.hparams for run in runs], dtype,
-                                        self.device)
+                                        self.device, cls.head)
         elif len(runs) == 1:
             nets = runs[0].networks
             self.model = ModuleStack(TwinNetwork(*nets) if len(nets) == 2 else nets[0], runs[0].hparams, self.device,

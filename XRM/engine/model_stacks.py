@@ -1,14 +1,18 @@
 """The models of a stack of H runs, behind one interface the training loop uses.
 
 - ``ParameterStack``: small networks (a linear head, or an MLP: linear layers with ReLU
-  between) of H runs, m per run (two for XRM's twins), as stacked tensors [H, m, ...]
-  trained by batched matrix products and a StackedOptimizer: one step trains every run.
+  between) of H runs, m per run (two for XRM's twins, 15 for DPE's members), as stacked
+  tensors [H, m, ...] trained by batched matrix products and a StackedOptimizer: one step
+  trains every run. An algorithm's ``head`` may turn a one-layer network's parameters and
+  inputs into its outputs in place of the product (DPE's prototype distances).
 - ``ModuleStack``: one run's network of any kind (ResNet, BERT), an nn.Module with its
   torch.optim optimiser: a stack of one, for backbones.
 
 Both give logits [H, B, K] (twins: [H, B, K, 2], twin index last) and each run's model
 state in the layout of its own nn.Module's state_dict (what best_*.pt holds).
 """
+from collections.abc import Callable, Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,8 +50,11 @@ class ParameterStack:
     """H runs' small networks as stacked tensors (see the module docstring)."""
 
     def __init__(self, networks: list[list[nn.Module]], hparams: list[dict], dtype: torch.dtype,
-                 device: torch.device) -> None:
+                 device: torch.device, head: Callable | None = None) -> None:
         self.num_runs, self.per_run = len(networks), len(networks[0])
+        # a linear network's outputs from its inputs and parameters in place of the product (DPE's
+        # prototype distances): head(x [n, D] or [H, B, D], weight [H, m, K, D], bias [H, m, K]) -> [H, m, n or B, K]
+        self.head = head
         template = networks[0][0]
         self.layer_names = [prefix for prefix, _ in _linear_layers(template)]
         self.twin_prefixes = [f"twins.{j}." for j in range(self.per_run)] if self.per_run > 1 else [""]
@@ -76,6 +83,14 @@ class ParameterStack:
         return self.weights + [b for b in self.biases if b is not None]
 
     def _apply(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
+        per_run, first = self.per_run, self.weights[0]
+        if self.head is not None:  # one layer, turned into outputs by the algorithm's own function
+            hidden = self.head(x.flatten(1 if shared else 2).to(first.dtype), first, self.biases[0])
+        else:
+            hidden = self._layers(x, shared)
+        return hidden[:, 0] if per_run == 1 else hidden.permute(0, 2, 3, 1)
+
+    def _layers(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
         runs, per_run = self.num_runs, self.per_run
         first, width = self.weights[0], self.weights[0].shape[2]
         if shared:  # [n, D]: one product with every run's first layer at once
@@ -89,16 +104,21 @@ class ParameterStack:
                 hidden = torch.matmul(F.relu(hidden), weight.transpose(-1, -2))
             if self.biases[layer] is not None:
                 hidden = hidden + self.biases[layer][:, :, None, :]
-        return hidden[:, 0] if per_run == 1 else hidden.permute(0, 2, 3, 1)
+        return hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Training logits of each run on its own batch x [H, B, ...]."""
         return self._apply(x, shared=False)
 
+    def last_layers(self, part: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The last linear layer of every network of runs ``part``: weight [h, m, K, D], bias [h, m, K]."""
+        bias = self.biases[-1]
+        return self.weights[-1][part], None if bias is None else bias[part]
+
     def last_layer(self, part: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The last linear layer of runs ``part`` (their first network): weight [h, K, D], bias [h, K]."""
-        bias = self.biases[-1]
-        return self.weights[-1][part, 0], None if bias is None else bias[part, 0]
+        weight, bias = self.last_layers(part)
+        return weight[:, 0], None if bias is None else bias[:, 0]
 
     @torch.inference_mode()
     def predict(self, inputs: torch.Tensor, once: bool = False) -> torch.Tensor:

@@ -8,6 +8,9 @@ XRM-inferred groups (worst-group accuracy only); numbers as collected in the pro
 PAPER_FACTS.md. EIIL (Creager et al., "Environment Inference for Invariant Learning", ICML 2021):
 GroupDRO trained on EIIL's inferred groups, selected with validation groups (worst-group
 accuracy only), the numbers the project's issue 21 gives (PAPER_FACTS.md does not hold them).
+DPE: "Diverse Prototypical Ensembles Improve Robustness to Subpopulation Shift" (To et al., ICML
+2025), worst-group accuracy only, with validation groups and without any group labels (its members'
+subsets then balance the classes).
 """
 from dataclasses import dataclass
 
@@ -34,10 +37,12 @@ _WITH_VALIDATION_GROUPS = {
     "ERM": ((97.3, 72.6), (95.6, 47.2), (82.4, 67.9), (83.1, 69.5)),
     "JTT": ((93.3, 86.7), (88.0, 81.1), (78.6, 72.6), (83.3, 64.3)),
     "AFR": ((94.4, 90.4), (91.3, 82.0), (81.4, 73.4), (89.8, 68.7)),
+    "DPE": ((None, 94.1), (None, 90.3), (None, 75.3), (None, 70.8)),
 }
 _WITHOUT_GROUP_LABELS = {
     "JTT": ((88.9, 71.2), (95.9, 48.3), (81.4, 65.1), (79.0, 51.0)),
     "BAM": ((91.4, 89.1), (88.4, 80.1), (80.3, 70.8), (88.3, 79.3)),
+    "DPE": ((None, 94.1), (None, 84.6), (None, 70.9), (None, 68.9)),
 }
 # GroupDRO worst-group accuracy on _GROUPDRO_DATASETS: human-annotated groups, XRM-inferred groups
 _GROUPDRO_HUMAN = (86.5, 88.3, 73.4, 73.8, 80.3, 10.1)

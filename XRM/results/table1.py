@@ -189,8 +189,8 @@ def _row_values(grid: Grid, setting: str, algorithm: str, plus_minus: str, paper
 
 FOOTNOTE = ("mean ± std over the seeds of the selected combination (test accuracy, %); (x): the published number "
             "(Bayat et al., 2025; BAM: Li et al., 2024; GroupDRO: Pezeshki et al., 2024, human groups where validation "
-            "groups are known, XRM's otherwise; GroupDRO on EIIL's groups: Creager et al., 2021); †: the folder records "
-            "no va_gi_wga, so its va_wga selected it (over the phase-1 inferred groups for group_labels_inferred, over "
+            "groups are known, XRM's otherwise; GroupDRO on EIIL's groups: Creager et al., 2021; DPE: To et al., 2025, "
+            "worst-group only); †: the folder records no va_gi_wga, so its va_wga selected it (over the phase-1 inferred groups for group_labels_inferred, over "
             "the classes for group_labels_no)")
 
 

@@ -4,7 +4,8 @@ examples, and the base model it starts from.
 - DFR (Kirichenko et al., 2023) trains on validation data: the validation set is cut into two
   fixed halves; a run trains on a group-balanced subset of the first (drawn from its seed) and
   is evaluated, and selected, on the second. Its inputs are standardised with the training
-  split's mean and standard deviation, as the DFR authors standardise embeddings.
+  split's mean and standard deviation, as the DFR authors standardise embeddings. DPE trains
+  on the same halves of unstandardised inputs (it normalises each example itself).
 - AFR (Qiu et al., 2023) trains on a fixed part of the training set (its reweighting part,
   20%) that its base model, ``AFRBase`` (ERM on the other 80%), never trained on. AFR reads
   the selected ``AFRBase`` run of the same --out_dir, dataset and group-label kind.
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from XRM.algorithms.base import STANDARD_VIEW
-from XRM.algorithms.last_layer import VALIDATION_HALVES_VIEW, validation_halves
+from XRM.algorithms.last_layer import RAW_VALIDATION_HALVES_VIEW, VALIDATION_HALVES_VIEW, validation_halves
 from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.common.fileio import atomic_torch_save
@@ -51,9 +52,10 @@ def view_splits(view: str, splits: dict[str, SplitTensors]) -> dict[str, SplitTe
     """The splits as an algorithm of ``view`` trains on them: 'tr', 'va', 'te' (see the module docstring)."""
     if view == STANDARD_VIEW:
         return splits
-    if view != VALIDATION_HALVES_VIEW:
+    if view not in (VALIDATION_HALVES_VIEW, RAW_VALIDATION_HALVES_VIEW):
         raise ValueError(f"unknown data view {view!r}")
-    splits = _standardised(splits)
+    if view == VALIDATION_HALVES_VIEW:
+        splits = _standardised(splits)
     validation = splits["va"]
     train_half, selection_half = validation_halves(len(validation))
 

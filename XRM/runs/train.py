@@ -152,13 +152,13 @@ def _ordered_for_slices(members: list[Member]) -> list[Member]:
 
 def _stack_groups(members: list[Member], data: StackData, stack_size: int | None, device: torch.device,
                   dtype: torch.dtype) -> list[list[Member]]:
-    """Members that may share a stack (same start step, optimiser, networks per run), split to fit memory."""
+    """Members that may share a stack (same start step, optimiser, networks per run, head), split to fit memory."""
     if not data.small_model:
         return [[member] for member in members]
     by_key: dict[tuple, list[Member]] = {}
     for member in members:
         cls = get_algorithm_class(member.spec.algorithm)
-        key = (member.start, member.setup.hparams["optimizer"], cls.networks_per_run,
+        key = (member.start, member.setup.hparams["optimizer"], cls.networks_per_run, cls.head,
                member.setup.hparams["num_steps"], member.setup.hparams["eval_every"])
         by_key.setdefault(key, []).append(member)
     groups = []
@@ -208,9 +208,7 @@ def _networks(member: Member, data: StackData) -> list[torch.nn.Module]:
         torch.manual_seed(member.spec.seed)
         networks = [build_network(data.family, shape, data.num_classes, member.setup.hparams, data.backbone)
                     for _ in range(cls.networks_per_run)]
-    if cls.shares_initialisation(member.setup.hparams):
-        for network in networks[1:]:
-            network.load_state_dict(networks[0].state_dict())
+        cls(data.num_classes).initialise_networks(networks, member.setup.hparams)
     if member.setup.base_model is not None:  # last-layer retraining starts from its base model's head
         for network in networks:
             network.load_state_dict({key: value.float() for key, value in member.setup.base_model.items()})
@@ -228,7 +226,8 @@ class StackTrainer:
         self.num_steps, self.eval_every = hparams[0]["num_steps"], hparams[0]["eval_every"]
         self.phase = get_algorithm_class(members[0].spec.algorithm).phase
         if data.small_model:
-            self.model = ParameterStack([_networks(m, data) for m in members], hparams, dtype, device)
+            head = get_algorithm_class(members[0].spec.algorithm).head  # one per stack (_stack_groups)
+            self.model = ParameterStack([_networks(m, data) for m in members], hparams, dtype, device, head)
         else:
             networks = _networks(members[0], data)
             network = TwinNetwork(*networks) if len(networks) == 2 else networks[0]
