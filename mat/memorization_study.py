@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from mat.memorization import MemorizationResult, mean_by_group, random_halves, summarise_by_group, train_on_halves
+from mat.memorization import (MemorizationResult, mean_by_group, random_halves,
+                              summarise_by_group, train_on_halves)
 from XRM.algorithms import get_algorithm_class
+from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.data.catalog import dataset_key
 from XRM.engine.batches import input_shape

@@ -13,12 +13,14 @@ from test_last_layer import selected, sweep
 from test_last_layer_backbones import SHORT, _write_mnist
 
 from XRM.algorithms import Batch, RunData, get_algorithm_class
-from XRM.algorithms.dpe import (ENSEMBLE_SIZE, diversity_penalty, ensemble_logits, member_losses, member_subsets,
+from XRM.algorithms.dpe import (ENSEMBLE_SIZE, diversity_penalty,
+                                ensemble_logits, member_losses, member_subsets,
                                 prototype_logits, prototype_size_penalty)
 from XRM.common.errors import UserError
 from XRM.results.published_numbers import published
 from XRM.results.records import read_results
-from XRM.results.table1_settings import NO_GROUP_LABELS, VALIDATION_GROUPS_KNOWN, source_kind
+from XRM.results.table1_settings import (NO_GROUP_LABELS,
+                                         VALIDATION_GROUPS_KNOWN, source_kind)
 from XRM.runs.hparams import check_hparams, default_hparams, random_hparams
 from XRM.runs.train import StackTrainer
 

@@ -95,7 +95,7 @@ def test_a_file_that_does_not_decode_is_named(tmp_path, monkeypatch, name):
         message = str(caught.value)
         assert message.startswith(f"cannot read image {path} (") and "\n" not in message
         assert message.count("cannot read image") == 1 and ("FileNotFoundError" in message) == (path == paths[2])
-        assert message.endswith("put a good copy there, or prepare the dataset again with download.py")
+        assert message.endswith("put a good copy there, or prepare the dataset again with python -m XRM.cli download")
 
 
 _WITHOUT_TORCHCODEC = """
