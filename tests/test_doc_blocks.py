@@ -177,9 +177,11 @@ def check_command(words: list[str]) -> None:
 def fresh_copy(destination: Path) -> Path:
     """The repository as a fresh clone has it (the files git tracks, and new ones it does not ignore),
     without outputs of earlier runs; everything but .git when it is not a git checkout."""
-    listing = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             capture_output=True, text=True)
-    if listing.returncode != 0:
+    listing = None
+    if shutil.which("git") and (ROOT / ".git").exists():
+        listing = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                 capture_output=True, text=True)
+    if listing is None or listing.returncode != 0:
         shutil.copytree(ROOT, destination, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__"))
         return destination
     for name in filter(None, listing.stdout.split("\0")):
