@@ -4,7 +4,8 @@ into a fresh bash (``set -e``) or a fresh Python, in a fresh copy of the reposit
 The rule for a block's language tag:
 - ``bash``: commands; run in bash, in the page's copy of the repository, with ``python`` on PATH.
 - ``python``: run in a fresh interpreter started in the copy (as a user who pastes it there).
-- ``text``: not code (a command's output, a file listing, a usage synopsis); never run.
+- ``text``: not code (a command's output, a file listing, a usage synopsis with ``[optional]``
+  parts); never run.
 - ``toml``: a configuration snippet; it must parse. ``bibtex``: the citation; not code.
 A block without a tag, or with another one, fails the test.
 
@@ -40,6 +41,8 @@ SLOW = "needs minutes of training"
 MAX_SLOW = 8
 RUN_SLOW = os.environ.get("XRM_DOC_BLOCKS") == "all"
 BLOCK_TIMEOUT_S = 600
+#: how the lines of a command block begin (the scripts, make, pip, the console scripts)
+COMMAND_WORDS = ("python ", "python3 ", "make ", "pip ", "xrm-", "mat-")
 
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 NOT_RUN = re.compile(r"<!--\s*not run in tests:\s*(.*?)\s*-->\s*\Z", re.S)
@@ -215,6 +218,10 @@ def test_every_block_says_what_it_is():
     assert untagged == [], "tag each block: bash or python (run), text, toml or bibtex (not code)"
     annotated_elsewhere = [block.name for block in ALL_BLOCKS if block.not_run and block.language != "bash"]
     assert annotated_elsewhere == []  # python blocks always run; text is never run
+    # a text block that shows commands is a usage synopsis, with [optional] parts: commands to paste are bash
+    commands_as_text = [block.name for block in ALL_BLOCKS if block.language == "text" and "[" not in block.body
+                        and any(line.startswith(COMMAND_WORDS) for line in block.body.splitlines())]
+    assert commands_as_text == []
     assert sum(block.language in RUN for block in ALL_BLOCKS) >= 25
 
 
