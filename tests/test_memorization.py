@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from mat.cli import memorization_command as analysis
+from mat.figures.memorization_figure import BIN_WIDTH, MARGIN, memorization_figure
 from mat.memorization import group_members, memorization_scores, random_halves, summarise_by_group, train_on_halves
 from XRM.api import infer_groups
 from XRM.cli.entry_point import call_main
@@ -125,6 +126,32 @@ def test_cli_writes_scores_json_and_figure_for_erm_and_mat(script, tmp_path):
     assert table[1].split() == ["group", "n", "ERM", "mean", "median", "held-in", "held-out",
                                 "MAT", "mean", "median", "held-in", "held-out"]
     assert [line.split()[0] for line in table[2:6]] == ["y0_a0", "y0_a1", "y1_a0", "y1_a1"]
+
+
+def test_the_figure_gives_each_group_its_own_panel_and_fits_the_axis_to_the_scores():
+    # two majorities (scores 0) and two minorities (ERM near 1, MAT spread), sizes 6, 3, 2, 5
+    y = torch.tensor([0] * 6 + [0] * 3 + [1] * 2 + [1] * 5)
+    a = torch.tensor([0] * 6 + [1] * 3 + [0] * 2 + [1] * 5)
+    erm = torch.tensor([0.0] * 6 + [1.0, 0.9, 1.0] + [1.0, 0.8] + [0.0] * 4 + [-0.1])
+    mat = torch.tensor([0.0] * 6 + [0.2, 0.5, 0.3] + [0.6, 0.4] + [0.0] * 5)
+    figure = memorization_figure({"ERM": erm, "MAT": mat}, y, a)
+    axes = figure.get_axes()
+    assert len(axes) == 2 * 4  # a row per algorithm, a column per group: no group drawn over another
+    sizes = {"y0_a0": 6, "y0_a1": 3, "y1_a0": 2, "y1_a1": 5}
+    for row, (algorithm, scores) in enumerate((("ERM", erm), ("MAT", mat))):
+        for column, (group, size) in enumerate(sizes.items()):
+            axis = axes[4 * row + column]
+            labels = [text.get_text() for text in axis.get_legend().get_texts()]
+            members = ((y == int(group[1])) & (a == int(group[-1])))
+            assert labels == [f"{group}: n = {size}, mean {scores[members].mean().item():.2f}"]
+            assert axis.get_title() == f"{algorithm}, {group}"
+            heights = [patch.get_height() for patch in axis.patches]
+            assert sum(heights) == pytest.approx(1.0)  # every example of the group falls in a bin, as a fraction
+    low, high = axes[0].get_xlim()  # shared: the scores' range, -0.1 .. 1.0, plus half a bin and the margin
+    assert low == pytest.approx(-0.1 - BIN_WIDTH / 2 - MARGIN) and high == pytest.approx(1.0 + BIN_WIDTH / 2 + MARGIN)
+    assert all(axis.get_xlim() == (low, high) for axis in axes)
+    only_positive = memorization_figure({"MAT": mat}, y, a).get_axes()[0].get_xlim()
+    assert only_positive == pytest.approx((-BIN_WIDTH / 2 - MARGIN, 0.6 + BIN_WIDTH / 2 + MARGIN))  # no empty half
 
 
 def test_cli_on_the_builtin_synthetic_dataset(capsys, tmp_path):

@@ -9,7 +9,7 @@ minus that of the models that did not: near 1 for a memorised example. MAT reads
 held-out logits of a phase-1 folder (--phase_1_dir), as main.py's MAT does. Writes to
 --out_dir: memorization.json (per group: the scores' mean, median and count, held-in and
 held-out accuracy), scores.pt (every example's score, in example order) and
-memorization.png (the scores' histograms per group, ERM beside MAT), and prints a table.
+memorization.png (the scores' histogram of each group, a panel per algorithm and group), and prints a table.
 
     python main.py --phase 1 --datasets Synthetic --out_dir out
     python memorization_analysis.py --dataset Synthetic --phase_1_dir out/XRM --out_dir memo
