@@ -35,7 +35,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN = ("bash", "python")
 NOT_CODE = ("text", "toml", "bibtex")
 #: at most this many blocks cannot run here; each says why (a download, a GPU, a cluster, hours of training)
-MAX_NOT_RUN = 16
+MAX_NOT_RUN = 19
 #: blocks that only take minutes (``needs minutes of training``): run only with XRM_DOC_BLOCKS=all
 SLOW = "needs minutes of training"
 MAX_SLOW = 8
