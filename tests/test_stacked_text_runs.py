@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import comparable, train_until_stopped
 
+from XRM.engine import memory_budget
 from XRM.results.records import read_results
 from XRM.runs.sweep import SweepSpec, make_runs, plan_stacks
 from XRM.runs.train import train_stack
@@ -93,13 +94,21 @@ def test_stacked_text_runs_write_the_records_of_each_run_alone(text_data, tmp_pa
         assert max(losses) - min(losses) > 100 * TOLERANCE
 
 
-def test_a_run_draws_the_same_dropout_in_any_stack(text_data, tmp_path):
+def test_a_run_draws_the_same_dropout_in_any_stack(text_data, tmp_path, monkeypatch, capsys):
     """BERT's dropout and the head's: a run's masks come from its own generator, so it records the same in
-    a stack of three and in a stack of one (--stack_size 1)."""
+    a stack of three, in a stack of one (--stack_size 1), and where the engine splits the stack of three
+    because the device's free memory holds less than one run's estimate."""
     data, _, bert = text_data
     assert _train(_sweep(data, bert, tmp_path / "three", True)) == [3]
+    assert "stack of 3 runs:" in capsys.readouterr().out
     assert _train(_sweep(data, bert, tmp_path / "one", True), stack_size=1) == [1, 1, 1]
     _assert_close(_records(tmp_path / "three"), _records(tmp_path / "one"))
+    capsys.readouterr()
+    monkeypatch.setattr(memory_budget, "free_memory", lambda device: 1)  # a full device: no two runs fit
+    assert _train(_sweep(data, bert, tmp_path / "split", True)) == [3]  # planned together, split by the engine
+    shown = capsys.readouterr().out
+    assert "stack of" not in shown and shown.count("hpcomb_2_seed0: step 9/9") == 1
+    _assert_close(_records(tmp_path / "three"), _records(tmp_path / "split"))
 
 
 def test_a_stopped_stack_resumes_to_the_records_of_an_unbroken_one(text_data, tmp_path):
