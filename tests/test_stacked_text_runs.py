@@ -9,71 +9,24 @@ import dataclasses
 from pathlib import Path
 
 import backbone_fixtures as fx
-import numpy as np
 import pytest
 from conftest import comparable, train_until_stopped
+from text_sweep_fixtures import assert_records_close, comments, records_by_file, text_sweep, train_sweep
 
 from XRM.engine import memory_budget
 from XRM.results.records import read_results
-from XRM.runs.sweep import SweepSpec, make_runs, plan_stacks
+from XRM.runs.sweep import make_runs
 from XRM.runs.train import train_stack
 
 #: float32 rounding of a 1-layer BERT's logits, losses and their means (measured: at most 1.5e-8)
 TOLERANCE = 1e-6
-#: 9 steps, evaluated at 0, 4 and 8, at lr 1e-3 (the drawn rates, about 1e-5, barely move a random tiny BERT
-#: in 9 steps); each run keeps its drawn batch size (17, 31, 19) and weight decay
-STEPS = {"num_steps": 9, "eval_every": 4, "lr": 1e-3}
-
-
-def _sweep(data: Path, bert: Path, out: Path, stack_text_runs: bool, **overrides) -> SweepSpec:
-    """Three phase-2 ERM runs on the tiny CivilComments: their own drawn batch size and weight decay."""
-    return SweepSpec(phase=2, datasets=["CivilComments"], algorithms=["ERM"], group_labels="yes", data_path=str(data),
-                     out_dir=str(out), num_hparams_combs=3, device="cpu", num_workers=0, text_model=str(bert),
-                     stack_text_runs=stack_text_runs, checkpoint_seconds=0.0,
-                     hparams_overrides={**STEPS, **overrides})
-
-
-def _train(spec: SweepSpec, stack_size: int | None = None) -> list[int]:
-    """Train the sweep as main.py does; returns its stacks' sizes."""
-    stacks = plan_stacks(make_runs(spec), stack_size)
-    for stack in stacks:
-        train_stack(stack)
-    return [len(stack) for stack in stacks]
-
-
-def _records(out: Path) -> dict[str, list[dict]]:
-    return {path.name: read_results(path)[1] for path in sorted(out.rglob("results_*.json"))}
-
-
-def _assert_close(found: dict[str, list[dict]], expected: dict[str, list[dict]]) -> None:
-    """The same runs, steps and keys; every value within TOLERANCE (null test metrics: null in both)."""
-    assert list(found) == list(expected) and len(found) == 3
-    for name in expected:
-        ours, theirs = comparable(found[name]), comparable(expected[name])
-        assert [list(record) for record in ours] == [list(record) for record in theirs]
-        assert [record["step"] for record in ours] == [0, 4, 8]
-        for mine, record in zip(ours, theirs):
-            assert mine == pytest.approx(record, abs=TOLERANCE), (name, mine["step"])
-
-
-def _comments(count: int) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """``count`` comments of 1 to 12 of the tiny vocabulary's words, and their (split, y, a): 60% training,
-    20% validation, 20% test; toxic (y) when they hold 'awful', 'bad' or 'hate', the attribute a word's."""
-    generator = np.random.default_rng(0)
-    texts, rows = [], []
-    for number in range(count):
-        words = list(generator.choice(fx.WORDS, size=generator.integers(1, 13)))
-        split = 0 if number % 5 < 3 else number % 5 - 2
-        texts.append(" ".join(words))
-        rows.append((split, int(bool({"awful", "bad", "hate"} & set(words))), int("people" in words)))
-    return texts, rows
 
 
 @pytest.fixture(scope="module")
 def text_data(tmp_path_factory):
     """A CivilComments of 120 comments (72 to train on) and two tiny BERTs: without dropout, and with BERT's 0.1."""
     root = tmp_path_factory.mktemp("text")
-    fx.write_civilcomments(root / "data", *_comments(120))
+    fx.write_civilcomments(root / "data", *comments(120))
     return (root / "data", fx.write_tiny_bert(root / "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
             fx.write_tiny_bert(root / "bert-dropout"))
 
@@ -82,10 +35,10 @@ def test_stacked_text_runs_write_the_records_of_each_run_alone(text_data, tmp_pa
     """No dropout (the head's too): each run's records, stacked, are its records trained alone today (a
     ModuleStack each), to float32 rounding; the runs' batch sizes differ, and they train."""
     data, bert, _ = text_data
-    assert _train(_sweep(data, bert, tmp_path / "alone", False, last_layer_dropout=0.0)) == [1, 1, 1]
-    assert _train(_sweep(data, bert, tmp_path / "stacked", True, last_layer_dropout=0.0)) == [3]
-    alone, stacked = _records(tmp_path / "alone"), _records(tmp_path / "stacked")
-    _assert_close(stacked, alone)
+    assert train_sweep(text_sweep(data, bert, tmp_path / "alone", False, last_layer_dropout=0.0)) == [1, 1, 1]
+    assert train_sweep(text_sweep(data, bert, tmp_path / "stacked", True, last_layer_dropout=0.0)) == [3]
+    alone, stacked = records_by_file(tmp_path / "alone"), records_by_file(tmp_path / "stacked")
+    assert_records_close(stacked, alone, TOLERANCE)
     headers = [read_results(path)[0] for path in sorted((tmp_path / "stacked").rglob("results_*.json"))]
     assert sorted(header["hparams"]["batch_size"] for header in headers) == [17, 19, 31]
     assert all(header["stack_text_runs"] is True for header in headers)
@@ -99,16 +52,16 @@ def test_a_run_draws_the_same_dropout_in_any_stack(text_data, tmp_path, monkeypa
     a stack of three, in a stack of one (--stack_size 1), and where the engine splits the stack of three
     because the device's free memory holds less than one run's estimate."""
     data, _, bert = text_data
-    assert _train(_sweep(data, bert, tmp_path / "three", True)) == [3]
+    assert train_sweep(text_sweep(data, bert, tmp_path / "three", True)) == [3]
     assert "stack of 3 runs:" in capsys.readouterr().out
-    assert _train(_sweep(data, bert, tmp_path / "one", True), stack_size=1) == [1, 1, 1]
-    _assert_close(_records(tmp_path / "three"), _records(tmp_path / "one"))
+    assert train_sweep(text_sweep(data, bert, tmp_path / "one", True), stack_size=1) == [1, 1, 1]
+    assert_records_close(records_by_file(tmp_path / "three"), records_by_file(tmp_path / "one"), TOLERANCE)
     capsys.readouterr()
     monkeypatch.setattr(memory_budget, "free_memory", lambda device: 1)  # a full device: no two runs fit
-    assert _train(_sweep(data, bert, tmp_path / "split", True)) == [3]  # planned together, split by the engine
+    assert train_sweep(text_sweep(data, bert, tmp_path / "split", True)) == [3]  # planned together, split by the engine
     shown = capsys.readouterr().out
     assert "stack of" not in shown and shown.count("hpcomb_2_seed0: step 9/9") == 1
-    _assert_close(_records(tmp_path / "three"), _records(tmp_path / "split"))
+    assert_records_close(records_by_file(tmp_path / "three"), records_by_file(tmp_path / "split"), TOLERANCE)
 
 
 def test_a_stopped_stack_resumes_to_the_records_of_an_unbroken_one(text_data, tmp_path):
@@ -116,14 +69,14 @@ def test_a_stopped_stack_resumes_to_the_records_of_an_unbroken_one(text_data, tm
     checkpoints (weights, optimisers, schedules, dropout generators) and writes bitwise the records of a
     stack never stopped."""
     data, _, bert = text_data
-    _train(_sweep(data, bert, tmp_path / "unbroken", True))
-    runs = make_runs(_sweep(data, bert, tmp_path / "stopped", True))
+    train_sweep(text_sweep(data, bert, tmp_path / "unbroken", True))
+    runs = make_runs(text_sweep(data, bert, tmp_path / "stopped", True))
     train_until_stopped(runs[0], 2, stack=runs)
     assert not list((tmp_path / "stopped").rglob("done_*"))
     assert all(len(read_results(run.files.results)[1]) < 3 for run in runs)
     train_stack([dataclasses.replace(run, resume=True) for run in runs])
     assert len(list((tmp_path / "stopped").rglob("done_*"))) == 3
-    assert comparable(_records(tmp_path / "stopped")) == comparable(_records(tmp_path / "unbroken"))
+    assert comparable(records_by_file(tmp_path / "stopped")) == comparable(records_by_file(tmp_path / "unbroken"))
 
 
 def test_stacking_a_text_model_that_is_no_plain_bert_is_one_line(text_data, tmp_path, capsys):
