@@ -13,6 +13,7 @@ import pytest
 from conftest import comparable, train_until_stopped
 from text_sweep_fixtures import assert_records_close, comments, records_by_file, text_sweep, train_sweep
 
+from XRM.common.errors import UserError
 from XRM.engine import memory_budget
 from XRM.results.records import read_results
 from XRM.runs.sweep import make_runs
@@ -67,13 +68,19 @@ def test_a_run_draws_the_same_dropout_in_any_stack(text_data, tmp_path, monkeypa
 def test_a_stopped_stack_resumes_to_the_records_of_an_unbroken_one(text_data, tmp_path):
     """With dropout: stopped by SIGTERM after run 0's second record, the stack of three resumes from its
     checkpoints (weights, optimisers, schedules, dropout generators) and writes bitwise the records of a
-    stack never stopped."""
+    stack never stopped; resuming its runs without --stack_text_runs is refused."""
     data, _, bert = text_data
     train_sweep(text_sweep(data, bert, tmp_path / "unbroken", True))
     runs = make_runs(text_sweep(data, bert, tmp_path / "stopped", True))
     train_until_stopped(runs[0], 2, stack=runs)
     assert not list((tmp_path / "stopped").rglob("done_*"))
     assert all(len(read_results(run.files.results)[1]) < 3 for run in runs)
+    written = {run.files.results: run.files.results.read_bytes() for run in runs}
+    alone = [dataclasses.replace(run, resume=True, stack_text_runs=False) for run in runs]
+    with pytest.raises(UserError, match=f"^{runs[0].run_name}: its checkpoint was written with --stack_text_runs, "
+                                        "which draws dropout otherwise: resume it with --stack_text_runs, or delete"):
+        train_stack(alone)  # its dropout draws would not go on: refused before anything is written
+    assert {path: path.read_bytes() for path in written} == written
     train_stack([dataclasses.replace(run, resume=True) for run in runs])
     assert len(list((tmp_path / "stopped").rglob("done_*"))) == 3
     assert comparable(records_by_file(tmp_path / "stopped")) == comparable(records_by_file(tmp_path / "unbroken"))

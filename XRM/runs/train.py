@@ -31,7 +31,7 @@ from XRM.engine.evaluation import StackEvaluator
 from XRM.engine.memory_budget import split_to_fit
 from XRM.engine.model_stacks import ModuleStack, ParameterStack
 from XRM.engine.stack_steps import AlgorithmSlice, StackSteps, algorithm_slice
-from XRM.engine.text_stack import TextStack
+from XRM.engine.text_stack import DROPOUT_GENERATOR, TextStack
 from XRM.networks.classifiers import TwinNetwork, build_network, use_cuda_graphs
 from XRM.networks.packed_bert import supports_packing
 from XRM.networks.token_batches import TokenBatch, TokenRows
@@ -95,12 +95,22 @@ def next_evaluation(step: int, eval_every: int, num_steps: int) -> int:
     return min((step // eval_every + 1) * eval_every, num_steps - 1)
 
 
+def _check_text_stacking(spec: RunSpec, checkpoint: dict, family: str) -> None:
+    """A UserError when the run resumes in a TextStack from a checkpoint written alone, or the other way round:
+    its dropout draws would not continue those of its records."""
+    written = "with" if DROPOUT_GENERATOR in (checkpoint.get("optimizer") or {}) else "without"
+    if written != ("with" if spec.trains_in_text_stack(family) else "without"):
+        raise UserError(f"{spec.run_name}: its checkpoint was written {written} --stack_text_runs, which draws "
+                        f"dropout otherwise: resume it {written} --stack_text_runs, or delete its files to train it again")
+
+
 def _member_of(setup: RunSetup, data: StackData) -> Member:
     """The run as a stack member, with its checkpoint when it resumes from one its records can go on from."""
     spec = setup.spec
     member = Member(setup, setup.run_data(data.splits["tr"].y, data.num_classes), None)
     if spec.resume and spec.files.checkpoint.exists():
         checkpoint = checkpoints.load_checkpoint(spec, setup.identity)
+        _check_text_stacking(spec, checkpoint, data.family)
         problem = records_problem(spec.files, checkpoint["step"], member.first_evaluation)
         if problem is None:
             member.checkpoint = checkpoint
