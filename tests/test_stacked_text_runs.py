@@ -2,8 +2,9 @@
 
 Backbones train in float32 whatever ``--dtype`` (bf16 autocast on CUDA), alone and stacked: the
 stacked pass (XRM/networks/stacked_bert.py) sums in another order than Hugging Face's, so the
-records agree to float32 rounding (TOLERANCE), not bitwise. A resumed stack is bitwise its
-unbroken self.
+records agree to float32 rounding (TOLERANCE), not bitwise; training losses to LOSS_TOLERANCE, as
+AdamW divides a gradient by its own size: a nearly cancelling one (GroupDRO's here) moves a weight
+by about lr whatever its rounding. A resumed stack is bitwise its unbroken self.
 """
 import dataclasses
 from pathlib import Path
@@ -19,8 +20,12 @@ from XRM.results.records import read_results
 from XRM.runs.sweep import make_runs
 from XRM.runs.train import train_stack
 
-#: float32 rounding of a 1-layer BERT's logits, losses and their means (measured: at most 1.5e-8)
+#: float32 rounding of a 1-layer BERT's accuracies and learning rates (measured: equal)
 TOLERANCE = 1e-6
+#: training losses, AdamW's steps on nearly cancelling gradients included (measured: at most 5.1e-6)
+LOSS_TOLERANCE = 2e-5
+#: what every comparison of records allows
+TOLERANCES = {"train_loss": LOSS_TOLERANCE}
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +38,21 @@ def text_data(tmp_path_factory):
 
 
 def test_stacked_text_runs_write_the_records_of_each_run_alone(text_data, tmp_path):
-    """No dropout (the head's too): each run's records, stacked, are its records trained alone today (a
-    ModuleStack each), to float32 rounding; the runs' batch sizes differ, and they train."""
+    """No dropout (the head's too): each run's records, stacked (ERM's and GroupDRO's runs in one stack, each
+    algorithm's state its own), are its records trained alone today (a ModuleStack each), to float32
+    rounding; the runs' batch sizes differ, and they train."""
     data, bert, _ = text_data
-    assert train_sweep(text_sweep(data, bert, tmp_path / "alone", False, last_layer_dropout=0.0)) == [1, 1, 1]
-    assert train_sweep(text_sweep(data, bert, tmp_path / "stacked", True, last_layer_dropout=0.0)) == [3]
+    both = {"algorithms": ("ERM", "GroupDRO"), "last_layer_dropout": 0.0}
+    assert train_sweep(text_sweep(data, bert, tmp_path / "alone", False, **both)) == [1] * 6
+    assert train_sweep(text_sweep(data, bert, tmp_path / "stacked", True, **both)) == [6]
     alone, stacked = records_by_file(tmp_path / "alone"), records_by_file(tmp_path / "stacked")
-    assert_records_close(stacked, alone, TOLERANCE)
+    assert_records_close(stacked, alone, TOLERANCES, TOLERANCE)
     headers = [read_results(path)[0] for path in sorted((tmp_path / "stacked").rglob("results_*.json"))]
-    assert sorted(header["hparams"]["batch_size"] for header in headers) == [17, 19, 31]
+    assert sorted(header["hparams"]["batch_size"] for header in headers) == [17, 17, 19, 19, 31, 31]
     assert all(header["stack_text_runs"] is True for header in headers)
-    for records in alone.values():  # the runs move: far more than the tolerance between their records
+    for name, records in alone.items():  # the runs move: their losses by more than the tolerances
         losses = [record["train_loss"] for record in records if "train_loss" in record]
-        assert max(losses) - min(losses) > 100 * TOLERANCE
+        assert max(losses) - min(losses) > 4 * LOSS_TOLERANCE, name
 
 
 def test_a_run_draws_the_same_dropout_in_any_stack(text_data, tmp_path, monkeypatch, capsys):
@@ -56,13 +63,13 @@ def test_a_run_draws_the_same_dropout_in_any_stack(text_data, tmp_path, monkeypa
     assert train_sweep(text_sweep(data, bert, tmp_path / "three", True)) == [3]
     assert "stack of 3 runs:" in capsys.readouterr().out
     assert train_sweep(text_sweep(data, bert, tmp_path / "one", True), stack_size=1) == [1, 1, 1]
-    assert_records_close(records_by_file(tmp_path / "three"), records_by_file(tmp_path / "one"), TOLERANCE)
+    assert_records_close(records_by_file(tmp_path / "three"), records_by_file(tmp_path / "one"), TOLERANCES, TOLERANCE)
     capsys.readouterr()
     monkeypatch.setattr(memory_budget, "free_memory", lambda device: 1)  # a full device: no two runs fit
     assert train_sweep(text_sweep(data, bert, tmp_path / "split", True)) == [3]  # planned together, split by the engine
     shown = capsys.readouterr().out
     assert "stack of" not in shown and shown.count("hpcomb_2_seed0: step 9/9") == 1
-    assert_records_close(records_by_file(tmp_path / "three"), records_by_file(tmp_path / "split"), TOLERANCE)
+    assert_records_close(records_by_file(tmp_path / "three"), records_by_file(tmp_path / "split"), TOLERANCES, TOLERANCE)
 
 
 def test_a_stopped_stack_resumes_to_the_records_of_an_unbroken_one(text_data, tmp_path):

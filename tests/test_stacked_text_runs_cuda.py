@@ -8,11 +8,10 @@ from text_sweep_fixtures import assert_records_close, comments, records_by_file,
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
-#: bf16 rounding of a training loss (a mean over 9 steps' batches)
-LOSS_TOLERANCE = 2e-2
-#: average accuracies over 200 validation and test comments: a few predictions near a tie may flip in bf16
-ACCURACY_TOLERANCE = 0.03
-COMPARED = ("step", "lr", "train_loss", "va_avg_acc", "te_avg_acc")
+#: within bf16's rounding: a training loss (a mean over the steps' batches), and average accuracies over 200
+#: validation and test comments (a few predictions near a tie may flip); worst-group accuracies not compared
+#: (one flip in a small group moves them far)
+TOLERANCES = {"step": 0.0, "lr": 1e-12, "train_loss": 2e-2, "va_avg_acc": 0.03, "te_avg_acc": 0.03}
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +24,12 @@ def gpu_text_data(tmp_path_factory):
             fx.write_tiny_bert(root / "bert-dropout"))
 
 
-def _assert_bf16_close(found: dict, expected: dict) -> None:
-    assert_records_close(found, expected, LOSS_TOLERANCE, ("step", "lr", "train_loss"))
-    assert_records_close(found, expected, ACCURACY_TOLERANCE, COMPARED)
-
-
 def test_stacked_text_runs_on_the_gpu_record_what_they_record_alone(gpu_text_data, tmp_path):
     data, bert, _ = gpu_text_data
     common = {"device": "cuda", "test_every_evaluation": True, "last_layer_dropout": 0.0}
     assert train_sweep(text_sweep(data, bert, tmp_path / "alone", False, **common)) == [1, 1, 1]
     assert train_sweep(text_sweep(data, bert, tmp_path / "stacked", True, **common)) == [3]
-    _assert_bf16_close(records_by_file(tmp_path / "stacked"), records_by_file(tmp_path / "alone"))
+    assert_records_close(records_by_file(tmp_path / "stacked"), records_by_file(tmp_path / "alone"), TOLERANCES, None)
 
 
 def test_a_run_on_the_gpu_draws_its_own_dropout_in_any_stack(gpu_text_data, tmp_path):
@@ -43,4 +37,4 @@ def test_a_run_on_the_gpu_draws_its_own_dropout_in_any_stack(gpu_text_data, tmp_
     common = {"device": "cuda", "test_every_evaluation": True}
     assert train_sweep(text_sweep(data, bert, tmp_path / "three", True, **common)) == [3]
     assert train_sweep(text_sweep(data, bert, tmp_path / "one", True, **common), stack_size=1) == [1, 1, 1]
-    _assert_bf16_close(records_by_file(tmp_path / "three"), records_by_file(tmp_path / "one"))
+    assert_records_close(records_by_file(tmp_path / "three"), records_by_file(tmp_path / "one"), TOLERANCES, None)
