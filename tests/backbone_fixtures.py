@@ -11,8 +11,9 @@ from XRM.data.metadata_table import table_from_rows, write_metadata_csv
 WORDS = ["you", "are", "awful", "nice", "day", "bad", "ok", "good", "people", "hate", "love", "this"]
 
 
-def write_tiny_bert(folder: Path, uncased_ids: bool = False) -> Path:
-    """A local text-model folder (config, random weights, tokenizer) of a 1-layer, 32-wide BERT.
+def write_tiny_bert(folder: Path, uncased_ids: bool = False, **config_options) -> Path:
+    """A local text-model folder (config, random weights, tokenizer) of a 1-layer, 32-wide BERT
+    (``config_options``: other BertConfig values, such as its dropout probabilities).
 
     ``uncased_ids``: a vocabulary laid out as bert-base-uncased's (30,522 entries, [PAD] 0,
     [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103), the only kind MultiNLI's cached ids accept.
@@ -31,7 +32,7 @@ def write_tiny_bert(folder: Path, uncased_ids: bool = False) -> Path:
     BertTokenizerFast.from_pretrained(str(folder)).save_pretrained(folder)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=256)
+                        intermediate_size=37, max_position_embeddings=256, **config_options)
     BertModel(config).save_pretrained(folder)
     return folder
 
@@ -83,16 +84,17 @@ CIVIL_TEXTS = ["you are awful", "nice day", "bad people", "ok", "good day", "i h
                "nice people", "bad day", "you are nice", "this is ok"]
 
 
-def write_civilcomments(data_path: Path) -> list[str]:
-    """civilcomments/: metadata_civilcomments_coarse.csv and civilcomments_coarse.csv; returns the texts."""
+def write_civilcomments(data_path: Path, texts: list[str] = CIVIL_TEXTS,
+                        rows: list[tuple[int, int, int]] = IMAGE_ROWS) -> list[str]:
+    """civilcomments/: metadata_civilcomments_coarse.csv and civilcomments_coarse.csv of ``texts`` and their
+    (split, y, a) ``rows``; returns the texts."""
     folder = data_path / "civilcomments"
     folder.mkdir(parents=True)
     (folder / "civilcomments_coarse.csv").write_text(
-        "comment_text\n" + "".join(json.dumps(text) + "\n" for text in CIVIL_TEXTS))
-    positions = list(range(len(CIVIL_TEXTS)))
-    write_metadata_csv(table_from_rows(positions, positions, *zip(*IMAGE_ROWS)),
-                       folder / "metadata_civilcomments_coarse.csv")
-    return CIVIL_TEXTS
+        "comment_text\n" + "".join(json.dumps(text) + "\n" for text in texts))
+    positions = list(range(len(texts)))
+    write_metadata_csv(table_from_rows(positions, positions, *zip(*rows)), folder / "metadata_civilcomments_coarse.csv")
+    return texts
 
 
 def main_args(*args: str) -> list[str]:

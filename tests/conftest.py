@@ -62,9 +62,10 @@ def refusal_line(module, argv: list[str], capsys) -> str:
     return lines[0]
 
 
-def train_until_stopped(spec, lines: int) -> None:
-    """Train ``spec`` (a RunSpec) in this process until its results file holds more than ``lines`` lines,
-    then stop it with SIGTERM, as a scheduler does; the training's Interrupted is expected and swallowed."""
+def train_until_stopped(spec, lines: int, stack=None) -> None:
+    """Train ``spec`` (a RunSpec; or the runs ``stack``, spec among them) in this process until its results file
+    holds more than ``lines`` lines, then stop it with SIGTERM, as a scheduler does; the training's Interrupted
+    is expected and swallowed."""
     import signal
     import threading
     import time
@@ -82,5 +83,5 @@ def train_until_stopped(spec, lines: int) -> None:
     sender = threading.Thread(target=stop_once_it_records)
     sender.start()
     with pytest.raises(Interrupted):
-        train_stack([spec])
+        train_stack(stack or [spec])
     sender.join()

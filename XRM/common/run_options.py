@@ -71,6 +71,10 @@ class TrainingOptions:
     tensorboard: bool = _option(False, "also write each run's records as TensorBoard scalars, one folder per run: "
                                        "<run folder>/tensorboard/hpcomb_<k>_seed<s>/ (needs the tensorboard package)",
                                 action="store_true")
+    stack_text_runs: bool = _option(False, "experimental, not yet measured on a GPU: train the phase-2 BERT runs of one "
+                                           "text dataset (one network per run) together as one stack, each with its own "
+                                           "hyper-parameters, batches and dropout generator (split by --stack_size and "
+                                           "memory); by default each text run trains alone", action="store_true")
     # the command line's --hparams JSON object, parsed (XRM.cli.entry_point.parse_hparams)
     hparams_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
     resume: bool = False  # main.py --resume; reproduce.py always resumes

@@ -128,6 +128,11 @@ class LengthSortedTokens:
 Prepared = InMemoryRows | LengthSortedTokens
 
 
+class TokenNetwork(nn.Module):
+    """A network of token rows that is no TextClassifier (XRM/engine/text_stack.py's runs together): its
+    inputs are prepared as a TextClassifier's are."""
+
+
 def _decoded_once(inputs: Dataset, device: torch.device, num_workers: int | None) -> torch.Tensor | None:
     """Every input of ``inputs`` in one tensor, decoded by the loader training uses: on ``device`` when it
     fits there, else in pinned host memory; None when neither has room."""
@@ -154,7 +159,7 @@ def prepare(inputs: torch.Tensor | Dataset, network: nn.Module, device: torch.de
     if len(inputs) == 0:
         return None
     if isinstance(inputs, torch.Tensor):
-        if any(isinstance(module, TextClassifier) for module in network.modules()):
+        if any(isinstance(module, (TextClassifier, TokenNetwork)) for module in network.modules()):
             return LengthSortedTokens(inputs, token_budget(device))
         return InMemoryRows(inputs, image_batch_size(inputs[0].numel(), device))
     rows = _decoded_once(inputs, device, num_workers)

@@ -5,7 +5,7 @@ import torch
 
 from XRM.algorithms import get_algorithm_class
 from XRM.engine.batches import input_shape
-from XRM.networks.classifiers import build_network
+from XRM.networks.classifiers import TextClassifier, build_network
 
 #: fraction of the free memory a stack may plan to use (the rest: allocator slack, evaluation)
 MEMORY_FRACTION = 0.5
@@ -14,6 +14,11 @@ MEMORY_FRACTION = 0.5
 PARAMETER_COPIES = 6
 #: copies of a batch's activations held for the backward pass
 ACTIVATION_COPIES = 4
+#: activation values a BERT layer keeps per token and hidden unit for its backward pass: 17, Korthikanti
+#: et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", 34 bytes of 16-bit values
+#: per layer, attention scores left out: fused attention keeps none), plus TextStack's float dropout masks
+#: (2) and the attention inputs it spreads over rows (3), rounded up
+TEXT_ACTIVATION_VALUES = 24
 #: steps planned at once (an evaluation period), per run: indices, labels, groups, mask, uniforms
 PLANNED_STEP_BYTES = 5 * 8
 
@@ -32,16 +37,26 @@ def free_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def _activation_values(network: torch.nn.Module, batch: int, inputs, networks_per_run: int) -> int:
+    """How many activation values a training step of ``network`` keeps for its backward pass (an upper
+    estimate): a text classifier's per token of a batch of full-length rows of ``inputs`` [n, L, 3]."""
+    if isinstance(network, TextClassifier):
+        config = network.encoder.config
+        tokens = batch * inputs.shape[1]
+        return tokens * config.hidden_size * config.num_hidden_layers * TEXT_ACTIVATION_VALUES * networks_per_run
+    widths = sum(m.out_features for m in network.modules() if isinstance(m, torch.nn.Linear))
+    in_features = next(m.in_features for m in network.modules() if isinstance(m, torch.nn.Linear))
+    return batch * (in_features + widths * networks_per_run) * ACTIVATION_COPIES
+
+
 def run_bytes(member, data, network: torch.nn.Module, dtype: torch.dtype) -> int:
     """An upper estimate of the memory one run of a stack needs while training; ``network`` is one
     network of the stack's architecture (every run of a stack has the same)."""
     cls = get_algorithm_class(member.spec.algorithm)
     hparams = member.setup.hparams
     parameters = sum(p.numel() for p in network.parameters()) * cls.networks_per_run
-    widths = sum(m.out_features for m in network.modules() if isinstance(m, torch.nn.Linear))
-    in_features = next(m.in_features for m in network.modules() if isinstance(m, torch.nn.Linear))
     batch = hparams["batch_size"]
-    activations = batch * (in_features + widths * cls.networks_per_run) * ACTIVATION_COPIES
+    activations = _activation_values(network, batch, data.splits["tr"].x, cls.networks_per_run)
     n_train = len(data.splits["tr"])
     state = n_train * (data.num_classes * 2 + 4)  # MAT's shift, XRM's labels and twins, groups
     itemsize = torch.empty((), dtype=dtype).element_size()

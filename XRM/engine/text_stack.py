@@ -8,9 +8,14 @@ the run's seed), its best model. A run's model, optimiser and schedule states ar
 ModuleStack writes for the run alone (its classifier's state_dict; the optimiser's state_dict
 over its parameters in decay_parameter_groups' order; the scheduler's), plus its dropout
 generator's state, so a run's checkpoint reads back whether it trained alone or stacked.
+
+Evaluation takes what ModuleStack.predict takes (a split's token rows), prepared once by
+XRM/engine/evaluation_inputs.py, through ``EveryRun``: the stack seen there as one network.
 """
 import torch
 
+from XRM.engine.evaluation_inputs import EvaluationInputs, TokenNetwork
+from XRM.engine.model_stacks import BACKBONE_EVALUATION_BATCH
 from XRM.engine.optimizers import SGD_MOMENTUM, build_lr_scheduler, decay_groups, optimizer_of_groups
 from XRM.networks.classifiers import TextClassifier
 from XRM.networks.stacked_bert import StackedBert
@@ -21,6 +26,33 @@ from XRM.networks.token_batches import TokenBatch
 DROPOUT_GENERATOR = "dropout_generator"
 
 
+def _bf16_on_cuda(device: torch.device) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+class EveryRun(TokenNetwork):
+    """A StackedBert as evaluation_inputs.py sees one network: token rows [n, L, 3] (or a TokenBatch) in,
+    every run's logits [n, H, classes] out, without dropout. A batch's rows are cut into H parts, each
+    passed through every run: a pass holds as many tokens as one run's pass over the whole batch."""
+
+    def __init__(self, model: StackedBert) -> None:
+        super().__init__()
+        self.stacked = model
+
+    def forward(self, x: torch.Tensor | TokenBatch) -> torch.Tensor:
+        """Every run's logits on the rows of ``x`` (a tensor is measured first: one synchronisation)."""
+        batch = x if isinstance(x, TokenBatch) else TokenBatch.measured(x)
+        runs, rows = self.stacked.num_runs, len(batch.lengths)
+        size = max(1, -(-rows // runs))
+        logits = []
+        for start in range(0, rows, size):
+            part = slice(start, start + size)
+            texts = TokenBatch(batch.tokens[part], batch.lengths[part], batch.device_lengths[part], batch.right_padded)
+            with _bf16_on_cuda(texts.tokens.device):
+                logits.append(self.stacked(StackedTokens.of([texts] * runs))[:, : len(texts.lengths)])
+        return torch.cat(logits, dim=1).transpose(0, 1)
+
+
 class TextStack:
     """H runs' BERT text classifiers trained as one stack (see the module docstring); ``hparams[h]`` and
     ``seeds[h]`` are run h's (optimizer, lr, weight_decay, num_steps, lr_schedule; the seed of its dropout);
@@ -29,6 +61,8 @@ class TextStack:
     def __init__(self, classifiers: list[TextClassifier], hparams: list[dict], seeds: list[int],
                  device: torch.device, grouped_products: bool = True) -> None:
         self.model = StackedBert([classifier.to(device) for classifier in classifiers], grouped_products)
+        self.every_run = EveryRun(self.model)
+        self.evaluation_inputs = EvaluationInputs(device, None)
         self.num_runs = len(classifiers)
         self.generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
         stacked = list(self.model.parameters.values())
@@ -44,27 +78,26 @@ class TextStack:
         self.best = [self.model_state(run) for run in range(self.num_runs)]
 
     def forward(self, batches: list[TokenBatch]) -> torch.Tensor:
-        """Training logits [H, B, classes] of each run's batch (``batches[h]``: run h's; B: the largest batch
-        rounded up, run h's rows past its own batch mean nothing)."""
+        """Training logits [H, B, classes] of each run's batch (``batches[h]``: run h's; B: the largest batch,
+        run h's rows past its own batch mean nothing)."""
         self.model.train(True)
         tokens = StackedTokens.of(batches)
-        device = batches[0].tokens.device
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return self.model(tokens, self.generators)
+        with _bf16_on_cuda(batches[0].tokens.device):
+            return self.model(tokens, self.generators)[:, : max(tokens.run_rows)]
 
     @torch.inference_mode()
-    def predict(self, batches: list[TokenBatch]) -> torch.Tensor:
-        """Logits [H, n, classes] of every run on the same texts (``batches``: the n texts in batches), without dropout."""
+    def predict(self, inputs: torch.Tensor, once: bool = False) -> torch.Tensor:
+        """Logits [H, n, classes] of every run on the token rows ``inputs`` [n, L, 3], without dropout: as
+        ModuleStack.predict, the rows prepared at their first evaluation and reused, unless ``once``."""
         self.model.train(False)
-        logits = []
-        for batch in batches:
-            with torch.autocast(batch.tokens.device.type, dtype=torch.bfloat16, enabled=batch.tokens.is_cuda):
-                logits.append(self.model(StackedTokens.of([batch] * self.num_runs))[:, : len(batch.lengths)])
-        return torch.cat(logits, dim=1)
+        logits = self.evaluation_inputs.predict(inputs, self.every_run, BACKBONE_EVALUATION_BATCH, once)
+        return logits.transpose(0, 1)
 
-    def step(self, loss: torch.Tensor) -> None:
+    def step(self, loss: torch.Tensor, active: torch.Tensor | None = None) -> None:
         """Backpropagate ``loss`` (the sum of the runs' own losses) and update every run with its own
-        optimiser and schedule."""
+        optimiser and schedule (``active``: ModuleStack's twins mask; a text run has one network, so None)."""
+        if active is not None:
+            raise ValueError("a TextStack's runs have one network each: no twins to freeze")
         loss.backward()
         stacked = list(self.model.parameters.values())
         for run, (views, optimizer, scheduler) in enumerate(zip(self.views, self.optimizers, self.schedulers)):

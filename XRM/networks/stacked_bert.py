@@ -29,7 +29,6 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.activations import ACT2FN
 
 from XRM.networks.packed_bert import supports_packing
 from XRM.networks.stacked_tokens import RowGroups, StackedTokens
@@ -109,6 +108,9 @@ class StackedBert:
                            .requires_grad_(True) for name, _ in template.named_parameters()}
         self.training = True
         self.grouped_products = grouped_products
+        from transformers.activations import ACT2FN  # here: a sweep of small models never loads transformers
+
+        self.activation = ACT2FN[self.config.hidden_act]
 
     @property
     def num_runs(self) -> int:
@@ -203,7 +205,7 @@ class StackedBert:
             context = self._attend(hidden, f"{prefix}.attention.self", tokens, generators)
             projected = self._drop(self._dense(context, f"{prefix}.attention.output.dense", groups), masks, 1 + 2 * layer)
             hidden = self._norm(projected + hidden, f"{prefix}.attention.output.LayerNorm", groups)
-            inner = ACT2FN[self.config.hidden_act](self._dense(hidden, f"{prefix}.intermediate.dense", groups))
+            inner = self.activation(self._dense(hidden, f"{prefix}.intermediate.dense", groups))
             output = self._drop(self._dense(inner, f"{prefix}.output.dense", groups), masks, 2 + 2 * layer)
             hidden = self._norm(output + hidden, f"{prefix}.output.LayerNorm", groups)
         pooled_groups = tokens.pooled_groups

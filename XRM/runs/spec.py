@@ -87,5 +87,15 @@ class RunSpec(TrainingOptions):
 
     def stack_key(self) -> tuple:
         """Runs with equal keys may share one stack: same data, device and precision."""
-        return (*self.data_key(), self.device, self.dtype, self.quick_run, self.adam,
+        return (*self.data_key(), self.device, self.dtype, self.quick_run, self.adam, self.stack_text_runs,
                 tuple(sorted(self.hparams_overrides.items())))
+
+    def trains_in_text_stack(self, family: str) -> bool:
+        """Whether this run, on a dataset of network ``family``, trains in a TextStack with the other text runs
+        of its stack (``--stack_text_runs``: phase 2, a BERT classifier fine-tuned, one network per run)."""
+        from XRM.algorithms import get_algorithm_class
+        from XRM.runs.last_layer_inputs import training_family
+
+        cls = get_algorithm_class(self.algorithm)
+        return (self.stack_text_runs and self.phase == 2 and cls.networks_per_run == 1
+                and training_family(cls, family) == "text")

@@ -152,20 +152,24 @@ def _with_base_models(runs: list[RunSpec], out_dir: str) -> list[RunSpec]:
 
 def plan_stacks(runs: list[RunSpec], stack_size: int | None = None) -> list[list[RunSpec]]:
     """The runs grouped into stacks: runs that share data, device and precision and train a
-    small model go together (at most ``stack_size`` per stack); a backbone's runs go alone.
+    small model go together (at most ``stack_size`` per stack), and so do text runs with
+    ``--stack_text_runs`` (RunSpec.trains_in_text_stack); other backbones' runs go alone.
 
     The engine splits a stack further where it does not fit the device's memory.
     """
     groups: dict[tuple, list[RunSpec]] = {}
-    small: dict[tuple, bool] = {}
+    families: dict[tuple, str] = {}
     for run in runs:
         key = run.stack_key()
-        if key not in small:
-            family = training_family(get_algorithm_class(run.algorithm), resolve_dataset(run).family)
-            small[key] = family in STACKED_FAMILIES
+        if key not in families:
+            families[key] = resolve_dataset(run).family
         groups.setdefault(key, []).append(run)
     stacks = []
     for key, group in groups.items():
-        size = (stack_size or len(group)) if small[key] else 1
-        stacks += [group[i : i + size] for i in range(0, len(group), size)]
+        family = families[key]
+        together = [run for run in group if training_family(get_algorithm_class(run.algorithm), family)
+                    in STACKED_FAMILIES or run.trains_in_text_stack(family)]
+        size = stack_size or max(len(together), 1)
+        stacks += [together[i : i + size] for i in range(0, len(together), size)]
+        stacks += [[run] for run in group if run not in together]
     return stacks

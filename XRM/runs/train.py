@@ -3,7 +3,8 @@
 ``train_stack(specs)`` trains the unfinished runs among ``specs`` (runs that share a
 ``RunSpec.stack_key``). Small models (heads on features, the Synthetic data, the
 ColorMNIST MLP) are trained as stacks of as many runs as fit the device's memory (at most
-``stack_size``); backbones one run at a time. A single run is a stack of one. Each run
+``stack_size``), and so are phase-2 BERT runs with ``--stack_text_runs`` (a TextStack,
+XRM/engine/text_stack.py); other backbones one run at a time. A single run is a stack of one. Each run
 keeps its own hyper-parameters, batch stream (a pure function of (seed, step)), algorithm
 state and files. Idempotent and resumable: a finished run is skipped, and with ``resume``
 an interrupted run continues from its checkpoint and writes the same records. A checkpoint
@@ -21,7 +22,7 @@ import torch
 
 from XRM.algorithms import RunData, get_algorithm_class
 from XRM.common.devices import resolve_device
-from XRM.common.errors import Interrupted, RunsFailed
+from XRM.common.errors import Interrupted, RunsFailed, UserError
 from XRM.common.fileio import append_jsonl, atomic_write_text
 from XRM.common.sampling import StepSampler, StepUniforms, build_sampler
 from XRM.engine.batches import input_shape, training_batches
@@ -30,8 +31,10 @@ from XRM.engine.evaluation import StackEvaluator
 from XRM.engine.memory_budget import split_to_fit
 from XRM.engine.model_stacks import ModuleStack, ParameterStack
 from XRM.engine.stack_steps import AlgorithmSlice, StackSteps, algorithm_slice
+from XRM.engine.text_stack import DROPOUT_GENERATOR, TextStack
 from XRM.networks.classifiers import TwinNetwork, build_network, use_cuda_graphs
-from XRM.networks.token_batches import TokenRows
+from XRM.networks.packed_bert import supports_packing
+from XRM.networks.token_batches import TokenBatch, TokenRows
 from XRM.results import records, selection
 from XRM.runs import checkpoints
 from XRM.runs.identity import IDENTITY
@@ -92,12 +95,22 @@ def next_evaluation(step: int, eval_every: int, num_steps: int) -> int:
     return min((step // eval_every + 1) * eval_every, num_steps - 1)
 
 
+def _check_text_stacking(spec: RunSpec, checkpoint: dict, family: str) -> None:
+    """A UserError when the run resumes in a TextStack from a checkpoint written alone, or the other way round:
+    its dropout draws would not continue those of its records."""
+    written = "with" if DROPOUT_GENERATOR in (checkpoint.get("optimizer") or {}) else "without"
+    if written != ("with" if spec.trains_in_text_stack(family) else "without"):
+        raise UserError(f"{spec.run_name}: its checkpoint was written {written} --stack_text_runs, which draws "
+                        f"dropout otherwise: resume it {written} --stack_text_runs, or delete its files to train it again")
+
+
 def _member_of(setup: RunSetup, data: StackData) -> Member:
     """The run as a stack member, with its checkpoint when it resumes from one its records can go on from."""
     spec = setup.spec
     member = Member(setup, setup.run_data(data.splits["tr"].y, data.num_classes), None)
     if spec.resume and spec.files.checkpoint.exists():
         checkpoint = checkpoints.load_checkpoint(spec, setup.identity)
+        _check_text_stacking(spec, checkpoint, data.family)
         problem = records_problem(spec.files, checkpoint["step"], member.first_evaluation)
         if problem is None:
             member.checkpoint = checkpoint
@@ -152,11 +165,14 @@ def _ordered_for_slices(members: list[Member]) -> list[Member]:
 
 def _stack_groups(members: list[Member], data: StackData, stack_size: int | None, device: torch.device,
                   dtype: torch.dtype) -> list[list[Member]]:
-    """Members that may share a stack (same start step, optimiser, networks per run, head), split to fit memory."""
-    if not data.small_model:
-        return [[member] for member in members]
+    """Members that may share a stack (small models, and text runs with --stack_text_runs: same start step,
+    optimiser, networks per run, head), split to fit memory; the others one at a time."""
     by_key: dict[tuple, list[Member]] = {}
+    alone = []
     for member in members:
+        if not (data.small_model or member.spec.trains_in_text_stack(data.family)):
+            alone.append([member])
+            continue
         cls = get_algorithm_class(member.spec.algorithm)
         key = (member.start, member.setup.hparams["optimizer"], cls.networks_per_run, cls.head,
                member.setup.hparams["num_steps"], member.setup.hparams["eval_every"])
@@ -164,7 +180,7 @@ def _stack_groups(members: list[Member], data: StackData, stack_size: int | None
     groups = []
     for group in by_key.values():
         groups += split_to_fit(_ordered_for_slices(group), data, stack_size, device, dtype)
-    return groups
+    return groups + alone
 
 
 def train_stack(specs: Sequence[RunSpec], stack_size: int | None = None) -> None:
@@ -215,6 +231,15 @@ def _networks(member: Member, data: StackData) -> list[torch.nn.Module]:
     return networks
 
 
+def _text_stack(members: list[Member], data: StackData, device: torch.device) -> TextStack:
+    """The members' BERT classifiers, each drawn as its run alone draws it, trained as one TextStack."""
+    classifiers = [_networks(member, data)[0] for member in members]
+    if not supports_packing(classifiers[0].encoder):
+        raise UserError(f"--stack_text_runs stacks plain BERT encoders only (absolute positions, a pooler); "
+                        f"{data.backbone.name} is not one: train its runs without --stack_text_runs")
+    return TextStack(classifiers, [m.setup.hparams for m in members], [m.spec.seed for m in members], device)
+
+
 class StackTrainer:
     """Trains one stack of members from their common start step to the end: the batches and steps are
     StackSteps' (XRM/engine/stack_steps.py); files, evaluation, checkpoints, locks and signals are its own."""
@@ -228,6 +253,8 @@ class StackTrainer:
         if data.small_model:
             head = get_algorithm_class(members[0].spec.algorithm).head  # one per stack (_stack_groups)
             self.model = ParameterStack([_networks(m, data) for m in members], hparams, dtype, device, head)
+        elif members[0].spec.trains_in_text_stack(data.family):  # one per stack (_stack_groups)
+            self.model = _text_stack(members, data, device)
         else:
             networks = _networks(members[0], data)
             network = TwinNetwork(*networks) if len(networks) == 2 else networks[0]
@@ -237,6 +264,9 @@ class StackTrainer:
             torch.manual_seed(members[0].spec.seed)  # a backbone's dropout draws from the global generators
         # text: every row's real length known on the host, so a step's batch skips padding without a synchronisation
         self.token_rows = TokenRows(self.train_split.x) if data.inputs == "tokens" and not data.small_model else None
+        if isinstance(self.model, TextStack) and not self.token_rows.right_padded:
+            raise UserError("--stack_text_runs packs token rows whose real tokens come first (right padding); these "
+                            "rows are padded otherwise: train their runs without --stack_text_runs")
         slices = self._slices()
         for member in members:
             cls = get_algorithm_class(member.spec.algorithm)
@@ -367,7 +397,7 @@ class StackTrainer:
                     if loader_batches is not None:
                         self.steps.train_step(batch, next(loader_batches)[1])
                     elif self.token_rows is not None:
-                        self.steps.train_step(batch, self.token_rows.batch(batch.index[0], plan["host_index"][row, 0]))
+                        self.steps.train_step(batch, self._token_batches(batch.index, plan["host_index"][row]))
                     else:
                         train_step(batch)
                     if stops.signum is not None:
@@ -386,6 +416,14 @@ class StackTrainer:
                 failed[member.spec.run_name] = f"{problem}; not marked done"
         if failed:
             raise RunsFailed(failed)
+
+    def _token_batches(self, index: torch.Tensor, host_index: torch.Tensor) -> TokenBatch | list[TokenBatch]:
+        """A step's token rows from its batches ``index`` [H, B] (``host_index``: on the host): the run's batch,
+        or in a TextStack each run's own (its first batch_size rows; the rest pad the stack's widest batch)."""
+        if not isinstance(self.model, TextStack):
+            return self.token_rows.batch(index[0], host_index[0])
+        sizes = [member.sampler.batch_size for member in self.members]
+        return [self.token_rows.batch(index[run, :size], host_index[run, :size]) for run, size in enumerate(sizes)]
 
     def _end_chunk(self, step: int, stop: int, plan: dict, last_checkpoint: float) -> tuple[int, float]:
         """After steps step .. stop-1: draw the next chunk's batches (while the device trains), evaluate,
