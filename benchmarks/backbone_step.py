@@ -1,14 +1,12 @@
 """Throughput of one training step (forward, backward, optimiser step) of ResNet-50 and BERT.
 
 python benchmarks/backbone_step.py --device cuda
-python benchmarks/backbone_step.py --device cuda --models resnet50 --image_batch 32 128 --image_compile none default
 python benchmarks/backbone_step.py --device cpu --tiny --steps 3   (a quick check that it runs)
 
 Random weights (same cost as pretrained ones, nothing downloaded) and random inputs already
 on the device, so this measures the model step alone: ERM with the dataset family's
 optimiser (SGD for images, AdamW for text), bf16 autocast and channels_last on CUDA, as
-main.py trains (where main.py compiles the ResNet's training pass, ``--image_compile default``;
-``none`` is ``--no_cuda_graphs``). Prints steps/s and images/s or tokens/s.
+main.py trains. Prints steps/s and images/s or tokens/s.
 """
 import argparse
 import sys
@@ -71,11 +69,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda, cpu, cuda:1")
     parser.add_argument("--models", nargs="+", default=["resnet50", "bert"], choices=["resnet50", "bert"],
                         help="backbones to time")
-    parser.add_argument("--image_batch", type=int, nargs="+", default=[64],
-                        help="images per step (the reference draws 32-128); several: one line each")
-    parser.add_argument("--image_compile", nargs="+", default=["none"],
-                        choices=["none", "default", "reduce-overhead", "max-autotune-no-cudagraphs"],
-                        help="torch.compile modes of the ResNet's training pass (none: eager); several: one line each")
+    parser.add_argument("--image_batch", type=int, default=64, help="images per step (the reference draws 32-128)")
     parser.add_argument("--image_size", type=int, default=224, help="image side in pixels")
     parser.add_argument("--text_batch", type=int, default=32, help="texts per step (the reference draws 16-64)")
     parser.add_argument("--seq_len", type=int, default=220, help="tokens per text (CivilComments 220, MultiNLI 128)")
@@ -88,18 +82,10 @@ def main() -> None:
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}) "
           f"torch={torch.__version__}")
     if "resnet50" in args.models:
-        for mode in args.image_compile:
-            for batch_size in args.image_batch:
-                x = torch.randint(0, 256, (batch_size, 3, args.image_size, args.image_size), dtype=torch.uint8,
-                                  device=device)  # uint8 pixels, normalised on the device as in training
-                model = image_model(args.tiny)
-                if mode != "none":
-                    model.use_cuda_graphs(mode)
-                start = time.perf_counter()
-                seconds = time_steps(model, x, "sgd", 1e-4, args.steps, args.warmup, device)
-                print(f"{'resnet18' if args.tiny else 'resnet50'} batch={batch_size} size={args.image_size} "
-                      f"compile={mode}: {1 / seconds:.2f} steps/s, {batch_size / seconds:.0f} images/s "
-                      f"(warm-up and timing {time.perf_counter() - start:.0f} s)", flush=True)
+        x = torch.randn(args.image_batch, 3, args.image_size, args.image_size, device=device)
+        seconds = time_steps(image_model(args.tiny), x, "sgd", 1e-4, args.steps, args.warmup, device)
+        print(f"{'resnet18' if args.tiny else 'resnet50'} batch={args.image_batch} size={args.image_size}: "
+              f"{1 / seconds:.2f} steps/s, {args.image_batch / seconds:.0f} images/s")
     if "bert" in args.models:
         ids = torch.randint(1000, 30000, (args.text_batch, args.seq_len), device=device)  # within the vocabulary
         x = torch.stack([ids, torch.ones_like(ids), torch.zeros_like(ids)], dim=2).to(torch.int32)

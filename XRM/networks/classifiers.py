@@ -57,10 +57,6 @@ def bf16_on_cuda(x: torch.Tensor) -> torch.autocast:
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda)
 
 
-#: torch.compile's mode for an image backbone's training pass on CUDA (``--no_cuda_graphs``: eager)
-IMAGE_COMPILE_MODE = "default"
-
-
 class ImageClassifier(nn.Module):
     """A torchvision ResNet whose ``fc`` is a zero-initialised head; channels_last and bf16 on CUDA."""
 
@@ -69,12 +65,6 @@ class ImageClassifier(nn.Module):
         backbone.fc = LinearHead(backbone.fc.in_features, num_classes)
         # A layout, not a device: harmless on CPU, and the fast path of cuDNN convolutions in bf16.
         self.backbone = backbone.to(memory_format=torch.channels_last)
-        self.compiled: tuple[nn.Module, ...] = ()  # a tuple, so that it is no submodule: state_dict keeps its keys
-
-    def use_cuda_graphs(self, mode: str = IMAGE_COMPILE_MODE) -> None:
-        """Train through ``torch.compile(backbone, mode=mode)`` on CUDA: its training passes (gradients on,
-        training mode) run the compiled kernels, evaluation stays eager (no recompilation for other shapes)."""
-        self.compiled = (torch.compile(self.backbone, mode=mode, dynamic=False),)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [n, num_classes] of images [n, 3, H, W]: normalised floats, or uint8 pixels that are
@@ -83,10 +73,8 @@ class ImageClassifier(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         if x.dtype == torch.uint8:
             x = normalise_pixels(x)
-        compiled = (self.compiled and x.is_cuda and self.training and torch.is_grad_enabled()
-                    and not torch.is_inference_mode_enabled())
         with bf16_on_cuda(x):
-            return (self.compiled[0] if compiled else self.backbone)(x).float()
+            return self.backbone(x).float()
 
 
 #: dropout before the text head: bert-base-uncased's hidden_dropout_prob, which
@@ -157,10 +145,9 @@ class TextClassifier(nn.Module):
 
 
 def use_cuda_graphs(network: nn.Module) -> None:
-    """On CUDA, let every text classifier in ``network`` replay its packed training passes from CUDA graphs,
-    and every image classifier train through its compiled backbone."""
+    """Let every text classifier in ``network`` replay its packed training passes from CUDA graphs on CUDA."""
     for module in network.modules():
-        if isinstance(module, (TextClassifier, ImageClassifier)):
+        if isinstance(module, TextClassifier):
             module.use_cuda_graphs()
 
 
