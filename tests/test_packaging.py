@@ -36,8 +36,10 @@ def test_dependencies_are_requirements_txt_without_the_test_tools_and_the_extras
     required = [name_and_bound(line) for line in (ROOT / "requirements.txt").read_text().splitlines()
                 if name_and_bound(line) and not line.startswith("#")]
     project = _project()["project"]
-    extra = project["optional-dependencies"]["tensorboard"]  # installed for the tests, which read its files back
-    assert extra == ["tensorboard>=2.21"] and set(extra) <= set(required)
+    extras = project["optional-dependencies"]
+    # installed for the tests: they read TensorBoard's files back and decode with TorchCodec (and without it)
+    extra = extras["tensorboard"] + extras["torchcodec"]
+    assert extra == ["tensorboard>=2.21", "torchcodec>=0.16"] and set(extra) <= set(required)
     assert sorted(project["dependencies"]) == sorted(r for r in required if not is_test_tool(r) and r not in extra)
     assert project["optional-dependencies"]["test"] == [r for r in required if is_test_tool(r)]
     assert re.fullmatch(r">=3\.\d+", project["requires-python"])
