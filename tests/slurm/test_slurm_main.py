@@ -2,6 +2,7 @@
 
 Run inside tests/slurm/cluster.sh (``make test-slurm``); see test_slurm_launch.py.
 """
+import json
 import os
 import re
 import subprocess
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT
+
+from XRM.results.records import without_timing
 
 TIMEOUT_S = 240
 
@@ -32,9 +34,11 @@ def slurm_args(tmp_path: Path) -> list[str]:
             "--slurm_cpus_per_task", "1", "--slurm_time", "10"]
 
 
-def records_by_file(out: Path) -> dict[str, list[str]]:
-    """Every results file under ``out``: its evaluation lines (the header names paths, which differ)."""
-    return {str(p.relative_to(out)): p.read_text().splitlines()[1:] for p in sorted(out.rglob("results_*.json"))}
+def records_by_file(out: Path) -> dict[str, list[dict]]:
+    """Every results file under ``out``: its evaluation records (the header names paths, which differ), less
+    their timings (records.TIMING_KEYS: how fast a machine trained, not what it trained)."""
+    return {str(p.relative_to(out)): [without_timing(json.loads(line)) for line in p.read_text().splitlines()[1:]]
+            for p in sorted(out.rglob("results_*.json"))}
 
 
 def test_phase_1_then_mat_sweeps_on_slurm_equal_local_sweeps(tmp_path):
