@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from XRM.common.errors import UserError
-from XRM.data.files import open_csv
+from XRM.data.files import csv_rows_with, open_csv
 from XRM.data.metadata_table import SPLIT_IDS, MetadataTable, table_from_rows, write_metadata_csv
 from XRM.data.stratified_split import stratified_train_test
 from XRM.data.xlsx import read_first_sheet
@@ -55,10 +55,7 @@ def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
     fix = f"put CheXpert-v1.0-small's own {path.name} there"
     try:
         with open_csv(path) as handle:
-            reader = csv.DictReader(handle)
-            lacking = [column for column in columns if column not in (reader.fieldnames or [])]
-            if lacking:
-                raise UserError(f"{path} lacks the column(s) {', '.join(lacking)}: {fix}")
+            reader = csv_rows_with(handle, path, columns, fix)
             return [{**row, "where": f"{path}, line {reader.line_num}"} for row in reader]
     except (csv.Error, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not a readable CSV ({error}): {fix}") from None

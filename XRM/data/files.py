@@ -1,4 +1,4 @@
-"""Reading files under --data_path: one missing-file error and one way to open a CSV."""
+"""Reading files under --data_path: one missing-file error and one way to open and read a CSV."""
 import csv
 from pathlib import Path
 from typing import TextIO
@@ -30,3 +30,13 @@ def open_csv(path: Path) -> TextIO:
     newlines left to csv, fields of any length."""
     csv.field_size_limit(LONG_CSV_FIELD_LIMIT)  # process-wide, but only ever raised
     return open(path, newline="", encoding="utf-8-sig")
+
+
+def csv_rows_with(handle: TextIO, path: Path, columns: tuple[str, ...], fix: str) -> csv.DictReader:
+    """A DictReader over ``handle`` (``path`` opened by :func:`open_csv`) whose header holds every one of
+    ``columns``; else a one-line UserError naming those it lacks, then ``fix``."""
+    reader = csv.DictReader(handle)
+    lacking = [column for column in columns if column not in (reader.fieldnames or [])]
+    if lacking:
+        raise UserError(f"{path} lacks the column(s) {', '.join(lacking)}: {fix}")
+    return reader

@@ -16,7 +16,7 @@ import numpy as np
 from XRM.common.commands import command
 from XRM.common.errors import UserError
 from XRM.common.fileio import atomic_write_text
-from XRM.data.files import open_csv, require_file
+from XRM.data.files import csv_rows_with, open_csv, require_file
 
 COLUMNS = ("id", "filename", "split", "y", "a")
 #: the ``split`` code of each split a run uses (tr/va/te: train, validation, test)
@@ -131,10 +131,7 @@ def read_metadata_csv(path: Path, split_ids: Mapping[str, int] = SPLIT_IDS_BY_NA
                                                                   "<dataset>` first")
     required = ("split", "y", "a") if file_column is None else (file_column, "split", "y", "a")
     with open_csv(path) as handle:
-        reader = csv.DictReader(handle)
-        missing = [column for column in required if column not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path} lacks the column(s) {', '.join(missing)}: {fix}")
+        reader = csv_rows_with(handle, path, required, fix)
         rows = _checked_rows(path, reader, fix)
     splits = []
     for where, row in rows:
