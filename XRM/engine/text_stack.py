@@ -17,17 +17,13 @@ import torch
 from XRM.engine.evaluation_inputs import EvaluationInputs, TokenNetwork
 from XRM.engine.model_stacks import BACKBONE_EVALUATION_BATCH
 from XRM.engine.optimizers import SGD_MOMENTUM, build_lr_scheduler, decay_groups, optimizer_of_groups
-from XRM.networks.classifiers import TextClassifier
+from XRM.networks.classifiers import TextClassifier, bf16_on_cuda
 from XRM.networks.stacked_bert import StackedBert
 from XRM.networks.stacked_tokens import StackedTokens
 from XRM.networks.token_batches import TokenBatch
 
 #: the key of a run's dropout generator state in its optimiser state
 DROPOUT_GENERATOR = "dropout_generator"
-
-
-def _bf16_on_cuda(device: torch.device) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 class EveryRun(TokenNetwork):
@@ -48,7 +44,7 @@ class EveryRun(TokenNetwork):
         for start in range(0, rows, size):
             part = slice(start, start + size)
             texts = TokenBatch(batch.tokens[part], batch.lengths[part], batch.device_lengths[part], batch.right_padded)
-            with _bf16_on_cuda(texts.tokens.device):
+            with bf16_on_cuda(texts.tokens):
                 logits.append(self.stacked(StackedTokens.of([texts] * runs))[:, : len(texts.lengths)])
         return torch.cat(logits, dim=1).transpose(0, 1)
 
@@ -82,7 +78,7 @@ class TextStack:
         run h's rows past its own batch mean nothing)."""
         self.model.train(True)
         tokens = StackedTokens.of(batches)
-        with _bf16_on_cuda(batches[0].tokens.device):
+        with bf16_on_cuda(batches[0].tokens):
             return self.model(tokens, self.generators)[:, : max(tokens.run_rows)]
 
     @torch.inference_mode()
