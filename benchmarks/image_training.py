@@ -34,6 +34,7 @@ from benchmarks.backbone_step import image_model, time_steps  # noqa: E402
 from XRM.common.devices import resolve_device  # noqa: E402
 from XRM.data.image_decoders import image_decoder  # noqa: E402
 from XRM.data.metadata_table import table_from_rows, write_metadata_csv  # noqa: E402
+from XRM.networks.classifiers import use_cuda_graphs  # noqa: E402
 from XRM.results.records import run_directory  # noqa: E402
 from XRM.runs.spec import RunSpec  # noqa: E402
 from XRM.runs.train import train_stack  # noqa: E402
@@ -75,6 +76,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=221, help="steps of the long run (the short one has 21)")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--num_workers", type=int, default=8)
+    parser.add_argument("--no_cuda_graphs", action="store_true", help="launch every kernel of the ResNet's passes "
+                        "(default: replayed from CUDA graphs on a GPU, as main.py trains)")
     parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet18"],
                         help="resnet18: a quick check on a CPU")
     args = parser.parse_args()
@@ -85,7 +88,7 @@ def main() -> None:
     common = {"phase": 2, "dataset": "CelebA", "algorithm": "ERM", "group_labels": "yes", "seed": 0,
               "out_dir": str(run_directory(root / "out", "ERM", "CelebA", "yes")), "data_path": str(root / "data"),
               "device": str(device), "inputs": "images", "image_backbone": args.backbone, "backbone_weights": "none",
-              "num_workers": args.num_workers}
+              "num_workers": args.num_workers, "cuda_graphs": not args.no_cuda_graphs}
     # Two runs that differ only in length: start-up and their two evaluations (first and
     # last step) cancel out of the difference, which is pure training.
     short, long = 21, args.steps
@@ -97,10 +100,14 @@ def main() -> None:
         seconds[steps] = time.perf_counter() - start
     per_step = (seconds[long] - seconds[short]) / (long - short)
     x = torch.randint(0, 256, (args.batch_size, 3, 224, 224), dtype=torch.uint8, device=device)
-    alone = time_steps(image_model(args.backbone == "resnet18"), x, "sgd", 1e-4, 50, 10, device)
+    model = image_model(args.backbone == "resnet18").to(device)
+    graphed = device.type == "cuda" and not args.no_cuda_graphs
+    if graphed:
+        use_cuda_graphs(model, tuple(x.shape))
+    alone = time_steps(model, x, "sgd", 1e-4, 50, 10, device)
     print(f"device {device}, {args.images} JPEGs of {size / 1000:.1f} kB, batch {args.batch_size}, "
           f"{args.num_workers} workers, decoding {os.environ.get('XRM_IMAGE_DECODING', 'auto')} "
-          f"with {image_decoder().name}: "
+          f"with {image_decoder().name}, CUDA graphs {'on' if graphed else 'off'}: "
           f"{1 / per_step:.1f} steps/s, {args.batch_size / per_step:.0f} training images/s; model step alone "
           f"{args.batch_size / alone:.0f} images/s; data path at {alone / per_step:.0%} of it; "
           f"a {short}-step run with its 2 evaluations of {args.images * 2 // 5} images: {seconds[short]:.1f} s")

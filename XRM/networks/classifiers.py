@@ -7,9 +7,10 @@ from torch import nn
 from XRM.common.errors import UserError
 from XRM.networks.backbones import (DEFAULT_IMAGE_BACKBONE, DEFAULT_TEXT_MODEL, BackboneSpec, build_text_encoder,
                                     build_torchvision_backbone)
+from XRM.networks.graphed_passes import GraphedPasses
 from XRM.networks.packed_bert import packed_pooled_output, supports_packing
 from XRM.networks.packed_bert_graphs import PackedGraphs
-from XRM.networks.pixels import normalise_pixels
+from XRM.networks.pixels import normalise_pixels, pixel_statistics
 from XRM.networks.token_batches import TokenBatch
 
 #: dataset families whose networks are small (a head, an MLP): their runs train as stacks
@@ -58,23 +59,63 @@ def bf16_on_cuda(x: torch.Tensor) -> torch.autocast:
 
 
 class ImageClassifier(nn.Module):
-    """A torchvision ResNet whose ``fc`` is a zero-initialised head; channels_last and bf16 on CUDA."""
+    """A torchvision ResNet whose ``fc`` is a zero-initialised head; channels_last and bf16 on CUDA. After
+    :meth:`use_cuda_graphs`, the training pass on uint8 batches of one shape replays CUDA graphs."""
 
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
         backbone.fc = LinearHead(backbone.fc.in_features, num_classes)
         # A layout, not a device: harmless on CPU, and the fast path of cuDNN convolutions in bf16.
         self.backbone = backbone.to(memory_format=torch.channels_last)
+        self.graphs: GraphedPasses | None = None
+
+    def use_cuda_graphs(self, batch_shape: tuple[int, ...]) -> None:
+        """On CUDA, capture now the training pass (forward and backward) on uint8 pixel batches of
+        ``batch_shape`` [B, 3, H, W], and replay it for every such batch in training from then on
+        (XRM/networks/graphed_passes.py). Captured here, at set-up, not at the first batch: a capture
+        forbids CUDA calls from other threads, and a loader's threads bring the batches."""
+        device = next(self.parameters()).device
+        if device.type != "cuda":
+            return
+        self.graphs = GraphedPasses(_PixelPass(self.backbone, pixel_statistics(device)))
+        pixels = torch.randint(0, 256, batch_shape, dtype=torch.uint8, device=device)
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+        training = self.training
+        self.train(True)
+        self.graphs.capture(_graph_key(pixels, True), (pixels,))
+        self.train(training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [n, num_classes] of images [n, 3, H, W]: normalised floats, or uint8 pixels that are
         normalised here, on the device (a quarter of the bytes to copy there)."""
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.graphs is not None and torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+            key = _graph_key(x, self.training)
+            if self.graphs.replays(key):
+                return self.graphs(key, (x,))  # captured with its own autocast, float32 out
         if x.dtype == torch.uint8:
             x = normalise_pixels(x)
         with bf16_on_cuda(x):
             return self.backbone(x).float()
+
+
+def _graph_key(x: torch.Tensor, training: bool) -> tuple:
+    """What an image pass's capture depends on: the batch's shape, dtype and layout, and the mode."""
+    return tuple(x.shape), x.dtype, x.is_contiguous(memory_format=torch.channels_last), training
+
+
+class _PixelPass(nn.Module):
+    """uint8 pixels normalised (with statistics on the device) then ``backbone``: the pass a graph captures."""
+
+    def __init__(self, backbone: nn.Module, statistics: tuple[torch.Tensor, torch.Tensor]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.statistics = statistics
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The backbone's logits of ``pixels``."""
+        return self.backbone(normalise_pixels(pixels, self.statistics))
 
 
 #: dropout before the text head: bert-base-uncased's hidden_dropout_prob, which
@@ -144,11 +185,14 @@ class TextClassifier(nn.Module):
             return self.head(self.dropout(pooled)).float()
 
 
-def use_cuda_graphs(network: nn.Module) -> None:
-    """Let every text classifier in ``network`` replay its packed training passes from CUDA graphs on CUDA."""
+def use_cuda_graphs(network: nn.Module, image_batch_shape: tuple[int, ...] | None = None) -> None:
+    """Let every text classifier in ``network`` replay its packed training passes from CUDA graphs on CUDA,
+    and every image classifier its training pass on uint8 batches of ``image_batch_shape``, captured now."""
     for module in network.modules():
         if isinstance(module, TextClassifier):
             module.use_cuda_graphs()
+        elif isinstance(module, ImageClassifier) and image_batch_shape is not None:
+            module.use_cuda_graphs(image_batch_shape)
 
 
 class TwinNetwork(nn.Module):

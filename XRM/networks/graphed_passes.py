@@ -7,8 +7,10 @@ optimiser and the learning-rate schedule stay eager. (A small stack's whole step
 XRM/engine/captured_step.py.)
 
 A capture forbids CUDA calls from other threads while it runs (PyTorch's global capture
-mode; make_graphed_callables takes no other mode in PyTorch 2.11): used for
-inputs already on the device (token tensors), never beside a DataLoader's pinning thread.
+mode; make_graphed_callables takes no other mode in PyTorch 2.11): captured at the first batch
+for inputs already on the device (token tensors), never beside a DataLoader's pinning thread;
+images, whose batches a loader's threads bring, are captured before any loader runs
+(``capture``, at a run's set-up: their shape is known then).
 """
 from collections.abc import Hashable
 
@@ -40,12 +42,19 @@ class GraphedPasses:
         """How many keys have been captured so far."""
         return len(self.graphed)
 
+    def capture(self, key: Hashable, inputs: tuple[torch.Tensor, ...]) -> None:
+        """Capture the passes for ``key`` now, on ``inputs``' shapes, unless they are captured already."""
+        if key not in self.graphed:
+            self.graphed[key] = self._capture(inputs)
+
+    def replays(self, key: Hashable) -> bool:
+        """Whether the passes for ``key`` are captured."""
+        return key in self.graphed
+
     def __call__(self, key: Hashable, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """``module(*inputs)``, replayed (captured first when ``key`` is new)."""
-        graphed = self.graphed.get(key)
-        if graphed is None:
-            graphed = self.graphed[key] = self._capture(inputs)
-        return graphed(*inputs)
+        self.capture(key, inputs)
+        return self.graphed[key](*inputs)
 
     def _capture(self, inputs: tuple[torch.Tensor, ...]) -> nn.Module:
         if self.pool is None:

@@ -259,8 +259,11 @@ class StackTrainer:
             networks = _networks(members[0], data)
             network = TwinNetwork(*networks) if len(networks) == 2 else networks[0]
             self.model = ModuleStack(network, hparams[0], device, members[0].spec.num_workers)
-            if device.type == "cuda" and members[0].spec.cuda_graphs:
-                use_cuda_graphs(network)
+            if device.type == "cuda" and members[0].spec.cuda_graphs:  # images: captured now, before any loader
+                images = None
+                if data.family == "image":
+                    images = (hparams[0]["batch_size"], *input_shape(data.splits["tr"].x))
+                use_cuda_graphs(network, images)
             torch.manual_seed(members[0].spec.seed)  # a backbone's dropout draws from the global generators
         # text: every row's real length known on the host, so a step's batch skips padding without a synchronisation
         self.token_rows = TokenRows(self.train_split.x) if data.inputs == "tokens" and not data.small_model else None
