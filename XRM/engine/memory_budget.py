@@ -14,11 +14,21 @@ MEMORY_FRACTION = 0.5
 PARAMETER_COPIES = 6
 #: copies of a batch's activations held for the backward pass
 ACTIVATION_COPIES = 4
-#: activation values a BERT layer keeps per token and hidden unit for its backward pass: 17, Korthikanti
-#: et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", 34 bytes of 16-bit values
-#: per layer, attention scores left out: fused attention keeps none), plus TextStack's float dropout masks
-#: (2) and the attention inputs it spreads over rows (3), rounded up
-TEXT_ACTIVATION_VALUES = 24
+#: activation values a BERT layer keeps per real token and hidden unit for its backward pass when the
+#: tokens are packed: 17, Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
+#: Models", 34 bytes of 16-bit values per layer, attention scores left out: fused attention keeps none), plus
+#: TextStack's float dropout masks (2), rounded up
+PACKED_TOKEN_VALUES = 20
+#: values per attention position (a text's row of the token cache's width, every position, fillers too) and
+#: hidden unit a packed layer keeps: the queries, keys and values spread over the rows, and the attention's
+#: output there
+ATTENTION_POSITION_VALUES = 4
+#: activation values per token and hidden unit of a BERT layer on full-length rows (not packed): the two
+#: above together, every position a token
+TEXT_ACTIVATION_VALUES = PACKED_TOKEN_VALUES + ATTENTION_POSITION_VALUES
+#: a batch's packed tokens are planned at their mean plus this many standard deviations of a sum of that
+#: many lengths drawn from the split (exceeded at a step with probability under 1e-9, by the normal bound)
+TOKEN_SPREAD = 6.0
 #: steps planned at once (an evaluation period), per run: indices, labels, groups, mask, uniforms
 PLANNED_STEP_BYTES = 5 * 8
 
@@ -37,16 +47,40 @@ def free_memory(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def packed_tokens_bound(inputs: torch.Tensor, batch: int) -> int:
+    """The real tokens a batch of ``batch`` rows drawn from the token rows ``inputs`` [n, L, 3] is planned to
+    hold: ``batch`` x mean length + TOKEN_SPREAD x sqrt(``batch``) x the lengths' standard deviation, at most
+    ``batch`` x L."""
+    lengths = inputs[..., 1].sum(dim=1, dtype=torch.float64)
+    spread = lengths.std().item() if len(lengths) > 1 else 0.0
+    planned = batch * lengths.mean().item() + TOKEN_SPREAD * batch ** 0.5 * spread
+    return min(int(planned) + 1, batch * inputs.shape[1])
+
+
 def _activation_values(network: torch.nn.Module, batch: int, inputs, networks_per_run: int) -> int:
     """How many activation values a training step of ``network`` keeps for its backward pass (an upper
-    estimate): a text classifier's per token of a batch of full-length rows of ``inputs`` [n, L, 3]."""
+    estimate): a text classifier's per real token of a packed batch of token rows ``inputs`` [n, L, 3] and
+    per position of its attention rows (each text's, and a spare one), or per position of full-length rows."""
     if isinstance(network, TextClassifier):
         config = network.encoder.config
-        tokens = batch * inputs.shape[1]
-        return tokens * config.hidden_size * config.num_hidden_layers * TEXT_ACTIVATION_VALUES * networks_per_run
+        if network.packs:  # real tokens, and attention rows of the full width (each text's, and a spare one)
+            per_layer = (packed_tokens_bound(inputs, batch) * PACKED_TOKEN_VALUES
+                         + (batch + 1) * inputs.shape[1] * ATTENTION_POSITION_VALUES)
+        else:  # every position of full-length rows
+            per_layer = batch * inputs.shape[1] * TEXT_ACTIVATION_VALUES
+        return per_layer * config.hidden_size * config.num_hidden_layers * networks_per_run
     widths = sum(m.out_features for m in network.modules() if isinstance(m, torch.nn.Linear))
     in_features = next(m.in_features for m in network.modules() if isinstance(m, torch.nn.Linear))
     return batch * (in_features + widths * networks_per_run) * ACTIVATION_COPIES
+
+
+def network_bytes(network: torch.nn.Module, networks_per_run: int, batch: int, inputs, dtype: torch.dtype) -> int:
+    """An upper estimate of what a run's networks (``networks_per_run`` like ``network``) hold on the device while
+    training on batches of ``batch`` rows of ``inputs``: PARAMETER_COPIES of their parameters and a step's
+    activations, in ``dtype``."""
+    parameters = sum(p.numel() for p in network.parameters()) * networks_per_run
+    activations = _activation_values(network, batch, inputs, networks_per_run)
+    return torch.empty((), dtype=dtype).element_size() * (parameters * PARAMETER_COPIES + activations)
 
 
 def run_bytes(member, data, network: torch.nn.Module, dtype: torch.dtype) -> int:
@@ -54,14 +88,11 @@ def run_bytes(member, data, network: torch.nn.Module, dtype: torch.dtype) -> int
     network of the stack's architecture (every run of a stack has the same)."""
     cls = get_algorithm_class(member.spec.algorithm)
     hparams = member.setup.hparams
-    parameters = sum(p.numel() for p in network.parameters()) * cls.networks_per_run
     batch = hparams["batch_size"]
-    activations = _activation_values(network, batch, data.splits["tr"].x, cls.networks_per_run)
     n_train = len(data.splits["tr"])
     state = n_train * (data.num_classes * 2 + 4)  # MAT's shift, XRM's labels and twins, groups
-    itemsize = torch.empty((), dtype=dtype).element_size()
     planned = hparams["eval_every"] * batch * PLANNED_STEP_BYTES
-    return itemsize * (parameters * PARAMETER_COPIES + activations) + 8 * state + planned
+    return network_bytes(network, cls.networks_per_run, batch, data.splits["tr"].x, dtype) + 8 * state + planned
 
 
 def split_to_fit(members: list, data, stack_size: int | None, device: torch.device, dtype: torch.dtype) -> list[list]:
