@@ -11,6 +11,7 @@ main.py trains. Prints steps/s and images/s or tokens/s.
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -51,6 +52,11 @@ def time_steps(model: torch.nn.Module, x: torch.Tensor, optimizer: str, lr: floa
         losses, _ = algorithm.loss(stack.forward(x), batch, {}, {})  # the classifiers' forward pass in bf16 on CUDA
         stack.step(losses.sum())
 
+    return timed(step, steps, warmup, device)
+
+
+def timed(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> float:
+    """Seconds per call of ``step``, averaged over ``steps`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         step()
     if device.type == "cuda":

@@ -12,7 +12,8 @@ run's mean cross-entropy (summed: each run's gradient is its own), the backward 
 run's AdamW (torch's fused kernel on CUDA) with its own learning rate, weight decay and schedule,
 over views of the stacked tensors (XRM/engine/text_stack.py). Dropout as BERT's (0.1), each run
 drawing from its own generator. ``--single`` times today's path for one run instead: TextClassifier's packed
-pass replayed from CUDA graphs (XRM/networks/packed_bert_graphs.py), fused AdamW.
+pass replayed from CUDA graphs (XRM/networks/packed_bert_graphs.py), fused AdamW, timed once its token
+counts are captured (a run's steady state: its first steps capture, the rest replay).
 
 Runs of different batch sizes (``--paper_batch_sizes``: each drawn 2^U(4, 6), 16 to 64 texts, as
 the paper draws them) share a stack without padding to the largest: each run's packed tokens are
@@ -21,6 +22,7 @@ its real ones rounded up to a multiple of 16 (the share of fillers is printed).
 import argparse
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from text_training import MAX_LENGTH, TINY_BERT_SIZES, civilcomments_like_lengths  # noqa: E402
 
 from XRM.common.devices import resolve_device  # noqa: E402
+from XRM.engine.memory_budget import network_bytes  # noqa: E402
 from XRM.engine.optimizers import build_optimizer  # noqa: E402
 from XRM.networks.classifiers import TextClassifier  # noqa: E402
 from XRM.engine.text_stack import TextStack  # noqa: E402
@@ -70,16 +73,19 @@ def classifiers(count: int, config, device: torch.device) -> list[TextClassifier
 
 
 def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps: int, warmup: int,
-               grouped: bool) -> tuple[float, float]:
-    """Real tokens per second of ``runs`` stacked runs and the mean share of filler tokens in their stack."""
+               grouped: bool, profile: bool = False) -> tuple[float, float]:
+    """Real tokens per second of ``runs`` stacked runs and the mean share of filler tokens in their stack;
+    ``profile``: also print where the timed steps' time went (torch.profiler, top operators)."""
     device = rows.tokens.device
     hparams = {"optimizer": "adamw", "lr": LR, "weight_decay": WEIGHT_DECAY, "num_steps": 60001, "lr_schedule": "text"}
     stack = TextStack(classifiers(runs, config, device), [hparams] * runs, list(range(100, 100 + runs)), device, grouped)
     draws = [torch.Generator().manual_seed(run) for run in range(runs)]
     tokens = fillers = 0.0
+    profiler = torch.profiler.profile(activities=_activities(device)) if profile else nullcontext()
     for step in range(warmup + steps):
         if step == warmup:
             _synchronize(device)
+            profiler.__enter__()
             start, tokens, fillers = time.perf_counter(), 0.0, 0.0
         batches = [draw_batch(rows, size, generator) for size, generator in zip(batch_sizes, draws)]
         labels = [_to_device(torch.randint(CLASSES, (size,), generator=generator), device)
@@ -90,29 +96,68 @@ def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps
         tokens += real
         fillers += 1 - real / sum(packed_count(batch.real_tokens) for batch in batches)
     _synchronize(device)
-    return tokens / (time.perf_counter() - start), fillers / steps
+    seconds = time.perf_counter() - start
+    profiler.__exit__(None, None, None)
+    if profile:
+        _print_profile(profiler, device, steps)
+    return tokens / seconds, fillers / steps
 
 
-def time_single(batch_size: int, config, rows: TokenRows, steps: int, warmup: int) -> float:
-    """Real tokens per second of one run trained today's way (packed tokens, CUDA graphs on a GPU)."""
+def _activities(device: torch.device) -> list:
+    """What the profiler records: the host's operators, and the GPU's kernels on CUDA."""
+    cuda = [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []
+    return [torch.profiler.ProfilerActivity.CPU, *cuda]
+
+
+def _print_profile(profiler, device: torch.device, steps: int) -> None:
+    """The top operators by device time (host time on a CPU), and the kernels launched per step."""
+    averages = profiler.key_averages()
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(averages.table(sort_by=sort, row_limit=30, max_name_column_width=60))
+    if device.type == "cuda":
+        kernels = sum(event.count for event in averages if event.device_type == torch.autograd.DeviceType.CUDA)
+        print(f"kernels on the GPU: {kernels / steps:.0f} a step")
+
+
+#: one run today's way warms up until this many steps in a row captured no new token count (at most
+#: MAX_CAPTURE_WARMUP steps): its timed steps then replay graphs only, as a run does after its first steps
+QUIET_STEPS, MAX_CAPTURE_WARMUP = 20, 400
+
+
+def time_single(batch_size: int, config, rows: TokenRows, steps: int, warmup: int) -> tuple[float, int]:
+    """Real tokens per second of one run trained today's way (packed tokens, CUDA graphs on a GPU), after
+    ``warmup`` steps and, with graphs, until no new token count has been captured for QUIET_STEPS steps; and
+    how many counts it captured."""
     device = rows.tokens.device
     network = classifiers(1, config, device)[0]
     network.use_cuda_graphs()
     optimizer = build_optimizer(network, "adamw", LR, WEIGHT_DECAY)
     generator = torch.Generator().manual_seed(0)
-    tokens = 0
-    for step in range(warmup + steps):
-        if step == warmup:
-            _synchronize(device)
-            start, tokens = time.perf_counter(), 0
+
+    def step() -> int:
         batch = draw_batch(rows, batch_size, generator)
         labels = _to_device(torch.randint(CLASSES, (batch_size,), generator=generator), device)
         F.cross_entropy(network(batch), labels).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens += batch.real_tokens
+        return batch.real_tokens
+
+    captures = lambda: network.graphs.captures if network.graphs is not None else 0  # noqa: E731
+    for _ in range(warmup):
+        step()
+    quiet = 0
+    for _ in range(MAX_CAPTURE_WARMUP if network.graphs is not None and device.type == "cuda" else 0):
+        before = captures()
+        step()
+        quiet = quiet + 1 if captures() == before else 0
+        if quiet == QUIET_STEPS:
+            break
     _synchronize(device)
-    return tokens / (time.perf_counter() - start)
+    start, tokens = time.perf_counter(), 0
+    for _ in range(steps):
+        tokens += step()
+    _synchronize(device)
+    return tokens / (time.perf_counter() - start), captures()
 
 
 def _synchronize(device: torch.device) -> None:
@@ -137,6 +182,8 @@ def main() -> None:
     parser.add_argument("--per_run_products", action="store_true", help="every linear layer as one matrix product "
                         "per run instead of one grouped product")
     parser.add_argument("--tiny", action="store_true", help="a 1-layer, 32-wide BERT: checks the script on a CPU")
+    parser.add_argument("--profile", action="store_true", help="print where the largest stack's timed steps spend "
+                        "their time (torch.profiler's top operators)")
     args = parser.parse_args()
     from transformers import BertConfig
 
@@ -147,22 +194,32 @@ def main() -> None:
     print(f"device {device}, {'tiny BERT' if args.tiny else 'BERT-base'}, {args.texts} texts (mean "
           f"{rows.lengths.float().mean():.1f} tokens), {args.steps} timed steps after {args.warmup}, dropout "
           f"{config.hidden_dropout_prob}, linear layers {'per run' if args.per_run_products else 'grouped'}")
-    for runs in [int(value) for value in args.runs.split(",")]:
+    stack_sizes = [int(value) for value in args.runs.split(",")]
+    # the engine's memory estimate of a run (XRM/engine/memory_budget.py), beside the measured peak on CUDA
+    template, host_rows = (classifiers(1, config, torch.device("cpu"))[0], rows.tokens.cpu()) \
+        if device.type == "cuda" else (None, None)
+    for runs in stack_sizes:
         rng = np.random.default_rng(runs)
         sizes = ([int(2 ** rng.uniform(4, 6)) for _ in range(runs)] if args.paper_batch_sizes
                  else [args.batch_size] * runs)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        speed, fillers = time_stack(runs, sizes, config, rows, args.steps, args.warmup, not args.per_run_products)
-        memory = f", GPU memory at most {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB" \
-            if device.type == "cuda" else ""
+        profile = args.profile and runs == max(stack_sizes)
+        speed, fillers = time_stack(runs, sizes, config, rows, args.steps, args.warmup, not args.per_run_products,
+                                    profile)
+        memory = ""
+        if device.type == "cuda":
+            estimate = sum(network_bytes(template, 1, size, host_rows, torch.float32) for size in sizes)
+            memory = (f", GPU memory at most {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB (the "
+                      f"engine's estimate: {estimate / 2 ** 30:.1f} GiB)")
         print(f"{runs} stacked runs, batch sizes {sizes}: {speed / 1000:.1f}k real tokens/s together, "
               f"{speed / runs / 1000:.1f}k per run; filler tokens {fillers:.1%} of the packed ones{memory}")
         torch.cuda.empty_cache() if device.type == "cuda" else None
     if args.single:
-        speed = time_single(args.batch_size, config, rows, args.steps, args.warmup)
-        print(f"one run today's way (packed, CUDA graphs {'on' if device.type == 'cuda' else 'off'}), batch "
-              f"{args.batch_size}: {speed / 1000:.1f}k real tokens/s")
+        speed, captured = time_single(args.batch_size, config, rows, args.steps, args.warmup)
+        graphs = f"CUDA graphs on, {captured} token counts captured before the timed steps" \
+            if device.type == "cuda" else "CUDA graphs off"
+        print(f"one run today's way (packed, {graphs}), batch {args.batch_size}: {speed / 1000:.1f}k real tokens/s")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ Measured (each once, on this machine):
   (images 32, 64, 128; text 16, 32, 64) through our training step (benchmarks/backbone_step.py's
   time_steps: ModuleStack, ERM, the family's optimiser, bf16 and channels_last on CUDA, CUDA graphs
   for packed BERT as main.py trains), on uint8 images already on the device or a batch of token rows
-  whose lengths are the dataset's length quantiles. "Before" uses today's single-run step; "after"
-  uses the measurement named by --after_training (default the same single-run step: a stacked
-  backbone step plugs in here, see TRAINING_MEASUREMENTS);
+  whose lengths are the dataset's length quantiles. "Before" uses the single-run step with a ResNet's
+  kernels launched one by one; "after" uses the measurement named by --after_training (default
+  main.py's step: the ResNet's passes replayed from CUDA graphs; ``stacked-text``: text runs trained
+  8 to a stack; other steps plug in through TRAINING_MEASUREMENTS);
 - evaluation: benchmarks/evaluation_speed.py's rates (today's streamed pass; the prepared pass and its
   one-off preparation) on generated CelebA-sized images, MultiNLI-like and CivilComments-like rows.
 
@@ -35,16 +36,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
-from benchmarks.backbone_step import image_model, text_model, time_steps  # noqa: E402
+from benchmarks.backbone_step import image_model, text_model, time_steps, timed  # noqa: E402
 from benchmarks.evaluation_cost import RunSize  # noqa: E402
 from benchmarks.evaluation_speed import (EvaluationRates, device_line, image_rates,  # noqa: E402
                                          mean_test_passes, measurement_options, multinli_like_tokens, parsed,
                                          run_evaluation_seconds, scaled, text_rates, token_rows)
 from benchmarks.text_training import MAX_LENGTH, civilcomments_like_lengths  # noqa: E402
 from XRM.common.devices import resolve_device  # noqa: E402
-from XRM.networks.classifiers import use_cuda_graphs  # noqa: E402
+from XRM.engine.text_stack import TextStack  # noqa: E402
+from XRM.networks.classifiers import TextClassifier, use_cuda_graphs  # noqa: E402
+from XRM.networks.token_batches import TokenBatch  # noqa: E402
 
 PHASE_1_RUNS = 10
 COMBINATIONS, MORE_SEEDS = 10, 9
@@ -100,6 +104,7 @@ class Throughputs:
     step_before: dict[int, float]
     step_after: dict[int, float]
     evaluation: EvaluationRates
+    phase_1_after: dict[int, float] | None = None  # XRM's twins, where "after" trains them otherwise than step_after
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,8 @@ NO_HOURS = Hours(0.0, 0.0, 0.0, 0.0)
 def run_hours(protocol: DatasetProtocol, phase: int, throughputs: Throughputs, tested: float) -> Hours:
     """GPU-hours of one run:
 
-    training = S x m x E[t(B)] (S steps, m networks: 2 for XRM's twins, t from :func:`mean_step_seconds`);
+    training = S x m x E[t(B)] (S steps, m networks: 2 for XRM's twins, t from :func:`mean_step_seconds`;
+    after, phase 1: ``phase_1_after`` where the "after" measurement does not stack twins);
     evaluation, phase 2 = :func:`benchmarks.evaluation_speed.run_evaluation_seconds`: before
     E x (V + T) / r_streamed; after (V + T) x p + (E x V + tested x T) / r_prepared (E evaluations, V and T
     the validation and test sizes, p the preparation's seconds per example); phase 1 = one pass of the
@@ -139,7 +145,8 @@ def run_hours(protocol: DatasetProtocol, phase: int, throughputs: Throughputs, t
     size, (low, high) = protocol.size, protocol.batch_exponents
     networks = 2 if phase == 1 else 1
     train_before = size.num_steps * networks * mean_step_seconds(throughputs.step_before, low, high)
-    train_after = size.num_steps * networks * mean_step_seconds(throughputs.step_after, low, high)
+    after = throughputs.phase_1_after if phase == 1 and throughputs.phase_1_after else throughputs.step_after
+    train_after = size.num_steps * networks * mean_step_seconds(after, low, high)
     rates = throughputs.evaluation
     if phase == 1:
         examples = networks * (protocol.train + size.validation)
@@ -177,6 +184,8 @@ FULL, QUICK = Effort(30, 10), Effort(2, 1)
 #: name -> (network factory, a batch on the device, optimiser, device, effort) -> seconds per step of ONE run
 TrainingMeasurement = Callable[[Callable[[], torch.nn.Module], torch.Tensor, str, torch.device, Effort], float]
 TRAINING_MEASUREMENTS: dict[str, TrainingMeasurement] = {}
+#: measurements that stack runs of one network only: XRM's twins (phase 1) keep today's step under them
+SINGLE_NETWORK_RUNS = {"stacked-text"}
 
 
 def training_measurement(name: str) -> Callable[[TrainingMeasurement], TrainingMeasurement]:
@@ -190,15 +199,58 @@ def training_measurement(name: str) -> Callable[[TrainingMeasurement], TrainingM
     return register
 
 
+def one_run_step(network: Callable[[], torch.nn.Module], x: torch.Tensor, optimizer: str, device: torch.device,
+                 effort: Effort, graphed_images: bool) -> float:
+    """Seconds per training step of one run (benchmarks/backbone_step.py's time_steps): on CUDA a packed
+    BERT's passes replayed from CUDA graphs, and with ``graphed_images`` a ResNet's too (captured for
+    ``x``'s shape)."""
+    model = network().to(device)
+    if device.type == "cuda":
+        use_cuda_graphs(model, tuple(x.shape) if graphed_images else None)
+    return time_steps(model, x, optimizer, 1e-5, effort.steps, effort.warmup, device)
+
+
 @training_measurement("single-run")
 def single_run_step(network: Callable[[], torch.nn.Module], x: torch.Tensor, optimizer: str,
                     device: torch.device, effort: Effort) -> float:
-    """Today's training step of one run (benchmarks/backbone_step.py's time_steps; CUDA graphs for packed
-    BERT on CUDA, as main.py trains)."""
-    model = network()
-    if device.type == "cuda":
-        use_cuda_graphs(model)
-    return time_steps(model, x, optimizer, 1e-5, effort.steps, effort.warmup, device)
+    """The training step of one run before the ResNet's passes were captured (a ResNet's kernels launched
+    one by one; CUDA graphs for packed BERT)."""
+    return one_run_step(network, x, optimizer, device, effort, graphed_images=False)
+
+
+@training_measurement("main.py")
+def default_step(network: Callable[[], torch.nn.Module], x: torch.Tensor, optimizer: str,
+                 device: torch.device, effort: Effort) -> float:
+    """One run's training step as main.py trains it by default: CUDA graphs for packed BERT, and a ResNet's
+    passes captured for the batch's shape, on CUDA."""
+    return one_run_step(network, x, optimizer, device, effort, graphed_images=True)
+
+
+#: runs a stacked text step trains at once (``--after_training stacked-text``): a sweep's 10
+#: combinations fit an H100 as stacks of this many at batch 32 (25.8 GiB measured for 8)
+STACKED_TEXT_RUNS = 8
+
+
+@training_measurement("stacked-text")
+def stacked_text_step(network: Callable[[], torch.nn.Module], x: torch.Tensor, optimizer: str,
+                      device: torch.device, effort: Effort) -> float:
+    """Text: the seconds per step of ``STACKED_TEXT_RUNS`` runs trained as one stack (XRM/engine/text_stack.py,
+    each run on the batch ``x``, its own dropout; main.py's --stack_text_runs), divided by the runs; images:
+    main.py's default step."""
+    first = network()
+    if not isinstance(first, TextClassifier):
+        return default_step(lambda: first, x, optimizer, device, effort)
+    models = [first, *(network() for _ in range(STACKED_TEXT_RUNS - 1))]
+    hparams = {"optimizer": optimizer, "lr": 1e-5, "weight_decay": 1e-4, "num_steps": effort.warmup + effort.steps}
+    stack = TextStack(models, [hparams] * len(models), list(range(len(models))), device)
+    batch = TokenBatch.measured(x)
+    labels = torch.randint(0, 2, (len(x),), device=device)
+
+    def step() -> None:
+        logits = stack.forward([batch] * len(models))
+        stack.step(sum(F.cross_entropy(logits[run, : len(x)], labels) for run in range(len(models))))
+
+    return timed(step, effort.steps, effort.warmup, device) / len(models)
 
 
 def quantile_lengths(lengths: np.ndarray, count: int) -> np.ndarray:
@@ -245,7 +297,8 @@ def measure_kind(kind: Kind, exponents: tuple[int, int], after: str, device: tor
     before = {b: single_run_step(kind.network, kind.batch(b), kind.optimizer, device, effort) for b in sizes}
     measured = before if after == "single-run" else {
         b: TRAINING_MEASUREMENTS[after](kind.network, kind.batch(b), kind.optimizer, device, effort) for b in sizes}
-    return Throughputs(before, measured, kind.evaluation())
+    twins = before if after in SINGLE_NETWORK_RUNS else None
+    return Throughputs(before, measured, kind.evaluation(), twins)
 
 
 # ---------------------------------------------------------------- the table
@@ -276,8 +329,9 @@ def main() -> int:
     """Measure the throughputs, print them and the GPU-hours table; 0."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      parents=[measurement_options(0.25)])
-    parser.add_argument("--after_training", default="single-run", choices=sorted(TRAINING_MEASUREMENTS),
-                        help="how the 'after' training step is measured (default: today's single-run step)")
+    parser.add_argument("--after_training", default="main.py", choices=sorted(TRAINING_MEASUREMENTS),
+                        help="how the 'after' training step is measured (default: main.py's default step, "
+                        "ResNet passes captured as CUDA graphs; stacked-text: text runs stacked 8 at a time)")
     parser.add_argument("--quick", action="store_true", help="tiny models, 0.0005 of the splits, 2 timed steps, "
                         "on the CPU unless --device says otherwise: checks the script, not the GPU-hours")
     args = parsed(parser)

@@ -80,3 +80,12 @@ def test_quantile_batches_and_token_rows():
     assert rows[..., 1].tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]]
     assert rows[..., 2].tolist() == [[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 0]]
     assert (rows[..., 0] == 0).tolist() == (rows[..., 1] == 0).tolist()  # ids only on real tokens
+
+
+def test_xrm_twins_keep_todays_step_where_the_after_measurement_stacks_single_networks():
+    halved = {b: s / 2 for b, s in LINEAR.items()}
+    stacked = Throughputs(LINEAR, halved, RATES, phase_1_after=LINEAR)
+    phase_1, phase_2 = run_hours(PROTOCOL, 1, stacked, tested=2), run_hours(PROTOCOL, 2, stacked, tested=2)
+    assert phase_1.train_after == pytest.approx(phase_1.train_before)  # the twins are not stacked: no saving
+    assert phase_2.train_after == pytest.approx(phase_2.train_before / 2)
+
