@@ -5,6 +5,7 @@ and LaTeX (booktabs, a standalone document). Reads records only; never trains, n
 import statistics
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,10 +62,11 @@ class TableCell:
         """Whether the folder lacks the setting's criterion and was selected by its va_wga instead."""
         return self.summary.metric != self.selection
 
-    @property
+    @cached_property
     def group_inference(self) -> str | None:
         """The phase-1 algorithm whose inferred groups the runs read, None where they read none
-        (XRM.results.table1_settings.group_inference_of)."""
+        (XRM.results.table1_settings.group_inference_of: it reads the phase-1 run's results file, once
+        per cell, however often the table's three files and their footers ask)."""
         return group_inference_of(self.summary.runs[0].header)
 
     def published(self) -> Published | None:

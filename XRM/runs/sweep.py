@@ -167,9 +167,12 @@ def plan_stacks(runs: list[RunSpec], stack_size: int | None = None) -> list[list
     stacks = []
     for key, group in groups.items():
         family = families[key]
-        together = [run for run in group if training_family(get_algorithm_class(run.algorithm), family)
-                    in STACKED_FAMILIES or run.trains_in_text_stack(family)]
+        together, alone = [], []
+        for run in group:
+            stacked = (training_family(get_algorithm_class(run.algorithm), family) in STACKED_FAMILIES
+                       or run.trains_in_text_stack(family))
+            (together if stacked else alone).append(run)
         size = stack_size or max(len(together), 1)
         stacks += [together[i : i + size] for i in range(0, len(together), size)]
-        stacks += [[run] for run in group if run not in together]
+        stacks += [[run] for run in alone]
     return stacks
