@@ -57,9 +57,10 @@ class TrainingOptions:
                                       cli_default="auto", metavar="N|auto")
     dtype: str = _option("float32", "precision of the small models' training (float64: exact comparisons, on the CPU)",
                          choices=DTYPES)
-    # on a GPU, replay a small stack's step / a packed BERT's pass as CUDA graphs
+    # on a GPU, replay a small stack's step / a packed BERT's pass / a ResNet's pass as CUDA graphs
     cuda_graphs: bool = _option(True, "on a GPU, launch every kernel of each step (default: replay a small stack's "
-                                      "step, and a packed BERT's forward and backward pass, as CUDA graphs)",
+                                      "step, and a packed BERT's or a ResNet's forward and backward pass, as CUDA "
+                                      "graphs)",
                                 flag="--no_cuda_graphs", action="store_false")
     checkpoint_seconds: float = _option(DEFAULT_CHECKPOINT_SECONDS, "save each run's checkpoint at the first evaluation "
                                         "S seconds after the last one (0: at every evaluation); a resumed run loses at "
@@ -71,10 +72,11 @@ class TrainingOptions:
     tensorboard: bool = _option(False, "also write each run's records as TensorBoard scalars, one folder per run: "
                                        "<run folder>/tensorboard/hpcomb_<k>_seed<s>/ (needs the tensorboard package)",
                                 action="store_true")
-    stack_text_runs: bool = _option(False, "experimental, not yet measured on a GPU: train the phase-2 BERT runs of one "
-                                           "text dataset (one network per run) together as one stack, each with its own "
-                                           "hyper-parameters, batches and dropout generator (split by --stack_size and "
-                                           "memory); by default each text run trains alone", action="store_true")
+    stack_text_runs: bool = _option(False, "experimental, no faster yet on an H100 than runs alone: train the "
+                                           "phase-2 BERT runs of one text dataset (one network per run) together as "
+                                           "one stack, each with its own hyper-parameters, batches and dropout "
+                                           "generator (split by --stack_size and memory); by default each text run "
+                                           "trains alone", action="store_true")
     # the command line's --hparams JSON object, parsed (XRM.cli.entry_point.parse_hparams)
     hparams_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
     resume: bool = False  # main.py --resume; reproduce.py always resumes
