@@ -148,7 +148,7 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     assert commands(installed) == [("main.py", "--phase 1 --made_up 1"), ("XRM/read_results.py", "--out_dir out --tabel md")]
     assert unknown_flags(*found[0]) == {"--made_up_flag"}
     assert unknown_flags(*found[1]) == {"--tabel"}
-    assert unknown_flags("reproduce.py", "--true_groups --num_seeds=3 --status") == {"--status"}
+    assert unknown_flags("reproduce.py", "--true_groups --num_seeds=3 --phase 2") == {"--phase"}
     page = tmp_path / "page.md"
     page.write_text("# A page\n\n## Two `words`: here\n\nSee [x](missing.md), ![y](figures/none.png), "
                     "[z](#two-words-here), [w](#nowhere), `[code](not_a_link.md)` and [u](https://example.org).\n")

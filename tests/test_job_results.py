@@ -78,7 +78,7 @@ def test_status_reports_a_planted_result_as_failed_and_runs_nothing(script, tmp_
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"failed  {RUN}  (stack 0)  unreadable job result {path} (it asks to load posix.system); it was not loaded",
-        "0 done, 0 running, 0 pending, 1 failed, 0 not launched (1 runs; unfinished ones in 1 stacks)"]
+        "0 done, 0 running, 0 pending, 1 failed, 0 stopped, 0 not launched (1 runs; unfinished ones in 1 stacks)"]
     assert not marker.exists()
 
 

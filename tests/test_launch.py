@@ -156,7 +156,7 @@ def test_status_reads_states_back_from_disk_and_the_index(two_gpu_sweep):
         "failed        toy/seed2  ValueError: toy failure at step 1",
         "done          toy/seed3",
         "not launched  toy/seed4",
-        "3 done, 0 running, 0 pending, 1 failed, 1 not launched (5 runs)",
+        "3 done, 0 running, 0 pending, 1 failed, 0 stopped, 1 not launched (5 runs)",
     ]
 
 
@@ -314,7 +314,7 @@ def test_status_shows_why_a_pending_slurm_job_waits(tmp_path, monkeypatch):
         "pending  toy/seed0  (stack 0)  (Resources)",
         "pending  toy/seed1  (stack 1)",
         "done     toy/seed2",
-        "1 done, 0 running, 2 pending, 0 failed, 0 not launched (3 runs; unfinished ones in 2 stacks)",
+        "1 done, 0 running, 2 pending, 0 failed, 0 stopped, 0 not launched (3 runs; unfinished ones in 2 stacks)",
     ]
 
 

@@ -381,3 +381,87 @@ def test_a_folder_of_one_group_inference_refuses_the_other(protocol, capsys):
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: {out} holds a protocol built on XRM's groups") and "another --out_dir" in line
     assert sorted(out.rglob("*.json")) == before and not (out / "EIIL").exists()
+
+
+def _status(args: list[str], capsys) -> list[str]:
+    """reproduce.py --status's lines (exit status 0)."""
+    assert reproduce_here([*args, "--status"]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+SWEEPS_TITLE = ("phase 2 sweeps (MAT on group_labels_yes, ERM on group_labels_yes, ERM on group_labels_inferred, "
+                "GroupDRO on group_labels_inferred)")
+SEEDS_TITLE = "2 seeds of each setting's selected combination"
+
+
+def test_status_before_the_protocol_starts_lists_stage_1_and_writes_nothing(tmp_path, capsys):
+    data = make_features(tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    assert _status(reproduce_args(data, out), capsys) == [
+        f"no reproduce command is running on {out}; run the same command without --status to go on",
+        "stage 1/4 phase 1 (XRM): 2 runs: 0 done, 0 running, 0 pending, 0 failed, 0 stopped, 2 not launched",
+        f"stage 2/4 {SWEEPS_TITLE}: waits for the stages above",
+        f"stage 3/4 {SEEDS_TITLE}: waits for the stages above",
+        "stage 4/4 tables and plots: not written yet"]
+    assert not out.exists()
+
+
+def test_status_of_a_finished_protocol_counts_every_run_done(protocol, capsys):
+    data, out, _ = protocol
+    assert _status(reproduce_args(data, out), capsys) == [
+        f"no reproduce command is running on {out}",
+        "stage 1/4 phase 1 (XRM): 2 runs: 2 done, 0 running, 0 pending, 0 failed, 0 stopped, 0 not launched",
+        f"stage 2/4 {SWEEPS_TITLE}: 8 runs: 8 done, 0 running, 0 pending, 0 failed, 0 stopped, 0 not launched",
+        # seed 0 of each setting's selected combination (4 folders) and seed 1 of each
+        f"stage 3/4 {SEEDS_TITLE}: 8 runs: 8 done, 0 running, 0 pending, 0 failed, 0 stopped, 0 not launched",
+        f"stage 4/4 tables and plots: {out / 'table1.csv'}, {out / 'table1.md'}, {out / 'table1.tex'}"]
+
+
+def test_status_while_a_protocol_runs_names_the_runs_being_trained_and_those_stopped(protocol, tmp_path, capsys):
+    from XRM.runs.lock import try_lock, unlock
+
+    data, full_out, _ = protocol
+    out = tmp_path / "out"
+    shutil.copytree(full_out, out)
+    for path in out.glob("table1.*"):
+        path.unlink()
+    mat = out / "MAT" / "tiny" / "group_labels_yes"
+    (trained,) = mat.glob("done_hpcomb_*_seed1")
+    trained.unlink()  # as if seed 1 were being trained now
+    name = trained.name.removeprefix("done_")
+    erm = out / "ERM" / "tiny" / "group_labels_yes"
+    (stopped,) = erm.glob("done_hpcomb_*_seed1")
+    stopped.unlink()  # as if a process training seed 1 had been killed (its results file stays)
+    # as the reproduce.py still running, and the process training MAT's seed 1, hold them
+    handles = [try_lock(out / ".lock_reproduce"), try_lock(mat / f".lock_{name}")]
+    try:
+        lines = _status(reproduce_args(data, out), capsys)
+    finally:
+        for handle in handles:
+            unlock(handle)
+    assert lines[0] == f"a reproduce command is running on {out}"
+    assert lines[3:] == [
+        f"stage 3/4 {SEEDS_TITLE}: 8 runs: 6 done, 1 running, 0 pending, 0 failed, 1 stopped, 0 not launched",
+        f"  running  MAT/tiny/group_labels_yes/{name}",
+        f"  stopped  ERM/tiny/group_labels_yes/{stopped.name.removeprefix('done_')}  started, not finished, and no "
+        "process trains it; run its command again to resume it",
+        "stage 4/4 tables and plots: not written yet"]
+
+
+def test_a_stage_whose_inputs_failed_above_stops_in_one_line(tmp_path, capsys):
+    """Every phase-1 run diverges: stage 2, which reads phase 1's best run, does not start; the line says
+    why (not how to run phase 1 by hand), and --status shows the stopped runs."""
+    data = make_features(tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    args = ["reproduce.py", "--datasets", str(data), "--algorithms", "ERM", "--num_hparams_combs", "2", "--num_seeds",
+            "2", "--out_dir", str(out), "--hparams", '{"num_steps": 81, "eval_every": 20, "lr": 1e30}']
+    assert reproduce_here(args) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "stage 2/4 phase 2 sweeps (ERM on group_labels_yes, ERM on group_labels_inferred) cannot start: 2 runs above "
+        "failed (listed above); run the same command again to retry them")
+    lines = _status(args, capsys)
+    assert lines[1] == "stage 1/4 phase 1 (XRM): 2 runs: 0 done, 0 running, 0 pending, 0 failed, 2 stopped, 0 not launched"
+    assert [line.split()[:2] for line in lines[2:4]] == [["stopped", f"XRM/tiny/group_labels_no/hpcomb_{k}_seed0"]
+                                                         for k in (0, 1)]
+    assert lines[4:6] == ["stage 2/4 phase 2 sweeps (ERM on group_labels_yes, ERM on group_labels_inferred): waits for "
+                          "the stages above", f"stage 3/4 {SEEDS_TITLE}: waits for the stages above"]

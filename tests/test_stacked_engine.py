@@ -116,6 +116,10 @@ def test_a_killed_stack_resumes_to_the_records_of_an_unbroken_one(tmp_path, scri
     process.wait()
     done = list((tmp_path / "b").rglob("done_*"))
     assert done == [], "the stack finished before it was killed"
+    status = script(*_main(tmp_path / "b")[1:], "--status").stdout.splitlines()
+    assert status[-1] == "0 done, 0 running, 0 pending, 0 failed, 4 stopped, 0 not launched (4 runs; unfinished ones in 1 stacks)"
+    assert all(line.startswith("stopped") and line.endswith("started, not finished, and no process trains it; run its "
+                                                            "command again to resume it") for line in status[:-1])
     resumed = subprocess.run(_main(tmp_path / "b", "--resume"), cwd=ROOT, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stderr.count("resuming ") == 4
@@ -130,7 +134,7 @@ def test_a_relaunch_skips_finished_runs_and_stacks_the_others(tmp_path, script):
     wider = _main(tmp_path, combs=3)[1:]
     status = script(*wider, "--status").stdout.splitlines()
     assert [line.split()[-2:] for line in status if line.startswith("not launched")] == [["(stack", "0)"]] * 2
-    assert status[-1] == "4 done, 0 running, 0 pending, 0 failed, 2 not launched (6 runs; unfinished ones in 1 stacks)"
+    assert status[-1] == "4 done, 0 running, 0 pending, 0 failed, 0 stopped, 2 not launched (6 runs; unfinished ones in 1 stacks)"
     dry = script(*wider, "--dry_run")
     assert dry.stdout.splitlines()[0] == "dry run: 2 runs would be launched in 1 stacks, 4 skipped (done)"
     second = script(*wider)

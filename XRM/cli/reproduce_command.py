@@ -38,7 +38,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "train the algorithms that need training groups: XRM (the paper's protocol) or EIIL; "
                              "EIIL writes no held-out logits, so MAT is refused with it")
     add_training_arguments(parser)
-    add_launch_arguments(parser, status=False)
+    add_launch_arguments(parser, status_help="show where the protocol stands: each stage's runs as done / running / "
+                                             "pending / failed / not launched (a line for each running, pending or "
+                                             "failed one), and whether a reproduce command is running on --out_dir")
     parser.set_defaults(out_dir="./table1")
     return parser
 
@@ -60,7 +62,7 @@ def main(args: argparse.Namespace, plugins: Sequence[str] = ()) -> int:
     output_folder(args.out_dir)
     launcher, options = launch_options(args)
     load_plugins(plugins)
-    from XRM.cli.reproduction import dry_run, run_protocol
+    from XRM.cli.reproduction import dry_run, run_protocol, status
     from XRM.common.devices import resolve_device
     from XRM.runs.inputs import check_runs
 
@@ -68,6 +70,9 @@ def main(args: argparse.Namespace, plugins: Sequence[str] = ()) -> int:
     protocol.check_group_inference()  # a phase-2 --group_inference, a folder of the other inference: one line
     protocol.sources()  # unknown algorithms and group-label kinds an algorithm refuses: one line, before stage 1
     phase_1 = protocol.phase_1_runs()  # unknown datasets
+    if args.status:
+        print(status(protocol, options.slurm_dir))
+        return 0
     if launcher == "dry_run":
         dry_run(protocol)
         return 0

@@ -13,6 +13,7 @@ resume interrupted ones, so running the protocol again continues where it stoppe
 """
 import dataclasses
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,6 +251,48 @@ def dry_run(protocol: Protocol) -> None:
 
 #: held by the reproduce.py running on an --out_dir: two protocols on one folder cannot interleave
 PROTOCOL_LOCK = ".lock_reproduce"
+#: the table files stage 4 writes into --out_dir
+TABLE_SUFFIXES = (".csv", ".md", ".tex")
+
+
+def status(protocol: Protocol, slurm_dir: str) -> str:
+    """Where the protocol stands, from the files in --out_dir and the jobs indexed in ``slurm_dir``
+    (XRM.launch.status, as main.py --status): whether a reproduce command is running on the folder, each
+    stage's runs counted by state with a line for each running, pending or failed one, and whether the
+    tables are written. A stage's runs are listed once the stages before it are done (phase 2 reads phase
+    1's best run; the seeds, each setting's selected combination). Reads and writes nothing else."""
+    from XRM.common.errors import UserError
+    from XRM.launch.status import DONE, NOT_LAUNCHED, state_counts, state_lines, sweep_status
+    from XRM.runs.lock import held_elsewhere
+
+    out_dir = Path(protocol.out_dir)
+    tables = [(out_dir / TABLES_FOLDER / "table1").with_suffix(suffix) for suffix in TABLE_SUFFIXES]
+    written = all(path.exists() for path in tables)
+    if held_elsewhere(out_dir / PROTOCOL_LOCK):
+        lines = [f"a reproduce command is running on {out_dir}"]
+    else:
+        lines = [f"no reproduce command is running on {out_dir}"
+                 + ("" if written else "; run the same command without --status to go on")]
+    ready = True  # every run of the stages above is done
+    for number, title, make_runs in _stages(protocol):
+        runs = None
+        if ready:
+            try:
+                runs = make_runs()
+            except UserError:  # what the stage reads is not there yet
+                pass
+        if runs is None:
+            lines.append(f"stage {number}/{STAGES} {title}: waits for the stages above")
+            ready = False
+            continue
+        states = sweep_status(runs, slurm_dir)
+        lines.append(f"stage {number}/{STAGES} {title}: {len(runs)} runs: {state_counts(states)}")
+        lines += ["  " + line for line in state_lines([state for state in states
+                                                        if state.state not in (DONE, NOT_LAUNCHED)])]
+        ready = ready and all(state.state == DONE for state in states)
+    tables_text = ", ".join(str(path) for path in tables) if written else "not written yet"
+    lines.append(f"stage {STAGES}/{STAGES} tables and plots: {tables_text}")
+    return "\n".join(lines)
 
 
 def incomplete_cells(protocol: Protocol, cells: list) -> list[str]:
@@ -293,20 +336,35 @@ def run_protocol(protocol: Protocol, stack_size: int | None, launcher: str, opti
         unlock(handle)
 
 
+def _stages(protocol: Protocol) -> list[tuple[int, str, Callable[[], list]]]:
+    """Stages 1 to 3 in launch order, as (number, title, a function making their runs); stages 2 and 3
+    come in waves (bases before dependents), whose runs can be made once the wave before has finished."""
+    stages = [(1, _phase_1_title(protocol), protocol.phase_1_runs)]
+    for make_stage_runs, make_title, number in ((protocol.sweep_runs, _sweeps_title, 2),
+                                                (protocol.seed_runs, _seeds_title, 3)):
+        for wave in protocol.waves():
+            stages.append((number, make_title(protocol, wave), lambda make=make_stage_runs, wave=wave: make(wave)))
+    return stages
+
+
 def _run_stages(protocol: Protocol, stack_size: int | None, launcher: str, options: LaunchOptions) -> int:
+    from XRM.common.errors import UserError
     from XRM.results.collect import collect_runs
     from XRM.results.plots import write_plots
     from XRM.results.table1 import table_cells, to_markdown, write_tables
 
     options = dataclasses.replace(options, wait=True)
     failed = []
-    stages = [(1, _phase_1_title(protocol), protocol.phase_1_runs)]
-    for make_stage_runs, make_title, number in ((protocol.sweep_runs, _sweeps_title, 2),
-                                                (protocol.seed_runs, _seeds_title, 3)):
-        for wave in protocol.waves():  # runs made once the wave before has finished (bases before dependents)
-            stages.append((number, make_title(protocol, wave), lambda make=make_stage_runs, wave=wave: make(wave)))
-    for number, title, make_runs in stages:
-        runs = make_runs()
+    for number, title, make_runs in _stages(protocol):
+        try:
+            runs = make_runs()
+        except UserError:
+            if not failed:
+                raise
+            # what the stage reads is missing because runs above failed: say so, not how to run them by hand
+            print(f"stage {number}/{STAGES} {title} cannot start: {len(failed)} runs above failed (listed above); "
+                  "run the same command again to retry them", file=sys.stderr)
+            return 1
         _progress(number, title, _count(runs))
         report = _launch(runs, stack_size, launcher, options)
         failed += report.failures or []

@@ -27,9 +27,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         help='override hyper-parameters, e.g. \'{"num_steps": 301, "lr": 0.001}\'')
 
 
-def add_launch_arguments(parser: argparse.ArgumentParser, status: bool = True) -> None:
-    """Where and how the runs execute: here, on this machine's GPUs, or as SLURM job arrays
-    (``status``: with the --status option)."""
+#: main.py's --status
+SWEEP_STATUS_HELP = "show each run of the sweep as done / running / pending / failed / not launched"
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser, status_help: str = SWEEP_STATUS_HELP) -> None:
+    """Where and how the runs execute: here, on this machine's GPUs, or as SLURM job arrays; and the
+    --status option (``status_help``: what it shows)."""
     group = parser.add_argument_group("launching")
     defaults = LaunchOptions()
     group.add_argument("--slurm_partition", default=None, help="submit the runs as SLURM job arrays to this partition")
@@ -51,9 +55,7 @@ def add_launch_arguments(parser: argparse.ArgumentParser, status: bool = True) -
                             "that share their data, split where the device's memory would not hold them")
     group.add_argument("--dry_run", action="store_true",
                        help="list the runs that would be launched and the stacks they form; run nothing")
-    if status:
-        group.add_argument("--status", action="store_true",
-                           help="show each run of the sweep as done / running / pending / failed / not launched")
+    group.add_argument("--status", action="store_true", help=status_help)
 
 
 def launch_options(args: argparse.Namespace) -> tuple[str, LaunchOptions]:

@@ -169,16 +169,12 @@ def _run_in_this_process(stacks: list[Stack], run_fn: RunFn, options: LaunchOpti
         for run in stack:
             if _is_done(run):
                 continue
-            if _running_elsewhere(run):
+            if status.running_elsewhere(run):
                 running.append(run.run_name)
             else:
                 failures.append(status.RunState(run.run_name, status.FAILED, status.NO_DONE_FILE))
     return LaunchReport("local", _names(stacks), failures=failures, skipped_running=running)
 
-
-def _running_elsewhere(run: Run) -> bool:
-    """Whether another process trains the run now (runs that can tell have ``running_elsewhere()``)."""
-    return bool(getattr(run, "running_elsewhere", lambda: False)())
 
 
 def visible_gpu_count() -> int:

@@ -1,7 +1,8 @@
 """Track a sweep: the run -> job index kept on disk, and the state of every run.
 
 The index lets ``--status`` (a later process) find the jobs a launch submitted. A run's
-state comes from disk first (its done file) and from submitit's view of its job second;
+state comes from disk first (its done file, and its lock: held while a process trains it) and
+from submitit's view of its job second (a run no job knows of is "stopped" once it has files);
 submitit is imported only when a job is looked at, so a sweep without one never loads it.
 Why a pending SLURM job waits comes from squeue.
 
@@ -33,7 +34,12 @@ DONE = "done"
 RUNNING = "running"
 PENDING = "pending"
 FAILED = "failed"
+STOPPED = "stopped"
 NOT_LAUNCHED = "not launched"
+
+# The line of a run that started in a process no job index knows (main.py here, nohup, ...) and ended
+# unfinished: killed, interrupted, or failed.
+STOPPED_LINE = "started, not finished, and no process trains it; run its command again to resume it"
 
 # Why a run whose code returned normally still counts as failed.
 NO_DONE_FILE = "the run ended without writing its done file"
@@ -133,13 +139,23 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def running_elsewhere(run: Any) -> bool:
+    """Whether another process trains the run now (runs that can tell have ``running_elsewhere()``: a
+    RunSpec's lock is held by the process that trains it, launched by any launcher or by hand)."""
+    return bool(getattr(run, "running_elsewhere", lambda: False)())
+
+
 def run_state(run: Any, job: "submitit.Job | None") -> RunState:
-    """The state of one run (a RunSpec): done from its done file, else from its job (None: never launched)."""
+    """The state of one run (a RunSpec): done from its done file, running while another process holds its
+    lock, else from its job (None: never launched)."""
     name = run.run_name
     if Path(run.done_path).exists():
         return RunState(name, DONE, "")
+    if running_elsewhere(run):
+        return RunState(name, RUNNING, "")
     if job is None:
-        return RunState(name, NOT_LAUNCHED, "")
+        started = bool(getattr(run, "started", lambda: False)())
+        return RunState(name, STOPPED, STOPPED_LINE) if started else RunState(name, NOT_LAUNCHED, "")
     if job.paths.result_pickle.exists():
         return _ended_state(name, job.paths.result_pickle)
     live_state = _live_state(job)
@@ -232,8 +248,8 @@ def _process_alive(pid: int) -> bool:
 def sweep_status(runs: list[Any], slurm_dir: str | os.PathLike) -> list[RunState]:
     """Each run's state, from its done file and the jobs indexed under ``slurm_dir``.
 
-    States: done / running / pending / failed (with the last line of its error) / not
-    launched. SLURM states come from one sacct call for the whole sweep, and the reasons
+    States: done / running / pending / failed (with the last line of its error) / stopped
+    (started outside a job, unfinished, and no process trains it) / not launched. SLURM states come from one sacct call for the whole sweep, and the reasons
     pending jobs wait from one squeue call.
     """
     index = read_index(slurm_dir)
@@ -277,6 +293,15 @@ def pending_reasons(job_ids: list[str]) -> dict[str, str]:
 def format_status(states: list[RunState], stack_of: dict[str, int] | None = None) -> str:
     """``--status`` as text: one line per run (with its stack, where ``stack_of`` maps run
     names to stack numbers, and a pending job's reason), then how many runs are in each state."""
+    summary = state_counts(states) + f" ({len(states)} runs"
+    if stack_of:
+        summary += f"; unfinished ones in {len(set(stack_of.values()))} stacks"
+    return "\n".join([*state_lines(states, stack_of), summary + ")"])
+
+
+def state_lines(states: list[RunState], stack_of: dict[str, int] | None = None) -> list[str]:
+    """One line per run: its state, its name, its stack (where ``stack_of`` names one), a pending job's
+    reason and a failed run's last error line."""
     width = max((len(state.state) for state in states), default=0)
     lines = []
     for state in states:
@@ -286,10 +311,13 @@ def format_status(states: list[RunState], stack_of: dict[str, int] | None = None
         if state.pending_reason:
             line += f"  ({state.pending_reason})"
         lines.append(f"{line}  {state.last_error_line}" if state.last_error_line else line)
-    order = [DONE, RUNNING, PENDING, FAILED, NOT_LAUNCHED]
-    counts = {name: sum(state.state == name for state in states) for name in order}
-    summary = ", ".join(f"{counts[name]} {name}" for name in order) + f" ({len(states)} runs"
-    if stack_of:
-        summary += f"; unfinished ones in {len(set(stack_of.values()))} stacks"
-    lines.append(summary + ")")
-    return "\n".join(lines)
+    return lines
+
+
+#: the states in the order --status counts them
+STATE_ORDER = (DONE, RUNNING, PENDING, FAILED, STOPPED, NOT_LAUNCHED)
+
+
+def state_counts(states: list[RunState]) -> str:
+    """How many runs are in each state: ``3 done, 0 running, 0 pending, 1 failed, 0 stopped, 1 not launched``."""
+    return ", ".join(f"{sum(state.state == name for state in states)} {name}" for name in STATE_ORDER)

@@ -57,6 +57,10 @@ class RunSpec(TrainingOptions):
         """Whether the run has finished."""
         return self.files.done.exists()
 
+    def started(self) -> bool:
+        """Whether the run has begun: its checkpoint or its results file exists."""
+        return self.files.checkpoint.exists() or self.files.results.exists()
+
     def running_elsewhere(self) -> bool:
         """Whether another process is training the run now (it holds the run's lock)."""
         return held_elsewhere(self.files.lock)
