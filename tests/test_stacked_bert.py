@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from stacked_bert_fixtures import RUN_LENGTHS, labels as labels_of, stacked_loss, tiny_classifier, token_batch
 from XRM.networks.classifiers import TextClassifier
-from XRM.networks.stacked_bert import StackedBert
+from XRM.networks.stacked_bert import StackedBert, grouped_products_run
 from XRM.networks.stacked_tokens import GROUP_ALIGNMENT, StackedTokens
 from XRM.networks.token_batches import TokenBatch
 
@@ -20,6 +20,7 @@ def _padded_logits(network: TextClassifier, batch: TokenBatch) -> torch.Tensor:
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone(dtype, tolerance):
     """float64: one matrix product per run; float32: torch's grouped matrix product of all runs at once."""
+    assert grouped_products_run(torch.device("cpu"), dtype) == (dtype == torch.float32)  # the trial product's answer
     classifiers = [tiny_classifier(seed, dtype=dtype) for seed in range(3)]
     batches = [token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
     labels = [labels_of(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]

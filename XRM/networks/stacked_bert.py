@@ -23,6 +23,7 @@ in any stack), with the run's generator standing in for the default one; without
 
 Built from, and back to, each run's own state_dict: checkpoints keep one run's layout.
 """
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,8 +35,8 @@ from XRM.networks.packed_bert import supports_packing
 from XRM.networks.stacked_tokens import RowGroups, StackedTokens
 
 #: the dtypes torch._grouped_mm multiplies on the CPU and on CUDA (compute capability 9.0 and later:
-#: H100, H200), for rows of a multiple of 16 bytes; other cases (float64, a head of 2 classes) take
-#: one product per run
+#: H100, H200) in torch 2.11 and later, for rows of a multiple of 16 bytes; other cases (float64, a head of
+#: 2 classes, an older torch or GPU, where a trial product fails) take one product per run
 GROUPED_DTYPES = {"cpu": (torch.bfloat16, torch.float16, torch.float32), "cuda": (torch.bfloat16,)}
 
 
@@ -60,14 +61,26 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
 
 
+@functools.cache
+def grouped_products_run(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether this torch multiplies ``dtype`` rows by grouped weights on ``device`` (a trial product of two
+    groups): torch._grouped_mm is private, absent from older releases, and takes a GPU of compute capability
+    9.0 or later and, on the CPU, a newer torch."""
+    if dtype not in GROUPED_DTYPES.get(device.type, ()) or not hasattr(torch, "_grouped_mm"):
+        return False
+    try:
+        rows = torch.ones(32, 16, dtype=dtype, device=device)
+        weights = torch.ones(2, 16, 16, dtype=dtype, device=device)
+        offsets = torch.tensor([16, 32], dtype=torch.int32, device=device)
+        return bool((torch._grouped_mm(rows, weights, offs=offsets) == 16).all())
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+
+
 def _groupable(rows: torch.Tensor, weights: torch.Tensor) -> bool:
-    """Whether torch._grouped_mm multiplies ``rows`` by ``weights`` here (see GROUPED_DTYPES)."""
-    device = rows.device
-    if rows.dtype not in GROUPED_DTYPES.get(device.type, ()):
-        return False
-    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
-        return False
-    return all(size * rows.element_size() % 16 == 0 for size in weights.shape[1:])
+    """Whether torch._grouped_mm multiplies ``rows`` by ``weights`` here (see grouped_products_run)."""
+    aligned = all(size * rows.element_size() % 16 == 0 for size in weights.shape[1:])
+    return aligned and grouped_products_run(rows.device, rows.dtype)
 
 
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: RowGroups,
