@@ -5,9 +5,10 @@ python benchmarks/table1_gpu_hours.py --scale 0.25           # on a GPU (ResNet-
 python benchmarks/table1_gpu_hours.py --quick                 # a smoke test on a CPU (tiny models, tiny splits)
 
 The protocol (reproduce.py; PAPER_FACTS.md, "Training protocol"): per dataset, XRM phase 1 with 10
-hyper-parameter combinations; then MAT (one group-label folder), GroupDRO (one) and ERM (two: true and
-inferred groups), 10 combinations each, then 9 more seeds of the selected combination per folder (a
-lower bound: where a folder's two settings select different combinations, 9 more). Steps, evaluation
+hyper-parameter combinations; then MAT (one group-label folder), GroupDRO (one) and ERM (before: two,
+true and inferred groups; after: one, whose runs record both settings' criteria), 10 combinations each,
+then 9 more seeds of the selected combination per folder (a lower bound: where a folder's two settings
+select different combinations, 9 more). Steps, evaluation
 cadence, batch-size draws and split sizes are the paper's; Waterbirds trains on precomputed features in
 both phases and CelebA in phase 1 (seconds on a GPU: counted as 0 here). Text datasets train BERT in
 both phases; XRM's twins cost two networks' steps, and phase 1 ends with one pass of both twins over
@@ -52,8 +53,9 @@ from XRM.networks.token_batches import TokenBatch  # noqa: E402
 
 PHASE_1_RUNS = 10
 COMBINATIONS, MORE_SEEDS = 10, 9
-#: phase-2 algorithms with their group-label folders in Table 1's two settings (reproduce.py)
-PHASE_2_FOLDERS = {"MAT": 1, "GroupDRO": 1, "ERM": 2}
+#: phase-2 algorithms with their group-label folders in Table 1's two settings (reproduce.py), before and after:
+#: ERM was trained in two folders, one per setting; now one sweep serves both (docs/protocol.md)
+PHASE_2_FOLDERS = {"MAT": (1, 1), "GroupDRO": (1, 1), "ERM": (2, 1)}
 
 
 @dataclass(frozen=True)
@@ -119,9 +121,11 @@ class Hours:
     def __add__(self, other: "Hours") -> "Hours":
         return Hours(*(a + b for a, b in zip(self.values(), other.values())))
 
-    def scaled(self, runs: float) -> "Hours":
-        """The hours of ``runs`` such groups."""
-        return Hours(*(runs * value for value in self.values()))
+    def scaled(self, runs: float, runs_after: float | None = None) -> "Hours":
+        """The hours of ``runs`` such groups (after: ``runs_after`` of them, where it is given)."""
+        after = runs if runs_after is None else runs_after
+        return Hours(runs * self.train_before, after * self.train_after,
+                     runs * self.eval_before, after * self.eval_after)
 
     def values(self) -> tuple[float, float, float, float]:
         """(train_before, train_after, eval_before, eval_after)."""
@@ -162,10 +166,11 @@ def protocol_hours(protocol: DatasetProtocol, throughputs: Throughputs | None, t
     rows = {"XRM phase 1": NO_HOURS}
     if throughputs is not None and protocol.phase_1_backbone:
         rows["XRM phase 1"] = run_hours(protocol, 1, throughputs, tested).scaled(PHASE_1_RUNS)
-    for algorithm, folders in PHASE_2_FOLDERS.items():
-        runs = folders * (COMBINATIONS + MORE_SEEDS)
+    for algorithm, (folders_before, folders_after) in PHASE_2_FOLDERS.items():
+        runs = COMBINATIONS + MORE_SEEDS
         backbone = throughputs is not None and protocol.phase_2_backbone
-        rows[algorithm] = run_hours(protocol, 2, throughputs, tested).scaled(runs) if backbone else NO_HOURS
+        one_run = run_hours(protocol, 2, throughputs, tested) if backbone else NO_HOURS
+        rows[algorithm] = one_run.scaled(folders_before * runs, folders_after * runs)
     return rows
 
 

@@ -49,7 +49,9 @@ def test_protocol_hours_count_the_runs_of_table_1():
     assert list(rows) == ["XRM phase 1", "MAT", "GroupDRO", "ERM"]
     assert rows["XRM phase 1"].values() == pytest.approx(run_hours(PROTOCOL, 1, throughputs, 2).scaled(10).values())
     assert rows["MAT"].values() == pytest.approx(one.scaled(19).values())  # 10 combinations + 9 more seeds
-    assert rows["ERM"].values() == pytest.approx(one.scaled(38).values())  # two group-label folders
+    # two group-label folders before, one sweep serving both settings after
+    assert rows["ERM"].values() == pytest.approx(one.scaled(38, 19).values())
+    assert rows["ERM"].train_before == pytest.approx(2 * rows["ERM"].train_after)
     on_features = protocol_hours(PROTOCOLS[0], None, tested=2)  # Waterbirds: features in both phases
     assert all(hours == NO_HOURS for hours in on_features.values())
     images = {32: 1.0, 64: 2.0, 128: 4.0}

@@ -34,6 +34,14 @@ def test_each_setting_gets_the_groups_the_algorithm_declares(cls, true_groups, k
     assert source_kind(cls, "va_gi_wga", true_groups) == unknown
 
 
+def test_an_algorithm_without_groups_given_inferred_validation_groups_is_served_by_one_folder():
+    erm = get_algorithm_class("ERM")  # its runs given true group labels record va_gi_wga from a phase-1 file
+    assert [source_kind(erm, setting, False, inferred_validation_groups=True) for setting in ("va_wga", "va_gi_wga")] \
+        == ["yes", "yes"]
+    dfr = get_algorithm_class("DFR")  # trains with validation groups: a phase-1 file does not change that
+    assert source_kind(dfr, "va_gi_wga", False, inferred_validation_groups=True) == "inferred"
+
+
 def test_an_algorithm_refusing_the_kind_a_setting_needs_gets_one_line():
     with pytest.raises(UserError, match=r"^Declared accepts --group_labels yes or no, but the setting va_wga needs a "
                                         r"phase-1 folder; leave Declared out of --algorithms$"):

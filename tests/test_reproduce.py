@@ -22,14 +22,16 @@ from XRM.results.plots import curves_size, flip_rate_size, groups_size
 ALGORITHMS = ["MAT", "ERM", "GroupDRO"]
 # each (algorithm, setting) -> the group-label folder it is read from (what the algorithms declare decides)
 EXPECTED_FOLDERS = {("MAT", "va_wga"): "yes", ("MAT", "va_gi_wga"): "yes", ("ERM", "va_wga"): "yes",
-                    ("ERM", "va_gi_wga"): "inferred", ("GroupDRO", "va_wga"): "inferred",
+                    ("ERM", "va_gi_wga"): "yes", ("GroupDRO", "va_wga"): "inferred",
                     ("GroupDRO", "va_gi_wga"): "inferred"}
 SHORT = '{"num_steps": 81, "eval_every": 20, "lr": 0.01}'
+SWEEPS_TITLE = "phase 2 sweeps (MAT on group_labels_yes, ERM on group_labels_yes, GroupDRO on group_labels_inferred)"
 
 
-def make_features(path, seed=0, n=(400, 200, 200), noise_dims=40):
-    """A features.pt in the real format: a core feature (+-1), a spurious one (+-5) agreeing with the
-    label for 90% of training and 50% of validation and test examples, and noise to memorise with."""
+def make_features(path, seed=0, n=(400, 200, 200), noise_dims=40, core_noise=0.0):
+    """A features.pt in the real format: a core feature (+-1, plus Gaussian noise of std ``core_noise``), a
+    spurious one (+-5) agreeing with the label for 90% of training and 50% of validation and test examples,
+    and noise to memorise with."""
     generator = torch.Generator().manual_seed(seed)
     splits = {}
     for name, size, agree in zip(("tr", "va", "te"), n, (0.9, 0.5, 0.5)):
@@ -37,7 +39,8 @@ def make_features(path, seed=0, n=(400, 200, 200), noise_dims=40):
         a = (torch.rand(size, generator=generator) >= agree).long()  # 1: the minority, spurious sign flipped
         sign = 1.0 - 2.0 * y.float()
         spurious = 5 * sign * (1 - 2 * a.float())
-        x = torch.cat([sign[:, None], spurious[:, None], 0.5 * torch.randn(size, noise_dims, generator=generator)], 1)
+        core = sign + core_noise * torch.randn(size, generator=generator) if core_noise else sign
+        x = torch.cat([core[:, None], spurious[:, None], 0.5 * torch.randn(size, noise_dims, generator=generator)], 1)
         splits[name] = {"x": x, "y": y[:, None], "m": a[:, None]}
     torch.save(splits, path)
     return path
@@ -85,10 +88,9 @@ def test_stages_report_progress_and_the_csv_equals_read_results(protocol):
     stages = [line for line in stdout.splitlines() if line.startswith("stage ")]
     assert [line.split(":")[0] for line in stages] == [
         "stage 1/4 phase 1 (XRM)",
-        "stage 2/4 phase 2 sweeps (MAT on group_labels_yes, ERM on group_labels_yes, ERM on group_labels_inferred, "
-        "GroupDRO on group_labels_inferred)",
-        "stage 3/4 2 seeds of each setting's selected combination", "stage 4/4 tables and plots"]
-    assert stages[0].endswith("2 runs, 0 done, 2 to run") and stages[1].endswith("8 runs, 0 done, 8 to run")
+        f"stage 2/4 {SWEEPS_TITLE}", "stage 3/4 2 seeds of each setting's selected combination",
+        "stage 4/4 tables and plots"]
+    assert stages[0].endswith("2 runs, 0 done, 2 to run") and stages[1].endswith("6 runs, 0 done, 6 to run")
     rows = _csv_rows(out / "table1.csv")
     assert list(rows[0]) == ["dataset", "algorithm", "selection", "n_seeds", "te_wga_mean", "te_wga_std",
                              "te_avg_mean", "te_avg_std"]
@@ -167,7 +169,7 @@ def test_a_second_run_is_a_no_op(protocol, capsys):
     assert reproduce_here(reproduce_args(data, out)) == 0
     stages = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stage ")]
     assert [line.rsplit(": ", 1)[1] for line in stages[:3]] == [
-        "2 runs, 2 done, 0 to run", "8 runs, 8 done, 0 to run", "8 runs, 8 done, 0 to run"]
+        "2 runs, 2 done, 0 to run", "6 runs, 6 done, 0 to run", "6 runs, 6 done, 0 to run"]
     assert {path: path.stat().st_mtime_ns for path in out.rglob("results_*.json")} == before
 
 
@@ -214,8 +216,9 @@ def test_dry_run_lists_the_stages_and_runs_nothing(tmp_path, capsys):
     assert reproduce_here(reproduce_args(data, tmp_path / "out", "--dry_run")) == 0
     assert capsys.readouterr().out.splitlines() == [
         "stage 1/4 phase 1 (XRM): 2 runs, 0 done, 2 to run",
-        "stage 2/4 phase 2 sweeps (MAT on group_labels_yes, ERM on group_labels_yes, ERM on group_labels_inferred, "
-        "GroupDRO on group_labels_inferred): 8 runs after stage 1",
+        "stage 2/4 phase 2 sweeps (MAT on group_labels_yes, ERM on group_labels_yes, GroupDRO on "
+        "group_labels_inferred): "
+        "6 runs after stage 1",
         "stage 3/4 2 seeds of each setting's selected combination: at most 12 runs after stage 2 (6 (dataset, "
         "algorithm, setting) cells x 2 seeds)",
         f"stage 4/4 tables and plots: {tmp_path / 'out' / 'table1'}.{{csv,md,tex}} and {tmp_path / 'out' / 'plots'}/"]
@@ -265,7 +268,7 @@ def test_dry_run_on_a_finished_protocol_shows_every_stage_done(protocol, capsys)
     lines = capsys.readouterr().out.splitlines()
     counts = [re.search(r": (\d+) runs, (\d+) done, (\d+) to run$", line) for line in lines[:3]]
     assert all(counts) and [match.groups()[2] for match in counts] == ["0", "0", "0"]
-    assert [int(match.group(1)) for match in counts[:2]] == [2, 8]  # 2 phase-1 combinations; 4 sweeps x 2
+    assert [int(match.group(1)) for match in counts[:2]] == [2, 6]  # 2 phase-1 combinations; 3 sweeps x 2
 
 
 def _record_another_dtype(results_file) -> None:
@@ -347,15 +350,15 @@ def test_an_eiil_based_protocol_runs_end_to_end(tmp_path, capsys):
     assert reproduce_here(args) == 0
     printed = capsys.readouterr().out
     assert "stage 1/4 phase 1 (EIIL): 2 runs, 0 done, 2 to run" in printed
-    assert "phase 2 sweeps (ERM on group_labels_yes, ERM on group_labels_inferred, GroupDRO on group_labels_inferred)" \
-        in printed
+    assert "phase 2 sweeps (ERM on group_labels_yes, GroupDRO on group_labels_inferred)" in printed
     assert not (out / "XRM").exists()
     phase_1 = out / "EIIL" / "tiny" / "group_labels_no"
     assert len(list(phase_1.glob("inferred_hpcomb_*_seed0.pt"))) == 2
-    for algorithm in ("ERM", "GroupDRO"):  # every run on inferred groups read EIIL's file
-        folder = out / algorithm / "tiny" / "group_labels_inferred"
+    # every run read EIIL's file: GroupDRO's groups, ERM's inferred validation groups
+    for algorithm, kind, key in (("ERM", "yes", "phase_1_file"), ("GroupDRO", "inferred", "group_labels")):
+        folder = out / algorithm / "tiny" / f"group_labels_{kind}"
         headers = [json.loads(path.read_text().splitlines()[0]) for path in folder.glob("results_*.json")]
-        assert headers and all(Path(header["group_labels"]).parent == phase_1 for header in headers)
+        assert headers and all(Path(header[key]).parent == phase_1 for header in headers)
     rows = _csv_rows(out / "table1.csv")
     assert sorted((row["algorithm"], row["selection"], row["n_seeds"]) for row in rows) == [
         ("ERM", "va_gi_wga", "2"), ("ERM", "va_wga", "2"), ("GroupDRO", "va_gi_wga", "2"), ("GroupDRO", "va_wga", "2")]
@@ -389,8 +392,6 @@ def _status(args: list[str], capsys) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
-SWEEPS_TITLE = ("phase 2 sweeps (MAT on group_labels_yes, ERM on group_labels_yes, ERM on group_labels_inferred, "
-                "GroupDRO on group_labels_inferred)")
 SEEDS_TITLE = "2 seeds of each setting's selected combination"
 
 
@@ -411,9 +412,9 @@ def test_status_of_a_finished_protocol_counts_every_run_done(protocol, capsys):
     assert _status(reproduce_args(data, out), capsys) == [
         f"no reproduce command is running on {out}",
         "stage 1/4 phase 1 (XRM): 2 runs: 2 done, 0 running, 0 pending, 0 failed, 0 stopped, 0 not launched",
-        f"stage 2/4 {SWEEPS_TITLE}: 8 runs: 8 done, 0 running, 0 pending, 0 failed, 0 stopped, 0 not launched",
-        # seed 0 of each setting's selected combination (4 folders) and seed 1 of each
-        f"stage 3/4 {SEEDS_TITLE}: 8 runs: 8 done, 0 running, 0 pending, 0 failed, 0 stopped, 0 not launched",
+        f"stage 2/4 {SWEEPS_TITLE}: 6 runs: 6 done, 0 running, 0 pending, 0 failed, 0 stopped, 0 not launched",
+        # seeds 0 and 1 of the combination both settings select in each of the 3 folders
+        f"stage 3/4 {SEEDS_TITLE}: 6 runs: 6 done, 0 running, 0 pending, 0 failed, 0 stopped, 0 not launched",
         f"stage 4/4 tables and plots: {out / 'table1.csv'}, {out / 'table1.md'}, {out / 'table1.tex'}"]
 
 
@@ -441,7 +442,7 @@ def test_status_while_a_protocol_runs_names_the_runs_being_trained_and_those_sto
             unlock(handle)
     assert lines[0] == f"a reproduce command is running on {out}"
     assert lines[3:] == [
-        f"stage 3/4 {SEEDS_TITLE}: 8 runs: 6 done, 1 running, 0 pending, 0 failed, 1 stopped, 0 not launched",
+        f"stage 3/4 {SEEDS_TITLE}: 6 runs: 4 done, 1 running, 0 pending, 0 failed, 1 stopped, 0 not launched",
         f"  running  MAT/tiny/group_labels_yes/{name}",
         f"  stopped  ERM/tiny/group_labels_yes/{stopped.name.removeprefix('done_')}  started, not finished, and no "
         "process trains it; run its command again to resume it",
@@ -457,11 +458,46 @@ def test_a_stage_whose_inputs_failed_above_stops_in_one_line(tmp_path, capsys):
             "2", "--out_dir", str(out), "--hparams", '{"num_steps": 81, "eval_every": 20, "lr": 1e30}']
     assert reproduce_here(args) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "stage 2/4 phase 2 sweeps (ERM on group_labels_yes, ERM on group_labels_inferred) cannot start: 2 runs above "
-        "failed (listed above); run the same command again to retry them")
+        "stage 2/4 phase 2 sweeps (ERM on group_labels_yes) cannot start: 2 runs above failed (listed above); run the "
+        "same command again to retry them")
     lines = _status(args, capsys)
     assert lines[1] == "stage 1/4 phase 1 (XRM): 2 runs: 0 done, 0 running, 0 pending, 0 failed, 2 stopped, 0 not launched"
     assert [line.split()[:2] for line in lines[2:4]] == [["stopped", f"XRM/tiny/group_labels_no/hpcomb_{k}_seed0"]
                                                          for k in (0, 1)]
-    assert lines[4:6] == ["stage 2/4 phase 2 sweeps (ERM on group_labels_yes, ERM on group_labels_inferred): waits for "
-                          "the stages above", f"stage 3/4 {SEEDS_TITLE}: waits for the stages above"]
+    assert lines[4:6] == ["stage 2/4 phase 2 sweeps (ERM on group_labels_yes): waits for the stages above",
+                          f"stage 3/4 {SEEDS_TITLE}: waits for the stages above"]
+
+
+def _folders(root: Path) -> list[str]:
+    return sorted(path.name for path in root.iterdir())
+
+
+def test_an_algorithm_without_groups_trains_one_sweep_for_both_settings_and_the_table_is_the_same(tmp_path):
+    """ERM's runs given true group labels also read phase 1's inferred validation groups: one sweep serves
+    both settings. A folder whose ERM runs were trained without them (main.py, an earlier reproduce.py) keeps
+    its two sweeps, its finished runs reused; both give the same Table 1."""
+    data = make_features(tmp_path / "noisy.pt", core_noise=1.5)  # ERM leans on the spurious feature
+    one, two = tmp_path / "one", tmp_path / "two"
+
+    def args(out: Path) -> list[str]:
+        return ["reproduce.py", "--datasets", str(data), "--algorithms", "ERM", "MAT", "--num_hparams_combs", "3",
+                "--num_seeds", "2", "--out_dir", str(out), "--hparams", SHORT, "--checkpoint_seconds", "0"]
+
+    assert reproduce_here(args(one)) == 0
+    earlier = run_script("main.py", "--phase", "2", "--datasets", str(data), "--algorithms", "ERM", "--group_labels",
+                         "yes", "--num_hparams_combs", "3", "--out_dir", str(two), "--hparams", SHORT,
+                         "--checkpoint_seconds", "0")
+    assert earlier.returncode == 0, earlier.stderr
+    assert reproduce_here(args(two)) == 0
+    assert _folders(one / "ERM" / "noisy") == ["group_labels_yes"]
+    assert _folders(two / "ERM" / "noisy") == ["group_labels_inferred", "group_labels_yes"]
+    assert (one / "table1.csv").read_text() == (two / "table1.csv").read_text()
+    rows = {(row["algorithm"], row["selection"]): float(row["te_wga_mean"]) for row in _csv_rows(one / "table1.csv")}
+    assert rows[("ERM", "va_wga")] < 90 and rows[("MAT", "va_wga")] > rows[("ERM", "va_wga")], rows  # not a tie
+    folder = one / "ERM" / "noisy" / "group_labels_yes"
+    for path in folder.glob("results_*.json"):
+        header, records = json.loads(path.read_text().splitlines()[0]), path.read_text().splitlines()[1:]
+        assert Path(header["phase_1_file"]).parent == one / "XRM" / "noisy" / "group_labels_no"
+        assert all("va_gi_wga" in json.loads(line) for line in records)
+    for path in folder.glob("best_hpcomb_*.pt"):  # the folder's own criterion picks a run's best checkpoint
+        assert torch.load(path, weights_only=True)["metric"] == "va_wga"

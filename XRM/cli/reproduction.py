@@ -12,6 +12,7 @@ Every stage launches its runs through the launchers of main.py, which skip finis
 resume interrupted ones, so running the protocol again continues where it stopped.
 """
 import dataclasses
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,8 +106,25 @@ class Protocol:
                 raise UserError(f"{algorithm} needs phase 1's held-out logits, which {self.group_inference} does not "
                                 f"write; leave {algorithm} out of --algorithms, or use --group_inference XRM")
             for setting in SELECTION_SETTINGS:
-                chosen[algorithm, setting] = source_kind(cls, setting, self.true_groups)
+                chosen[algorithm, setting] = source_kind(cls, setting, self.true_groups, self.one_folder(algorithm))
         return chosen
+
+    def one_folder(self, algorithm: str) -> bool:
+        """Whether ``algorithm``'s runs given true group labels also read phase 1's inferred validation groups
+        (they record va_gi_wga), so that one sweep serves both settings, as MAT's does: it trains with no groups,
+        reads no base run and is no trained algorithm's base (a base model is picked by its folder's own
+        criterion), and no run of it in a ``group_labels_yes`` folder was started without a phase-1 file (by an
+        earlier protocol, or main.py: that folder keeps its two sweeps, and its finished runs stay valid)."""
+        from XRM.algorithms import get_algorithm_class
+
+        cls = get_algorithm_class(algorithm)
+        if (cls.group_information != "none" or cls.needs_held_out_logits or cls.base_algorithm is not None
+                or "yes" not in cls.accepted_group_labels):
+            return False
+        if any(get_algorithm_class(other).base_algorithm == algorithm for other in self.trained_algorithms()):
+            return False
+        return not any(_started_without_phase_1(records.run_directory(self.out_dir, algorithm, label, "yes"))
+                       for label in self.labels())
 
     def group_labels(self, kind: str) -> str:
         """The --group_labels value of a kind: yes, no, or the phase-1 folder (its best run by flip rate)."""
@@ -140,7 +158,7 @@ class Protocol:
         for algorithm, kind in self.sweeps(algorithms):
             runs += make_runs(self._spec(phase=2, datasets=self.datasets, algorithms=[algorithm],
                                          group_labels=self.group_labels(kind), num_hparams_combs=self.num_hparams_combs,
-                                         seed=0))
+                                         seed=0, inferred_validation_groups=self.one_folder(algorithm)))
         return runs
 
     def folders(self, algorithms: list[str] | None = None) -> Folders:
@@ -170,8 +188,23 @@ class Protocol:
             dataset = self.datasets[self.labels().index(label)]
             runs += make_runs(self._spec(phase=2, datasets=[dataset], algorithms=[algorithm],
                                          group_labels=self.group_labels(sources[algorithm, setting]),
-                                         hparams_comb=best, num_seeds=self.num_seeds))
+                                         hparams_comb=best, num_seeds=self.num_seeds,
+                                         inferred_validation_groups=self.one_folder(algorithm)))
         return list({run.run_name: run for run in runs}.values())  # two settings may select one combination
+
+
+def _started_without_phase_1(folder: Path) -> bool:
+    """Whether some run in ``folder`` has a results header that names no phase-1 file."""
+    for path in folder.glob("results_hpcomb_*_seed*.json"):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first_line = handle.readline()
+        try:
+            header = json.loads(first_line)
+        except ValueError:  # unreadable: the launch checks of its run say so
+            continue
+        if isinstance(header, dict) and not header.get("phase_1_file"):
+            return True
+    return False
 
 
 def _is_phase_1_folder(folder: Path) -> bool:

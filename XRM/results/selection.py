@@ -91,10 +91,11 @@ def best_candidate(scores: dict[int, dict], metric: str) -> int:
     return max(scores, key=rank)
 
 
-def best_checkpoint_metric(has_inferred_validation_groups: bool) -> str:
-    """The metric a run's best checkpoint is chosen by: va_gi_wga when the run has inferred
-    validation groups (from a phase-1 file), else va_wga."""
-    return records.VA_GI_WGA if has_inferred_validation_groups else records.VA_WGA
+def best_checkpoint_metric(inferred_group_labels: bool) -> str:
+    """The metric a run's best checkpoint is chosen by: va_gi_wga when the run's group labels are
+    phase 1's inferred ones (its folder is ``group_labels_inferred``), else va_wga (its folder's
+    criterion, where a phase-1 file gives the run va_gi_wga too)."""
+    return records.VA_GI_WGA if inferred_group_labels else records.VA_WGA
 
 
 def default_metric(runs: list) -> str:

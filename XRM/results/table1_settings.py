@@ -27,16 +27,17 @@ SETTING_TITLES = {VALIDATION_GROUPS_KNOWN: "Validation groups known (selection b
 FOLDER_PREFERENCE = {VALIDATION_GROUPS_KNOWN: ("yes", "inferred", "no"), NO_GROUP_LABELS: ("inferred", "no", "yes")}
 
 
-def source_kinds(algorithm_cls: type, setting: str, true_groups: bool) -> tuple[str, ...]:
+def source_kinds(algorithm_cls: type, setting: str, true_groups: bool,
+                 inferred_validation_groups: bool = False) -> tuple[str, ...]:
     """The --group_labels kinds that give ``algorithm_cls`` the groups ``setting`` allows, best first.
 
     - trains with every training example's group ("training"): XRM's inferred groups; the true
       ones with ``true_groups``, in the setting where validation groups are known;
     - trains with validation groups ("validation"): the true ones where they are known, else XRM's;
     - trains with no groups ("none"): the source only supplies the validation groups that select
-      it: the true ones where known, else XRM's; algorithms given the phase-1 file (MAT) record
-      va_gi_wga from it, so one folder serves both settings; "no" (the classes) where the
-      algorithm accepts neither.
+      it: the true ones where known, else XRM's; algorithms given the phase-1 file (MAT, and with
+      ``inferred_validation_groups`` any of them: XRM.runs.sweep.SweepSpec) record va_gi_wga from it,
+      so one folder serves both settings; "no" (the classes) where the algorithm accepts neither.
     """
     known = setting == VALIDATION_GROUPS_KNOWN
     information = algorithm_cls.group_information
@@ -44,14 +45,14 @@ def source_kinds(algorithm_cls: type, setting: str, true_groups: bool) -> tuple[
         return ("yes",) if known and true_groups else ("inferred",)
     if information == "validation":
         return ("yes",) if known else ("inferred",)
-    if known or algorithm_cls.needs_held_out_logits:
+    if known or algorithm_cls.needs_held_out_logits or inferred_validation_groups:
         return "yes", "no"
     return "inferred", "no"
 
 
-def source_kind(algorithm_cls: type, setting: str, true_groups: bool) -> str:
+def source_kind(algorithm_cls: type, setting: str, true_groups: bool, inferred_validation_groups: bool = False) -> str:
     """The first of :func:`source_kinds` the algorithm accepts; a UserError when it accepts none."""
-    wanted = source_kinds(algorithm_cls, setting, true_groups)
+    wanted = source_kinds(algorithm_cls, setting, true_groups, inferred_validation_groups)
     for kind in wanted:
         if kind in algorithm_cls.accepted_group_labels:
             return kind

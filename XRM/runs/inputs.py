@@ -181,6 +181,8 @@ def load_run_setup(spec: RunSpec, data: StackData, phase_1_files: Phase1Files) -
                             "needs them: re-run phase 1 with XRM in this toolkit (GroupDRO and the other baselines can "
                             "still use the file's groups)")
         held_out, inferred_validation = outputs[HELD_OUT_LOGITS], outputs[VALIDATION_ATTRIBUTES]
+    elif spec.phase_1_file:  # true group labels, and phase 1's inferred validation groups for va_gi_wga
+        inferred_validation = phase_1_files(spec.phase_1_file)[VALIDATION_ATTRIBUTES]
     hparams = resolve_hparams(spec, data.family, data.num_steps, data.eval_every)
     if hparams["batch_size"] > len(train_y):
         raise UserError(f"hyper-parameter batch_size = {hparams['batch_size']} is larger than the training set "

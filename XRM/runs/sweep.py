@@ -36,6 +36,10 @@ class SweepSpec(TrainingOptions):
     # every algorithm of the command when this sweep is one part of it (reproduce.py's stages);
     # None: ``algorithms``. Each run takes the overrides of its own space (RunSpec.command_algorithms).
     command_algorithms: list[str] | None = None
+    # runs given true group labels also read phase 1's best file for its inferred validation groups, so that
+    # they record va_gi_wga and their folder serves both of Table 1's settings (reproduce.py, for algorithms
+    # that train with no groups: XRM.cli.reproduction.Protocol.one_folder)
+    inferred_validation_groups: bool = False
 
 
 def phase_1_runs_directory(phase_1_dir: str | Path, dataset: str) -> Path:
@@ -115,14 +119,14 @@ def make_runs(spec: SweepSpec) -> list[RunSpec]:
         # a registered name as registered; a custom dataset file by absolute path, filed under its stem
         dataset, label = dataset_key(name), dataset_label(name)
         for algorithm in spec.algorithms:
-            needs_phase_1 = get_algorithm_class(algorithm).needs_held_out_logits
             for seed in _seeds(spec):
                 # the reference's rule: phase 1's seed-0 best run serves every seed (unless paired)
                 phase_1_seed = seed if spec.pair_phase_1_seeds else 0
                 group_labels = _group_label_source(spec, dataset, phase_1_seed)
                 directory = records.run_directory(spec.out_dir, algorithm, label, group_labels)
                 phase_1_file = None
-                if needs_phase_1:
+                if get_algorithm_class(algorithm).needs_held_out_logits or (spec.inferred_validation_groups
+                                                                            and group_labels == "yes"):
                     phase_1_dir = spec.phase_1_dir or str(Path(spec.out_dir) / "XRM")
                     phase_1_file = str(select_phase_1_file(phase_1_dir, dataset, phase_1_seed))
                 for comb in _hparams_combs(spec, directory):

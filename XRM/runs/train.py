@@ -318,8 +318,10 @@ class StackTrainer:
     def _restore_or_start(self) -> None:
         for index, member in enumerate(self.members):
             files, checkpoint = member.spec.files, member.checkpoint
+            # the criterion of the run's folder (va_wga where it was given true or no group labels, even where a
+            # phase-1 file gives it va_gi_wga too), as select_base_model picks a base model's combination
             member.best = {"metric": selection.best_checkpoint_metric(
-                member.setup.inferred_validation_attributes is not None), "value": -1.0, "step": -1}
+                records.group_labels_kind(member.spec.group_labels) == "inferred"), "value": -1.0, "step": -1}
             if checkpoint is None:
                 files.directory.mkdir(parents=True, exist_ok=True)
                 header = {"hparams": member.setup.hparams, **member.spec.header(), IDENTITY: member.setup.identity,
