@@ -501,3 +501,23 @@ def test_an_algorithm_without_groups_trains_one_sweep_for_both_settings_and_the_
         assert all("va_gi_wga" in json.loads(line) for line in records)
     for path in folder.glob("best_hpcomb_*.pt"):  # the folder's own criterion picks a run's best checkpoint
         assert torch.load(path, weights_only=True)["metric"] == "va_wga"
+
+
+def test_a_dependent_added_later_reuses_the_one_sweep_and_trains_its_base_in_the_other_folder(tmp_path, capsys):
+    """ERM first trained once for both settings; DFR added to the same folder needs ERM's runs as bases in each
+    setting's folder: ERM's finished runs are kept (they read the phase-1 file), its no-labels sweep is trained."""
+    data = make_features(tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    first = reproduce_args(data, out)
+    first[first.index("--algorithms") + 1 : first.index("--num_hparams_combs")] = ["ERM"]
+    assert reproduce_here(first) == 0
+    kept = {path: path.read_bytes() for path in (out / "ERM" / "tiny" / "group_labels_yes").glob("results_*.json")}
+    assert _folders(out / "ERM" / "tiny") == ["group_labels_yes"] and len(kept) >= 2
+    second = reproduce_args(data, out)
+    second[second.index("--algorithms") + 1 : second.index("--num_hparams_combs")] = ["ERM", "DFR"]
+    assert reproduce_here(second) == 0, capsys.readouterr().err
+    assert _folders(out / "ERM" / "tiny") == ["group_labels_inferred", "group_labels_yes"]
+    assert all(path.read_bytes() == content for path, content in kept.items())  # not trained again
+    rows = _csv_rows(out / "table1.csv")
+    assert sorted((row["algorithm"], row["selection"]) for row in rows) == [
+        ("DFR", "va_gi_wga"), ("DFR", "va_wga"), ("ERM", "va_gi_wga"), ("ERM", "va_wga")]

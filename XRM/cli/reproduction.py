@@ -123,8 +123,19 @@ class Protocol:
             return False
         if any(get_algorithm_class(other).base_algorithm == algorithm for other in self.trained_algorithms()):
             return False
-        return not any(_started_without_phase_1(records.run_directory(self.out_dir, algorithm, label, "yes"))
-                       for label in self.labels())
+        return False not in self._yes_runs_read_phase_1(algorithm)
+
+    def _yes_runs_read_phase_1(self, algorithm: str) -> set[bool]:
+        """For the runs of ``algorithm`` in its ``group_labels_yes`` folders: whether each read a phase-1 file."""
+        return {reads for label in self.labels()
+                for reads in _reads_phase_1(records.run_directory(self.out_dir, algorithm, label, "yes"))}
+
+    def gives_yes_runs_phase_1(self, algorithm: str) -> bool:
+        """Whether ``algorithm``'s runs given true group labels read phase 1's inferred validation groups: where
+        one sweep serves both settings (:meth:`one_folder`), and where such runs exist already (a protocol that
+        now also trains a dependent of the algorithm, whose base runs are picked in each setting's folder, keeps
+        the finished ones valid)."""
+        return self.one_folder(algorithm) or True in self._yes_runs_read_phase_1(algorithm)
 
     def group_labels(self, kind: str) -> str:
         """The --group_labels value of a kind: yes, no, or the phase-1 folder (its best run by flip rate)."""
@@ -158,7 +169,7 @@ class Protocol:
         for algorithm, kind in self.sweeps(algorithms):
             runs += make_runs(self._spec(phase=2, datasets=self.datasets, algorithms=[algorithm],
                                          group_labels=self.group_labels(kind), num_hparams_combs=self.num_hparams_combs,
-                                         seed=0, inferred_validation_groups=self.one_folder(algorithm)))
+                                         seed=0, inferred_validation_groups=self.gives_yes_runs_phase_1(algorithm)))
         return runs
 
     def folders(self, algorithms: list[str] | None = None) -> Folders:
@@ -189,12 +200,13 @@ class Protocol:
             runs += make_runs(self._spec(phase=2, datasets=[dataset], algorithms=[algorithm],
                                          group_labels=self.group_labels(sources[algorithm, setting]),
                                          hparams_comb=best, num_seeds=self.num_seeds,
-                                         inferred_validation_groups=self.one_folder(algorithm)))
+                                         inferred_validation_groups=self.gives_yes_runs_phase_1(algorithm)))
         return list({run.run_name: run for run in runs}.values())  # two settings may select one combination
 
 
-def _started_without_phase_1(folder: Path) -> bool:
-    """Whether some run in ``folder`` has a results header that names no phase-1 file."""
+def _reads_phase_1(folder: Path) -> list[bool]:
+    """For each run in ``folder`` with a readable results header: whether the header names a phase-1 file."""
+    found = []
     for path in folder.glob("results_hpcomb_*_seed*.json"):
         with open(path, encoding="utf-8", errors="replace") as handle:
             first_line = handle.readline()
@@ -202,9 +214,9 @@ def _started_without_phase_1(folder: Path) -> bool:
             header = json.loads(first_line)
         except ValueError:  # unreadable: the launch checks of its run say so
             continue
-        if isinstance(header, dict) and not header.get("phase_1_file"):
-            return True
-    return False
+        if isinstance(header, dict):
+            found.append(bool(header.get("phase_1_file")))
+    return found
 
 
 def _is_phase_1_folder(folder: Path) -> bool:
