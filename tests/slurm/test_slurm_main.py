@@ -119,16 +119,31 @@ def test_an_unknown_partition_is_refused_with_the_partitions_there_are(tmp_path)
 
 def test_reproduce_on_slurm_writes_the_table_of_a_local_protocol(tmp_path):
     """The whole Table 1 protocol through --slurm_partition (each stage waits for its job arrays):
-    the same table1.csv as the protocol run in this process's machine."""
+    the same table1.csv as the protocol run in this process's machine; meanwhile --status shows the
+    protocol running and its runs' jobs as SLURM reports them, and at the end every run done."""
     common = ["--datasets", "Synthetic", "--algorithms", "MAT", "ERM", "--num_hparams_combs", "2", "--num_seeds", "2",
               "--hparams", '{"num_steps": 101, "eval_every": 50}']
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
-    tables = {}
+    tables, seen = {}, set()
     for where, extra in (("slurm", slurm_args(tmp_path)), ("local", [])):
         out = tmp_path / where
-        result = subprocess.run([sys.executable, "reproduce.py", *common, "--out_dir", str(out), *extra], cwd=ROOT,
-                                env=env, capture_output=True, text=True, timeout=4 * TIMEOUT_S)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout.count("stage ") >= 4
+        command = [sys.executable, "reproduce.py", *common, "--out_dir", str(out), *extra]
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while where == "slurm" and process.poll() is None:
+            status = subprocess.run([*command, "--status"], cwd=ROOT, env=env, capture_output=True, text=True,
+                                    timeout=TIMEOUT_S)
+            assert status.returncode == 0, status.stderr
+            lines = status.stdout.splitlines()
+            if lines and lines[0] == f"a reproduce command is running on {out}":
+                seen |= {line.split()[0] for line in lines[1:] if line.startswith("  ")}  # running, pending
+        stdout, stderr = process.communicate(timeout=4 * TIMEOUT_S)
+        assert process.returncode == 0, stdout + stderr
+        assert stdout.count("stage ") >= 4
         tables[where] = (out / "table1.csv").read_text()
     assert tables["slurm"] == tables["local"] and len(tables["local"].splitlines()) == 1 + 4  # 2 algorithms x 2 settings
+    assert seen and seen <= {"running", "pending"}, seen  # jobs seen queued or running, none failed or stopped
+    final = subprocess.run([sys.executable, "reproduce.py", *common, "--out_dir", str(tmp_path / "slurm"),
+                            *slurm_args(tmp_path), "--status"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert final.stdout.splitlines()[0] == f"no reproduce command is running on {tmp_path / 'slurm'}"
+    assert all(", 0 running, 0 pending, 0 failed, 0 stopped, 0 not launched" in line
+               for line in final.stdout.splitlines()[1:4])
