@@ -303,7 +303,7 @@ TABLE_SUFFIXES = (".csv", ".md", ".tex")
 def status(protocol: Protocol, slurm_dir: str) -> str:
     """Where the protocol stands, from the files in --out_dir and the jobs indexed in ``slurm_dir``
     (XRM.launch.status, as main.py --status): whether a reproduce command is running on the folder, each
-    stage's runs counted by state with a line for each running, pending or failed one, and whether the
+    stage's runs counted by state with a line for each running, pending, failed or stopped one, and whether the
     tables are written. A stage's runs are listed once the stages before it are done (phase 2 reads phase
     1's best run; the seeds, each setting's selected combination). Reads and writes nothing else."""
     from XRM.common.errors import UserError
