@@ -39,8 +39,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "EIIL writes no held-out logits, so MAT is refused with it")
     add_training_arguments(parser)
     add_launch_arguments(parser, status_help="show where the protocol stands: each stage's runs as done / running / "
-                                             "pending / failed / not launched (a line for each running, pending or "
-                                             "failed one), and whether a reproduce command is running on --out_dir")
+                                             "pending / failed / stopped / not launched (a line for each running, "
+                                             "pending, failed or stopped one), and whether a reproduce command is "
+                                             "running on --out_dir")
     parser.set_defaults(out_dir="./table1")
     return parser
 

@@ -28,7 +28,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: main.py's --status
-SWEEP_STATUS_HELP = "show each run of the sweep as done / running / pending / failed / not launched"
+SWEEP_STATUS_HELP = "show each run of the sweep as done / running / pending / failed / stopped / not launched"
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser, status_help: str = SWEEP_STATUS_HELP) -> None:

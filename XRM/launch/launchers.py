@@ -176,7 +176,6 @@ def _run_in_this_process(stacks: list[Stack], run_fn: RunFn, options: LaunchOpti
     return LaunchReport("local", _names(stacks), failures=failures, skipped_running=running)
 
 
-
 def visible_gpu_count() -> int:
     """How many GPUs this process sees (CUDA_VISIBLE_DEVICES applies)."""
     import torch

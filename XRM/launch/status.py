@@ -249,8 +249,9 @@ def sweep_status(runs: list[Any], slurm_dir: str | os.PathLike) -> list[RunState
     """Each run's state, from its done file and the jobs indexed under ``slurm_dir``.
 
     States: done / running / pending / failed (with the last line of its error) / stopped
-    (started outside a job, unfinished, and no process trains it) / not launched. SLURM states come from one sacct call for the whole sweep, and the reasons
-    pending jobs wait from one squeue call.
+    (started outside a job, unfinished, and no process trains it) / not launched. SLURM states
+    come from one sacct call for the whole sweep, and the reasons pending jobs wait from one
+    squeue call.
     """
     index = read_index(slurm_dir)
     # Build every job before asking any state, so that submitit asks sacct once for all.

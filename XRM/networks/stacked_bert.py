@@ -35,8 +35,8 @@ from XRM.networks.packed_bert import supports_packing
 from XRM.networks.stacked_tokens import RowGroups, StackedTokens
 
 #: the dtypes torch._grouped_mm multiplies on the CPU and on CUDA (compute capability 9.0 and later:
-#: H100, H200) in torch 2.11 and later, for rows of a multiple of 16 bytes; other cases (float64, a head of
-#: 2 classes, an older torch or GPU, where a trial product fails) take one product per run
+#: H100, H200), for rows of a multiple of 16 bytes; other cases (float64, a head of 2 classes, a torch or
+#: GPU where a trial product fails: grouped_products_run) take one product per run
 GROUPED_DTYPES = {"cpu": (torch.bfloat16, torch.float16, torch.float32), "cuda": (torch.bfloat16,)}
 
 
