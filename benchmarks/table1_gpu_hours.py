@@ -3,6 +3,7 @@ before and after, computed from throughputs measured on the machine it runs on.
 
 python benchmarks/table1_gpu_hours.py --scale 0.25           # on a GPU (ResNet-50, BERT-base, random weights)
 python benchmarks/table1_gpu_hours.py --quick                 # a smoke test on a CPU (tiny models, tiny splits)
+python benchmarks/table1_gpu_hours.py --from benchmarks/measured/h100_main_py.json   # recorded throughputs
 
 The protocol (reproduce.py; PAPER_FACTS.md, "Training protocol"): per dataset, XRM phase 1 with 10
 hyper-parameter combinations; then MAT (one group-label folder), GroupDRO (one) and ERM (before: two,
@@ -29,6 +30,7 @@ Measured (each once, on this machine):
 The formula (docs/engine.md, "GPU-hours of Table 1"): see run_hours.
 """
 import argparse
+import json
 import math
 import sys
 from collections.abc import Callable
@@ -306,6 +308,55 @@ def measure_kind(kind: Kind, exponents: tuple[int, int], after: str, device: tor
     return Throughputs(before, measured, kind.evaluation(), twins)
 
 
+# ---------------------------------------------------------------- recorded throughputs
+
+def throughputs_record(measured: dict[str, Throughputs], machine: str, after_training: str) -> dict:
+    """``measured`` (kind -> Throughputs) as JSON: per kind, examples a second of one run at each batch size
+    (training before, after, and XRM's twins after where they train otherwise) and the evaluation rates."""
+    def examples_per_second(seconds: dict[int, float] | None) -> dict[str, float] | None:
+        return None if seconds is None else {str(b): b / s for b, s in seconds.items()}
+
+    return {"machine": machine, "after_training": after_training, "kinds": {
+        name: {"training_before": examples_per_second(t.step_before),
+               "training_after": examples_per_second(t.step_after),
+               "phase_1_after": examples_per_second(t.phase_1_after),
+               "evaluation": {"streamed": t.evaluation.streamed, "prepared": t.evaluation.prepared,
+                              "preparation_ms": t.evaluation.preparation * 1e3}}
+        for name, t in measured.items()}}
+
+
+def throughputs_of_record(record: dict) -> dict[str, Throughputs]:
+    """:func:`throughputs_record`'s JSON back as kind -> Throughputs (a KeyError, TypeError or ValueError
+    where it is not such a record)."""
+    def seconds(rates: dict[str, float] | None) -> dict[int, float] | None:
+        if rates is None:
+            return None
+        if not all(float(rate) > 0 for rate in rates.values()):
+            raise ValueError("a rate is not a positive number")
+        return {int(b): int(b) / float(rate) for b, rate in rates.items()}
+
+    measured = {}
+    for name in ("image", "multinli", "civil"):
+        kind = record["kinds"][name]
+        rates = kind["evaluation"]
+        measured[name] = Throughputs(seconds(kind["training_before"]), seconds(kind["training_after"]),
+                                     EvaluationRates(float(rates["streamed"]), float(rates["prepared"]),
+                                                     float(rates["preparation_ms"]) / 1e3),
+                                     seconds(kind.get("phase_1_after")))
+    return measured
+
+
+def read_throughputs(path: Path) -> tuple[dict[str, Throughputs], dict]:
+    """The throughputs recorded in ``path`` and the record; a ValueError whose message says what is wrong."""
+    try:
+        record = json.loads(path.read_text())
+        return throughputs_of_record(record), record
+    except OSError as error:
+        raise ValueError(f"cannot read it ({error.strerror or error})") from error
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"not a record written by --save ({type(error).__name__}: {error})") from error
+
+
 # ---------------------------------------------------------------- the table
 
 def table(hours: dict[str, dict[str, Hours]]) -> str:
@@ -339,7 +390,20 @@ def main() -> int:
                         "ResNet passes captured as CUDA graphs; stacked-text: text runs stacked 8 at a time)")
     parser.add_argument("--quick", action="store_true", help="tiny models, 0.0005 of the splits, 2 timed steps, "
                         "on the CPU unless --device says otherwise: checks the script, not the GPU-hours")
+    parser.add_argument("--save", type=Path, metavar="JSON", help="also write the measured throughputs to this file")
+    parser.add_argument("--from", dest="recorded", type=Path, metavar="JSON", help="measure nothing: the table from "
+                        "throughputs a --save wrote (e.g. benchmarks/measured/*.json)")
     args = parsed(parser)
+    if args.recorded is not None:
+        try:
+            measured, record = read_throughputs(args.recorded)
+        except ValueError as error:
+            print(f"error: --from {args.recorded}: {error}", file=sys.stderr)
+            return 2
+        print(f"throughputs recorded in {args.recorded}: {record['machine']}; after-training measurement: "
+              f"{record['after_training']}")
+        print_hours(measured)
+        return 0
     if args.quick:
         args.scale, args.num_workers = 0.0005, min(args.num_workers, 2)
         args.device = "cpu" if args.device == "auto" else args.device
@@ -356,11 +420,19 @@ def main() -> int:
         rates = throughputs.evaluation
         print(f"{name}: training before/after {steps}; evaluation today {rates.streamed:,.0f}/s, prepared "
               f"{rates.prepared:,.0f}/s (+{rates.preparation * 1e3:.3f} ms per example once)", flush=True)
+    if args.save is not None:
+        args.save.write_text(json.dumps(throughputs_record(measured, device_line(device), args.after_training),
+                                        indent=1) + "\n")
+    print_hours(measured)
+    return 0
+
+
+def print_hours(measured: dict[str, Throughputs]) -> None:
+    """Print the GPU-hours table of Table 1's protocol from the throughputs of each kind."""
     hours = {p.size.name: protocol_hours(p, measured[p.kind] if p.phase_1_backbone or p.phase_2_backbone else None,
                                          mean_test_passes(p.size)) for p in PROTOCOLS}
     print("GPU-hours (runs on precomputed features: 0)")
     print(table(hours))
-    return 0
 
 
 if __name__ == "__main__":

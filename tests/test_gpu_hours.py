@@ -1,12 +1,17 @@
 """The arithmetic of benchmarks/table1_gpu_hours.py and benchmarks/evaluation_speed.py on given throughputs."""
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from benchmarks.evaluation_cost import RunSize
-from benchmarks.evaluation_speed import EvaluationRates, run_evaluation_seconds, token_rows
+from benchmarks.evaluation_speed import EvaluationRates, mean_test_passes, run_evaluation_seconds, token_rows
 from benchmarks.table1_gpu_hours import (NO_HOURS, PROTOCOLS, DatasetProtocol, Hours, Throughputs,
-                                         mean_step_seconds, protocol_hours, quantile_lengths, run_hours, table,
+                                         mean_step_seconds, protocol_hours, quantile_lengths, read_throughputs,
+                                         run_hours, table, throughputs_of_record, throughputs_record,
                                          training_measurement)
 
 # 101 steps, evaluation every 50: steps 0, 50 and 100, 3 evaluations; 100 validation and 200 test examples
@@ -91,3 +96,52 @@ def test_xrm_twins_keep_todays_step_where_the_after_measurement_stacks_single_ne
     assert phase_1.train_after == pytest.approx(phase_1.train_before)  # the twins are not stacked: no saving
     assert phase_2.train_after == pytest.approx(phase_2.train_before / 2)
 
+
+
+MEASURED = Path(__file__).resolve().parents[1] / "benchmarks" / "measured"
+
+
+def _table_1_hours(measured: dict[str, Throughputs]) -> Hours:
+    """The whole protocol's hours from each kind's throughputs, as the benchmark sums them."""
+    total = NO_HOURS
+    for protocol in PROTOCOLS:
+        kind = measured[protocol.kind] if protocol.phase_1_backbone or protocol.phase_2_backbone else None
+        total = sum(protocol_hours(protocol, kind, mean_test_passes(protocol.size)).values(), total)
+    return total
+
+
+@pytest.mark.parametrize("name, after", [("h100_main_py.json", 80.29), ("h100_stacked_text.json", 84.14)])
+def test_the_recorded_h100_throughputs_give_the_documented_gpu_hours(name, after):
+    measured, record = read_throughputs(MEASURED / name)
+    hours = _table_1_hours(measured)
+    before_total, after_total = hours.train_before + hours.eval_before, hours.train_after + hours.eval_after
+    assert before_total == pytest.approx(404.78, rel=1e-3)  # docs/engine.md (its rates rounded in the file)
+    assert after_total == pytest.approx(after, abs=0.01)
+    assert "H100" in record["machine"]
+
+
+def test_a_record_reads_back_as_the_throughputs_it_was_written_from():
+    measured = {name: Throughputs(LINEAR, {b: s / 2 for b, s in LINEAR.items()}, RATES,
+                                  LINEAR if name == "civil" else None) for name in ("image", "multinli", "civil")}
+    again = throughputs_of_record(json.loads(json.dumps(throughputs_record(measured, "here", "main.py"))))
+    for name, throughputs in measured.items():
+        assert again[name].step_before == pytest.approx(throughputs.step_before, rel=1e-12)
+        assert again[name].step_after == pytest.approx(throughputs.step_after, rel=1e-12)
+        assert (again[name].phase_1_after is None) == (throughputs.phase_1_after is None)
+        assert again[name].evaluation.preparation == pytest.approx(RATES.preparation, rel=1e-12)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read it"),
+    ("{not json", "not a record written by --save (JSONDecodeError"),
+    ('{"machine": "m", "after_training": "x", "kinds": {}}', "not a record written by --save (KeyError: 'image')"),
+])
+def test_from_a_bad_record_is_one_line(tmp_path, content, message):
+    path = tmp_path / "record.json"
+    if content is not None:
+        path.write_text(content)
+    result = subprocess.run([sys.executable, "benchmarks/table1_gpu_hours.py", "--from", str(path)],
+                            cwd=MEASURED.parents[1], capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(lines) == 1 and lines[0].startswith(f"error: --from {path}: {message}"), lines
