@@ -443,9 +443,10 @@ def test_status_while_a_protocol_runs_names_the_runs_being_trained_and_those_sto
     assert lines[0] == f"a reproduce command is running on {out}"
     assert lines[3:] == [
         f"stage 3/4 {SEEDS_TITLE}: 6 runs: 4 done, 1 running, 0 pending, 0 failed, 1 stopped, 0 not launched",
-        f"  running  MAT/tiny/group_labels_yes/{name}",
-        f"  stopped  ERM/tiny/group_labels_yes/{stopped.name.removeprefix('done_')}  started, not finished, and no "
-        "process trains it; run its command again to resume it",
+        # how far each got: its last record (81 steps, evaluated every 20: the last at step 80)
+        f"  running  MAT/tiny/group_labels_yes/{name}  (last evaluation at step 80 of 81)",
+        f"  stopped  ERM/tiny/group_labels_yes/{stopped.name.removeprefix('done_')}  (last evaluation at step 80 of 81)"
+        "  started, not finished, and no process trains it; run its command again to resume it",
         "stage 4/4 tables and plots: not written yet"]
 
 

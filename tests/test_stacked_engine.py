@@ -1,5 +1,6 @@
 """The stacked engine: a run trained in a stack writes what it writes alone; resuming a killed stack is exact."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def test_a_killed_stack_resumes_to_the_records_of_an_unbroken_one(tmp_path, scri
     assert status[-1] == "0 done, 0 running, 0 pending, 0 failed, 4 stopped, 0 not launched (4 runs; unfinished ones in 1 stacks)"
     assert all(line.startswith("stopped") and line.endswith("started, not finished, and no process trains it; run its "
                                                             "command again to resume it") for line in status[:-1])
+    steps = {int(re.search(r"\(last evaluation at step (\d+) of 3001\)", line).group(1)) for line in status[:-1]}
+    assert steps and all(step % 100 == 0 for step in steps)  # evaluated every 100 steps: where each got to
     resumed = subprocess.run(_main(tmp_path / "b", "--resume"), cwd=ROOT, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stderr.count("resuming ") == 4

@@ -190,3 +190,16 @@ def test_reproduce_reads_phase_1_records_that_are_no_records(tmp_path, capsys):
         "6 runs, 0 done, 6 to run"]
     assert f"warning: skipping line 4 of {directory / 'results_hpcomb_1_seed0.json'}: its flip_rate \"high\" is not " \
            "a number" in output.err
+
+
+def test_a_runs_progress_is_its_last_whole_record_and_its_num_steps(tmp_path, monkeypatch):
+    header = {"hparams": {"num_steps": 301}}
+    folder = tmp_path / "run"
+    assert records.progress(folder / "results_hpcomb_0_seed0.json") is None  # no file
+    assert records.progress(_write(folder, 0, [header])) is None  # no record yet
+    path = _write(folder, 1, [header, _record(0, 0.5), _record(100, 0.6), '{"step": 200, "va_w'])
+    assert records.progress(path) == (100, 301)  # a last line cut short by a kill is not a record
+    assert records.progress(_write(folder, 2, [{"hparams": {}}, _record(0, 0.5)])) is None  # no num_steps
+    monkeypatch.setattr(records, "TAIL_BYTES", 150)  # a long file: only its end is read
+    long = _write(folder, 3, [header, *(_record(step, 0.5) for step in range(0, 301, 10))])
+    assert records.progress(long) == (300, 301) and long.stat().st_size > 10 * 150

@@ -78,12 +78,14 @@ _LIVE_SLURM_STATES = {
 
 class RunState(NamedTuple):
     """One line of ``--status``: a run, its state and, when it failed, its last error line;
-    when its SLURM job is pending, SLURM's reason (Resources, Priority, JobHeldUser, ...)."""
+    when its SLURM job is pending, SLURM's reason (Resources, Priority, JobHeldUser, ...); when
+    it runs or stopped, how far it got."""
 
     run_name: str
     state: str
     last_error_line: str
     pending_reason: str = ""
+    progress: str = ""  # a running or stopped run's last evaluation: "last evaluation at step 1200 of 3001"
 
 
 class JobEntry(NamedTuple):
@@ -145,6 +147,12 @@ def running_elsewhere(run: Any) -> bool:
     return bool(getattr(run, "running_elsewhere", lambda: False)())
 
 
+def _progress(run: Any) -> str:
+    """How far a run got, from its results file (runs that can tell have ``progress()``), or ""."""
+    progress = getattr(run, "progress", lambda: None)()
+    return "" if progress is None else f"last evaluation at step {progress[0]} of {progress[1]}"
+
+
 def run_state(run: Any, job: "submitit.Job | None") -> RunState:
     """The state of one run (a RunSpec): done from its done file, running while another process holds its
     lock, else from its job (None: never launched)."""
@@ -152,15 +160,16 @@ def run_state(run: Any, job: "submitit.Job | None") -> RunState:
     if Path(run.done_path).exists():
         return RunState(name, DONE, "")
     if running_elsewhere(run):
-        return RunState(name, RUNNING, "")
+        return RunState(name, RUNNING, "", progress=_progress(run))
     if job is None:
         started = bool(getattr(run, "started", lambda: False)())
-        return RunState(name, STOPPED, STOPPED_LINE) if started else RunState(name, NOT_LAUNCHED, "")
+        return RunState(name, STOPPED, STOPPED_LINE, progress=_progress(run)) if started else RunState(
+            name, NOT_LAUNCHED, "")
     if job.paths.result_pickle.exists():
         return _ended_state(name, job.paths.result_pickle)
     live_state = _live_state(job)
     if live_state is not None:
-        return RunState(name, live_state, "")
+        return RunState(name, live_state, "", progress=_progress(run) if live_state == RUNNING else "")
     log = job.paths.stderr.read_text(errors="replace") if job.paths.stderr.exists() else ""
     return RunState(name, FAILED, _last_log_error(log) or f"job {job.job_id} ended with no result and no log")
 
@@ -311,6 +320,8 @@ def state_lines(states: list[RunState], stack_of: dict[str, int] | None = None) 
             line += f"  (stack {stack_of[state.run_name]})"
         if state.pending_reason:
             line += f"  ({state.pending_reason})"
+        if state.progress:
+            line += f"  ({state.progress})"
         lines.append(f"{line}  {state.last_error_line}" if state.last_error_line else line)
     return lines
 

@@ -191,6 +191,33 @@ def write_header(path: Path, header: dict) -> None:
     atomic_write_text(json.dumps(header, sort_keys=True) + "\n", path)
 
 
+#: bytes read from a results file's end to find its last record
+TAIL_BYTES = 16384
+
+
+def progress(path: Path) -> tuple[int, int] | None:
+    """(the step of the last evaluation record, the run's num_steps) of the results file ``path``, read from its
+    first line and its end; None without a file, a record or a readable num_steps."""
+    try:
+        with open(path, "rb") as handle:
+            header = json.loads(handle.readline())
+            handle.seek(max(0, path.stat().st_size - TAIL_BYTES))
+            tail = handle.read().decode("utf-8", errors="replace").splitlines()
+    except (OSError, ValueError):
+        return None
+    num_steps = header.get("hparams", {}).get("num_steps") if isinstance(header, dict) else None
+    for line in reversed(tail):
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line cut short, or the start of the tail
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get(STEP), int) and isinstance(num_steps, int):
+            return entry[STEP], num_steps
+        if isinstance(entry, dict) and STEP not in entry:  # the header: no record yet
+            return None
+    return None
+
+
 def read_results(path: Path) -> tuple[dict, list[dict]]:
     """The header and evaluation records of a results file.
 

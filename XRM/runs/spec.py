@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from XRM.common.run_options import TrainingOptions
+from XRM.results import records
 from XRM.results.records import RunFiles
 from XRM.runs.lock import held_elsewhere
 
@@ -56,6 +57,10 @@ class RunSpec(TrainingOptions):
     def is_done(self) -> bool:
         """Whether the run has finished."""
         return self.files.done.exists()
+
+    def progress(self) -> tuple[int, int] | None:
+        """(the step of its last evaluation, its num_steps), from its results file (records.progress)."""
+        return records.progress(self.files.results)
 
     def started(self) -> bool:
         """Whether the run has begun: its checkpoint or its results file exists."""
