@@ -523,3 +523,15 @@ def test_a_dependent_added_later_reuses_the_one_sweep_and_trains_its_base_in_the
     rows = _csv_rows(out / "table1.csv")
     assert sorted((row["algorithm"], row["selection"]) for row in rows) == [
         ("DFR", "va_gi_wga"), ("DFR", "va_wga"), ("ERM", "va_gi_wga"), ("ERM", "va_wga")]
+
+
+def test_read_results_asked_for_a_folder_a_one_sweep_algorithm_lacks_says_where_its_runs_are(protocol):
+    _, out, _ = protocol
+    result = run_script("XRM/read_results.py", "--dir", str(out), "--algorithms", "ERM", "--group_labels", "inferred")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: no results found under {out} for the datasets, algorithms and group labels asked for; ERM's runs "
+        "for both settings are in ERM/tiny/group_labels_yes (they record va_gi_wga): --group_labels yes "
+        "--selection_criterion va_gi_wga"]
+    summary, seeds = _read_results_summary(out, "ERM", "yes", "va_gi_wga")  # and there they are
+    assert seeds == 2 and len(summary) == 4

@@ -17,6 +17,7 @@ from XRM.results.collect import broken_runs, collect_runs, folder_names, format_
 from XRM.results.records import SELECTION_METRICS, group_labels_folder
 from XRM.results.selection import criterion_for
 from XRM.results.table1 import TABLE_FORMATS, WRITERS, found_cells
+from XRM.results.table1_settings import records_inferred_validation_groups
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -59,8 +60,22 @@ def main(args: argparse.Namespace) -> int:
             for source in args.group_labels:
                 shown += print_folder(root / algorithm / dataset / group_labels_folder(source), args)
     if not shown:
-        raise UserError(f"no results found under {root} for the datasets, algorithms and group labels asked for")
+        raise UserError(f"no results found under {root} for the datasets, algorithms and group labels asked for"
+                        + _one_folder_hint(root, args))
     return 0
+
+
+def _one_folder_hint(root: Path, args: argparse.Namespace) -> str:
+    """Where an asked-for ``group_labels_inferred`` folder is missing because reproduce.py trained the algorithm
+    once for both settings (its ``group_labels_yes`` runs record va_gi_wga): how to read those; else ""."""
+    if "inferred" not in args.group_labels:
+        return ""
+    for algorithm in folder_names(root, args.algorithms):
+        for dataset in folder_names(root / algorithm, args.datasets):
+            if records_inferred_validation_groups(root / algorithm / dataset / group_labels_folder("yes")):
+                return (f"; {algorithm}'s runs for both settings are in {algorithm}/{dataset}/group_labels_yes (they "
+                        "record va_gi_wga): --group_labels yes --selection_criterion va_gi_wga")
+    return ""
 
 
 def print_folder(directory: Path, args: argparse.Namespace) -> bool:
