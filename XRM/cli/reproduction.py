@@ -115,15 +115,17 @@ class Protocol:
         reads no base run and is no trained algorithm's base (a base model is picked by its folder's own
         criterion), and no run of it in a ``group_labels_yes`` folder was started without a phase-1 file (by an
         earlier protocol, or main.py: that folder keeps its two sweeps, and its finished runs stay valid)."""
+        return self._may_share_one_folder(algorithm) and False not in self._yes_runs_read_phase_1(algorithm)
+
+    def _may_share_one_folder(self, algorithm: str) -> bool:
+        """:meth:`one_folder`'s conditions on the algorithm and the protocol (not on its folders' runs)."""
         from XRM.algorithms import get_algorithm_class
 
         cls = get_algorithm_class(algorithm)
         if (cls.group_information != "none" or cls.needs_held_out_logits or cls.base_algorithm is not None
                 or "yes" not in cls.accepted_group_labels):
             return False
-        if any(get_algorithm_class(other).base_algorithm == algorithm for other in self.trained_algorithms()):
-            return False
-        return False not in self._yes_runs_read_phase_1(algorithm)
+        return not any(get_algorithm_class(other).base_algorithm == algorithm for other in self.trained_algorithms())
 
     def _yes_runs_read_phase_1(self, algorithm: str) -> set[bool]:
         """For the runs of ``algorithm`` in its ``group_labels_yes`` folders: whether each read a phase-1 file."""
@@ -134,8 +136,9 @@ class Protocol:
         """Whether ``algorithm``'s runs given true group labels read phase 1's inferred validation groups: where
         one sweep serves both settings (:meth:`one_folder`), and where such runs exist already (a protocol that
         now also trains a dependent of the algorithm, whose base runs are picked in each setting's folder, keeps
-        the finished ones valid)."""
-        return self.one_folder(algorithm) or True in self._yes_runs_read_phase_1(algorithm)
+        the finished ones valid). The folders' headers are read once."""
+        read = self._yes_runs_read_phase_1(algorithm)
+        return True in read or (self._may_share_one_folder(algorithm) and False not in read)
 
     def group_labels(self, kind: str) -> str:
         """The --group_labels value of a kind: yes, no, or the phase-1 folder (its best run by flip rate)."""

@@ -205,13 +205,16 @@ def progress(path: Path) -> tuple[int, int] | None:
             tail = handle.read().decode("utf-8", errors="replace").splitlines()
     except (OSError, ValueError):
         return None
-    num_steps = header.get("hparams", {}).get("num_steps") if isinstance(header, dict) else None
+    hparams = header.get("hparams") if isinstance(header, dict) else None
+    num_steps = hparams.get("num_steps") if isinstance(hparams, dict) else None
+    if not isinstance(num_steps, int):
+        return None
     for line in reversed(tail):
         try:
             entry = json.loads(line)
         except ValueError:  # a line cut short, or the start of the tail
             continue
-        if isinstance(entry, dict) and isinstance(entry.get(STEP), int) and isinstance(num_steps, int):
+        if isinstance(entry, dict) and isinstance(entry.get(STEP), int):
             return entry[STEP], num_steps
         if isinstance(entry, dict) and STEP not in entry:  # the header: no record yet
             return None

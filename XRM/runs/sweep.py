@@ -119,14 +119,14 @@ def make_runs(spec: SweepSpec) -> list[RunSpec]:
         # a registered name as registered; a custom dataset file by absolute path, filed under its stem
         dataset, label = dataset_key(name), dataset_label(name)
         for algorithm in spec.algorithms:
+            needs_phase_1 = get_algorithm_class(algorithm).needs_held_out_logits
             for seed in _seeds(spec):
                 # the reference's rule: phase 1's seed-0 best run serves every seed (unless paired)
                 phase_1_seed = seed if spec.pair_phase_1_seeds else 0
                 group_labels = _group_label_source(spec, dataset, phase_1_seed)
                 directory = records.run_directory(spec.out_dir, algorithm, label, group_labels)
                 phase_1_file = None
-                if get_algorithm_class(algorithm).needs_held_out_logits or (spec.inferred_validation_groups
-                                                                            and group_labels == "yes"):
+                if needs_phase_1 or (spec.inferred_validation_groups and group_labels == "yes"):
                     phase_1_dir = spec.phase_1_dir or str(Path(spec.out_dir) / "XRM")
                     phase_1_file = str(select_phase_1_file(phase_1_dir, dataset, phase_1_seed))
                 for comb in _hparams_combs(spec, directory):
