@@ -83,6 +83,26 @@ def _groupable(rows: torch.Tensor, weights: torch.Tensor) -> bool:
     return aligned and grouped_products_run(rows.device, rows.dtype)
 
 
+class _EachRowsRun(torch.autograd.Function):
+    """Each row's run's entry of a per-run table: a gather forward; backward, each run's rows summed by one
+    matrix product (the gather's own backward adds every row into its run's entry atomically: thousands of
+    rows into a few entries contend, and bf16 atomics round at every addition)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, groups: RowGroups) -> torch.Tensor:
+        ctx.groups = groups
+        return table.index_select(0, groups.run_of_row)
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return ctx.groups.one_hot(gradient.dtype) @ gradient, None
+
+
+def each_rows_run(table: torch.Tensor, groups: RowGroups) -> torch.Tensor:
+    """Rows [N, ...] of a per-run table [H, ...]: row i is the entry of row i's run (``groups``)."""
+    return _EachRowsRun.apply(table, groups)
+
+
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: RowGroups,
                    grouped: bool = True) -> torch.Tensor:
     """Each run's linear layer on its own rows: x [N, in] (run h's rows as ``groups`` says), weight
@@ -94,7 +114,7 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gr
         product = torch._grouped_mm(rows, weights, offs=groups.offsets)
     else:
         product = torch.cat([rows[part] @ weights[run] for run, part in enumerate(groups.slices())])
-    return product + bias.to(dtype).index_select(0, groups.run_of_row)
+    return product + each_rows_run(bias.to(dtype), groups)
 
 
 def _signature(classifier: nn.Module) -> tuple:
@@ -156,8 +176,8 @@ class StackedBert:
 
     def _norm(self, x: torch.Tensor, prefix: str, groups: RowGroups) -> torch.Tensor:
         normalised = F.layer_norm(x, x.shape[-1:], eps=self.config.layer_norm_eps)
-        scale = self._p(prefix + ".weight").index_select(0, groups.run_of_row)
-        return torch.addcmul(self._p(prefix + ".bias").index_select(0, groups.run_of_row), normalised, scale)
+        scale = each_rows_run(self._p(prefix + ".weight"), groups)
+        return torch.addcmul(each_rows_run(self._p(prefix + ".bias"), groups), normalised, scale)
 
     def _embed(self, name: str, index: torch.Tensor, groups: RowGroups) -> torch.Tensor:
         """Rows ``index`` [N] of each token's run's own table ``name`` [H, n, d]: [N, d]."""

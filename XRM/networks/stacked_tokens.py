@@ -10,7 +10,7 @@ another, each run with its own spare row for its fillers, over one width: the to
 same in any stack (so a run's attention dropout masks have one shape whatever its stack). A run's pooled rows (its texts' first tokens) are laid out [H, B]: B, the largest batch
 rounded up to ``POOLED_ROWS_MULTIPLE``, so each run's rows start at a multiple of the alignment.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,7 @@ class RowGroups:
     ends: list[int]  # on the host
     offsets: torch.Tensor  # int32 [H]: the same, on the device (a grouped matrix product's group ends)
     run_of_row: torch.Tensor  # int64 [rows]: each row's run, on the device
+    _one_hots: dict = field(default_factory=dict, repr=False, compare=False)  # one_hot's, by dtype
 
     @classmethod
     def of(cls, counts: list[int], device: torch.device) -> "RowGroups":
@@ -51,6 +52,13 @@ class RowGroups:
         offsets = torch.cat([torch.full((1,), end, dtype=torch.int32, device=device) for end in ends])
         runs = torch.cat([torch.full((count,), run, device=device) for run, count in enumerate(counts)])
         return cls(ends, offsets, runs)
+
+    def one_hot(self, dtype: torch.dtype) -> torch.Tensor:
+        """[runs, rows] in ``dtype``: 1 where the row is the run's, else 0 (made once per dtype)."""
+        if dtype not in self._one_hots:
+            runs = torch.arange(len(self.ends), device=self.run_of_row.device)
+            self._one_hots[dtype] = (runs[:, None] == self.run_of_row[None]).to(dtype)
+        return self._one_hots[dtype]
 
     def slices(self) -> list[slice]:
         """Each run's rows."""
