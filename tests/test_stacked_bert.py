@@ -5,6 +5,8 @@ import torch.nn.functional as F
 
 from stacked_bert_fixtures import RUN_LENGTHS, labels as labels_of, stacked_loss, tiny_classifier, token_batch
 from XRM.networks.classifiers import TextClassifier
+from XRM.networks import stacked_bert
+from XRM.networks.jagged_attention import jagged_attention_runs
 from XRM.networks.stacked_bert import StackedBert, grouped_products_run
 from XRM.networks.stacked_tokens import GROUP_ALIGNMENT, StackedTokens
 from XRM.networks.token_batches import TokenBatch
@@ -17,8 +19,19 @@ def _padded_logits(network: TextClassifier, batch: TokenBatch) -> torch.Tensor:
     return network.head(output.pooler_output)
 
 
+@pytest.fixture(params=["jagged", "spread"])
+def attention(request, monkeypatch) -> str:
+    """Each test twice: texts attended packed (jagged attention, where this torch runs it) and spread to
+    the token cache's width (the fallback)."""
+    if request.param == "spread":
+        monkeypatch.setattr(stacked_bert, "jagged_attention_runs", lambda device, dtype: False)
+    else:
+        assert jagged_attention_runs(torch.device("cpu"), torch.float64)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone(dtype, tolerance):
+def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone(dtype, tolerance, attention):
     """float64: one matrix product per run; float32: torch's grouped matrix product of all runs at once."""
     assert grouped_products_run(torch.device("cpu"), dtype) == (dtype == torch.float32)  # the trial product's answer
     classifiers = [tiny_classifier(seed, dtype=dtype) for seed in range(3)]
@@ -44,7 +57,7 @@ def test_each_stacked_run_has_the_logits_and_gradients_of_the_run_alone(dtype, t
             assert parameter.grad.abs().max() > 0 and (stacked - parameter.grad).abs().max() < tolerance, name
 
 
-def test_a_runs_dropout_masks_come_from_its_own_generator_whatever_its_stack():
+def test_a_runs_dropout_masks_come_from_its_own_generator_whatever_its_stack(attention):
     classifiers = [tiny_classifier(seed, dropout=0.3) for seed in range(3)]
     batches = [token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
     labels = [labels_of(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]

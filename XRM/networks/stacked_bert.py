@@ -7,8 +7,10 @@ tokens follow one another (XRM/networks/stacked_tokens.py: no run is padded to a
 and every linear layer multiplies each run's tokens by its own weights in one grouped matrix
 product (``torch._grouped_mm``; in float64, which it does not take, and for a classification
 head, whose rows it cannot align, one product per run); layer
-norms normalise each token with its own run's scale and shift; the attention of all runs' texts
-is one call (texts are independent rows). The arithmetic is that of XRM/networks/packed_bert.py
+norms normalise each token with its own run's scale and shift; attention keeps the texts packed
+(XRM/networks/jagged_attention.py: each text attends to its own tokens, with no padding to a common
+width; where this torch cannot, each text is spread to a row of the token cache's width, its padding
+masked), all runs' texts in one call. The arithmetic is that of XRM/networks/packed_bert.py
 for each run, which Hugging Face's padded pass gives up to rounding (tested in float64, logits
 and gradients, and in float32 through the grouped product).
 
@@ -17,7 +19,7 @@ tokens, its rows, the token cache's width), in a fixed order (every hidden mask 
 [its tokens, 1 + 2 x layers, hidden]; each layer's attention probabilities; the head), so a
 run's masks do not depend on the other runs of its stack (tested bitwise in float64). ``scaled_dot_product_attention``
 draws its attention dropout from the device's default generator only: with attention dropout
-on, each run's texts are attended in a call of their own (over the token cache's width, the same
+on, each run's texts are attended in a call of their own (shaped by its own texts alone, the same
 in any stack), with the run's generator standing in for the default one; without it
 (evaluation), all runs' texts in one call.
 
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from XRM.networks.jagged_attention import jagged_attention, jagged_attention_runs
 from XRM.networks.packed_bert import supports_packing
 from XRM.networks.stacked_tokens import RowGroups, StackedTokens
 
@@ -202,14 +205,29 @@ class StackedBert:
     def _attend(self, hidden: torch.Tensor, prefix: str, tokens: StackedTokens, generators) -> torch.Tensor:
         """Self-attention of every run's texts: [N, d] before the output projection. One call for
         all runs; with attention dropout, one call per run on its own rows, drawing from its own generator."""
-        size, width, heads = hidden.shape[-1], tokens.width, self.config.num_attention_heads
+        size, heads = hidden.shape[-1], self.config.num_attention_heads
         dtype = _compute_dtype(hidden)  # cast before joining: a third of the copy in bf16
         weight = torch.cat([self._p(f"{prefix}.{part}.weight").to(dtype) for part in ("query", "key", "value")], 1)
         bias = torch.cat([self._p(f"{prefix}.{part}.bias").to(dtype) for part in ("query", "key", "value")], 1)
         qkv = grouped_linear(hidden, weight, bias, tokens.groups, self.grouped_products)
+        p = self.probabilities[1] if self.training else 0.0
+        if tokens.segments.shortest and jagged_attention_runs(qkv.device, qkv.dtype):
+            query, key, value = qkv.view(-1, 3, heads, size // heads).unbind(1)
+            if not p:
+                return jagged_attention(query, key, value, tokens.segments).reshape(-1, size)
+            parts = []
+            for rows, segments, generator in zip(tokens.groups.slices(), tokens.run_segments, generators):
+                with _drawing_from(generator):
+                    parts.append(jagged_attention(query[rows], key[rows], value[rows], segments, p))
+            return torch.cat(parts).reshape(-1, size)
+        return self._attend_spread(qkv, tokens, p, generators)
+
+    def _attend_spread(self, qkv: torch.Tensor, tokens: StackedTokens, p: float, generators) -> torch.Tensor:
+        """Attention as ``_attend`` gives it, where jagged attention does not run: each text's queries, keys
+        and values spread to a row of the token cache's width, its padding masked."""
+        size, width, heads = qkv.shape[-1] // 3, tokens.width, self.config.num_attention_heads
         spread = qkv.new_zeros(tokens.attention_rows * width, 3 * size).index_copy(0, tokens.gather, qkv)
         query, key, value = spread.view(-1, width, 3, heads, size // heads).permute(2, 0, 3, 1, 4).unbind(0)
-        p = self.probabilities[1] if self.training else 0.0
         if not p:
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=tokens.key_mask)
         else:  # split, not sliced: the backward pass joins the runs' gradients once, with no zeros around each

@@ -5,9 +5,11 @@ its real tokens end to end, then filler tokens up to a multiple of ``GROUP_ALIGN
 grouped matrix product wants of each group's rows). The runs' packed tokens follow one another
 ([N, 3], N = the runs' counts together: no run is padded to another's size, whatever their
 batch sizes), and every linear layer multiplies each run's rows by its own weights (a grouped
-matrix product, XRM/networks/stacked_bert.py). Attention sees every run's rows one after
-another, each run with its own spare row for its fillers, over one width: the token cache's, the
-same in any stack (so a run's attention dropout masks have one shape whatever its stack). A run's pooled rows (its texts' first tokens) are laid out [H, B]: B, the largest batch
+matrix product, XRM/networks/stacked_bert.py). Attention sees every run's texts one after
+another, each run's fillers as one more text of its own (``segments``: packed, as jagged attention
+takes them; or, where that does not run, spread to rows of one width, the token cache's, each run
+with its own spare row for its fillers): a run's attention dropout masks then have one shape
+whatever its stack. A run's pooled rows (its texts' first tokens) are laid out [H, B]: B, the largest batch
 rounded up to ``POOLED_ROWS_MULTIPLE``, so each run's rows start at a multiple of the alignment.
 """
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from XRM.networks.jagged_attention import Segments
 from XRM.networks.token_batches import PackedLayout, TokenBatch
 
 #: each run's packed tokens are rounded up to a multiple of this (grouped matrix products in bf16
@@ -70,6 +73,16 @@ class RowGroups:
         return [end - start for start, end in zip([0, *self.ends[:-1]], self.ends)]
 
 
+def _segment_lengths(batch: TokenBatch, count: int) -> tuple[torch.Tensor, list[int]]:
+    """The lengths of a run's segments of its ``count`` packed tokens (its texts, then its fillers as one
+    more where it has any), on the device and on the host."""
+    fillers = count - batch.real_tokens
+    if not fillers:
+        return batch.device_lengths, batch.lengths.tolist()
+    filler = torch.full((1,), fillers, dtype=batch.device_lengths.dtype, device=batch.device_lengths.device)
+    return torch.cat([batch.device_lengths, filler]), [*batch.lengths.tolist(), fillers]
+
+
 @dataclass
 class StackedTokens:
     """H runs' batches packed for one stacked pass (see the module docstring)."""
@@ -84,6 +97,9 @@ class StackedTokens:
     real_tokens: list[int]  # each run's real tokens
     run_rows: list[int]  # each run's batch size
     width: int  # the attention rows' width: the token cache's
+    segments: Segments  # the N tokens cut into texts: each run's texts, then its fillers (if any) as one more
+    run_segments: list[Segments]  # the same, for each run's own tokens alone
+
 
     @classmethod
     def of(cls, batches: list[TokenBatch]) -> "StackedTokens":
@@ -94,7 +110,7 @@ class StackedTokens:
         width = max(batch.tokens.shape[1] for batch in batches)
         counts = [packed_count(batch.real_tokens) for batch in batches]
         rows = _round_up(max(len(batch.lengths) for batch in batches), POOLED_ROWS_MULTIPLE)
-        tokens, positions, gathers, masks, starts = [], [], [], [], []
+        tokens, positions, gathers, masks, starts, segment_lengths = [], [], [], [], [], []
         first_row = first_token = 0
         for batch, count in zip(batches, counts):
             layout = PackedLayout.of(batch.lengths, batch.device_lengths, width, count)
@@ -103,11 +119,15 @@ class StackedTokens:
             gathers.append(layout.gather + first_row * width)
             masks.append(layout.key_mask())
             starts.append(F.pad(layout.starts, (0, rows - layout.rows)) + first_token)
+            segment_lengths.append(_segment_lengths(batch, count))
             first_row += layout.attention_rows
             first_token += count
         return cls(torch.cat(tokens), torch.cat(positions), RowGroups.of(counts, device), torch.cat(gathers),
                    torch.cat(masks), torch.cat(starts), RowGroups.of([rows] * len(batches), device),
-                   [batch.real_tokens for batch in batches], [len(batch.lengths) for batch in batches], width)
+                   [batch.real_tokens for batch in batches], [len(batch.lengths) for batch in batches], width,
+                   Segments.of(torch.cat([lengths for lengths, _ in segment_lengths]),
+                               [length for _, lengths in segment_lengths for length in lengths]),
+                   [Segments.of(*lengths) for lengths in segment_lengths])
 
     @property
     def attention_rows(self) -> int:

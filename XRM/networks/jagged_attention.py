@@ -1,0 +1,82 @@
+"""Self-attention of texts laid end to end (packed tokens), each text attending only to its own tokens.
+
+A batch of texts of CivilComments' lengths (median 50 tokens, up to 220) padded to one width
+spends most of its attention on padding: the cost grows with the width squared, and the padded
+queries, keys and values are copied out of and back into the packed rows. Here the texts stay
+packed: ``scaled_dot_product_attention`` over nested tensors of jagged layout (torch.nested),
+which on a GPU runs flash attention's variable-length kernel (dropout included, drawn from the
+device's default generator), and on the CPU the reference arithmetic text by text.
+"""
+import functools
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# the CPU's reference arithmetic passes through torch's strided nested tensors, which warn that their API is a
+# prototype at every first use: the jagged layout used here is the one that warning recommends
+warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors is in prototype stage")
+
+
+@dataclass
+class Segments:
+    """Consecutive rows cut into segments (texts): segment s is rows ``offsets[s]`` to ``offsets[s + 1] - 1``."""
+
+    offsets: torch.Tensor  # int64 [segments + 1] on the rows' device, from 0 to the rows' count
+    shortest: int  # the shortest segment's length (host)
+    longest: int  # the longest segment's length (host)
+
+    @classmethod
+    def of(cls, lengths: torch.Tensor, host_lengths: list[int]) -> "Segments":
+        """Segments of ``lengths`` rows (on the device; ``host_lengths``: the same on the host), in order."""
+        offsets = F.pad(lengths.to(torch.int64).cumsum(0), (1, 0))
+        return cls(offsets, min(host_lengths), max(host_lengths))
+
+
+def jagged_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segments: Segments,
+                     dropout_p: float = 0.0) -> torch.Tensor:
+    """Each segment's rows attending to that segment's rows: query, key, value [rows, heads, head_size]
+    -> [rows, heads, head_size] (scaled dot products, softmax, attention dropout ``dropout_p``)."""
+
+    def nested(rows: torch.Tensor) -> torch.Tensor:
+        jagged = torch.nested.nested_tensor_from_jagged(rows.contiguous(), segments.offsets,
+                                                        min_seqlen=segments.shortest, max_seqlen=segments.longest)
+        return jagged.transpose(1, 2)
+
+    context = F.scaled_dot_product_attention(nested(query), nested(key), nested(value), dropout_p=dropout_p)
+    return _GradientCopied.apply(context.transpose(1, 2).values())
+
+
+class _GradientCopied(torch.autograd.Function):
+    """The identity, whose backward pass hands on a copy of its gradient: a nested tensor's ``values()``
+    takes its gradient's storage as it is, which is wrong for a gradient that starts inside its storage (a
+    part of torch.cat's gradient, say: each part's but the first came back as another part's rows)."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor) -> torch.Tensor:
+        return rows.view_as(rows)
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> torch.Tensor:
+        return gradient.clone(memory_format=torch.contiguous_format)
+
+
+@functools.cache
+def jagged_attention_runs(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether this torch attends jagged ``dtype`` rows on ``device`` as dense attention of each segment
+    does, outputs and gradients (a trial of two segments): nested tensors of jagged layout are a prototype,
+    absent or partial in older releases."""
+    try:
+        rows = torch.linspace(-1, 1, 5 * 2 * 8, device=device).reshape(5, 2, 8).to(dtype)
+        weights = torch.linspace(1, 2, rows.numel(), device=device).reshape(rows.shape).to(dtype)
+        jagged, dense = rows.clone().requires_grad_(True), rows.clone().requires_grad_(True)
+        context = jagged_attention(jagged, jagged, jagged, Segments.of(torch.tensor([2, 3], device=device), [2, 3]))
+        expected = torch.cat([F.scaled_dot_product_attention(*[part.transpose(0, 1)] * 3).transpose(0, 1)
+                              for part in dense.split([2, 3])])
+        (context * weights).float().sum().backward()
+        (expected * weights).float().sum().backward()
+        return all(torch.allclose(a.float(), b.float(), atol=2e-2)
+                   for a, b in [(context.detach(), expected.detach()), (jagged.grad, dense.grad)])
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError, AssertionError):
+        return False
