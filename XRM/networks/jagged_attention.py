@@ -66,7 +66,14 @@ class _GradientCopied(torch.autograd.Function):
 def jagged_attention_runs(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether this torch attends jagged ``dtype`` rows on ``device`` as dense attention of each segment
     does, outputs and gradients (a trial of two segments): nested tensors of jagged layout are a prototype,
-    absent or partial in older releases."""
+    absent or partial in older releases. Run with gradients and without autocast whatever the caller's modes
+    (an evaluation under inference mode may ask first)."""
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        return _trial(device, dtype)
+
+
+def _trial(device: torch.device, dtype: torch.dtype) -> bool:
+    """jagged_attention_runs' trial: packed attention of two segments against each one's dense attention."""
     try:
         rows = torch.linspace(-1, 1, 5 * 2 * 8, device=device).reshape(5, 2, 8).to(dtype)
         weights = torch.linspace(1, 2, rows.numel(), device=device).reshape(rows.shape).to(dtype)
