@@ -38,6 +38,7 @@ from XRM.engine.memory_budget import network_bytes  # noqa: E402
 from XRM.engine.optimizers import build_optimizer  # noqa: E402
 from XRM.networks.classifiers import TextClassifier  # noqa: E402
 from XRM.engine.text_stack import TextStack  # noqa: E402
+from XRM.networks.jagged_attention import jagged_attention_runs  # noqa: E402
 from XRM.networks.stacked_tokens import packed_count  # noqa: E402
 from XRM.networks.token_batches import TokenRows  # noqa: E402
 
@@ -160,6 +161,13 @@ def time_single(batch_size: int, config, rows: TokenRows, steps: int, warmup: in
     return tokens / (time.perf_counter() - start), captures()
 
 
+def _attention_path(device: torch.device) -> str:
+    """How the stack attends on ``device`` (XRM/networks/stacked_bert.py): packed texts where this torch runs
+    jagged attention in the stack's compute dtype, else texts spread to the token cache's width."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return "packed (jagged)" if jagged_attention_runs(device, dtype) else "spread to the token cache's width"
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -193,7 +201,8 @@ def main() -> None:
     rows = token_rows(args.texts, config.vocab_size, device)
     print(f"device {device}, {'tiny BERT' if args.tiny else 'BERT-base'}, {args.texts} texts (mean "
           f"{rows.lengths.float().mean():.1f} tokens), {args.steps} timed steps after {args.warmup}, dropout "
-          f"{config.hidden_dropout_prob}, linear layers {'per run' if args.per_run_products else 'grouped'}")
+          f"{config.hidden_dropout_prob}, linear layers {'per run' if args.per_run_products else 'grouped'}, "
+          f"attention {_attention_path(device)}")
     stack_sizes = [int(value) for value in args.runs.split(",")]
     # the engine's memory estimate of a run (XRM/engine/memory_budget.py), beside the measured peak on CUDA
     template, host_rows = (classifiers(1, config, torch.device("cpu"))[0], rows.tokens.cpu()) \
