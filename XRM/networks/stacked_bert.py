@@ -26,7 +26,7 @@ in any stack), with the run's generator standing in for the default one; without
 Built from, and back to, each run's own state_dict: checkpoints keep one run's layout.
 """
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -56,6 +56,16 @@ def _drawing_from(generator: torch.Generator) -> Iterator[None]:
     finally:
         generator.set_state(default.get_state())
         default.set_state(saved)
+
+
+def _each_run_drawing(generators: list[torch.Generator], attend: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    """Each run's attention ``attend(run)`` with run ``run``'s generator standing in for the default one (its
+    attention dropout), joined in the runs' order."""
+    parts = []
+    for run, generator in enumerate(generators):
+        with _drawing_from(generator):
+            parts.append(attend(run))
+    return torch.cat(parts)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -215,11 +225,9 @@ class StackedBert:
             query, key, value = qkv.view(-1, 3, heads, size // heads).unbind(1)
             if not p:
                 return jagged_attention(query, key, value, tokens.segments).reshape(-1, size)
-            parts = []
-            for rows, segments, generator in zip(tokens.groups.slices(), tokens.run_segments, generators):
-                with _drawing_from(generator):
-                    parts.append(jagged_attention(query[rows], key[rows], value[rows], segments, p))
-            return torch.cat(parts).reshape(-1, size)
+            rows, segments = tokens.groups.slices(), tokens.run_segments
+            return _each_run_drawing(generators, lambda run: jagged_attention(
+                query[rows[run]], key[rows[run]], value[rows[run]], segments[run], p)).reshape(-1, size)
         return self._attend_spread(qkv, tokens, p, generators)
 
     def _attend_spread(self, qkv: torch.Tensor, tokens: StackedTokens, p: float, generators) -> torch.Tensor:
@@ -232,12 +240,9 @@ class StackedBert:
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=tokens.key_mask)
         else:  # split, not sliced: the backward pass joins the runs' gradients once, with no zeros around each
             rows = tokens.run_attention_rows()
-            parts = []
-            for q, k, v, mask, generator in zip(query.split(rows), key.split(rows), value.split(rows),
-                                                tokens.key_mask.split(rows), generators):
-                with _drawing_from(generator):
-                    parts.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p))
-            context = torch.cat(parts)
+            q, k, v, masks = query.split(rows), key.split(rows), value.split(rows), tokens.key_mask.split(rows)
+            context = _each_run_drawing(generators, lambda run: F.scaled_dot_product_attention(
+                q[run], k[run], v[run], attn_mask=masks[run], dropout_p=p))
         return context.transpose(1, 2).reshape(-1, size).index_select(0, tokens.gather)
 
     def __call__(self, tokens: StackedTokens, generators: list[torch.Generator] | None = None) -> torch.Tensor:

@@ -100,7 +100,6 @@ class StackedTokens:
     segments: Segments  # the N tokens cut into texts: each run's texts, then its fillers (if any) as one more
     run_segments: list[Segments]  # the same, for each run's own tokens alone
 
-
     @classmethod
     def of(cls, batches: list[TokenBatch]) -> "StackedTokens":
         """The stacked layout of ``batches`` (one per run, right-padded rows, on one device)."""
