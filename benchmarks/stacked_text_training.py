@@ -218,7 +218,7 @@ def main() -> None:
                                     profile)
         memory = ""
         if device.type == "cuda":
-            estimate = sum(network_bytes(template, 1, size, host_rows, torch.float32) for size in sizes)
+            estimate = sum(network_bytes(template, 1, size, host_rows, torch.float32, device) for size in sizes)
             memory = (f", GPU memory at most {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB (the "
                       f"engine's estimate: {estimate / 2 ** 30:.1f} GiB)")
         print(f"{runs} stacked runs, batch sizes {sizes}: {speed / 1000:.1f}k real tokens/s together, "

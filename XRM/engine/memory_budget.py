@@ -6,6 +6,7 @@ import torch
 from XRM.algorithms import get_algorithm_class
 from XRM.engine.batches import input_shape
 from XRM.networks.classifiers import TextClassifier, build_network
+from XRM.networks.jagged_attention import jagged_attention_runs
 
 #: fraction of the free memory a stack may plan to use (the rest: allocator slack, evaluation)
 MEMORY_FRACTION = 0.5
@@ -20,8 +21,8 @@ ACTIVATION_COPIES = 4
 #: TextStack's float dropout masks (2), rounded up
 PACKED_TOKEN_VALUES = 20
 #: values per attention position (a text's row of the token cache's width, every position, fillers too) and
-#: hidden unit a packed layer keeps: the queries, keys and values spread over the rows, and the attention's
-#: output there
+#: hidden unit a packed layer keeps where its attention spreads the texts to rows (where jagged attention does
+#: not run): the queries, keys and values spread over the rows, and the attention's output there
 ATTENTION_POSITION_VALUES = 4
 #: activation values per token and hidden unit of a BERT layer on full-length rows (not packed): the two
 #: above together, every position a token
@@ -57,15 +58,18 @@ def packed_tokens_bound(inputs: torch.Tensor, batch: int) -> int:
     return min(int(planned) + 1, batch * inputs.shape[1])
 
 
-def _activation_values(network: torch.nn.Module, batch: int, inputs, networks_per_run: int) -> int:
+def _activation_values(network: torch.nn.Module, batch: int, inputs, networks_per_run: int,
+                       spread_attention: bool) -> int:
     """How many activation values a training step of ``network`` keeps for its backward pass (an upper
-    estimate): a text classifier's per real token of a packed batch of token rows ``inputs`` [n, L, 3] and
-    per position of its attention rows (each text's, and a spare one), or per position of full-length rows."""
+    estimate): a text classifier's per real token of a packed batch of token rows ``inputs`` [n, L, 3] (and,
+    where ``spread_attention``, per position of its attention rows: each text's, and a spare one), or per
+    position of full-length rows."""
     if isinstance(network, TextClassifier):
         config = network.encoder.config
-        if network.packs:  # real tokens, and attention rows of the full width (each text's, and a spare one)
-            per_layer = (packed_tokens_bound(inputs, batch) * PACKED_TOKEN_VALUES
-                         + (batch + 1) * inputs.shape[1] * ATTENTION_POSITION_VALUES)
+        if network.packs:
+            per_layer = packed_tokens_bound(inputs, batch) * PACKED_TOKEN_VALUES
+            if spread_attention:
+                per_layer += (batch + 1) * inputs.shape[1] * ATTENTION_POSITION_VALUES
         else:  # every position of full-length rows
             per_layer = batch * inputs.shape[1] * TEXT_ACTIVATION_VALUES
         return per_layer * config.hidden_size * config.num_hidden_layers * networks_per_run
@@ -74,16 +78,27 @@ def _activation_values(network: torch.nn.Module, batch: int, inputs, networks_pe
     return batch * (in_features + widths * networks_per_run) * ACTIVATION_COPIES
 
 
-def network_bytes(network: torch.nn.Module, networks_per_run: int, batch: int, inputs, dtype: torch.dtype) -> int:
-    """An upper estimate of what a run's networks (``networks_per_run`` like ``network``) hold on the device while
-    training on batches of ``batch`` rows of ``inputs``: PARAMETER_COPIES of their parameters and a step's
-    activations, in ``dtype``."""
+def activation_dtype(network: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a run's activations are kept in: bf16 for a text backbone on CUDA (its forward pass runs under
+    bf16 autocast, XRM/networks/classifiers.py's ``bf16_on_cuda``), else the run's ``dtype``."""
+    return torch.bfloat16 if isinstance(network, TextClassifier) and device.type == "cuda" else dtype
+
+
+def network_bytes(network: torch.nn.Module, networks_per_run: int, batch: int, inputs, dtype: torch.dtype,
+                  device: torch.device) -> int:
+    """An upper estimate of what a run's networks (``networks_per_run`` like ``network``) hold on ``device``
+    while training in a stack on batches of ``batch`` rows of ``inputs``: PARAMETER_COPIES of their parameters
+    in ``dtype``, and a step's activations in ``activation_dtype`` (a stacked text pass attends its packed
+    texts where jagged attention runs, else spreads them to rows)."""
     parameters = sum(p.numel() for p in network.parameters()) * networks_per_run
-    activations = _activation_values(network, batch, inputs, networks_per_run)
-    return torch.empty((), dtype=dtype).element_size() * (parameters * PARAMETER_COPIES + activations)
+    kept = activation_dtype(network, device, dtype)
+    spread = isinstance(network, TextClassifier) and not jagged_attention_runs(device, kept)
+    activations = _activation_values(network, batch, inputs, networks_per_run, spread)
+    size = torch.empty((), dtype=dtype).element_size()
+    return size * parameters * PARAMETER_COPIES + torch.empty((), dtype=kept).element_size() * activations
 
 
-def run_bytes(member, data, network: torch.nn.Module, dtype: torch.dtype) -> int:
+def run_bytes(member, data, network: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> int:
     """An upper estimate of the memory one run of a stack needs while training; ``network`` is one
     network of the stack's architecture (every run of a stack has the same)."""
     cls = get_algorithm_class(member.spec.algorithm)
@@ -92,7 +107,7 @@ def run_bytes(member, data, network: torch.nn.Module, dtype: torch.dtype) -> int
     n_train = len(data.splits["tr"])
     state = n_train * (data.num_classes * 2 + 4)  # MAT's shift, XRM's labels and twins, groups
     planned = hparams["eval_every"] * batch * PLANNED_STEP_BYTES
-    return network_bytes(network, cls.networks_per_run, batch, data.splits["tr"].x, dtype) + 8 * state + planned
+    return network_bytes(network, cls.networks_per_run, batch, data.splits["tr"].x, dtype, device) + 8 * state + planned
 
 
 def split_to_fit(members: list, data, stack_size: int | None, device: torch.device, dtype: torch.dtype) -> list[list]:
@@ -101,7 +116,7 @@ def split_to_fit(members: list, data, stack_size: int | None, device: torch.devi
         return []
     network = build_network(data.family, input_shape(data.splits["tr"].x), data.num_classes, members[0].setup.hparams,
                             data.backbone)
-    per_run = max(run_bytes(member, data, network, dtype) for member in members)
+    per_run = max(run_bytes(member, data, network, dtype, device) for member in members)
     capacity = max(1, int(free_memory(device) * MEMORY_FRACTION) // per_run)
     if stack_size is not None:
         capacity = min(capacity, stack_size)
