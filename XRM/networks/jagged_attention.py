@@ -27,6 +27,7 @@ class Segments:
     """Consecutive rows cut into segments (texts): segment s is rows ``offsets[s]`` to ``offsets[s + 1] - 1``."""
 
     offsets: torch.Tensor  # int64 [segments + 1] on the rows' device, from 0 to the rows' count
+    kernel_offsets: torch.Tensor  # the same in int32, as flash attention's kernel takes them
     shortest: int  # the shortest segment's length (host)
     longest: int  # the longest segment's length (host)
 
@@ -34,7 +35,7 @@ class Segments:
     def of(cls, lengths: torch.Tensor, host_lengths: list[int]) -> "Segments":
         """Segments of ``lengths`` rows (on the device; ``host_lengths``: the same on the host), in order."""
         offsets = F.pad(lengths.to(torch.int64).cumsum(0), (1, 0))
-        return cls(offsets, min(host_lengths), max(host_lengths))
+        return cls(offsets, offsets.to(torch.int32), min(host_lengths), max(host_lengths))
 
 
 def jagged_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segments: Segments,
@@ -42,7 +43,7 @@ def jagged_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     """Each segment's rows attending to that segment's rows: query, key, value [rows, heads, head_size]
     -> [rows, heads, head_size] (scaled dot products, softmax, attention dropout ``dropout_p``)."""
     if query.is_cuda and flash_kernel_runs(query.device, query.dtype):
-        return _FlashKernel.apply(query, key, value, segments.offsets.to(torch.int32), segments.longest, dropout_p)
+        return _FlashKernel.apply(query, key, value, segments.kernel_offsets, segments.longest, dropout_p)
     return _nested_attention(query, key, value, segments, dropout_p)
 
 
@@ -108,9 +109,10 @@ def jagged_attention_runs(device: torch.device, dtype: torch.dtype) -> bool:
 def flash_kernel_runs(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether flash attention's variable-length kernel, called directly, attends jagged ``dtype`` rows on
     ``device`` as dense attention does (the same trial): it runs on recent GPUs, in 16-bit dtypes only."""
-    return device.type == "cuda" and _trial(
-        lambda q, k, v, segments: _FlashKernel.apply(q, k, v, segments.offsets.to(torch.int32), segments.longest,
-                                                     0.0), device, dtype)
+    def attend(query, key, value, segments: Segments) -> torch.Tensor:
+        return _FlashKernel.apply(query, key, value, segments.kernel_offsets, segments.longest, 0.0)
+
+    return device.type == "cuda" and _trial(attend, device, dtype)
 
 
 def _trial(attend, device: torch.device, dtype: torch.dtype) -> bool:
