@@ -12,6 +12,8 @@ with its own spare row for its fillers): a run's attention dropout masks then ha
 whatever its stack. A run's pooled rows (its texts' first tokens) are laid out [H, B]: B, the largest batch
 rounded up to ``POOLED_ROWS_MULTIPLE``, so each run's rows start at a multiple of the alignment.
 """
+import functools
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -90,8 +92,7 @@ class StackedTokens:
     tokens: torch.Tensor  # int64 [N, 3]: ids, mask, token types of every run's packed tokens; fillers are zeros
     positions: torch.Tensor  # int64 [N]: each token's position in its text
     groups: RowGroups  # which of the N tokens are whose
-    gather: torch.Tensor  # int64 [N]: each token's place in the attention rows flattened [rows * width]
-    key_mask: torch.Tensor  # bool [rows, 1, 1, width]: which keys of each attention row are real
+    layouts: list[PackedLayout]  # each run's packed layout (fixed size: its count, rows of ``width``)
     starts: torch.Tensor  # int64 [H * B]: each text's first token (unused rows: the run's first token)
     pooled_groups: RowGroups  # the H * B pooled rows: B per run
     real_tokens: list[int]  # each run's real tokens
@@ -109,29 +110,35 @@ class StackedTokens:
         width = max(batch.tokens.shape[1] for batch in batches)
         counts = [packed_count(batch.real_tokens) for batch in batches]
         rows = _round_up(max(len(batch.lengths) for batch in batches), POOLED_ROWS_MULTIPLE)
-        tokens, positions, gathers, masks, starts, segment_lengths = [], [], [], [], [], []
-        first_row = first_token = 0
-        for batch, count in zip(batches, counts):
-            layout = PackedLayout.of(batch.lengths, batch.device_lengths, width, count)
-            tokens.append(batch.packed(layout).long())
-            positions.append(layout.positions)
-            gathers.append(layout.gather + first_row * width)
-            masks.append(layout.key_mask())
-            starts.append(F.pad(layout.starts, (0, rows - layout.rows)) + first_token)
-            segment_lengths.append(_segment_lengths(batch, count))
-            first_row += layout.attention_rows
-            first_token += count
-        return cls(torch.cat(tokens), torch.cat(positions), RowGroups.of(counts, device), torch.cat(gathers),
-                   torch.cat(masks), torch.cat(starts), RowGroups.of([rows] * len(batches), device),
+        layouts = [PackedLayout.of(batch.lengths, batch.device_lengths, width, count)
+                   for batch, count in zip(batches, counts)]
+        tokens = [batch.packed(layout).long() for batch, layout in zip(batches, layouts)]
+        first_tokens = itertools.accumulate(counts[:-1], initial=0)
+        starts = [F.pad(layout.starts, (0, rows - layout.rows)) + first for layout, first in zip(layouts, first_tokens)]
+        segment_lengths = [_segment_lengths(batch, count) for batch, count in zip(batches, counts)]
+        return cls(torch.cat(tokens), torch.cat([layout.positions for layout in layouts]), RowGroups.of(counts, device),
+                   layouts, torch.cat(starts), RowGroups.of([rows] * len(batches), device),
                    [batch.real_tokens for batch in batches], [len(batch.lengths) for batch in batches], width,
                    Segments.of(torch.cat([lengths for lengths, _ in segment_lengths]),
                                [length for _, lengths in segment_lengths for length in lengths]),
                    [Segments.of(*lengths) for lengths in segment_lengths])
 
+    @functools.cached_property
+    def gather(self) -> torch.Tensor:
+        """int64 [N]: each token's place in the attention rows flattened [rows * width] (spread attention's,
+        made where it runs: jagged attention needs no rows)."""
+        first_rows = itertools.accumulate(self.run_attention_rows(), initial=0)
+        return torch.cat([layout.gather + first * self.width for layout, first in zip(self.layouts, first_rows)])
+
+    @functools.cached_property
+    def key_mask(self) -> torch.Tensor:
+        """bool [rows, 1, 1, width]: which keys of each attention row are real (spread attention's)."""
+        return torch.cat([layout.key_mask() for layout in self.layouts])
+
     @property
     def attention_rows(self) -> int:
         """How many rows attention sees (every run's texts and spare row)."""
-        return self.key_mask.shape[0]
+        return sum(self.run_attention_rows())
 
     def run_attention_rows(self) -> list[int]:
         """How many attention rows each run has (its texts and its spare row), in order."""
