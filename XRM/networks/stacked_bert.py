@@ -225,9 +225,11 @@ class StackedBert:
             query, key, value = qkv.view(-1, 3, heads, size // heads).unbind(1)
             if not p:
                 return jagged_attention(query, key, value, tokens.segments).reshape(-1, size)
-            rows, segments = tokens.groups.slices(), tokens.run_segments
+            # split, not sliced: the backward pass joins the runs' gradients once, with no zeros around each
+            counts, segments = tokens.groups.counts, tokens.run_segments
+            q, k, v = query.split(counts), key.split(counts), value.split(counts)
             return _each_run_drawing(generators, lambda run: jagged_attention(
-                query[rows[run]], key[rows[run]], value[rows[run]], segments[run], p)).reshape(-1, size)
+                q[run], k[run], v[run], segments[run], p)).reshape(-1, size)
         return self._attend_spread(qkv, tokens, p, generators)
 
     def _attend_spread(self, qkv: torch.Tensor, tokens: StackedTokens, p: float, generators) -> torch.Tensor:
