@@ -221,7 +221,7 @@ class StackedBert:
         bias = torch.cat([self._p(f"{prefix}.{part}.bias").to(dtype) for part in ("query", "key", "value")], 1)
         qkv = grouped_linear(hidden, weight, bias, tokens.groups, self.grouped_products)
         p = self.probabilities[1] if self.training else 0.0
-        if tokens.segments.shortest and jagged_attention_runs(qkv.device, qkv.dtype):
+        if tokens.shortest_segment and jagged_attention_runs(qkv.device, qkv.dtype):
             query, key, value = qkv.view(-1, 3, heads, size // heads).unbind(1)
             if not p:
                 return jagged_attention(query, key, value, tokens.segments).reshape(-1, size)

@@ -98,8 +98,8 @@ class StackedTokens:
     real_tokens: list[int]  # each run's real tokens
     run_rows: list[int]  # each run's batch size
     width: int  # the attention rows' width: the token cache's
-    segments: Segments  # the N tokens cut into texts: each run's texts, then its fillers (if any) as one more
-    run_segments: list[Segments]  # the same, for each run's own tokens alone
+    segment_lengths: list[tuple[torch.Tensor, list[int]]]  # each run's texts' lengths, then its fillers' (if
+    # any): on the device and on the host
 
     @classmethod
     def of(cls, batches: list[TokenBatch]) -> "StackedTokens":
@@ -119,9 +119,25 @@ class StackedTokens:
         return cls(torch.cat(tokens), torch.cat([layout.positions for layout in layouts]), RowGroups.of(counts, device),
                    layouts, torch.cat(starts), RowGroups.of([rows] * len(batches), device),
                    [batch.real_tokens for batch in batches], [len(batch.lengths) for batch in batches], width,
-                   Segments.of(torch.cat([lengths for lengths, _ in segment_lengths]),
-                               [length for _, lengths in segment_lengths for length in lengths]),
-                   [Segments.of(*lengths) for lengths in segment_lengths])
+                   segment_lengths)
+
+    @property
+    def shortest_segment(self) -> int:
+        """The shortest text (or run's fillers) of the stack, from the host's lengths."""
+        return min(length for _, lengths in self.segment_lengths for length in lengths)
+
+    @functools.cached_property
+    def segments(self) -> Segments:
+        """The N tokens cut into texts: each run's texts, then its fillers (if any) as one more (attention of all
+        runs in one call, made where it runs: without dropout)."""
+        return Segments.of(torch.cat([lengths for lengths, _ in self.segment_lengths]),
+                           [length for _, lengths in self.segment_lengths for length in lengths])
+
+    @functools.cached_property
+    def run_segments(self) -> list[Segments]:
+        """The same, for each run's own tokens alone (attention a run at a time, made where it runs: with
+        dropout)."""
+        return [Segments.of(*lengths) for lengths in self.segment_lengths]
 
     @functools.cached_property
     def gather(self) -> torch.Tensor:
