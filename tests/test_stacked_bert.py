@@ -122,3 +122,52 @@ def test_rows_that_are_not_right_padded_are_not_stacked():
     holed.tokens[1, 3, 1] = 0  # a hole inside row 1: its real tokens are no prefix
     with pytest.raises(ValueError, match="only right-padded rows can be stacked"):
         StackedTokens.of([token_batch([4], 1), TokenBatch.measured(holed.tokens)])
+
+
+def test_in_autocast_the_linear_weights_are_cast_together_with_the_arithmetic_of_one_cast_each(monkeypatch):
+    """bf16 autocast (here on the CPU, as on CUDA): the linear layers' weights and biases reach their products
+    cast by one multi-tensor copy, and their gradients come back the same way, in float32 and in their
+    parameters' layout: the logits and gradients of casting each weight where it is used."""
+    classifiers = [tiny_classifier(seed, dtype=torch.float32) for seed in range(3)]
+    batches = [token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    labels = [labels_of(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+    casts = []
+    original = stacked_bert._CastTogether.apply
+    monkeypatch.setattr(stacked_bert._CastTogether, "apply", lambda *args: casts.append(len(args) - 1) or original(*args))
+
+    def logits_and_gradients(stack: StackedBert) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = stack.train(False)(StackedTokens.of(batches))
+        stacked_loss(logits, labels).backward()
+        return logits, {name: parameter.grad for name, parameter in stack.parameters.items()}
+
+    together, gradients = logits_and_gradients(StackedBert(classifiers))
+    # 2 layers x 6 linear layers (query, key, value, output, intermediate, output) x 2 tensors, the pooler's, the head's
+    assert casts == [2 * 6 * 2 + 2 + 2]
+    one_by_one = StackedBert(classifiers)
+    monkeypatch.setattr(one_by_one, "_cast_weights", lambda dtype: {})
+    expected, expected_gradients = logits_and_gradients(one_by_one)
+    assert casts == [28] and together.dtype == torch.float32 and torch.equal(together, expected)
+    for name, gradient in gradients.items():
+        assert gradient.dtype == torch.float32 and gradient.is_contiguous() and gradient.abs().max() > 0, name
+        assert torch.equal(gradient, expected_gradients[name]), name
+
+
+def test_in_autocast_a_runs_dropout_masks_are_its_own_and_kept_in_the_passs_dtype():
+    """bf16 autocast (on the CPU here): run 1 has bitwise the logits of run 1 alone, and its keep masks are
+    bf16 ones and zeros (half the bytes of float32), about 1 - p of them ones; the scale 1 / (1 - p)."""
+    classifiers = [tiny_classifier(seed, dropout=0.3, dtype=torch.float32) for seed in range(3)]
+    batches = [token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
+
+    def run_one_in(members: list[int]) -> torch.Tensor:
+        stack = StackedBert([classifiers[m] for m in members])
+        generators = [torch.Generator().manual_seed(7 if m == 1 else 100 + m) for m in members]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return stack(StackedTokens.of([batches[m] for m in members]), generators)[members.index(1), :3]
+
+    in_three, alone = run_one_in([0, 1, 2]), run_one_in([1])
+    assert alone.dtype == torch.float32 and torch.equal(in_three, alone)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        dropout = StackedBert(classifiers[:1])._keep_masks(0.3, 4000, 5, [slice(0, 4000)], [torch.Generator()])
+    assert dropout.masks.dtype == torch.bfloat16 and set(dropout.masks.unique().tolist()) == {0.0, 1.0}
+    assert dropout.masks.mean().item() == pytest.approx(0.7, abs=0.01) and dropout.scale == pytest.approx(1 / 0.7)

@@ -96,9 +96,12 @@ class TextStack:
             raise ValueError("a TextStack's runs have one network each: no twins to freeze")
         loss.backward()
         stacked = list(self.model.parameters.values())
+        # each stacked gradient cut into its runs' by one call, not one indexing per run
+        gradients = [[None] * self.num_runs if parameter.grad is None else parameter.grad.unbind(0)
+                     for parameter in stacked]
         for run, (views, optimizer, scheduler) in enumerate(zip(self.views, self.optimizers, self.schedulers)):
-            for view, parameter in zip(views, stacked):
-                view.grad = None if parameter.grad is None else parameter.grad[run]
+            for view, run_gradients in zip(views, gradients):
+                view.grad = run_gradients[run]
             optimizer.step()
             scheduler.step()
             for view in views:
