@@ -153,21 +153,18 @@ def test_in_autocast_the_linear_weights_are_cast_together_with_the_arithmetic_of
         assert torch.equal(gradient, expected_gradients[name]), name
 
 
-def test_in_autocast_a_runs_dropout_masks_are_its_own_and_kept_in_the_passs_dtype():
-    """bf16 autocast (on the CPU here): run 1 has bitwise the logits of run 1 alone, and its keep masks are
-    bf16 ones and zeros (half the bytes of float32), about 1 - p of them ones; the scale 1 / (1 - p)."""
+def test_in_autocast_a_runs_dropout_masks_are_its_own():
+    """bf16 autocast (on the CPU here): run 1, trained with dropout in a stack of three, has bitwise the logits
+    of run 1 alone."""
     classifiers = [tiny_classifier(seed, dropout=0.3, dtype=torch.float32) for seed in range(3)]
     batches = [token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
 
-    def run_one_in(members: list[int]) -> torch.Tensor:
+    def run_one_in(members: list[int], seed_of_run_one: int = 7) -> torch.Tensor:
         stack = StackedBert([classifiers[m] for m in members])
-        generators = [torch.Generator().manual_seed(7 if m == 1 else 100 + m) for m in members]
+        generators = [torch.Generator().manual_seed(seed_of_run_one if m == 1 else 100 + m) for m in members]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return stack(StackedTokens.of([batches[m] for m in members]), generators)[members.index(1), :3]
 
     in_three, alone = run_one_in([0, 1, 2]), run_one_in([1])
     assert alone.dtype == torch.float32 and torch.equal(in_three, alone)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        dropout = StackedBert(classifiers[:1])._keep_masks(0.3, 4000, 5, [slice(0, 4000)], [torch.Generator()])
-    assert dropout.masks.dtype == torch.bfloat16 and set(dropout.masks.unique().tolist()) == {0.0, 1.0}
-    assert dropout.masks.mean().item() == pytest.approx(0.7, abs=0.01) and dropout.scale == pytest.approx(1 / 0.7)
+    assert (run_one_in([1], seed_of_run_one=8) - alone).abs().max() > 1e-3  # other draws, other logits

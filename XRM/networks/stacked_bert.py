@@ -18,12 +18,11 @@ Dropout: each run draws its own masks from its own generator, at its own sizes (
 tokens, its rows, the token cache's width), in a fixed order (every hidden mask of the pass at once,
 [its tokens, 1 + 2 x layers, hidden]; each layer's attention probabilities; the head), so a
 run's masks do not depend on the other runs of its stack (tested bitwise in float64 and in bf16
-autocast). The hidden masks hold ones and zeros in the pass's dtype (bf16 under autocast: half of
-float32's bytes, exact), the scale 1 / (1 - p) applied by the residual addition that follows.
+autocast).
 
-Under autocast the linear layers' weights and biases are cast to its dtype together at the start of
-a pass, by one multi-tensor copy, and their gradients cast back the same way: cast one by one where
-each is used, a stack of 8 BERT-base runs launched about 300 more kernels a step. ``scaled_dot_product_attention``
+Under autocast the linear layers' weights and biases (148 stacked tensors for BERT-base) are cast to
+its dtype together at the start of a pass, by one multi-tensor copy, and their gradients cast back
+the same way, not by a cast kernel each way per tensor. ``scaled_dot_product_attention``
 draws its attention dropout from the device's default generator only: with attention dropout
 on, each run's texts are attended in a call of their own (shaped by its own texts alone, the same
 in any stack), with the run's generator standing in for the default one; without it
@@ -34,7 +33,6 @@ Built from, and back to, each run's own state_dict: checkpoints keep one run's l
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -174,16 +172,6 @@ def _signature(classifier: nn.Module) -> tuple:
     return config.hidden_dropout_prob, config.attention_probs_dropout_prob, classifier.dropout.p, shapes
 
 
-@dataclass
-class _Dropout:
-    """A pass's dropout: keep masks [rows, sites, hidden] of 1 and 0 (exact in any dtype: a 16-bit pass keeps
-    them at half the bytes of float32, and its dropped values stay 16-bit), and the scale 1 / (1 - p) the kept
-    values are multiplied by."""
-
-    masks: torch.Tensor
-    scale: float
-
-
 class StackedBert:
     """The classifiers of H runs (each a BERT encoder, dropout, a linear head) as stacked tensors;
     ``grouped_products=False``: every linear layer as one product per run (for comparison)."""
@@ -253,26 +241,20 @@ class StackedBert:
         table = self._p(name + ".weight")
         return F.embedding(index + groups.run_of_row * table.shape[1], table.flatten(0, 1))
 
-    def _keep_masks(self, p: float, rows: int, sites: int, parts: list[slice], generators) -> "_Dropout | None":
-        """Dropout's keep masks [rows, sites, hidden] (1 or 0, in the dtype the pass computes in; None without
-        dropout): run h's rows ``parts[h]``, every site's at once, drawn from ``generators[h]``; other rows
-        (unused) are 0."""
+    def _keep_masks(self, p: float, rows: int, sites: int, parts: list[slice], generators) -> torch.Tensor | None:
+        """Dropout's scaled keep masks [rows, sites, hidden] (1 / (1 - p) or 0; None without dropout): run h's
+        rows ``parts[h]``, every site's at once, drawn from ``generators[h]``; other rows (unused) are 0."""
         if not (self.training and p):
             return None
         head = self.parameters["head.weight"]
-        masks = torch.zeros(rows, sites, head.shape[-1], dtype=_compute_dtype(head), device=head.device)
+        masks = torch.zeros(rows, sites, head.shape[-1], dtype=head.dtype, device=head.device)
         for part, generator in zip(parts, generators):
             masks[part].bernoulli_(1 - p, generator=generator)
-        return _Dropout(masks, 1 / (1 - p))
+        return masks.mul_(1 / (1 - p))
 
     @staticmethod
-    def _drop(x: torch.Tensor, dropout: "_Dropout | None", site: int) -> torch.Tensor:
-        return x if dropout is None else x * dropout.masks[:, site] * dropout.scale
-
-    @staticmethod
-    def _drop_onto(residual: torch.Tensor, x: torch.Tensor, dropout: "_Dropout | None", site: int) -> torch.Tensor:
-        """``residual`` + ``x`` after dropout at ``site``: the scale applied by the addition itself."""
-        return x + residual if dropout is None else torch.add(residual, x * dropout.masks[:, site], alpha=dropout.scale)
+    def _drop(x: torch.Tensor, masks: torch.Tensor | None, site: int) -> torch.Tensor:
+        return x if masks is None else x * masks[:, site]
 
     def _attend(self, hidden: torch.Tensor, prefix: str, tokens: StackedTokens, generators) -> torch.Tensor:
         """Self-attention of every run's texts: [N, d] before the output projection. One call for
@@ -331,13 +313,11 @@ class StackedBert:
         for layer in range(layers):
             prefix = f"encoder.encoder.layer.{layer}"
             context = self._attend(hidden, f"{prefix}.attention.self", tokens, generators)
-            projected = self._dense(context, f"{prefix}.attention.output.dense", groups)
-            hidden = self._norm(self._drop_onto(hidden, projected, masks, 1 + 2 * layer),
-                                f"{prefix}.attention.output.LayerNorm", groups)
+            projected = self._drop(self._dense(context, f"{prefix}.attention.output.dense", groups), masks, 1 + 2 * layer)
+            hidden = self._norm(projected + hidden, f"{prefix}.attention.output.LayerNorm", groups)
             inner = self.activation(self._dense(hidden, f"{prefix}.intermediate.dense", groups))
-            output = self._dense(inner, f"{prefix}.output.dense", groups)
-            hidden = self._norm(self._drop_onto(hidden, output, masks, 2 + 2 * layer), f"{prefix}.output.LayerNorm",
-                                groups)
+            output = self._drop(self._dense(inner, f"{prefix}.output.dense", groups), masks, 2 + 2 * layer)
+            hidden = self._norm(output + hidden, f"{prefix}.output.LayerNorm", groups)
         pooled_groups = tokens.pooled_groups
         first = hidden.index_select(0, tokens.starts)
         pooled = torch.tanh(self._dense(first, "encoder.pooler.dense", pooled_groups))
