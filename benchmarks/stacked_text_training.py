@@ -22,6 +22,7 @@ its real ones rounded up to a multiple of 16 (the share of fillers is printed).
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -101,7 +102,42 @@ def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps
     profiler.__exit__(None, None, None)
     if profile:
         _print_profile(profiler, device, steps)
+        _print_phases(stack, batch_sizes, rows, draws, steps)
     return tokens / seconds, fillers / steps
+
+
+def _print_phases(stack: TextStack, batch_sizes: list[int], rows: TokenRows, draws: list[torch.Generator],
+                  steps: int) -> None:
+    """Each phase of a step alone, the device idle at its start: the host's time to launch its work, and the
+    time until the device has done it (mean of ``steps`` steps). A phase whose two times are close is set by the
+    host's launches; one that takes the device much longer than its launches, by the device's arithmetic."""
+    device = rows.tokens.device
+    totals: dict[str, list[float]] = {}
+
+    def phase(name: str, work: Callable[[], object]) -> object:
+        _synchronize(device)
+        start = time.perf_counter()
+        result = work()
+        launched = time.perf_counter()
+        _synchronize(device)
+        done = time.perf_counter()
+        total = totals.setdefault(name, [0.0, 0.0])
+        total[0] += (launched - start) * 1e3 / steps
+        total[1] += (done - start) * 1e3 / steps
+        return result
+
+    no_loss = torch.zeros((), device=device, requires_grad=True)  # the update alone: the gradients are there
+    for _ in range(steps):
+        batches = phase("draw batches", lambda: [draw_batch(rows, size, g) for size, g in zip(batch_sizes, draws)])
+        labels = [_to_device(torch.randint(CLASSES, (size,), generator=g), device)
+                  for size, g in zip(batch_sizes, draws)]
+        logits = phase("forward", lambda: stack.forward(batches))
+        loss = phase("loss", lambda: sum(F.cross_entropy(logits[run, : len(y)], y) for run, y in enumerate(labels)))
+        phase("backward", loss.backward)
+        phase("update", lambda: stack.step(no_loss))
+    print("phase: host ms launching it (device idle at its start) / ms until the device has done it")
+    for name, (launched, done) in totals.items():
+        print(f"  {name:14s} {launched:7.1f} {done:7.1f}")
 
 
 def _activities(device: torch.device) -> list:
@@ -191,7 +227,8 @@ def main() -> None:
                         "per run instead of one grouped product")
     parser.add_argument("--tiny", action="store_true", help="a 1-layer, 32-wide BERT: checks the script on a CPU")
     parser.add_argument("--profile", action="store_true", help="print where the largest stack's timed steps spend "
-                        "their time (torch.profiler's top operators)")
+                        "their time (torch.profiler's top operators), then each phase of a step timed alone (host "
+                        "launches against the device's work)")
     args = parser.parse_args()
     from transformers import BertConfig
 

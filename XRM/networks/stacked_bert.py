@@ -18,15 +18,16 @@ Dropout: each run draws its own masks from its own generator, at its own sizes (
 tokens, its rows, the token cache's width), in a fixed order (every hidden mask of the pass at once,
 [its tokens, 1 + 2 x layers, hidden]; each layer's attention probabilities; the head), so a
 run's masks do not depend on the other runs of its stack (tested bitwise in float64 and in bf16
-autocast).
-
-Under autocast the linear layers' weights and biases (148 stacked tensors for BERT-base) are cast to
-its dtype together at the start of a pass, by one multi-tensor copy, and their gradients cast back
-the same way, not by a cast kernel each way per tensor. ``scaled_dot_product_attention``
+autocast). ``scaled_dot_product_attention``
 draws its attention dropout from the device's default generator only: with attention dropout
 on, each run's texts are attended in a call of their own (shaped by its own texts alone, the same
 in any stack), with the run's generator standing in for the default one; without it
 (evaluation), all runs' texts in one call.
+
+Under autocast the linear layers' weights and biases (148 stacked tensors for BERT-base) are cast to
+its dtype together at the start of a pass, by one multi-tensor copy, not by a cast kernel each; back,
+the biases' gradients by one copy too, and each weight's (transposed by its product) straight into
+its parameter's layout.
 
 Built from, and back to, each run's own state_dict: checkpoints keep one run's layout.
 """
