@@ -16,7 +16,7 @@ import mat  # noqa: F401  (registers MAT, as a user's import does)
 from XRM.results.records import read_results
 from XRM.results.selection import selected_record
 from XRM.runs.sweep import SweepSpec, make_runs, plan_stacks
-from XRM.runs.train import train_stack
+from XRM.runs.train import StackTrainer, train_stack
 
 PHASE_2 = ["ERM", "GroupDRO", "IRM", "RWG", "SUBG", "MAT"]
 
@@ -128,6 +128,56 @@ def test_a_killed_stack_resumes_to_the_records_of_an_unbroken_one(tmp_path, scri
     assert resumed.stderr.count("resuming ") == 4
     assert comparable(results(tmp_path / "b")) == comparable(results(tmp_path / "a"))
     assert all(len(records) == 31 for records in results(tmp_path / "a").values())
+
+
+class Killed(BaseException):
+    """A SIGKILL, raised where a test chooses."""
+
+
+@pytest.mark.parametrize("phase", ["written", "moved"])
+@pytest.mark.parametrize("saved", [1, 2, 3])
+def test_a_stack_killed_between_two_of_its_checkpoints_resumes_as_one(features, tmp_path, monkeypatch, phase, saved):
+    """Killed after ``saved`` of its 4 runs' checkpoints at step 40 were written (or moved into place), a stack
+    resumes every run from one step, in one stack, so to the records of an unbroken one (train_loss included:
+    runs resumed in smaller stacks pad their batches otherwise)."""
+    from XRM.runs import checkpoints
+
+    def train(out: Path, resume: bool = False) -> None:
+        spec = SweepSpec(phase=2, datasets=[str(features)], algorithms=["GroupDRO", "ERM"], group_labels="yes",
+                         data_path=str(out), out_dir=str(out), num_hparams_combs=2, device="cpu",
+                         checkpoint_seconds=0.0, resume=resume, hparams_overrides={"num_steps": 101, "eval_every": 20})
+        for stack in plan_stacks(make_runs(spec), None):
+            train_stack(stack)
+
+    train(tmp_path / "a")
+    step = {"now": -1}
+    counted = []
+    evaluate = StackTrainer._evaluate
+
+    def evaluating(trainer, at):
+        step["now"] = at
+        evaluate(trainer, at)
+
+    def count(name: str) -> None:
+        if step["now"] == 40 and name.startswith("pending_ckpt_"):
+            counted.append(name)
+            if len(counted) == saved:
+                raise Killed
+
+    save, replace = checkpoints.atomic_torch_save, os.replace
+    with monkeypatch.context() as patch:
+        patch.setattr(StackTrainer, "_evaluate", evaluating)
+        if phase == "written":
+            patch.setattr(checkpoints, "atomic_torch_save", lambda obj, path: (save(obj, path), count(Path(path).name)))
+        else:
+            patch.setattr(os, "replace", lambda source, target: (replace(source, target), count(Path(source).name)))
+        with pytest.raises(Killed):
+            train(tmp_path / "b")
+    steps = sorted(torch.load(path)["step"] for path in (tmp_path / "b").rglob("*ckpt_*.pt"))
+    assert steps == ([20] * 4 + [40] * saved if phase == "written" else [20] * (4 - saved) + [40] * 4)
+    train(tmp_path / "b", resume=True)
+    assert sorted(path.name for path in (tmp_path / "b").rglob("pending_*")) == []
+    assert comparable(results(tmp_path / "b")) == comparable(results(tmp_path / "a"))
 
 
 def test_a_relaunch_skips_finished_runs_and_stacks_the_others(tmp_path, script):

@@ -141,6 +141,12 @@ class RunFiles:
         return self.directory / f"ckpt_{self.tag}.pt"
 
     @property
+    def pending_checkpoint(self) -> Path:
+        """A checkpoint written but not yet moved into place (XRM.runs.checkpoints.save_pending_checkpoint): a stack's
+        checkpoints are all written before the first is moved, so that its runs resume from one step."""
+        return self.directory / f"pending_ckpt_{self.tag}.pt"
+
+    @property
     def best_checkpoint(self) -> Path:
         """Model at the best evaluation by the selection metric."""
         return self.directory / f"best_{self.tag}.pt"
@@ -162,7 +168,8 @@ class RunFiles:
 
     def stale_temporaries(self) -> list[Path]:
         """Temporary files a killed write of one of the run's files left behind."""
-        names = [path.name for path in (self.results, self.checkpoint, self.best_checkpoint, self.inferred, self.done)]
+        names = [path.name for path in (self.results, self.checkpoint, self.pending_checkpoint, self.best_checkpoint,
+                                        self.inferred, self.done)]
         return [path for name in names for path in self.directory.glob(f".{name}.*.tmp")]
 
     @property

@@ -3,8 +3,11 @@
 ``ckpt_hpcomb_<k>_seed<s>.pt``: {step, model, optimizer, algorithm_state, best, hparams,
 identity, rng}; ``model`` is the network's state_dict, ``best`` = {metric, value, step} of the best
 evaluation so far. ``best_hpcomb_<k>_seed<s>.pt``: {model, metric, value, step, hparams}.
-Best files are written before the checkpoint that refers to them.
+Best files are written before the checkpoint that refers to them. A stack's checkpoints are saved
+as one (:func:`save_pending_checkpoint`): a kill between two of them must not leave its runs at different
+steps, which would resume them in other stacks (other shapes, other last bits) than an unbroken run's.
 """
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +19,41 @@ from XRM.results.records import RunFiles
 from XRM.runs.identity import IDENTITY, identity_differences
 
 
-def save_checkpoint(files: RunFiles, state: dict[str, Any]) -> None:
-    """Write the run's checkpoint."""
-    atomic_torch_save(state, files.checkpoint)
+#: a pending checkpoint's key: its stack's last pending checkpoint (relative to the run's folder), there
+#: until every checkpoint of the stack is in place
+PENDING_COMMIT = "pending_commit"
+
+
+def save_pending_checkpoint(files: RunFiles, state: dict[str, Any], last: RunFiles) -> None:
+    """Write the run's checkpoint as its pending checkpoint, in a stack whose last run is ``last``.
+
+    A stack's checkpoints are saved as one: each written pending, the last run's last, then each moved into
+    place, the last run's last (:func:`commit_checkpoints`). A kill while they are written leaves the last
+    pending checkpoint absent and every run's previous checkpoint in place; a kill while they are moved leaves
+    it there. :func:`settle_pending_checkpoints` then drops or finishes them: the runs resume from one step."""
+    commit = os.path.relpath(last.pending_checkpoint, files.directory)
+    atomic_torch_save({**state, PENDING_COMMIT: commit}, files.pending_checkpoint)
+
+
+def commit_checkpoints(runs: list[RunFiles]) -> None:
+    """Move the pending checkpoints of a stack's ``runs`` (every one written) into place, the last last."""
+    for files in runs:
+        os.replace(files.pending_checkpoint, files.checkpoint)
+
+
+def settle_pending_checkpoints(runs: list[RunFiles]) -> None:
+    """The pending checkpoints a killed save left among ``runs`` (locked by this process): moved into place
+    where their stack's last pending checkpoint is there (all were written), else deleted; the last ones
+    last, so that a kill here leaves the decision as it was."""
+    # mapped, not read: only the key is wanted (a BERT run's checkpoint is over a gigabyte)
+    pending = [(files, files.directory / _load(files.pending_checkpoint, "pending checkpoint", mmap=True)[PENDING_COMMIT])
+               for files in runs if files.pending_checkpoint.exists()]
+    commits = {os.path.realpath(commit) for _, commit in pending}
+    for files, commit in sorted(pending, key=lambda item: os.path.realpath(item[0].pending_checkpoint) in commits):
+        if commit.exists():
+            os.replace(files.pending_checkpoint, files.checkpoint)
+        else:
+            files.pending_checkpoint.unlink()
 
 
 def save_best(files: RunFiles, model: dict, best: dict, hparams: dict) -> None:
@@ -26,9 +61,9 @@ def save_best(files: RunFiles, model: dict, best: dict, hparams: dict) -> None:
     atomic_torch_save({"model": model, **best, "hparams": hparams}, files.best_checkpoint)
 
 
-def _load(path: Path, what: str) -> dict:
+def _load(path: Path, what: str, mmap: bool = False) -> dict:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise UserError(f"{what} {path} is unreadable ({type(exc).__name__}); delete it to restart the run "
                         "from step 0") from None

@@ -208,6 +208,7 @@ def _train_locked(todo: list[RunSpec], stack_size: int | None) -> None:
     for spec in todo:
         for path in spec.files.stale_temporaries():  # a killed write's leftovers; the lock makes them ours
             path.unlink(missing_ok=True)
+    checkpoints.settle_pending_checkpoints([spec.files for spec in todo])  # a stack's checkpoints killed half-saved
     device = resolve_device(todo[0].device)
     dtype = DTYPES[todo[0].dtype]
     data, setups = load_inputs(todo, device, dtype)
@@ -348,6 +349,8 @@ class StackTrainer:
         return {key: value[row].cpu().clone() for key, value in part.state.items()}
 
     def _save_checkpoints(self, step: int) -> None:
+        """Every live run's checkpoint at ``step``, saved as one (checkpoints.save_pending_checkpoint)."""
+        saved = [member.spec.files for member in self.live_members()]
         for index, member in enumerate(self.members):
             if member.diverged_at is not None:  # its last checkpoint stays the last finite state
                 continue
@@ -362,7 +365,9 @@ class StackTrainer:
                      "training_loss": [self.steps.loss_sum[index].item(), self.steps.loss_steps[index].item()]}
             if isinstance(self.model, ModuleStack):
                 state["rng"] = checkpoints.rng_states()
-            checkpoints.save_checkpoint(member.spec.files, state)
+            checkpoints.save_pending_checkpoint(member.spec.files, state, saved[-1])
+        checkpoints.commit_checkpoints(saved)
+        for member in self.live_members():
             if member.tensorboard is not None:  # its events up to the checkpoint's step are kept on a resume
                 member.tensorboard.flush()
 
