@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,6 +67,22 @@ def test_corrupt_checkpoint_with_resume_is_a_user_error(tmp_path, script):
     assert result.returncode == 2
     assert "checkpoint" in result.stderr and "delete it" in result.stderr
     assert sorted(p.name for p in directory.iterdir()) == ["ckpt_hpcomb_0_seed0.pt"]
+
+
+def test_a_corrupt_pending_checkpoint_is_a_user_error_that_keeps_the_last_one(tmp_path, script):
+    """A stack's checkpoint written but not moved into place, unreadable (damaged on disk: it is written
+    atomically): one line saying that deleting it resumes the run from its last checkpoint; nothing changed."""
+    assert script(*SHORT, "--out_dir", str(tmp_path)).returncode == 0
+    directory = tmp_path / RUN.rsplit("/", 1)[0]
+    (directory / "done_hpcomb_0_seed0").unlink()  # unfinished again, with a pending checkpoint beside its last one
+    (directory / "pending_ckpt_hpcomb_0_seed0.pt").write_bytes(b"\x00garbage")
+    before = {path.name: path.read_bytes() for path in directory.iterdir()}
+    result = script(*SHORT, "--out_dir", str(tmp_path), "--resume")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    pending = re.escape(str(directory / "pending_ckpt_hpcomb_0_seed0.pt"))
+    assert re.fullmatch(f"error: pending checkpoint {pending} is unreadable \\(\\w+Error\\); delete it to resume the run "
+                        "from its last checkpoint\n", result.stderr), result.stderr
+    assert {path.name: path.read_bytes() for path in directory.iterdir()} == before
 
 
 SHORT = ["main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "GroupDRO", "--group_labels", "yes",

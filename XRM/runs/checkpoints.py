@@ -46,8 +46,9 @@ def settle_pending_checkpoints(runs: list[RunFiles]) -> None:
     where their stack's last pending checkpoint is there (all were written), else deleted; the last ones
     last, so that a kill here leaves the decision as it was."""
     # mapped, not read: only the key is wanted (a BERT run's checkpoint is over a gigabyte)
-    pending = [(files, files.directory / _load(files.pending_checkpoint, "pending checkpoint", mmap=True)[PENDING_COMMIT])
-               for files in runs if files.pending_checkpoint.exists()]
+    pending = [(files, files.directory / _load(files.pending_checkpoint, "pending checkpoint", mmap=True,
+                                               deleted="delete it to resume the run from its last checkpoint")
+                [PENDING_COMMIT]) for files in runs if files.pending_checkpoint.exists()]
     commits = {os.path.realpath(commit) for _, commit in pending}
     for files, commit in sorted(pending, key=lambda item: os.path.realpath(item[0].pending_checkpoint) in commits):
         if commit.exists():
@@ -61,12 +62,12 @@ def save_best(files: RunFiles, model: dict, best: dict, hparams: dict) -> None:
     atomic_torch_save({"model": model, **best, "hparams": hparams}, files.best_checkpoint)
 
 
-def _load(path: Path, what: str, mmap: bool = False) -> dict:
+def _load(path: Path, what: str, mmap: bool = False,
+          deleted: str = "delete it to restart the run from step 0") -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
-        raise UserError(f"{what} {path} is unreadable ({type(exc).__name__}); delete it to restart the run "
-                        "from step 0") from None
+        raise UserError(f"{what} {path} is unreadable ({type(exc).__name__}); {deleted}") from None
 
 
 def load_checkpoint(spec, identity: dict) -> dict:
