@@ -96,3 +96,30 @@ def test_predictions_are_each_runs_on_the_same_texts_without_dropout():
             alone = tiny_classifier(run, dropout=0.3).eval()
             expected = torch.cat([alone(batch) for batch in batches])
             assert (logits[run] - expected).abs().max() < 1e-6  # alone: float32 logits
+
+
+def test_fused_adamw_updates_with_handed_over_gradients_as_its_own_step_does(monkeypatch):
+    """With fused AdamW (on CUDA; forced here on the CPU), a stack's runs update through fused_adamw_step
+    from their second step on, resume included, and end bitwise where torch's own step() takes them."""
+    from XRM.engine import optimizers, text_stack
+
+    monkeypatch.setattr(optimizers, "_fused", lambda optimizer_class, parameters: {"fused": True})
+    handed = []
+    fast = text_stack.fused_adamw_step
+    monkeypatch.setattr(text_stack, "fused_adamw_step", lambda *args: handed.append(fast(*args)) or handed[-1])
+    ours = TextStack([tiny_classifier(seed) for seed in range(3)], HPARAMS, [0, 1, 2], CPU)
+    _train(ours, [0, 1, 2], range(2))
+    resumed = TextStack([tiny_classifier(9) for _ in range(3)], HPARAMS, [0, 1, 2], CPU)
+    for run in range(3):
+        resumed.load_member(run, ours.model_state(run), ours.optimizer_state(run), None)
+    _train(resumed, [0, 1, 2], range(2, 4))
+    assert handed == [False] * 3 + [True] * 9  # step 0: no state yet; then every run, after the resume too
+    monkeypatch.setattr(text_stack, "fused_adamw_step", lambda *args: False)
+    theirs = TextStack([tiny_classifier(seed) for seed in range(3)], HPARAMS, [0, 1, 2], CPU)
+    _train(theirs, [0, 1, 2], range(4))
+    for run in range(3):
+        assert all(torch.equal(value, theirs.model_state(run)[name]) for name, value in resumed.model_state(run).items())
+        saved, expected = resumed.optimizer_state(run), theirs.optimizer_state(run)
+        assert saved["lr_scheduler"] == expected["lr_scheduler"]
+        for index, state in expected["optimizer"]["state"].items():
+            assert all(torch.equal(saved["optimizer"]["state"][index][key], value) for key, value in state.items())

@@ -3,7 +3,8 @@
 ``TextStack`` holds H runs' ``TextClassifier``s as a StackedBert (XRM/networks/stacked_bert.py):
 one forward and one backward pass for all runs. Everything else stays each run's own: its
 optimiser (torch.optim, fused on CUDA, over views of its slices of the stacked tensors, with its
-learning rate and weight decay), its learning-rate schedule, its dropout generator (seeded from
+learning rate and weight decay; a fused AdamW's update runs its kernel with the gradients handed
+over, XRM/engine/fused_adamw.py), its learning-rate schedule, its dropout generator (seeded from
 the run's seed), its best model. A run's model, optimiser and schedule states are in the layout
 ModuleStack writes for the run alone (its classifier's state_dict; the optimiser's state_dict
 over its parameters in decay_parameter_groups' order; the scheduler's), plus its dropout
@@ -15,6 +16,7 @@ XRM/engine/evaluation_inputs.py, through ``EveryRun``: the stack seen there as o
 import torch
 
 from XRM.engine.evaluation_inputs import EvaluationInputs, TokenNetwork
+from XRM.engine.fused_adamw import fused_adamw_step
 from XRM.engine.model_stacks import BACKBONE_EVALUATION_BATCH
 from XRM.engine.optimizers import SGD_MOMENTUM, build_lr_scheduler, decay_groups, optimizer_of_groups
 from XRM.networks.classifiers import TextClassifier, bf16_on_cuda
@@ -100,12 +102,15 @@ class TextStack:
         gradients = [[None] * self.num_runs if parameter.grad is None else parameter.grad.unbind(0)
                      for parameter in stacked]
         for run, (views, optimizer, scheduler) in enumerate(zip(self.views, self.optimizers, self.schedulers)):
-            for view, run_gradients in zip(views, gradients):
-                view.grad = run_gradients[run]
-            optimizer.step()
+            given = {id(view): run_gradients[run] for view, run_gradients in zip(views, gradients)
+                     if run_gradients[run] is not None}
+            if not fused_adamw_step(optimizer, given):  # else (a first step, another optimiser) torch's own step
+                for view, run_gradients in zip(views, gradients):
+                    view.grad = run_gradients[run]
+                optimizer.step()
+                for view in views:
+                    view.grad = None
             scheduler.step()
-            for view in views:
-                view.grad = None
         for parameter in stacked:
             parameter.grad = None
 
