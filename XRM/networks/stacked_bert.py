@@ -190,6 +190,9 @@ class StackedBert:
                            .requires_grad_(True) for name, _ in template.named_parameters()}
         self.training = True
         self.grouped_products = grouped_products
+        # the linear layers' weights and biases: cast to autocast's dtype at each pass (embeddings and layer norms
+        # stay as they are: autocast runs them in float32)
+        self._linear_names = [name for name in self.parameters if "embeddings" not in name and "LayerNorm" not in name]
         self._compute_weights: dict[str, torch.Tensor] = {}  # during a pass: _cast_weights'
         from transformers.activations import ACT2FN  # here: a sweep of small models never loads transformers
 
@@ -223,10 +226,8 @@ class StackedBert:
 
     def _cast_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The linear layers' weights and biases in ``dtype``, the dtype their products run in (autocast's), cast
-        together (embeddings and layer norms stay as they are: autocast runs them in float32); {} where
-        they already are."""
-        names = [name for name, parameter in self.parameters.items()
-                 if parameter.dtype != dtype and "embeddings" not in name and "LayerNorm" not in name]
+        together; {} where they already are."""
+        names = [name for name in self._linear_names if self.parameters[name].dtype != dtype]
         return dict(zip(names, _CastTogether.apply(dtype, *[self.parameters[name] for name in names]))) if names else {}
 
     def _dense(self, x: torch.Tensor, prefix: str, groups: RowGroups) -> torch.Tensor:
