@@ -103,6 +103,7 @@ def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps
     if profile:
         _print_profile(profiler, device, steps)
         _print_phases(stack, batch_sizes, rows, draws, steps)
+        _print_update_floor(stack, tokens / steps, device)
     return tokens / seconds, fillers / steps
 
 
@@ -138,6 +139,33 @@ def _print_phases(stack: TextStack, batch_sizes: list[int], rows: TokenRows, dra
     print("phase: host ms launching it (device idle at its start) / ms until the device has done it")
     for name, (launched, done) in totals.items():
         print(f"  {name:14s} {launched:7.1f} {done:7.1f}")
+
+
+#: the issue's target for 8 stacked BERT-base runs at batch 32, in real tokens a second
+TARGET_TOKENS_PER_SECOND = 400_000
+#: bytes a fused AdamW moves per float32 parameter: value, gradient and both moments read; value and moments written
+ADAMW_BYTES_PER_PARAMETER = 7 * 4
+
+
+def _print_update_floor(stack: TextStack, real_tokens_per_step: float, device: torch.device) -> None:
+    """The least time the runs' AdamW updates can take on this device (their bytes at its copy bandwidth, a
+    1 GiB copy timed), beside the step time that the target's real tokens a second allows at this stack's tokens."""
+    parameters = sum(parameter.numel() for parameter in stack.model.parameters.values())
+    source = torch.empty(2 ** 28, device=device)
+    copy = torch.empty_like(source)
+    copies = 10
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(copies):
+        copy.copy_(source)
+    _synchronize(device)
+    bandwidth = 2 * source.numel() * source.element_size() * copies / (time.perf_counter() - start)
+    moved = parameters * ADAMW_BYTES_PER_PARAMETER
+    print(f"the {stack.num_runs} runs' AdamW updates move {moved / 1e9:.1f} GB a step ({parameters / 1e6:.0f}M "
+          f"parameters): at least {moved / bandwidth * 1e3:.1f} ms at this device's copy bandwidth "
+          f"({bandwidth / 1e9:.0f} GB/s); {TARGET_TOKENS_PER_SECOND / 1000:.0f}k real tokens/s at "
+          f"{real_tokens_per_step:.0f} real tokens a step allows {real_tokens_per_step / TARGET_TOKENS_PER_SECOND * 1e3:.1f} "
+          f"ms a step")
 
 
 def _activities(device: torch.device) -> list:
