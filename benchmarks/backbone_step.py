@@ -2,11 +2,18 @@
 
 python benchmarks/backbone_step.py --device cuda
 python benchmarks/backbone_step.py --device cpu --tiny --steps 3   (a quick check that it runs)
+python benchmarks/backbone_step.py --models resnet50 --image_batch 128 --image_step graphs --no_cudnn_benchmark
 
 Random weights (same cost as pretrained ones, nothing downloaded) and random inputs already
 on the device, so this measures the model step alone: ERM with the dataset family's
 optimiser (SGD for images, AdamW for text), bf16 autocast and channels_last on CUDA, as
 main.py trains. Prints steps/s and images/s or tokens/s.
+
+``--image_step`` picks how the ResNet's step runs: ``eager`` (float images, every kernel launched),
+``graphs`` (uint8 pixels normalised on the device, the passes replayed from CUDA graphs, as main.py
+trains on a GPU), ``compiled`` (the backbone through torch.compile) or ``compiled-graphs`` (both).
+cuDNN picks its kernels by timing them (benchmark mode) unless ``--no_cudnn_benchmark`` (main.py's
+default choice).
 """
 import argparse
 import sys
@@ -23,10 +30,28 @@ from XRM.engine.model_stacks import ModuleStack  # noqa: E402
 from XRM.networks.backbones import BackboneSpec, build_torchvision_backbone  # noqa: E402
 from XRM.networks.classifiers import ImageClassifier, TextClassifier  # noqa: E402
 
+#: how --image_step runs a ResNet's training step
+IMAGE_STEPS = ("eager", "graphs", "compiled", "compiled-graphs")
+
 
 def image_model(tiny: bool) -> torch.nn.Module:
     """ResNet-50 (resnet18 when tiny), randomly initialised, two classes."""
     return ImageClassifier(build_torchvision_backbone(BackboneSpec("resnet18" if tiny else "resnet50", False)), 2)
+
+
+def image_step(how: str, tiny: bool, batch: int, size: int,
+               device: torch.device) -> tuple[ImageClassifier, torch.Tensor]:
+    """A ResNet classifier on ``device`` set up to train ``how`` (one of IMAGE_STEPS), and a batch for it: float
+    images for ``eager``, uint8 pixels (normalised on the device, as training's batches) for the others."""
+    model = image_model(tiny).to(device)
+    if how == "eager":
+        return model, torch.randn(batch, 3, size, size, device=device)
+    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+    if how.startswith("compiled"):
+        model.backbone = torch.compile(model.backbone)
+    if how.endswith("graphs"):
+        model.use_cuda_graphs(tuple(x.shape))  # captured now (compiling first where compiled); nothing on a CPU
+    return model, x
 
 
 def text_model(tiny: bool) -> torch.nn.Module:
@@ -82,15 +107,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (cuDNN autotuning, allocator)")
     parser.add_argument("--tiny", action="store_true", help="tiny models and sizes: checks the script on a CPU")
+    parser.add_argument("--image_step", default="eager", choices=IMAGE_STEPS, help="the ResNet's step: see above")
+    parser.add_argument("--no_cudnn_benchmark", action="store_true",
+                        help="cuDNN's default kernels, as main.py trains (default: the fastest, timed at the first steps)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}) "
           f"torch={torch.__version__}")
     if "resnet50" in args.models:
-        x = torch.randn(args.image_batch, 3, args.image_size, args.image_size, device=device)
-        seconds = time_steps(image_model(args.tiny), x, "sgd", 1e-4, args.steps, args.warmup, device)
-        print(f"{'resnet18' if args.tiny else 'resnet50'} batch={args.image_batch} size={args.image_size}: "
+        model, x = image_step(args.image_step, args.tiny, args.image_batch, args.image_size, device)
+        seconds = time_steps(model, x, "sgd", 1e-4, args.steps, args.warmup, device)
+        print(f"{'resnet18' if args.tiny else 'resnet50'} batch={args.image_batch} size={args.image_size} "
+              f"step={args.image_step} cudnn.benchmark={torch.backends.cudnn.benchmark}: "
               f"{1 / seconds:.2f} steps/s, {args.image_batch / seconds:.0f} images/s")
     if "bert" in args.models:
         ids = torch.randint(1000, 30000, (args.text_batch, args.seq_len), device=device)  # within the vocabulary
