@@ -350,10 +350,9 @@ class StackTrainer:
 
     def _save_checkpoints(self, step: int) -> None:
         """Every live run's checkpoint at ``step``, saved as one (checkpoints.save_pending_checkpoint)."""
-        saved = [member.spec.files for member in self.live_members()]
-        for index, member in enumerate(self.members):
-            if member.diverged_at is not None:  # its last checkpoint stays the last finite state
-                continue
+        live = self.live_members_by_index()
+        saved = [member.spec.files for _, member in live]
+        for index, member in live:  # a diverged run's last checkpoint stays the last finite state
             if member.best_changed:
                 checkpoints.save_best(member.spec.files, self.model.best_model_state(index), member.best,
                                       member.setup.hparams)
@@ -367,7 +366,7 @@ class StackTrainer:
                 state["rng"] = checkpoints.rng_states()
             checkpoints.save_pending_checkpoint(member.spec.files, state, saved[-1])
         checkpoints.commit_checkpoints(saved)
-        for member in self.live_members():
+        for _, member in live:
             if member.tensorboard is not None:  # its events up to the checkpoint's step are kept on a resume
                 member.tensorboard.flush()
 
@@ -459,7 +458,11 @@ class StackTrainer:
 
     def live_members(self) -> list[Member]:
         """The members still training (not diverged)."""
-        return [member for member in self.members if member.diverged_at is None]
+        return [member for _, member in self.live_members_by_index()]
+
+    def live_members_by_index(self) -> list[tuple[int, Member]]:
+        """The members still training (not diverged), each with its index in the stack."""
+        return [(index, member) for index, member in enumerate(self.members) if member.diverged_at is None]
 
     def _note_divergence(self) -> None:
         """Stop the members whose loss stopped being finite (read at an evaluation: one synchronisation)."""
