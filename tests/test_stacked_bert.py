@@ -168,27 +168,3 @@ def test_in_autocast_a_runs_dropout_masks_are_its_own():
     in_three, alone = run_one_in([0, 1, 2]), run_one_in([1])
     assert alone.dtype == torch.float32 and torch.equal(in_three, alone)
     assert (run_one_in([1], seed_of_run_one=8) - alone).abs().max() > 1e-3  # other draws, other logits
-
-
-def test_dropout_keeps_a_runs_rows_at_its_rate_scaled_and_passes_gradients_through_the_same_mask():
-    """The masks: one byte a value, run h's rows drawn at its keep rate (1 - p) from its own generator, the
-    rows no run owns 0; a dropped value is x * keep / (1 - p) both ways (gradients checked in float64)."""
-    stack = StackedBert([tiny_classifier(seed, dropout=0.3) for seed in range(2)])
-    parts = [slice(0, 3000), slice(3000, 3500)]
-    generators = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
-    keep, scale = stack._keep_masks(0.3, 4000, 5, parts, generators)
-    assert keep.dtype == torch.bool and keep.element_size() == 1 and keep.shape == (4000, 5, 32)
-    for part in parts:
-        assert abs(keep[part].float().mean().item() - 0.7) < 0.01
-    assert not keep[3500:].any() and scale == pytest.approx(1 / 0.7)
-    again, _ = stack._keep_masks(0.3, 4000, 5, parts[:1], [torch.Generator().manual_seed(1)])
-    assert torch.equal(again[:3000], keep[:3000])  # run 0's draws: its generator's alone
-    assert stack.train(False)._keep_masks(0.3, 4000, 5, parts, generators) is None  # no dropout in evaluation
-    x = torch.randn(4000, 32, dtype=torch.float64, requires_grad=True)
-    dropped = StackedBert._drop(x, (keep, scale), 2)
-    assert torch.equal(dropped, x * keep[:, 2] * scale)
-    upstream = torch.randn_like(x)
-    dropped.backward(upstream)
-    assert torch.equal(x.grad, upstream * keep[:, 2] * scale)
-    some = x[:20].detach().requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: StackedBert._drop(t, (keep[:20], scale), 4), some)

@@ -18,7 +18,7 @@ ACTIVATION_COPIES = 4
 #: activation values a BERT layer keeps per real token and hidden unit for its backward pass when the
 #: tokens are packed: 17, Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
 #: Models", 34 bytes of 16-bit values per layer, attention scores left out: fused attention keeps none), plus
-#: TextStack's dropout masks (two sites a layer, a byte each: one 16-bit value), rounded up
+#: TextStack's float dropout masks (2), rounded up
 PACKED_TOKEN_VALUES = 20
 #: values per attention position (a text's row of the token cache's width, every position, fillers too) and
 #: hidden unit a packed layer keeps where its attention spreads the texts to rows (where jagged attention does

@@ -166,22 +166,6 @@ class _CastTogether(torch.autograd.Function):
         return None, *casts
 
 
-class _Dropped(torch.autograd.Function):
-    """Dropout with a given keep mask (bool): ``x * keep * scale`` both ways, one kernel each (torch's own
-    dropout backward), in ``x``'s dtype; the mask, a byte a value, is all the backward pass keeps."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return torch.ops.aten.native_dropout_backward(x, keep, scale)
-
-    @staticmethod
-    def backward(ctx, gradient: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        keep, = ctx.saved_tensors
-        return torch.ops.aten.native_dropout_backward(gradient, keep, ctx.scale), None, None
-
-
 def _signature(classifier: nn.Module) -> tuple:
     """What classifiers stacked together share: dropout probabilities, parameter names and shapes."""
     config = classifier.encoder.config
@@ -259,22 +243,20 @@ class StackedBert:
         table = self._p(name + ".weight")
         return F.embedding(index + groups.run_of_row * table.shape[1], table.flatten(0, 1))
 
-    def _keep_masks(self, p: float, rows: int, sites: int, parts: list[slice],
-                    generators) -> tuple[torch.Tensor, float] | None:
-        """Dropout's keep masks [rows, sites, hidden], one byte each, and the scale of what they keep (1 / (1 - p));
-        None without dropout. Run h's rows ``parts[h]``, every site's at once, are drawn from ``generators[h]``;
-        other rows (unused) are 0."""
+    def _keep_masks(self, p: float, rows: int, sites: int, parts: list[slice], generators) -> torch.Tensor | None:
+        """Dropout's scaled keep masks [rows, sites, hidden] (1 / (1 - p) or 0; None without dropout): run h's
+        rows ``parts[h]``, every site's at once, drawn from ``generators[h]``; other rows (unused) are 0."""
         if not (self.training and p):
             return None
         head = self.parameters["head.weight"]
-        masks = torch.zeros(rows, sites, head.shape[-1], dtype=torch.uint8, device=head.device)
+        masks = torch.zeros(rows, sites, head.shape[-1], dtype=head.dtype, device=head.device)
         for part, generator in zip(parts, generators):
             masks[part].bernoulli_(1 - p, generator=generator)
-        return masks.view(torch.bool), 1 / (1 - p)
+        return masks.mul_(1 / (1 - p))
 
     @staticmethod
-    def _drop(x: torch.Tensor, masks: tuple[torch.Tensor, float] | None, site: int) -> torch.Tensor:
-        return x if masks is None else _Dropped.apply(x, masks[0][:, site], masks[1])
+    def _drop(x: torch.Tensor, masks: torch.Tensor | None, site: int) -> torch.Tensor:
+        return x if masks is None else x * masks[:, site]
 
     def _attend(self, hidden: torch.Tensor, prefix: str, tokens: StackedTokens, generators) -> torch.Tensor:
         """Self-attention of every run's texts: [N, d] before the output projection. One call for
