@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--num_workers", type=int, default=8)
     parser.add_argument("--no_cuda_graphs", action="store_true", help="launch every kernel of the ResNet's passes "
                         "(default: replayed from CUDA graphs on a GPU, as main.py trains)")
+    parser.add_argument("--no_compile_backbone", action="store_true", help="capture the ResNet's passes uncompiled "
+                        "(default: compiled by torch.compile first, as main.py trains)")
     parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet18"],
                         help="resnet18: a quick check on a CPU")
     args = parser.parse_args()
@@ -88,7 +90,8 @@ def main() -> None:
     common = {"phase": 2, "dataset": "CelebA", "algorithm": "ERM", "group_labels": "yes", "seed": 0,
               "out_dir": str(run_directory(root / "out", "ERM", "CelebA", "yes")), "data_path": str(root / "data"),
               "device": str(device), "inputs": "images", "image_backbone": args.backbone, "backbone_weights": "none",
-              "num_workers": args.num_workers, "cuda_graphs": not args.no_cuda_graphs}
+              "num_workers": args.num_workers, "cuda_graphs": not args.no_cuda_graphs,
+              "compile_backbone": not args.no_compile_backbone}
     # Two runs that differ only in length: start-up and their two evaluations (first and
     # last step) cancel out of the difference, which is pure training.
     short, long = 21, args.steps
@@ -103,14 +106,16 @@ def main() -> None:
     model = image_model(args.backbone == "resnet18").to(device)
     graphed = device.type == "cuda" and not args.no_cuda_graphs
     if graphed:
-        use_cuda_graphs(model, tuple(x.shape))
+        use_cuda_graphs(model, tuple(x.shape), compile_images=not args.no_compile_backbone)
     alone = time_steps(model, x, "sgd", 1e-4, 50, 10, device)
     print(f"device {device}, {args.images} JPEGs of {size / 1000:.1f} kB, batch {args.batch_size}, "
           f"{args.num_workers} workers, decoding {os.environ.get('XRM_IMAGE_DECODING', 'auto')} "
-          f"with {image_decoder().name}, CUDA graphs {'on' if graphed else 'off'}: "
+          f"with {image_decoder().name}, CUDA graphs {'on' if graphed else 'off'}, "
+          f"compiled {'yes' if graphed and model.graphs.compiled else 'no'}: "
           f"{1 / per_step:.1f} steps/s, {args.batch_size / per_step:.0f} training images/s; model step alone "
           f"{args.batch_size / alone:.0f} images/s; data path at {alone / per_step:.0%} of it; "
-          f"a {short}-step run with its 2 evaluations of {args.images * 2 // 5} images: {seconds[short]:.1f} s")
+          f"a {short}-step run with its 2 evaluations of {args.images * 2 // 5} images: {seconds[short]:.1f} s "
+          f"(the process's first, which also starts CUDA and the decoder: {seconds[0]:.1f} s)")
 
 
 if __name__ == "__main__":

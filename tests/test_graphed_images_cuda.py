@@ -1,5 +1,6 @@
 """A ResNet's training pass replayed from CUDA graphs computes what the eager pass computes: logits,
-gradients, batch-norm statistics, over several steps of SGD. Needs a GPU: skipped elsewhere; run on the
+gradients, batch-norm statistics, over several steps of SGD; also compiled first, and where the compiler
+fails (one warning, the uncompiled pass). Needs a GPU: skipped elsewhere; run on the
 GPU machine."""
 import copy
 
@@ -40,11 +41,23 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def test_replayed_steps_match_eager_steps():
+def _compiler_fails(*args, **kwargs):
+    raise RuntimeError("no compiler on this machine\nsecond line")
+
+
+@pytest.mark.parametrize("compiled", ["no", "yes", "fails"])
+def test_replayed_steps_match_eager_steps(compiled, monkeypatch, capsys):
     eager = _classifier()
     graphed = copy.deepcopy(eager)
     before = [b.clone() for b in graphed.buffers()]
-    use_cuda_graphs(graphed, SHAPE)
+    if compiled == "fails":  # a machine where torch.compile cannot build its kernels
+        monkeypatch.setattr(torch, "compile", _compiler_fails)
+    use_cuda_graphs(graphed, SHAPE, compile_images=compiled != "no")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert graphed.graphs.compiled == (compiled == "yes")
+    assert len(warnings) == (compiled == "fails")  # one line says the pass runs uncompiled
+    if warnings:
+        assert "RuntimeError: no compiler on this machine)" in warnings[0] and "--no_compile_backbone" in warnings[0]
     assert graphed.graphs.captures == 1
     assert all(torch.equal(a, b) for a, b in zip(before, graphed.buffers()))  # the capture's passes left no trace
     generator = torch.Generator().manual_seed(1)

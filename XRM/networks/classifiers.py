@@ -69,15 +69,15 @@ class ImageClassifier(nn.Module):
         self.backbone = backbone.to(memory_format=torch.channels_last)
         self.graphs: GraphedPasses | None = None
 
-    def use_cuda_graphs(self, batch_shape: tuple[int, ...]) -> None:
+    def use_cuda_graphs(self, batch_shape: tuple[int, ...], compiled: bool = False) -> None:
         """On CUDA, capture now the training pass (forward and backward) on uint8 pixel batches of
-        ``batch_shape`` [B, 3, H, W], and replay it for every such batch in training from then on
-        (XRM/networks/graphed_passes.py). Captured here, at set-up, not at the first batch: a capture
-        forbids CUDA calls from other threads, and a loader's threads bring the batches."""
+        ``batch_shape`` [B, 3, H, W], compiled first where ``compiled``, and replay it for every such batch in
+        training from then on (XRM/networks/graphed_passes.py). Captured here, at set-up, not at the first
+        batch: a capture forbids CUDA calls from other threads, and a loader's threads bring the batches."""
         device = next(self.parameters()).device
         if device.type != "cuda":
             return
-        self.graphs = GraphedPasses(_PixelPass(self.backbone, pixel_statistics(device)))
+        self.graphs = GraphedPasses(_PixelPass(self.backbone, pixel_statistics(device)), compiled)
         pixels = torch.randint(0, 256, batch_shape, dtype=torch.uint8, device=device)
         pixels = pixels.contiguous(memory_format=torch.channels_last)
         training = self.training
@@ -185,14 +185,16 @@ class TextClassifier(nn.Module):
             return self.head(self.dropout(pooled)).float()
 
 
-def use_cuda_graphs(network: nn.Module, image_batch_shape: tuple[int, ...] | None = None) -> None:
+def use_cuda_graphs(network: nn.Module, image_batch_shape: tuple[int, ...] | None = None,
+                    compile_images: bool = False) -> None:
     """Let every text classifier in ``network`` replay its packed training passes from CUDA graphs on CUDA,
-    and every image classifier its training pass on uint8 batches of ``image_batch_shape``, captured now."""
+    and every image classifier its training pass on uint8 batches of ``image_batch_shape``, captured now
+    (compiled first where ``compile_images``)."""
     for module in network.modules():
         if isinstance(module, TextClassifier):
             module.use_cuda_graphs()
         elif isinstance(module, ImageClassifier) and image_batch_shape is not None:
-            module.use_cuda_graphs(image_batch_shape)
+            module.use_cuda_graphs(image_batch_shape, compile_images)
 
 
 class TwinNetwork(nn.Module):

@@ -264,7 +264,7 @@ class StackTrainer:
                 images = None
                 if data.family == "image":
                     images = (hparams[0]["batch_size"], *input_shape(data.splits["tr"].x))
-                use_cuda_graphs(network, images)
+                use_cuda_graphs(network, images, members[0].spec.compile_backbone)
             torch.manual_seed(members[0].spec.seed)  # a backbone's dropout draws from the global generators
         # text: every row's real length known on the host, so a step's batch skips padding without a synchronisation
         self.token_rows = TokenRows(self.train_split.x) if data.inputs == "tokens" and not data.small_model else None
