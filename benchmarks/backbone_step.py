@@ -11,8 +11,8 @@ main.py trains. Prints steps/s and images/s or tokens/s.
 
 ``--image_step`` picks how the ResNet's step runs: ``eager`` (float images, every kernel launched),
 ``graphs`` (uint8 pixels normalised on the device, the passes replayed from CUDA graphs, as main.py
-trains on a GPU with --no_compile_backbone), ``compiled`` (the backbone through torch.compile) or
-``compiled-graphs`` (the passes compiled, then replayed from CUDA graphs: main.py's default on a GPU).
+trains on a GPU), ``compiled`` (the backbone through torch.compile) or ``compiled-graphs`` (the passes
+compiled, then replayed from CUDA graphs: main.py's --compile_backbone).
 cuDNN picks its kernels by timing them (benchmark mode) unless ``--no_cudnn_benchmark`` (main.py's
 default choice).
 """
@@ -50,7 +50,7 @@ def image_step(how: str, tiny: bool, batch: int, size: int,
     x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
     if how == "compiled":
         model.backbone = torch.compile(model.backbone)
-    if how.endswith("graphs"):  # captured now (compiled first, as main.py does by default); nothing on a CPU
+    if how.endswith("graphs"):  # captured now (compiled first as --compile_backbone does); nothing on a CPU
         model.use_cuda_graphs(tuple(x.shape), compiled=how == "compiled-graphs")
     return model, x
 

@@ -78,8 +78,8 @@ def main() -> None:
     parser.add_argument("--num_workers", type=int, default=8)
     parser.add_argument("--no_cuda_graphs", action="store_true", help="launch every kernel of the ResNet's passes "
                         "(default: replayed from CUDA graphs on a GPU, as main.py trains)")
-    parser.add_argument("--no_compile_backbone", action="store_true", help="capture the ResNet's passes uncompiled "
-                        "(default: compiled by torch.compile first, as main.py trains)")
+    parser.add_argument("--compile_backbone", action="store_true", help="compile the ResNet's passes with "
+                        "torch.compile before they are captured (main.py's --compile_backbone)")
     parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet18"],
                         help="resnet18: a quick check on a CPU")
     args = parser.parse_args()
@@ -91,7 +91,7 @@ def main() -> None:
               "out_dir": str(run_directory(root / "out", "ERM", "CelebA", "yes")), "data_path": str(root / "data"),
               "device": str(device), "inputs": "images", "image_backbone": args.backbone, "backbone_weights": "none",
               "num_workers": args.num_workers, "cuda_graphs": not args.no_cuda_graphs,
-              "compile_backbone": not args.no_compile_backbone}
+              "compile_backbone": args.compile_backbone}
     # Two runs that differ only in length: start-up and their two evaluations (first and
     # last step) cancel out of the difference, which is pure training.
     short, long = 21, args.steps
@@ -106,7 +106,7 @@ def main() -> None:
     model = image_model(args.backbone == "resnet18").to(device)
     graphed = device.type == "cuda" and not args.no_cuda_graphs
     if graphed:
-        use_cuda_graphs(model, tuple(x.shape), compile_images=not args.no_compile_backbone)
+        use_cuda_graphs(model, tuple(x.shape), compile_images=args.compile_backbone)
     alone = time_steps(model, x, "sgd", 1e-4, 50, 10, device)
     print(f"device {device}, {args.images} JPEGs of {size / 1000:.1f} kB, batch {args.batch_size}, "
           f"{args.num_workers} workers, decoding {os.environ.get('XRM_IMAGE_DECODING', 'auto')} "

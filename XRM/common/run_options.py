@@ -62,11 +62,11 @@ class TrainingOptions:
                                       "step, and a packed BERT's or a ResNet's forward and backward pass, as CUDA "
                                       "graphs)",
                                 flag="--no_cuda_graphs", action="store_false")
-    compile_backbone: bool = _option(True, "on a GPU, capture a ResNet's training pass uncompiled (default: compiled "
-                                           "by torch.compile before its CUDA graphs are captured: about a minute "
-                                           "once per run, then about 1.4x the images a second at batch 128 on an "
-                                           "H100; where compilation fails, the uncompiled pass with a warning)",
-                                     flag="--no_compile_backbone", action="store_false")
+    compile_backbone: bool = _option(False, "on a GPU, compile a ResNet's training pass with torch.compile before "
+                                            "its CUDA graphs are captured: a compilation once per run, then 1.4x "
+                                            "the images a second at batch 128 on an H100; where compilation fails, "
+                                            "the uncompiled pass with a warning (default: captured uncompiled)",
+                                     action="store_true")
     checkpoint_seconds: float = _option(DEFAULT_CHECKPOINT_SECONDS, "save each run's checkpoint at the first evaluation "
                                         "S seconds after the last one (0: at every evaluation); a resumed run loses at "
                                         "most S seconds of training", type=float, metavar="S")

@@ -79,7 +79,7 @@ class GraphedPasses:
             except Exception as error:  # noqa: BLE001 - any compiler failure: the uncompiled passes instead
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 print(f"warning: torch.compile failed here ({type(error).__name__}: {reason[:200]}); the passes "
-                      f"are captured uncompiled (--no_compile_backbone skips the attempt)", file=sys.stderr)
+                      f"are captured uncompiled (without --compile_backbone no attempt is made)", file=sys.stderr)
                 self.compiled = False
             finally:
                 torch._dynamo.reset()  # the replays need none of the compiler's caches; the next capture starts clean
