@@ -10,7 +10,7 @@ on a GPU (bf16 autocast, channels_last). "One after another": every run trains i
 apart, and the sweep's images a second are all runs' images over the sum of their times. "Stacked": every
 step, run h's forward pass, loss, backward pass and update are issued on CUDA stream h, so runs whose
 batches leave the GPU idle could fill it together. A measurement of what such a stack would give, not the
-engine's way: image runs train one per process (docs/engine.md, "A sweep's ResNet runs").
+engine's way: image runs train one per process (docs/engine.md, "CUDA graphs (images)").
 """
 import argparse
 import sys
@@ -20,10 +20,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without PYTHONPATH
-from benchmarks.backbone_step import image_model, timed  # noqa: E402
+from benchmarks.backbone_step import image_step, timed  # noqa: E402
 from XRM.common.search_space import log2_uniform_int  # noqa: E402
 from XRM.engine.model_stacks import ModuleStack  # noqa: E402
-
 
 
 def paper_batch_sizes(runs: int, seed: int) -> list[int]:
@@ -37,9 +36,7 @@ def build_runs(batch_sizes: list[int], tiny: bool, size: int, device: torch.devi
     """One (ModuleStack, uint8 batch, labels) per batch size, each model's passes captured for its batch."""
     runs = []
     for batch in batch_sizes:
-        model = image_model(tiny).to(device)
-        x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
-        model.use_cuda_graphs(tuple(x.shape))  # nothing on a CPU
+        model, x = image_step("graphs", tiny, batch, size, device)  # captured on a GPU, as main.py trains
         stack = ModuleStack(model, {"optimizer": "sgd", "lr": 1e-4, "weight_decay": 1e-4, "num_steps": 10 ** 6},
                             device, num_workers=0)
         runs.append((stack, x, torch.randint(0, 2, (batch,), device=device)))

@@ -14,7 +14,7 @@ images, whose batches a loader's threads bring, are captured before any loader r
 
 ``compiled``: the passes are compiled by ``torch.compile`` (fused kernels; a ResNet-50's step at
 batch 128 trains about 1.4x the images a second on an H100) before they are captured, so the
-compilation's cost (about a minute, once per capture) buys replays of faster kernels. Where
+compilation's cost (once per capture; not yet timed) buys replays of faster kernels. Where
 compilation fails (no compiler for Triton's kernels, an unsupported torch), the uncompiled passes are
 captured instead, with one warning line.
 """
@@ -77,7 +77,7 @@ class GraphedPasses:
             try:
                 return self._recorded(torch.compile(self.module), inputs)
             except Exception as error:  # noqa: BLE001 - any compiler failure: the uncompiled passes instead
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                reason = (str(error).strip().splitlines() or [""])[0]
                 print(f"warning: torch.compile failed here ({type(error).__name__}: {reason[:200]}); the passes "
                       f"are captured uncompiled (without --compile_backbone no attempt is made)", file=sys.stderr)
                 self.compiled = False
