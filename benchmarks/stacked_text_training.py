@@ -75,28 +75,35 @@ def classifiers(count: int, config, device: torch.device) -> list[TextClassifier
 
 
 def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps: int, warmup: int,
-               grouped: bool, profile: bool = False) -> tuple[float, float]:
-    """Real tokens per second of ``runs`` stacked runs and the mean share of filler tokens in their stack;
-    ``profile``: also print where the timed steps' time went (torch.profiler, top operators)."""
+               grouped: bool, profile: bool = False, cuda_graphs: bool = True) -> tuple[float, float, int]:
+    """Real tokens per second of ``runs`` stacked runs, the mean share of filler tokens in their stack, and the
+    layouts captured (``cuda_graphs``: the training pass replayed from CUDA graphs where it can be; warmed up as
+    ``warm_up`` says); ``profile``: also print where the timed steps' time went (torch.profiler, top operators)."""
     device = rows.tokens.device
     hparams = {"optimizer": "adamw", "lr": LR, "weight_decay": WEIGHT_DECAY, "num_steps": 60001, "lr_schedule": "text"}
-    stack = TextStack(classifiers(runs, config, device), [hparams] * runs, list(range(100, 100 + runs)), device, grouped)
+    stack = TextStack(classifiers(runs, config, device), [hparams] * runs, list(range(100, 100 + runs)), device,
+                      grouped, cuda_graphs)
     draws = [torch.Generator().manual_seed(run) for run in range(runs)]
-    tokens = fillers = 0.0
-    profiler = torch.profiler.profile(activities=_activities(device)) if profile else nullcontext()
-    for step in range(warmup + steps):
-        if step == warmup:
-            _synchronize(device)
-            profiler.__enter__()
-            start, tokens, fillers = time.perf_counter(), 0.0, 0.0
+
+    def step() -> tuple[int, float]:
         batches = [draw_batch(rows, size, generator) for size, generator in zip(batch_sizes, draws)]
         labels = [_to_device(torch.randint(CLASSES, (size,), generator=generator), device)
                   for size, generator in zip(batch_sizes, draws)]
         logits = stack.forward(batches)
         stack.step(sum(F.cross_entropy(logits[run, : len(y)], y) for run, y in enumerate(labels)))
         real = sum(batch.real_tokens for batch in batches)
+        return real, 1 - real / sum(packed_count(batch.real_tokens) for batch in batches)
+
+    captures = lambda: stack.graphs.captures if stack.graphs is not None else 0  # noqa: E731
+    warm_up(step, captures, warmup, stack.graphs is not None)
+    profiler = torch.profiler.profile(activities=_activities(device)) if profile else nullcontext()
+    _synchronize(device)
+    profiler.__enter__()
+    start, tokens, fillers = time.perf_counter(), 0.0, 0.0
+    for _ in range(steps):
+        real, filler_share = step()
         tokens += real
-        fillers += 1 - real / sum(packed_count(batch.real_tokens) for batch in batches)
+        fillers += filler_share
     _synchronize(device)
     seconds = time.perf_counter() - start
     profiler.__exit__(None, None, None)
@@ -104,7 +111,7 @@ def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps
         _print_profile(profiler, device, steps)
         _print_phases(stack, batch_sizes, rows, draws, steps)
         _print_update_floor(stack, tokens / steps, device)
-    return tokens / seconds, fillers / steps
+    return tokens / seconds, fillers / steps, captures()
 
 
 def _print_phases(stack: TextStack, batch_sizes: list[int], rows: TokenRows, draws: list[torch.Generator],
@@ -189,6 +196,20 @@ def _print_profile(profiler, device: torch.device, steps: int) -> None:
 QUIET_STEPS, MAX_CAPTURE_WARMUP = 20, 400
 
 
+def warm_up(step: Callable[[], object], captures: Callable[[], int], warmup: int, graphed: bool) -> None:
+    """``warmup`` steps, then, where the training pass is ``graphed``, steps until QUIET_STEPS in a row captured
+    nothing new (at most MAX_CAPTURE_WARMUP): the timed steps replay graphs only, as a run's do after its first."""
+    for _ in range(warmup):
+        step()
+    quiet = 0
+    for _ in range(MAX_CAPTURE_WARMUP if graphed else 0):
+        before = captures()
+        step()
+        quiet = quiet + 1 if captures() == before else 0
+        if quiet == QUIET_STEPS:
+            break
+
+
 def time_single(batch_size: int, config, rows: TokenRows, steps: int, warmup: int) -> tuple[float, int]:
     """Real tokens per second of one run trained today's way (packed tokens, CUDA graphs on a GPU), after
     ``warmup`` steps and, with graphs, until no new token count has been captured for QUIET_STEPS steps; and
@@ -208,15 +229,7 @@ def time_single(batch_size: int, config, rows: TokenRows, steps: int, warmup: in
         return batch.real_tokens
 
     captures = lambda: network.graphs.captures if network.graphs is not None else 0  # noqa: E731
-    for _ in range(warmup):
-        step()
-    quiet = 0
-    for _ in range(MAX_CAPTURE_WARMUP if network.graphs is not None and device.type == "cuda" else 0):
-        before = captures()
-        step()
-        quiet = quiet + 1 if captures() == before else 0
-        if quiet == QUIET_STEPS:
-            break
+    warm_up(step, captures, warmup, network.graphs is not None and device.type == "cuda")
     _synchronize(device)
     start, tokens = time.perf_counter(), 0
     for _ in range(steps):
@@ -253,6 +266,8 @@ def main() -> None:
                         "of all runs in one call")
     parser.add_argument("--per_run_products", action="store_true", help="every linear layer as one matrix product "
                         "per run instead of one grouped product")
+    parser.add_argument("--no_cuda_graphs", action="store_true", help="the stack's training pass eager (default on "
+                        "a GPU: its stages replayed from CUDA graphs)")
     parser.add_argument("--tiny", action="store_true", help="a 1-layer, 32-wide BERT: checks the script on a CPU")
     parser.add_argument("--profile", action="store_true", help="print where the largest stack's timed steps spend "
                         "their time (torch.profiler's top operators), then each phase of a step timed alone (host "
@@ -279,14 +294,15 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         profile = args.profile and runs == max(stack_sizes)
-        speed, fillers = time_stack(runs, sizes, config, rows, args.steps, args.warmup, not args.per_run_products,
-                                    profile)
+        speed, fillers, captured = time_stack(runs, sizes, config, rows, args.steps, args.warmup,
+                                              not args.per_run_products, profile, not args.no_cuda_graphs)
         memory = ""
         if device.type == "cuda":
             estimate = sum(network_bytes(template, 1, size, host_rows, torch.float32, device) for size in sizes)
             memory = (f", GPU memory at most {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB (the "
                       f"engine's estimate: {estimate / 2 ** 30:.1f} GiB)")
-        print(f"{runs} stacked runs, batch sizes {sizes}: {speed / 1000:.1f}k real tokens/s together, "
+        graphs = f"CUDA graphs, {captured} layouts captured" if captured else "eager"
+        print(f"{runs} stacked runs ({graphs}), batch sizes {sizes}: {speed / 1000:.1f}k real tokens/s together, "
               f"{speed / runs / 1000:.1f}k per run; filler tokens {fillers:.1%} of the packed ones{memory}")
         torch.cuda.empty_cache() if device.type == "cuda" else None
     if args.single:

@@ -8,6 +8,10 @@ from XRM.networks.token_batches import TokenBatch
 WIDTH = 60
 #: three runs' batches of 7, 3 and 4 texts: 257, 49 and 46 real tokens
 RUN_LENGTHS = [[5, 40, 60, 2, 33, 57, 60], [12, 7, 30], [1, 22, 9, 14]]
+#: the three runs' batches of four steps (288, 384, 400 and 288 packed tokens)
+STEP_LENGTHS = [[[5, 40, 2, 33, 57, 60, 9], [12, 7, 3], [1, 22, 9, 4]], RUN_LENGTHS,
+                [[5, 40, 60, 2, 33, 57, 60], [12, 7, 30, 19], [1, 22, 9, 14]],
+                [[5, 40, 2, 33, 57, 60, 9], [12, 7, 3], [1, 22, 9, 4]]]
 
 
 def tiny_classifier(seed: int, layers: int = 2, dropout: float = 0.0, dtype: torch.dtype = torch.float64) -> TextClassifier:

@@ -126,7 +126,7 @@ def test_rows_that_are_not_right_padded_are_not_stacked():
 
 def test_in_autocast_the_linear_weights_are_cast_together_with_the_arithmetic_of_one_cast_each(monkeypatch):
     """bf16 autocast (here on the CPU, as on CUDA): the linear layers' weights and biases reach their products
-    cast by one multi-tensor copy, and their gradients come back the same way, in float32 and in their
+    cast by one multi-tensor copy a stage of the pass (what lies between two attentions), and their gradients come back the same way, in float32 and in their
     parameters' layout: the logits and gradients of casting each weight where it is used."""
     classifiers = [tiny_classifier(seed, dtype=torch.float32) for seed in range(3)]
     batches = [token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
@@ -142,12 +142,13 @@ def test_in_autocast_the_linear_weights_are_cast_together_with_the_arithmetic_of
         return logits, {name: parameter.grad for name, parameter in stack.parameters.items()}
 
     together, gradients = logits_and_gradients(StackedBert(classifiers))
-    # 2 layers x 6 linear layers (query, key, value, output, intermediate, output) x 2 tensors, the pooler's, the head's
-    assert casts == [2 * 6 * 2 + 2 + 2]
+    # each stage's: layer 0's query, key and value (x 2 tensors); the rest of layer 0 (output, intermediate,
+    # output) and layer 1's query, key and value; the rest of layer 1, the pooler and the head
+    assert casts == [3 * 2, 6 * 2, 3 * 2 + 2 + 2]
     one_by_one = StackedBert(classifiers)
-    monkeypatch.setattr(one_by_one, "_cast_weights", lambda dtype: {})
+    monkeypatch.setattr(one_by_one, "_cast_weights", lambda dtype, names: {})
     expected, expected_gradients = logits_and_gradients(one_by_one)
-    assert casts == [28] and together.dtype == torch.float32 and torch.equal(together, expected)
+    assert casts == [6, 12, 10] and together.dtype == torch.float32 and torch.equal(together, expected)
     for name, gradient in gradients.items():
         assert gradient.dtype == torch.float32 and gradient.is_contiguous() and gradient.abs().max() > 0, name
         assert torch.equal(gradient, expected_gradients[name]), name

@@ -20,7 +20,8 @@ from XRM.engine.fused_adamw import fused_adamw_step
 from XRM.engine.model_stacks import BACKBONE_EVALUATION_BATCH
 from XRM.engine.optimizers import SGD_MOMENTUM, build_lr_scheduler, decay_groups, optimizer_of_groups
 from XRM.networks.classifiers import TextClassifier, bf16_on_cuda
-from XRM.networks.stacked_bert import StackedBert
+from XRM.networks.stacked_bert import StackedBert, grouped_products_run
+from XRM.networks.stacked_bert_graphs import StackedGraphs
 from XRM.networks.stacked_tokens import StackedTokens
 from XRM.networks.token_batches import TokenBatch
 
@@ -54,11 +55,15 @@ class EveryRun(TokenNetwork):
 class TextStack:
     """H runs' BERT text classifiers trained as one stack (see the module docstring); ``hparams[h]`` and
     ``seeds[h]`` are run h's (optimizer, lr, weight_decay, num_steps, lr_schedule; the seed of its dropout);
-    ``grouped_products``: StackedBert's."""
+    ``grouped_products``: StackedBert's; ``cuda_graphs``: on a GPU where grouped products run, the training
+    pass replayed from CUDA graphs (XRM/networks/stacked_bert_graphs.py)."""
 
     def __init__(self, classifiers: list[TextClassifier], hparams: list[dict], seeds: list[int],
-                 device: torch.device, grouped_products: bool = True) -> None:
+                 device: torch.device, grouped_products: bool = True, cuda_graphs: bool = False) -> None:
         self.model = StackedBert([classifier.to(device) for classifier in classifiers], grouped_products)
+        # graphs replay the layout's group ends from the device: only where grouped products take them from there
+        graphed = cuda_graphs and device.type == "cuda" and grouped_products and grouped_products_run(device, torch.bfloat16)
+        self.graphs = StackedGraphs(self.model) if graphed else None
         self.every_run = EveryRun(self.model)
         self.evaluation_inputs = EvaluationInputs(device, None)
         self.num_runs = len(classifiers)
@@ -80,6 +85,8 @@ class TextStack:
         run h's rows past its own batch mean nothing)."""
         self.model.train(True)
         tokens = StackedTokens.of(batches)
+        if self.graphs is not None:  # captured with their own autocast
+            return self.graphs(tokens, self.generators)[:, : max(tokens.run_rows)]
         with bf16_on_cuda(batches[0].tokens):
             return self.model(tokens, self.generators)[:, : max(tokens.run_rows)]
 

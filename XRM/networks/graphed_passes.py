@@ -39,11 +39,11 @@ class GraphedPasses:
     pool: its forward and backward passes must run back to back, as in a training step.
     """
 
-    def __init__(self, module: nn.Module, compiled: bool = False) -> None:
+    def __init__(self, module: nn.Module, compiled: bool = False, pool=None) -> None:
         self.module = module
         self.compiled = compiled
         self.graphed: dict[Hashable, nn.Module] = {}
-        self.pool = None
+        self.pool = pool  # a graph memory pool to share with other GraphedPasses (made at the first capture if None)
 
     @property
     def captures(self) -> int:
@@ -89,7 +89,8 @@ class GraphedPasses:
         """``module``'s passes on ``inputs``' shapes as a graphed callable; the module's buffers and the random
         number generators as they were before the warm-up passes (also where the capture fails)."""
         buffers = [buffer.clone() for buffer in self.module.buffers()]
-        static = tuple(tensor.clone() for tensor in inputs)  # the graphs' own input buffers
+        # the graphs' own input buffers: leaves, whatever computed the inputs
+        static = tuple(tensor.detach().clone().requires_grad_(tensor.requires_grad) for tensor in inputs)
         try:
             with torch.random.fork_rng(devices=[inputs[0].device]):
                 return torch.cuda.make_graphed_callables(_Pass(module), static, allow_unused_input=True,
@@ -101,15 +102,17 @@ class GraphedPasses:
 
 
 class _Pass(nn.Module):
-    """``module`` in bf16 autocast (without its cast cache, which a graphed pass cannot keep), float32 out;
-    a module of its own, whose forward the graphed callable replaces (not the wrapped module's)."""
+    """``module`` in bf16 autocast (without its cast cache, which a graphed pass cannot keep), float32 out (a
+    module giving several outputs gives them as they are); a module of its own, whose forward the graphed
+    callable replaces (not the wrapped module's)."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
         self.training = module.training
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """The wrapped module's output, in float32."""
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The wrapped module's output, in float32 (several outputs: as they are)."""
         with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
-            return self.module(*inputs).float()
+            output = self.module(*inputs)
+        return output.float() if isinstance(output, torch.Tensor) else output
