@@ -72,7 +72,9 @@ class GraphedPasses:
             # replays' gradients arrive on the caller's (recent PyTorch warns of that at every step)
             torch.autograd.graph.set_warn_on_accumulate_grad_stream_mismatch(False)
         if self.compiled:
-            import torch._dynamo  # only here: importing the compiler takes time a run without it need not spend
+            # only here: importing the compiler takes time a run without it need not spend (bound to its own name:
+            # ``import torch._dynamo`` would make ``torch`` a local name of this whole function)
+            import torch._dynamo as dynamo
 
             try:
                 return self._recorded(torch.compile(self.module), inputs)
@@ -82,7 +84,7 @@ class GraphedPasses:
                       f"are captured uncompiled (without --compile_backbone no attempt is made)", file=sys.stderr)
                 self.compiled = False
             finally:
-                torch._dynamo.reset()  # the replays need none of the compiler's caches; the next capture starts clean
+                dynamo.reset()  # the replays need none of the compiler's caches; the next capture starts clean
         return self._recorded(self.module, inputs)
 
     def _recorded(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> nn.Module:
