@@ -10,7 +10,7 @@ import torch
 from XRM.networks.classifiers import ImageClassifier, use_cuda_graphs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-SHAPE = (6, 3, 32, 32)
+SHAPE = (16, 3, 64, 64)
 
 
 def _classifier() -> ImageClassifier:

@@ -67,10 +67,6 @@ class GraphedPasses:
     def _capture(self, inputs: tuple[torch.Tensor, ...]) -> nn.Module:
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
-        if hasattr(torch.autograd.graph, "set_warn_on_accumulate_grad_stream_mismatch"):
-            # the parameters' gradient accumulators are made on the capture's side stream; the
-            # replays' gradients arrive on the caller's (recent PyTorch warns of that at every step)
-            torch.autograd.graph.set_warn_on_accumulate_grad_stream_mismatch(False)
         if self.compiled:
             # only here: importing the compiler takes time a run without it need not spend (bound to its own name:
             # ``import torch._dynamo`` would make ``torch`` a local name of this whole function)
@@ -91,22 +87,37 @@ class GraphedPasses:
         """``module``'s passes on ``inputs``' shapes as a graphed callable; the module's buffers and the random
         number generators as they were before the warm-up passes (also where the capture fails)."""
         buffers = [buffer.clone() for buffer in self.module.buffers()]
-        # the graphs' own input buffers: leaves, whatever computed the inputs
-        static = tuple(tensor.detach().clone().requires_grad_(tensor.requires_grad) for tensor in inputs)
         try:
-            with torch.random.fork_rng(devices=[inputs[0].device]):
-                return torch.cuda.make_graphed_callables(_Pass(module), static, allow_unused_input=True,
-                                                         pool=self.pool)
+            return graphed_callables((module,), (inputs,), self.pool)[0]
         finally:
             with torch.no_grad():
                 for buffer, saved in zip(self.module.buffers(), buffers):
                     buffer.copy_(saved)
 
 
-class _Pass(nn.Module):
-    """``module`` in bf16 autocast (without its cast cache, which a graphed pass cannot keep), float32 out (a
-    module giving several outputs gives them as they are); a module of its own, whose forward the graphed
-    callable replaces (not the wrapped module's)."""
+def graphed_callables(modules: tuple[nn.Module, ...], inputs: tuple[tuple[torch.Tensor, ...], ...],
+                      pool) -> tuple[nn.Module, ...]:
+    """The forward and backward passes of ``modules`` (each run in bf16 autocast: AutocastPass) captured together
+    on static copies of ``inputs`` (one tuple per module) in the memory pool ``pool``: their forward passes are
+    to be replayed in the modules' order, their backward passes in the reverse order, as a chain of them runs.
+    The random number generators are as they were before the capture's warm-up passes."""
+    if hasattr(torch.autograd.graph, "set_warn_on_accumulate_grad_stream_mismatch"):
+        # the parameters' gradient accumulators are made on the capture's side stream; the
+        # replays' gradients arrive on the caller's (recent PyTorch warns of that at every step)
+        torch.autograd.graph.set_warn_on_accumulate_grad_stream_mismatch(False)
+    # the graphs' own input buffers: leaves, whatever computed the inputs
+    static = tuple(tuple(tensor.detach().clone().requires_grad_(tensor.requires_grad) for tensor in each)
+                   for each in inputs)
+    with torch.random.fork_rng(devices=[static[0][0].device]):
+        graphed = torch.cuda.make_graphed_callables(tuple(AutocastPass(module) for module in modules), static,
+                                                    allow_unused_input=True, pool=pool)
+    return graphed if isinstance(graphed, tuple) else (graphed,)
+
+
+class AutocastPass(nn.Module):
+    """``module`` in bf16 autocast on CUDA (without its cast cache, which a graphed pass cannot keep), float32 out
+    (float64 stays; a module giving several outputs gives them as they are); a module of its own, whose forward a
+    graphed callable replaces (not the wrapped module's)."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -114,7 +125,10 @@ class _Pass(nn.Module):
         self.training = module.training
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """The wrapped module's output, in float32 (several outputs: as they are)."""
-        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+        """The wrapped module's output, in float32 or wider (several outputs: as they are)."""
+        on_cuda = bool(inputs) and inputs[0].is_cuda
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False, enabled=on_cuda):
             output = self.module(*inputs)
-        return output.float() if isinstance(output, torch.Tensor) else output
+        if isinstance(output, torch.Tensor):
+            return output.to(torch.promote_types(output.dtype, torch.float32))
+        return output

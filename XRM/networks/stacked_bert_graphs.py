@@ -23,7 +23,7 @@ new buffers).
 import torch
 from torch import nn
 
-from XRM.networks.graphed_passes import GraphedPasses
+from XRM.networks.graphed_passes import AutocastPass, graphed_callables
 from XRM.networks.stacked_bert import PassRows, StackedBert
 from XRM.networks.stacked_tokens import RowGroups, StackedTokens
 
@@ -43,7 +43,7 @@ def layout_rows(tokens: int) -> int:
 
 class _Stage(nn.Module):
     """Stage ``index`` of ``model``'s pass (StackedBert.stage) as a module holding the parameters it reads, on
-    the layout ``rows`` (set before each call: a capture bakes in the layout's buffers)."""
+    the layout ``rows`` (set before each eager call and each capture: a capture bakes in the layout's buffers)."""
 
     def __init__(self, model: StackedBert, index: int) -> None:
         super().__init__()
@@ -75,8 +75,10 @@ class _Buffers:
 
 class StackedGraphs:
     """``model``'s training pass on StackedTokens, its stages replayed from CUDA graphs (see the module
-    docstring). ``replay=False``: the same stages on the same fixed layouts, run eagerly (the layout's
-    arithmetic checked where no GPU is)."""
+    docstring). A layout's first pass runs its stages eagerly and keeps their inputs; its next pass captures
+    every stage at once (forward passes in order, backward passes in reverse, in one memory pool: as a pass
+    replays them) and replays them from then on. ``replay=False``: the stages on the fixed layouts, eagerly,
+    always (the layouts' arithmetic checked where no GPU is)."""
 
     def __init__(self, model: StackedBert, replay: bool = True) -> None:
         self.model = model
@@ -84,18 +86,27 @@ class StackedGraphs:
         self.buffers: _Buffers | None = None
         self.layouts: dict[int, PassRows] = {}
         self.stages = [_Stage(model, index) for index in range(model.num_stages)]
-        self.passes: list[GraphedPasses] = []
+        self.eager = [AutocastPass(stage) for stage in self.stages]  # never captured: a capture replaces a forward
+        self.samples: dict[int, list] = {}  # by layout rows: each stage's inputs in the layout's first pass
+        self.graphed: dict[int, tuple] = {}  # by layout rows: each stage's graphed callable
+        self.pool = None
         self.starts = self.head_masks = None  # the pooled rows' buffers, made at the first pass
 
     @property
     def captures(self) -> int:
         """How many layouts have been captured (every stage of each)."""
-        return self.passes[0].captures if self.passes else 0
+        return len(self.graphed)
 
     def __call__(self, tokens: StackedTokens, generators: list[torch.Generator] | None = None) -> torch.Tensor:
         """Training logits [H, B, classes] of ``tokens`` (as ``model(tokens, generators)`` gives them)."""
         rows = layout_rows(len(tokens.positions))
         layout = self._layout(rows, tokens)
+        if rows in self.samples and self.replay:
+            for stage in self.stages:
+                stage.rows = layout
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            self.graphed[rows] = graphed_callables(tuple(self.stages), tuple(self.samples.pop(rows)), self.pool)
         self._load(layout, tokens, rows)
         self.model.hidden_masks(tokens, generators, out=layout.masks)
         extra = rows - len(tokens.positions)
@@ -103,19 +114,21 @@ class StackedGraphs:
                         torch.cat([tokens.positions, tokens.positions.new_zeros(extra)]))
         return self.model.run_stages(self._stage, layout, tokens, generators, first_inputs)
 
-    def _stage(self, index: int, rows: PassRows, *inputs: torch.Tensor):
-        stage = self.stages[index]
-        stage.rows = rows
-        if not self.replay:
-            return stage(*inputs)
-        return self.passes[index](len(rows.groups.run_of_row), inputs)
+    def _stage(self, index: int, layout: PassRows, *inputs: torch.Tensor):
+        rows = len(layout.groups.run_of_row)
+        if rows in self.graphed:
+            return self.graphed[rows][index](*inputs)
+        if self.replay:  # the layout's first pass: its inputs kept for the capture
+            self.samples.setdefault(rows, [None] * len(self.stages))[index] = tuple(
+                tensor.detach().clone().requires_grad_(tensor.requires_grad) for tensor in inputs)
+        self.stages[index].rows = layout
+        return self.eager[index](*inputs)
 
     def _layout(self, rows: int, tokens: StackedTokens) -> PassRows:
         """The fixed layout of ``rows`` rows (views of the shared buffers; made, with the buffers, where new)."""
         if self.buffers is None or rows > self.buffers.capacity:
-            self.layouts, self.passes, self.buffers = {}, [], None  # the old captures and buffers go first
-            pool = torch.cuda.graph_pool_handle() if self.replay else None
-            self.passes = [GraphedPasses(stage, pool=pool) for stage in self.stages]
+            # the old captures and buffers go before the new ones are made
+            self.layouts, self.samples, self.graphed, self.pool, self.buffers = {}, {}, {}, None, None
             self.buffers = _Buffers(self.model, layout_rows(int(rows * SPARE_ROWS)))
         if self.starts is None:  # the pooled rows: the same at every step of a stack
             head = self.model.parameters["head.weight"]
