@@ -75,7 +75,7 @@ def classifiers(count: int, config, device: torch.device) -> list[TextClassifier
 
 
 def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps: int, warmup: int,
-               grouped: bool, profile: bool = False, cuda_graphs: bool = True) -> tuple[float, float, int]:
+               grouped: bool, profile: bool = False, cuda_graphs: bool = False) -> tuple[float, float, int]:
     """Real tokens per second of ``runs`` stacked runs, the mean share of filler tokens in their stack, and the
     layouts captured (``cuda_graphs``: the training pass replayed from CUDA graphs where it can be; warmed up as
     ``warm_up`` says); ``profile``: also print where the timed steps' time went (torch.profiler, top operators)."""
@@ -266,8 +266,9 @@ def main() -> None:
                         "of all runs in one call")
     parser.add_argument("--per_run_products", action="store_true", help="every linear layer as one matrix product "
                         "per run instead of one grouped product")
-    parser.add_argument("--no_cuda_graphs", action="store_true", help="the stack's training pass eager (default on "
-                        "a GPU: its stages replayed from CUDA graphs)")
+    parser.add_argument("--cuda_graphs", action="store_true", help="on a GPU, the stack's training pass replayed "
+                        "from CUDA graphs, stage by stage (XRM/networks/stacked_bert_graphs.py; not yet run on a GPU, "
+                        "so main.py's stacks stay eager)")
     parser.add_argument("--tiny", action="store_true", help="a 1-layer, 32-wide BERT: checks the script on a CPU")
     parser.add_argument("--profile", action="store_true", help="print where the largest stack's timed steps spend "
                         "their time (torch.profiler's top operators), then each phase of a step timed alone (host "
@@ -295,7 +296,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats(device)
         profile = args.profile and runs == max(stack_sizes)
         speed, fillers, captured = time_stack(runs, sizes, config, rows, args.steps, args.warmup,
-                                              not args.per_run_products, profile, not args.no_cuda_graphs)
+                                              not args.per_run_products, profile, args.cuda_graphs)
         memory = ""
         if device.type == "cuda":
             estimate = sum(network_bytes(template, 1, size, host_rows, torch.float32, device) for size in sizes)

@@ -238,8 +238,8 @@ def _text_stack(members: list[Member], data: StackData, device: torch.device) ->
     if not supports_packing(classifiers[0].encoder):
         raise UserError(f"--stack_text_runs stacks plain BERT encoders only (absolute positions, a pooler); "
                         f"{data.backbone.name} is not one: train its runs without --stack_text_runs")
-    return TextStack(classifiers, [m.setup.hparams for m in members], [m.spec.seed for m in members], device,
-                     cuda_graphs=members[0].spec.cuda_graphs)
+    # eager passes: the stack's graphed pass (TextStack's cuda_graphs) has not yet run on a GPU
+    return TextStack(classifiers, [m.setup.hparams for m in members], [m.spec.seed for m in members], device)
 
 
 class StackTrainer:
