@@ -8,6 +8,7 @@ import torch
 from stacked_bert_fixtures import RUN_LENGTHS, STEP_LENGTHS, labels as labels_of, stacked_loss, tiny_classifier, token_batch
 from XRM.networks import stacked_bert_graphs
 from XRM.networks.stacked_bert import StackedBert
+from XRM.networks.graphed_passes import AutocastPass
 from XRM.networks.stacked_bert_graphs import StackedGraphs, layout_rows
 from XRM.networks.stacked_tokens import StackedTokens
 
@@ -63,3 +64,31 @@ def test_the_layouts_fillers_belong_to_the_last_run_and_attend_to_nothing():
     qkv = torch.randn(1024, 3 * 32, dtype=torch.float64)
     context = fixed.model.attention(qkv, tokens, None)
     assert context.shape == (1024, 32) and context[384:].eq(0).all() and context[:384].abs().min() > 0
+
+
+@pytest.mark.parametrize("pending, captured", [(2, [400, 320]), (1, [400])])
+def test_a_layout_is_captured_at_its_second_pass_from_its_first_passs_inputs(monkeypatch, pending, captured):
+    """Layouts of 320, 400, 400 and 320 rows: each is recorded at its first pass and captured at its second
+    (the capture replaced by the eager stages: what it was given is noted); with room for one pending layout,
+    the 400-row one pushes out the 320-row one, which is recorded again at its next pass."""
+    monkeypatch.setattr(stacked_bert_graphs, "STACK_TOKEN_BUCKET", 80)
+    monkeypatch.setattr(stacked_bert_graphs, "PENDING_LAYOUTS", pending)
+    captures = []
+
+    def capture(modules, inputs, pool):
+        captures.append((modules[0].rows.groups.run_of_row.shape[0], [tuple(x.shape for x in each) for each in inputs]))
+        return tuple(AutocastPass(module) for module in modules)
+
+    monkeypatch.setattr(stacked_bert_graphs, "graphed_callables", capture)
+    classifiers = [tiny_classifier(seed, dropout=0.3) for seed in range(3)]
+    eager_stack, fixed_stack = StackedBert(classifiers), StackedBert(classifiers)
+    fixed = StackedGraphs(fixed_stack)
+    eager = _steps(eager_stack, eager_stack, [torch.Generator().manual_seed(10 + run) for run in range(3)])
+    replayed = _steps(fixed, fixed_stack, [torch.Generator().manual_seed(10 + run) for run in range(3)])
+    assert [rows for rows, _ in captures] == captured and fixed.captures == len(captured)
+    for rows, shapes in captures:  # the tokens and positions, then each layer's context and hidden states
+        assert shapes == [((rows, 3), (rows,))] + [((rows, 32), (rows, 32))] * 2
+    assert list(fixed.samples) == ([] if pending == 2 else [320])
+    for (logits, gradients), (expected, expected_gradients) in zip(replayed, eager):
+        assert torch.equal(logits, expected)
+        assert all((gradients[name] - expected_gradients[name]).abs().max() < 1e-12 for name in gradients)

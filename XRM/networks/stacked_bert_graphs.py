@@ -32,6 +32,9 @@ from XRM.networks.stacked_tokens import RowGroups, StackedTokens
 STACK_TOKEN_BUCKET = 1024
 #: the layout's buffers hold this many times the rows of the largest layout met when they are made
 SPARE_ROWS = 1.25
+#: the first passes' stage inputs kept for captures: of this many layouts at most (the oldest go first, ~1 GB
+#: each for 8 BERT-base runs at batch 32; a layout whose inputs went is recorded again at its next pass)
+PENDING_LAYOUTS = 2
 #: the dtypes a gradient of a per-run table (each_rows_run) may come in: the layout holds a one-hot matrix in each
 ONE_HOT_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 
@@ -101,7 +104,7 @@ class StackedGraphs:
         """Training logits [H, B, classes] of ``tokens`` (as ``model(tokens, generators)`` gives them)."""
         rows = layout_rows(len(tokens.positions))
         layout = self._layout(rows, tokens)
-        if rows in self.samples and self.replay:
+        if self.replay and None not in self.samples.get(rows, [None]):  # a whole first pass recorded: capture
             for stage in self.stages:
                 stage.rows = layout
             if self.pool is None:
@@ -119,6 +122,8 @@ class StackedGraphs:
         if rows in self.graphed:
             return self.graphed[rows][index](*inputs)
         if self.replay:  # the layout's first pass: its inputs kept for the capture
+            if rows not in self.samples and len(self.samples) == PENDING_LAYOUTS:
+                del self.samples[next(iter(self.samples))]
             self.samples.setdefault(rows, [None] * len(self.stages))[index] = tuple(
                 tensor.detach().clone().requires_grad_(tensor.requires_grad) for tensor in inputs)
         self.stages[index].rows = layout
