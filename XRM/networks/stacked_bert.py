@@ -208,6 +208,10 @@ class StackedBert:
         self._linear_names = [name for name in self.parameters if "embeddings" not in name and "LayerNorm" not in name]
         self._compute_weights: dict[str, torch.Tensor] = {}  # during a stage: _cast_weights'
         self._stage_names = self._names_of_stages()
+        if sorted(name for names in self._stage_names for name in names) != sorted(self.parameters):
+            raise ValueError("a stacked BERT's parameters must each belong to one stage of its pass")
+        linear = set(self._linear_names)
+        self._stage_linear_names = [[name for name in names if name in linear] for names in self._stage_names]
         from transformers.activations import ACT2FN  # here: a sweep of small models never loads transformers
 
         self.activation = ACT2FN[self.config.hidden_act]
@@ -346,8 +350,8 @@ class StackedBert:
         (0 < l < layers) takes layer l - 1's attention context and its hidden states in, and gives layer l's
         hidden states and queries, keys and values; the last stage ends the last layer and gives the logits
         [H, B, classes]. ``rows`` says whose each row is and holds the dropout masks."""
-        names = [name for name in self._stage_names[stage] if name in self._linear_names]
-        self._compute_weights = self._cast_weights(_compute_dtype(self.parameters["head.weight"]), names)
+        self._compute_weights = self._cast_weights(_compute_dtype(self.parameters["head.weight"]),
+                                                   self._stage_linear_names[stage])
         try:
             if stage == 0:
                 hidden = self._embeddings(*inputs, rows)
