@@ -23,7 +23,8 @@ Measured (each once, on this machine):
   whose lengths are the dataset's length quantiles. "Before" uses the single-run step with a ResNet's
   kernels launched one by one; "after" uses the measurement named by --after_training (default
   main.py's step: the ResNet's passes replayed from CUDA graphs; ``stacked-text``: text runs trained
-  8 to a stack; other steps plug in through TRAINING_MEASUREMENTS);
+  8 to a stack; ``stacked-text-graphs``: the same, replayed from CUDA graphs; other steps plug in through
+  TRAINING_MEASUREMENTS);
 - evaluation: benchmarks/evaluation_speed.py's rates (today's streamed pass; the prepared pass and its
   one-off preparation) on generated CelebA-sized images, MultiNLI-like and CivilComments-like rows.
 
@@ -192,7 +193,7 @@ FULL, QUICK = Effort(30, 10), Effort(2, 1)
 TrainingMeasurement = Callable[[Callable[[], torch.nn.Module], torch.Tensor, str, torch.device, Effort], float]
 TRAINING_MEASUREMENTS: dict[str, TrainingMeasurement] = {}
 #: measurements that stack runs of one network only: XRM's twins (phase 1) keep today's step under them
-SINGLE_NETWORK_RUNS = {"stacked-text"}
+SINGLE_NETWORK_RUNS = {"stacked-text", "stacked-text-graphs"}
 
 
 def training_measurement(name: str) -> Callable[[TrainingMeasurement], TrainingMeasurement]:
@@ -238,18 +239,17 @@ def default_step(network: Callable[[], torch.nn.Module], x: torch.Tensor, optimi
 STACKED_TEXT_RUNS = 8
 
 
-@training_measurement("stacked-text")
-def stacked_text_step(network: Callable[[], torch.nn.Module], x: torch.Tensor, optimizer: str,
-                      device: torch.device, effort: Effort) -> float:
+def stacked_text_seconds(network: Callable[[], torch.nn.Module], x: torch.Tensor, optimizer: str,
+                         device: torch.device, effort: Effort, cuda_graphs: bool) -> float:
     """Text: the seconds per step of ``STACKED_TEXT_RUNS`` runs trained as one stack (XRM/engine/text_stack.py,
-    each run on the batch ``x``, its own dropout; main.py's --stack_text_runs), divided by the runs; images:
-    main.py's default step."""
+    each run on the batch ``x``, its own dropout; main.py's --stack_text_runs; ``cuda_graphs``: its pass replayed
+    from CUDA graphs), divided by the runs; images: main.py's default step."""
     first = network()
     if not isinstance(first, TextClassifier):
         return default_step(lambda: first, x, optimizer, device, effort)
     models = [first, *(network() for _ in range(STACKED_TEXT_RUNS - 1))]
     hparams = {"optimizer": optimizer, "lr": 1e-5, "weight_decay": 1e-4, "num_steps": effort.warmup + effort.steps}
-    stack = TextStack(models, [hparams] * len(models), list(range(len(models))), device)
+    stack = TextStack(models, [hparams] * len(models), list(range(len(models))), device, cuda_graphs=cuda_graphs)
     batch = TokenBatch.measured(x)
     labels = torch.randint(0, 2, (len(x),), device=device)
 
@@ -258,6 +258,21 @@ def stacked_text_step(network: Callable[[], torch.nn.Module], x: torch.Tensor, o
         stack.step(sum(F.cross_entropy(logits[run, : len(x)], labels) for run in range(len(models))))
 
     return timed(step, effort.steps, effort.warmup, device) / len(models)
+
+
+@training_measurement("stacked-text")
+def stacked_text_step(network: Callable[[], torch.nn.Module], x: torch.Tensor, optimizer: str,
+                      device: torch.device, effort: Effort) -> float:
+    """Text runs trained 8 to a stack, eager passes (as main.py's --stack_text_runs trains them)."""
+    return stacked_text_seconds(network, x, optimizer, device, effort, cuda_graphs=False)
+
+
+@training_measurement("stacked-text-graphs")
+def stacked_text_graphs_step(network: Callable[[], torch.nn.Module], x: torch.Tensor, optimizer: str,
+                             device: torch.device, effort: Effort) -> float:
+    """Text runs trained 8 to a stack, the pass replayed from CUDA graphs (XRM/networks/stacked_bert_graphs.py;
+    the same batch at every step: one layout, captured in the warm-up steps)."""
+    return stacked_text_seconds(network, x, optimizer, device, effort, cuda_graphs=True)
 
 
 def quantile_lengths(lengths: np.ndarray, count: int) -> np.ndarray:
