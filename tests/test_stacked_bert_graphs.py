@@ -69,7 +69,8 @@ def test_the_layouts_fillers_belong_to_the_last_run_and_attend_to_nothing():
 @pytest.mark.parametrize("pending, captured", [(2, [400, 320]), (1, [400])])
 def test_a_layout_is_captured_at_its_second_pass_from_its_first_passs_inputs(monkeypatch, pending, captured):
     """Layouts of 320, 400, 400 and 320 rows: each is recorded at its first pass and captured at its second
-    (the capture replaced by the eager stages: what it was given is noted); with room for one pending layout,
+    (the capture replaced by the eager stages, run once on what it was given, as its warm-up passes run: on the
+    layout as the step has loaded it, never the last step's); with room for one pending layout,
     the 400-row one pushes out the 320-row one, which is recorded again at its next pass."""
     monkeypatch.setattr(stacked_bert_graphs, "STACK_TOKEN_BUCKET", 80)
     monkeypatch.setattr(stacked_bert_graphs, "PENDING_LAYOUTS", pending)
@@ -77,6 +78,11 @@ def test_a_layout_is_captured_at_its_second_pass_from_its_first_passs_inputs(mon
 
     def capture(modules, inputs, pool):
         captures.append((modules[0].rows.groups.run_of_row.shape[0], [tuple(x.shape for x in each) for each in inputs]))
+        for module, each in zip(modules, inputs):  # as a capture's warm-up passes, on the layout as it is now
+            outputs = module(*each)
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            surface = [x for x in (*each, *module.parameters()) if x.requires_grad]
+            torch.autograd.grad(outputs, surface, [torch.ones_like(o) for o in outputs], allow_unused=True)
         return tuple(AutocastPass(module) for module in modules)
 
     monkeypatch.setattr(stacked_bert_graphs, "graphed_callables", capture)

@@ -104,13 +104,14 @@ class StackedGraphs:
         """Training logits [H, B, classes] of ``tokens`` (as ``model(tokens, generators)`` gives them)."""
         rows = layout_rows(len(tokens.positions))
         layout = self._layout(rows, tokens)
+        self._load(layout, tokens, rows)  # first: a capture's warm-up passes read the layout (the last step's
+        # text starts could point past this layout's rows)
         if self.replay and None not in self.samples.get(rows, [None]):  # a whole first pass recorded: capture
             for stage in self.stages:
                 stage.rows = layout
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
             self.graphed[rows] = graphed_callables(tuple(self.stages), tuple(self.samples.pop(rows)), self.pool)
-        self._load(layout, tokens, rows)
         self.model.hidden_masks(tokens, generators, out=layout.masks)
         extra = rows - len(tokens.positions)
         first_inputs = (torch.cat([tokens.tokens, tokens.tokens.new_zeros(extra, 3)]),
