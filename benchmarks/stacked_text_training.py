@@ -11,7 +11,9 @@ packed into the stack's token count, the forward pass of all runs at once in bf1
 run's mean cross-entropy (summed: each run's gradient is its own), the backward pass, and each
 run's AdamW (torch's fused kernel on CUDA) with its own learning rate, weight decay and schedule,
 over views of the stacked tensors (XRM/engine/text_stack.py). Dropout as BERT's (0.1), each run
-drawing from its own generator. ``--single`` times today's path for one run instead: TextClassifier's packed
+drawing from its own generator. ``--cuda_graphs``: the stack's pass replayed from CUDA graphs, stage by
+stage, on fixed layouts (XRM/networks/stacked_bert_graphs.py), warmed up until no new layout is captured.
+``--single`` times today's path for one run instead: TextClassifier's packed
 pass replayed from CUDA graphs (XRM/networks/packed_bert_graphs.py), fused AdamW, timed once its token
 counts are captured (a run's steady state: its first steps capture, the rest replay).
 
