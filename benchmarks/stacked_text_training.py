@@ -12,7 +12,8 @@ run's mean cross-entropy (summed: each run's gradient is its own), the backward 
 run's AdamW (torch's fused kernel on CUDA) with its own learning rate, weight decay and schedule,
 over views of the stacked tensors (XRM/engine/text_stack.py). Dropout as BERT's (0.1), each run
 drawing from its own generator. ``--cuda_graphs``: the stack's pass replayed from CUDA graphs, stage by
-stage, on fixed layouts (XRM/networks/stacked_bert_graphs.py), warmed up until no new layout is captured.
+stage, on fixed layouts (XRM/networks/stacked_bert_graphs.py), warmed up until no new layout is captured;
+``--compile_stack``: each stage compiled by torch.compile before its capture.
 ``--single`` times today's path for one run instead: TextClassifier's packed
 pass replayed from CUDA graphs (XRM/networks/packed_bert_graphs.py), fused AdamW, timed once its token
 counts are captured (a run's steady state: its first steps capture, the rest replay).
@@ -77,14 +78,16 @@ def classifiers(count: int, config, device: torch.device) -> list[TextClassifier
 
 
 def time_stack(runs: int, batch_sizes: list[int], config, rows: TokenRows, steps: int, warmup: int,
-               grouped: bool, profile: bool = False, cuda_graphs: bool = False) -> tuple[float, float, int]:
+               grouped: bool, profile: bool = False, cuda_graphs: bool = False,
+               compiled: bool = False) -> tuple[float, float, int]:
     """Real tokens per second of ``runs`` stacked runs, the mean share of filler tokens in their stack, and the
-    layouts captured (``cuda_graphs``: the training pass replayed from CUDA graphs where it can be; warmed up as
+    layouts captured (``cuda_graphs``: the training pass replayed from CUDA graphs where it can be, its stages
+    compiled first where ``compiled``; warmed up as
     ``warm_up`` says); ``profile``: also print where the timed steps' time went (torch.profiler, top operators)."""
     device = rows.tokens.device
     hparams = {"optimizer": "adamw", "lr": LR, "weight_decay": WEIGHT_DECAY, "num_steps": 60001, "lr_schedule": "text"}
     stack = TextStack(classifiers(runs, config, device), [hparams] * runs, list(range(100, 100 + runs)), device,
-                      grouped, cuda_graphs)
+                      grouped, cuda_graphs or compiled, compiled)
     draws = [torch.Generator().manual_seed(run) for run in range(runs)]
 
     def step() -> tuple[int, float]:
@@ -271,6 +274,8 @@ def main() -> None:
     parser.add_argument("--cuda_graphs", action="store_true", help="on a GPU, the stack's training pass replayed "
                         "from CUDA graphs, stage by stage (XRM/networks/stacked_bert_graphs.py; not yet run on a GPU, "
                         "so main.py's stacks stay eager)")
+    parser.add_argument("--compile_stack", action="store_true", help="with --cuda_graphs (implied): each stage "
+                        "compiled by torch.compile before it is captured (the capture's seconds include it)")
     parser.add_argument("--tiny", action="store_true", help="a 1-layer, 32-wide BERT: checks the script on a CPU")
     parser.add_argument("--profile", action="store_true", help="print where the largest stack's timed steps spend "
                         "their time (torch.profiler's top operators), then each phase of a step timed alone (host "
@@ -298,13 +303,15 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats(device)
         profile = args.profile and runs == max(stack_sizes)
         speed, fillers, captured = time_stack(runs, sizes, config, rows, args.steps, args.warmup,
-                                              not args.per_run_products, profile, args.cuda_graphs)
+                                              not args.per_run_products, profile, args.cuda_graphs,
+                                              args.compile_stack)
         memory = ""
         if device.type == "cuda":
             estimate = sum(network_bytes(template, 1, size, host_rows, torch.float32, device) for size in sizes)
             memory = (f", GPU memory at most {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GiB (the "
                       f"engine's estimate: {estimate / 2 ** 30:.1f} GiB)")
-        graphs = f"CUDA graphs, {captured} layouts captured" if captured else "eager"
+        graphs = (f"CUDA graphs{', compiled' if args.compile_stack else ''}, {captured} layouts captured"
+                  if captured else "eager")
         print(f"{runs} stacked runs ({graphs}), batch sizes {sizes}: {speed / 1000:.1f}k real tokens/s together, "
               f"{speed / runs / 1000:.1f}k per run; filler tokens {fillers:.1%} of the packed ones{memory}")
         torch.cuda.empty_cache() if device.type == "cuda" else None

@@ -56,14 +56,16 @@ class TextStack:
     """H runs' BERT text classifiers trained as one stack (see the module docstring); ``hparams[h]`` and
     ``seeds[h]`` are run h's (optimizer, lr, weight_decay, num_steps, lr_schedule; the seed of its dropout);
     ``grouped_products``: StackedBert's; ``cuda_graphs``: on a GPU where grouped products run, the training
-    pass replayed from CUDA graphs (XRM/networks/stacked_bert_graphs.py)."""
+    pass replayed from CUDA graphs (XRM/networks/stacked_bert_graphs.py), its stages compiled first where
+    ``compiled``."""
 
     def __init__(self, classifiers: list[TextClassifier], hparams: list[dict], seeds: list[int],
-                 device: torch.device, grouped_products: bool = True, cuda_graphs: bool = False) -> None:
+                 device: torch.device, grouped_products: bool = True, cuda_graphs: bool = False,
+                 compiled: bool = False) -> None:
         self.model = StackedBert([classifier.to(device) for classifier in classifiers], grouped_products)
         # graphs replay the layout's group ends from the device: only where grouped products take them from there
         graphed = cuda_graphs and device.type == "cuda" and grouped_products and grouped_products_run(device, torch.bfloat16)
-        self.graphs = StackedGraphs(self.model) if graphed else None
+        self.graphs = StackedGraphs(self.model, compiled=compiled) if graphed else None
         self.every_run = EveryRun(self.model)
         self.evaluation_inputs = EvaluationInputs(device, None)
         self.num_runs = len(classifiers)

@@ -65,34 +65,43 @@ class GraphedPasses:
         return self.graphed[key](*inputs)
 
     def _capture(self, inputs: tuple[torch.Tensor, ...]) -> nn.Module:
+        """The passes on ``inputs``' shapes as a graphed callable (compiled first where asked and the compiler
+        works); the module's buffers and the random number generators as they were before the warm-up passes
+        (also where the capture fails)."""
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
-        if self.compiled:
-            # only here: importing the compiler takes time a run without it need not spend (bound to its own name:
-            # ``import torch._dynamo`` would make ``torch`` a local name of this whole function)
-            import torch._dynamo as dynamo
-
-            try:
-                return self._recorded(torch.compile(self.module), inputs)
-            except Exception as error:  # noqa: BLE001 - any compiler failure: the uncompiled passes instead
-                reason = (str(error).strip().splitlines() or [""])[0]
-                print(f"warning: torch.compile failed here ({type(error).__name__}: {reason[:200]}); the passes "
-                      f"are captured uncompiled (without --compile_backbone no attempt is made)", file=sys.stderr)
-                self.compiled = False
-            finally:
-                dynamo.reset()  # the replays need none of the compiler's caches; the next capture starts clean
-        return self._recorded(self.module, inputs)
-
-    def _recorded(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> nn.Module:
-        """``module``'s passes on ``inputs``' shapes as a graphed callable; the module's buffers and the random
-        number generators as they were before the warm-up passes (also where the capture fails)."""
         buffers = [buffer.clone() for buffer in self.module.buffers()]
         try:
-            return graphed_callables((module,), (inputs,), self.pool)[0]
+            graphed, self.compiled = compiled_or_not((self.module,), (inputs,), self.pool, self.compiled,
+                                                     "--compile_backbone")
+            return graphed[0]
         finally:
             with torch.no_grad():
                 for buffer, saved in zip(self.module.buffers(), buffers):
                     buffer.copy_(saved)
+
+
+def compiled_or_not(modules: tuple[nn.Module, ...], inputs: tuple[tuple[torch.Tensor, ...], ...], pool,
+                    compiled: bool, option: str) -> tuple[tuple[nn.Module, ...], bool]:
+    """``graphed_callables`` of ``modules``, each compiled by ``torch.compile`` first where ``compiled``; where
+    compilation fails (no compiler for Triton's kernels, an unsupported torch), one warning line (``option``:
+    what asked for it) and the uncompiled modules captured. Also whether the captures are compiled. The
+    compiler's caches are dropped after the capture: the replays need none, and the next capture starts clean
+    (no limit on recompilations is met however many shapes a process captures)."""
+    if compiled:
+        # only here: importing the compiler takes time a run without it need not spend (bound to its own name:
+        # ``import torch._dynamo`` would make ``torch`` a local name of this whole function)
+        import torch._dynamo as dynamo
+
+        try:
+            return graphed_callables(tuple(torch.compile(module) for module in modules), inputs, pool), True
+        except Exception as error:  # noqa: BLE001 - any compiler failure: the uncompiled passes instead
+            reason = (str(error).strip().splitlines() or [""])[0]
+            print(f"warning: torch.compile failed here ({type(error).__name__}: {reason[:200]}); the passes "
+                  f"are captured uncompiled (without {option} no attempt is made)", file=sys.stderr)
+        finally:
+            dynamo.reset()
+    return graphed_callables(modules, inputs, pool), False
 
 
 def graphed_callables(modules: tuple[nn.Module, ...], inputs: tuple[tuple[torch.Tensor, ...], ...],

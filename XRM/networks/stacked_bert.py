@@ -97,30 +97,40 @@ def grouped_products_run(device: torch.device, dtype: torch.dtype) -> bool:
         return False
 
 
+def _grouped_products_known(device: torch.device, dtype: torch.dtype) -> bool:
+    """grouped_products_run's answer, which torch.compile takes as a constant (its trial product is not traced)."""
+    return grouped_products_run(device, dtype)
+
+
+if hasattr(torch, "compiler") and hasattr(torch.compiler, "assume_constant_result"):
+    _grouped_products_known = torch.compiler.assume_constant_result(_grouped_products_known)
+
+
 def _groupable(rows: torch.Tensor, weights: torch.Tensor) -> bool:
     """Whether torch._grouped_mm multiplies ``rows`` by ``weights`` here (see grouped_products_run)."""
     aligned = all(size * rows.element_size() % 16 == 0 for size in weights.shape[1:])
-    return aligned and grouped_products_run(rows.device, rows.dtype)
+    return aligned and _grouped_products_known(rows.device, rows.dtype)
 
 
 class _EachRowsRun(torch.autograd.Function):
     """Each row's run's entry of a per-run table: a gather forward; backward, each run's rows summed by one
-    matrix product (the gather's own backward adds every row into its run's entry atomically: thousands of
-    rows into a few entries contend, and bf16 atomics round at every addition)."""
+    matrix product with the runs' one-hot rows (the gather's own backward adds every row into its run's entry
+    atomically: thousands of rows into a few entries contend, and bf16 atomics round at every addition)."""
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, groups: RowGroups) -> torch.Tensor:
-        ctx.groups = groups
-        return table.index_select(0, groups.run_of_row)
+    def forward(ctx, table: torch.Tensor, run_of_row: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(one_hot)
+        return table.index_select(0, run_of_row)
 
     @staticmethod
-    def backward(ctx, gradient: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return ctx.groups.one_hot(gradient.dtype) @ gradient, None
+    def backward(ctx, gradient: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (one_hot,) = ctx.saved_tensors
+        return one_hot.to(gradient.dtype) @ gradient, None, None
 
 
 def each_rows_run(table: torch.Tensor, groups: RowGroups) -> torch.Tensor:
     """Rows [N, ...] of a per-run table [H, ...]: row i is the entry of row i's run (``groups``)."""
-    return _EachRowsRun.apply(table, groups)
+    return _EachRowsRun.apply(table, groups.run_of_row, groups.one_hot(table.dtype))
 
 
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: RowGroups,

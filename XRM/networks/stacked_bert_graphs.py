@@ -23,7 +23,7 @@ new buffers).
 import torch
 from torch import nn
 
-from XRM.networks.graphed_passes import AutocastPass, graphed_callables
+from XRM.networks.graphed_passes import AutocastPass, compiled_or_not
 from XRM.networks.stacked_bert import PassRows, StackedBert
 from XRM.networks.stacked_tokens import RowGroups, StackedTokens
 
@@ -80,12 +80,14 @@ class StackedGraphs:
     """``model``'s training pass on StackedTokens, its stages replayed from CUDA graphs (see the module
     docstring). A layout's first pass runs its stages eagerly and keeps their inputs; its next pass captures
     every stage at once (forward passes in order, backward passes in reverse, in one memory pool: as a pass
-    replays them) and replays them from then on. ``replay=False``: the stages on the fixed layouts, eagerly,
-    always (the layouts' arithmetic checked where no GPU is)."""
+    replays them) and replays them from then on; ``compiled``: each stage compiled by torch.compile before it
+    is captured (where the compiler fails: one warning, the stages captured uncompiled). ``replay=False``: the
+    stages on the fixed layouts, eagerly, always (the layouts' arithmetic checked where no GPU is)."""
 
-    def __init__(self, model: StackedBert, replay: bool = True) -> None:
+    def __init__(self, model: StackedBert, replay: bool = True, compiled: bool = False) -> None:
         self.model = model
         self.replay = replay
+        self.compiled = compiled
         self.buffers: _Buffers | None = None
         self.layouts: dict[int, PassRows] = {}
         self.stages = [_Stage(model, index) for index in range(model.num_stages)]
@@ -111,7 +113,8 @@ class StackedGraphs:
                 stage.rows = layout
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
-            self.graphed[rows] = graphed_callables(tuple(self.stages), tuple(self.samples.pop(rows)), self.pool)
+            self.graphed[rows], self.compiled = compiled_or_not(tuple(self.stages), tuple(self.samples.pop(rows)),
+                                                                self.pool, self.compiled, "--compile_stack")
         self.model.hidden_masks(tokens, generators, out=layout.masks)
         extra = rows - len(tokens.positions)
         first_inputs = (torch.cat([tokens.tokens, tokens.tokens.new_zeros(extra, 3)]),
