@@ -118,7 +118,7 @@ class _EachRowsRun(torch.autograd.Function):
     atomically: thousands of rows into a few entries contend, and bf16 atomics round at every addition)."""
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, run_of_row: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, table: torch.Tensor, run_of_row: torch.Tensor, one_hot: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(one_hot)
         return table.index_select(0, run_of_row)
 
@@ -130,7 +130,8 @@ class _EachRowsRun(torch.autograd.Function):
 
 def each_rows_run(table: torch.Tensor, groups: RowGroups) -> torch.Tensor:
     """Rows [N, ...] of a per-run table [H, ...]: row i is the entry of row i's run (``groups``)."""
-    return _EachRowsRun.apply(table, groups.run_of_row, groups.one_hot(table.dtype))
+    needed = table.requires_grad and torch.is_grad_enabled()  # the one-hot rows serve the backward pass only
+    return _EachRowsRun.apply(table, groups.run_of_row, groups.one_hot(table.dtype) if needed else None)
 
 
 def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: RowGroups,
