@@ -62,12 +62,14 @@ class _Stage(nn.Module):
 
 class _Buffers:
     """Flat buffers the layouts of up to ``capacity`` rows are views of: each row's run, the runs' one-hot
-    matrices (each_rows_run's backward, in every floating dtype a gradient may have) and the hidden dropout masks."""
+    matrices (each_rows_run's backward, in every floating dtype a gradient may have) and the hidden dropout
+    masks; and the runs' indices."""
 
     def __init__(self, model: StackedBert, capacity: int) -> None:
         head = model.parameters["head.weight"]
         runs, device = model.num_runs, head.device
         self.capacity = capacity
+        self.runs = torch.arange(runs, device=device)
         self.run_of_row = torch.zeros(capacity, dtype=torch.int64, device=device)
         self.one_hots = {dtype: torch.zeros(runs * capacity, dtype=dtype, device=device) for dtype in ONE_HOT_DTYPES}
         self.mask_shape = (1 + 2 * model.config.num_hidden_layers, head.shape[-1])
@@ -96,6 +98,7 @@ class StackedGraphs:
         self.graphed: dict[int, tuple] = {}  # by layout rows: each stage's graphed callable
         self.pool = None
         self.starts = self.head_masks = None  # the pooled rows' buffers, made at the first pass
+        self.pooled_groups: RowGroups | None = None  # the first pass's (the same at every step of a stack)
 
     @property
     def captures(self) -> int:
@@ -125,11 +128,11 @@ class StackedGraphs:
         rows = len(layout.groups.run_of_row)
         if rows in self.graphed:
             return self.graphed[rows][index](*inputs)
-        if self.replay:  # the layout's first pass: its inputs kept for the capture
+        if self.replay:  # the layout's first pass: its inputs kept for the capture (which copies them)
             if rows not in self.samples and len(self.samples) == PENDING_LAYOUTS:
                 del self.samples[next(iter(self.samples))]
             self.samples.setdefault(rows, [None] * len(self.stages))[index] = tuple(
-                tensor.detach().clone().requires_grad_(tensor.requires_grad) for tensor in inputs)
+                tensor.detach().requires_grad_(tensor.requires_grad) for tensor in inputs)
         self.stages[index].rows = layout
         return self.eager[index](*inputs)
 
@@ -160,9 +163,9 @@ class StackedGraphs:
         groups.run_of_row[real:].fill_(self.model.num_runs - 1)
         groups.offsets.copy_(tokens.groups.offsets)
         groups.offsets[-1:].fill_(rows)
-        runs = torch.arange(self.model.num_runs, device=groups.run_of_row.device)
+        ones = self.buffers.runs[:, None] == groups.run_of_row[None]
         for one_hot in groups._one_hots.values():
-            one_hot.copy_(runs[:, None] == groups.run_of_row[None])
+            one_hot.copy_(ones)
         layout.starts.copy_(tokens.starts)
         # the masks' rows no run draws (the fillers', the pooled rows past a run's batch) are 0, as in an eager pass
         if layout.masks is not None:
