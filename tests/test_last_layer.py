@@ -21,7 +21,8 @@ from XRM.results.records import read_results
 from XRM.results.selection import best_hparams_comb, selected_record
 from XRM.runs.inputs import load_inputs
 from XRM.runs.sweep import SweepSpec, make_runs, plan_stacks
-from XRM.runs.train import StackTrainer, _member_of, train_stack
+from XRM.runs.members import member_of
+from XRM.runs.train import StackTrainer, train_stack
 
 STEPS = 201
 
@@ -250,7 +251,7 @@ def test_afr_draws_uniformly_where_the_dataset_balances_classes(tmp_path):
     for stack in plan_stacks(make_runs(spec)):
         data, setups = load_inputs(stack, torch.device("cpu"))
         data.balanced_batches = True  # as CivilComments
-        trainer = StackTrainer([_member_of(setup, data) for setup in setups], data, torch.device("cpu"), torch.float32)
+        trainer = StackTrainer([member_of(setup, data) for setup in setups], data, torch.device("cpu"), torch.float32)
         y = data.splits["tr"].y
         part = reweighting_part(len(y))
         for member in trainer.members:

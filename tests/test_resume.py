@@ -15,7 +15,8 @@ import torch
 from conftest import ROOT, comparable, train_until_stopped
 from XRM.results.records import RunFiles, read_results
 from XRM.runs.spec import RunSpec
-from XRM.runs.train import records_problem, train_stack
+from XRM.runs.members import records_problem
+from XRM.runs.train import train_stack
 
 ARGS = ["main.py", "--phase", "2", "--datasets", "Synthetic", "--algorithms", "GroupDRO", "--group_labels", "yes",
         "--hparams", '{"num_steps": 4001, "eval_every": 100}', "--checkpoint_seconds", "0"]

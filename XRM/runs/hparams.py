@@ -66,7 +66,7 @@ FAMILY_SPACES: dict[str, SearchSpace] = {
 
 def _selectable_length(num_steps: Any) -> bool:
     """Whether a run of ``num_steps`` steps records an evaluation model selection may pick: its
-    last evaluation, at step num_steps - 1, is always recorded (XRM.runs.train.next_evaluation)."""
+    last evaluation, at step num_steps - 1, is always recorded (XRM.runs.members.next_evaluation)."""
     return POSITIVE_INTEGER.accepts(num_steps) and may_select_step(num_steps - 1)
 
 

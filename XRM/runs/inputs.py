@@ -211,7 +211,7 @@ def check_run_files(setup: RunSetup) -> None:
     except (OSError, ValueError):
         return  # an unreadable results file is read_results' to report
     if not header:
-        return  # records without their header: training restarts the run (XRM.runs.train.records_problem)
+        return  # records without their header: training restarts the run (XRM.runs.members.records_problem)
     recorded = header.get(IDENTITY) or {"hparams": header.get("hparams")}
     if isinstance(recorded, dict):
         refuse_other_run(spec, "its results", identity_differences(recorded, setup.identity))

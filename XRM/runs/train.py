@@ -16,171 +16,36 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 
-from XRM.algorithms import RunData, get_algorithm_class
+from XRM.algorithms import get_algorithm_class
 from XRM.common.devices import resolve_device
 from XRM.common.errors import Interrupted, RunsFailed, UserError
 from XRM.common.fileio import append_jsonl, atomic_write_text
-from XRM.common.sampling import StepSampler, StepUniforms, build_sampler
-from XRM.engine.batches import input_shape, training_batches
+from XRM.common.sampling import StepUniforms, build_sampler
+from XRM.engine.batches import training_batches
 from XRM.engine.captured_step import CapturedStep
 from XRM.engine.evaluation import StackEvaluator
-from XRM.engine.memory_budget import split_to_fit
 from XRM.engine.model_stacks import ModuleStack, ParameterStack
 from XRM.engine.stack_steps import AlgorithmSlice, StackSteps, algorithm_slice
-from XRM.engine.text_stack import DROPOUT_GENERATOR, TextStack
-from XRM.networks.classifiers import TwinNetwork, build_network, use_cuda_graphs
-from XRM.networks.packed_bert import supports_packing
+from XRM.engine.text_stack import TextStack
 from XRM.networks.token_batches import TokenBatch, TokenRows
 from XRM.results import records, selection
 from XRM.runs import checkpoints
 from XRM.runs.identity import IDENTITY
-from XRM.runs.inputs import RunSetup, StackData, load_inputs
+from XRM.runs.inputs import StackData, load_inputs
 from XRM.runs.lock import try_lock, unlock
+from XRM.runs.members import Member, member_of, next_evaluation, records_problem, selection_bests
 from XRM.runs.progress import Progress, Throughput
 from XRM.runs.provenance import PROVENANCE, provenance
 from XRM.runs.phase_1_files import save_phase_1_artifact
 from XRM.runs.spec import RunSpec
+from XRM.runs.stack_models import slice_key, stack_groups, stack_model
 from XRM.runs.stop_signals import StopRequests
 from XRM.runs.tensorboard_logs import RecordWriter, require_tensorboard
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-@dataclass
-class Member:
-    """One run of a stack: its inputs, its place in the stack, and its progress."""
-
-    setup: RunSetup
-    run_data: RunData
-    checkpoint: dict | None
-    sampler: StepSampler | None = None
-    uniforms: StepUniforms | None = None
-    best: dict = field(default_factory=dict)
-    best_changed: bool = False
-    #: criterion -> its best value so far at a selectable step (selection.reaches_best): where the test split is evaluated
-    selection_bests: dict = field(default_factory=dict)
-    diverged_at: int | None = None  # the step whose loss was not finite: the run stops there
-    tensorboard: RecordWriter | None = None  # with --tensorboard, while the run trains
-
-    @property
-    def spec(self) -> RunSpec:
-        """The run's options."""
-        return self.setup.spec
-
-    @property
-    def start(self) -> int:
-        """The first step to train."""
-        return 0 if self.checkpoint is None else self.checkpoint["step"] + 1
-
-    @property
-    def first_recorded_step(self) -> int:
-        """The first evaluation written to the run's records (Algorithm.first_recorded_step)."""
-        return get_algorithm_class(self.spec.algorithm).first_recorded_step(self.setup.hparams)
-
-    @property
-    def first_evaluation(self) -> int:
-        """The step of the first evaluation written to the run's records."""
-        hparams = self.setup.hparams
-        return next_evaluation(self.first_recorded_step, hparams["eval_every"], hparams["num_steps"])
-
-
-def next_evaluation(step: int, eval_every: int, num_steps: int) -> int:
-    """The first evaluation step at or after ``step``: every eval_every-th step, and the last."""
-    if step % eval_every == 0:
-        return step
-    return min((step // eval_every + 1) * eval_every, num_steps - 1)
-
-
-def _check_text_stacking(spec: RunSpec, checkpoint: dict, family: str) -> None:
-    """A UserError when the run resumes in a TextStack from a checkpoint written alone, or the other way round:
-    its dropout draws would not continue those of its records."""
-    written = "with" if DROPOUT_GENERATOR in (checkpoint.get("optimizer") or {}) else "without"
-    if written != ("with" if spec.trains_in_text_stack(family) else "without"):
-        raise UserError(f"{spec.run_name}: its checkpoint was written {written} --stack_text_runs, which draws "
-                        f"dropout otherwise: resume it {written} --stack_text_runs, or delete its files to train it again")
-
-
-def _member_of(setup: RunSetup, data: StackData) -> Member:
-    """The run as a stack member, with its checkpoint when it resumes from one its records can go on from."""
-    spec = setup.spec
-    member = Member(setup, setup.run_data(data.splits["tr"].y, data.num_classes), None)
-    if spec.resume and spec.files.checkpoint.exists():
-        checkpoint = checkpoints.load_checkpoint(spec, setup.identity)
-        _check_text_stacking(spec, checkpoint, data.family)
-        problem = records_problem(spec.files, checkpoint["step"], member.first_evaluation)
-        if problem is None:
-            member.checkpoint = checkpoint
-        else:
-            _start_afresh(spec, problem)
-    return member
-
-
-def records_problem(files: records.RunFiles, step: int, first_evaluation: int) -> str | None:
-    """Why the records of a run cannot go on from its checkpoint at ``step`` (the run records its
-    evaluations from ``first_evaluation`` on), or None: its results file is missing, unreadable,
-    without its header line, or without a record up to ``step`` that it should hold."""
-    if not files.results.exists():
-        return f"its results file {files.results} is missing"
-    try:
-        header, run_records = records.read_results(files.results)
-    except (OSError, ValueError) as error:
-        return f"its results file is unreadable ({error})"
-    if not header:
-        return f"its results file {files.results} has no header line"
-    if step >= first_evaluation and not any(record[records.STEP] <= step for record in run_records):
-        return f"its results file {files.results} holds no record up to step {step}"
-    return None
-
-
-def _start_afresh(spec: RunSpec, problem: str) -> None:
-    """Delete the run's checkpoints and phase-1 file (its lock is held): it trains again from step 0."""
-    print(f"warning: {spec.run_name}: {problem}, so its checkpoint cannot be trusted; restarting it from step 0",
-          file=sys.stderr)
-    for path in (spec.files.checkpoint, spec.files.best_checkpoint, spec.files.inferred):
-        path.unlink(missing_ok=True)
-
-
-def _selection_bests(files: records.RunFiles) -> dict[str, float]:
-    """Each selection criterion's best value so far in a run's records (a checkpoint saved before
-    checkpoints kept it: its records, truncated to its step, hold the same values)."""
-    bests: dict[str, float] = {}
-    for record in records.read_results(files.results)[1]:
-        selection.reaches_best(bests, record)
-    return bests
-
-
-def _slice_key(member: Member) -> tuple:
-    """Members with equal keys share an algorithm slice: one algorithm, equally shaped state."""
-    algorithm = get_algorithm_class(member.spec.algorithm)(member.run_data.num_classes)
-    return member.spec.algorithm, algorithm.state_signature(member.run_data)
-
-
-def _ordered_for_slices(members: list[Member]) -> list[Member]:
-    return sorted(members, key=_slice_key)
-
-
-def _stack_groups(members: list[Member], data: StackData, stack_size: int | None, device: torch.device,
-                  dtype: torch.dtype) -> list[list[Member]]:
-    """Members that may share a stack (small models, and text runs with --stack_text_runs: same start step,
-    optimiser, networks per run, head), split to fit memory; the others one at a time."""
-    by_key: dict[tuple, list[Member]] = {}
-    alone = []
-    for member in members:
-        if not (data.small_model or member.spec.trains_in_text_stack(data.family)):
-            alone.append([member])
-            continue
-        cls = get_algorithm_class(member.spec.algorithm)
-        key = (member.start, member.setup.hparams["optimizer"], cls.networks_per_run, cls.head,
-               member.setup.hparams["num_steps"], member.setup.hparams["eval_every"])
-        by_key.setdefault(key, []).append(member)
-    groups = []
-    for group in by_key.values():
-        groups += split_to_fit(_ordered_for_slices(group), data, stack_size, device, dtype)
-    return groups + alone
 
 
 def train_stack(specs: Sequence[RunSpec], stack_size: int | None = None) -> None:
@@ -212,34 +77,9 @@ def _train_locked(todo: list[RunSpec], stack_size: int | None) -> None:
     device = resolve_device(todo[0].device)
     dtype = DTYPES[todo[0].dtype]
     data, setups = load_inputs(todo, device, dtype)
-    members = [_member_of(setup, data) for setup in setups]
-    for group in _stack_groups(members, data, stack_size, device, dtype):
+    members = [member_of(setup, data) for setup in setups]
+    for group in stack_groups(members, data, stack_size, device, dtype):
         StackTrainer(group, data, device, dtype).train()
-
-
-def _networks(member: Member, data: StackData) -> list[torch.nn.Module]:
-    """The run's freshly initialised network(s), drawn from its seed as a run alone draws them."""
-    cls = get_algorithm_class(member.spec.algorithm)
-    shape = input_shape(data.splits["tr"].x)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(member.spec.seed)
-        networks = [build_network(data.family, shape, data.num_classes, member.setup.hparams, data.backbone)
-                    for _ in range(cls.networks_per_run)]
-        cls(data.num_classes).initialise_networks(networks, member.setup.hparams)
-    if member.setup.base_model is not None:  # last-layer retraining starts from its base model's head
-        for network in networks:
-            network.load_state_dict({key: value.float() for key, value in member.setup.base_model.items()})
-    return networks
-
-
-def _text_stack(members: list[Member], data: StackData, device: torch.device) -> TextStack:
-    """The members' BERT classifiers, each drawn as its run alone draws it, trained as one TextStack."""
-    classifiers = [_networks(member, data)[0] for member in members]
-    if not supports_packing(classifiers[0].encoder):
-        raise UserError(f"--stack_text_runs stacks plain BERT encoders only (absolute positions, a pooler); "
-                        f"{data.backbone.name} is not one: train its runs without --stack_text_runs")
-    # eager passes: the stack's graphed pass (TextStack's cuda_graphs) has not yet run on a GPU
-    return TextStack(classifiers, [m.setup.hparams for m in members], [m.spec.seed for m in members], device)
 
 
 class StackTrainer:
@@ -252,21 +92,7 @@ class StackTrainer:
         hparams = [member.setup.hparams for member in members]
         self.num_steps, self.eval_every = hparams[0]["num_steps"], hparams[0]["eval_every"]
         self.phase = get_algorithm_class(members[0].spec.algorithm).phase
-        if data.small_model:
-            head = get_algorithm_class(members[0].spec.algorithm).head  # one per stack (_stack_groups)
-            self.model = ParameterStack([_networks(m, data) for m in members], hparams, dtype, device, head)
-        elif members[0].spec.trains_in_text_stack(data.family):  # one per stack (_stack_groups)
-            self.model = _text_stack(members, data, device)
-        else:
-            networks = _networks(members[0], data)
-            network = TwinNetwork(*networks) if len(networks) == 2 else networks[0]
-            self.model = ModuleStack(network, hparams[0], device, members[0].spec.num_workers)
-            if device.type == "cuda" and members[0].spec.cuda_graphs:  # images: captured now, before any loader
-                images = None
-                if data.family == "image":
-                    images = (hparams[0]["batch_size"], *input_shape(data.splits["tr"].x))
-                use_cuda_graphs(network, images, members[0].spec.compile_backbone)
-            torch.manual_seed(members[0].spec.seed)  # a backbone's dropout draws from the global generators
+        self.model = stack_model(members, data, device, dtype)
         # text: every row's real length known on the host, so a step's batch skips padding without a synchronisation
         self.token_rows = TokenRows(self.train_split.x) if data.inputs == "tokens" and not data.small_model else None
         if isinstance(self.model, TextStack) and not self.token_rows.right_padded:
@@ -304,9 +130,9 @@ class StackTrainer:
     def _slices(self) -> list[AlgorithmSlice]:
         slices, begin = [], 0
         while begin < len(self.members):
-            key = _slice_key(self.members[begin])
+            key = slice_key(self.members[begin])
             end = begin
-            while end < len(self.members) and _slice_key(self.members[end]) == key:
+            while end < len(self.members) and slice_key(self.members[end]) == key:
                 end += 1
             runs = self.members[begin:end]
             slices.append(algorithm_slice(get_algorithm_class(key[0])(self.data.num_classes), begin,
@@ -342,7 +168,7 @@ class StackTrainer:
                 checkpoints.restore_rng_states(checkpoint["rng"])
             member.best = checkpoint["best"]
             records.truncate_records(files.results, checkpoint["step"])
-            member.selection_bests = checkpoint.get("selection_bests") or _selection_bests(files)
+            member.selection_bests = checkpoint.get("selection_bests") or selection_bests(files)
             print(f"resuming {member.spec.run_name} from step {member.start}", file=sys.stderr)
 
     def _algorithm_state(self, index: int) -> dict[str, torch.Tensor]:
