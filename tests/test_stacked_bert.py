@@ -5,9 +5,10 @@ import torch.nn.functional as F
 
 from stacked_bert_fixtures import RUN_LENGTHS, labels as labels_of, stacked_loss, tiny_classifier, token_batch
 from XRM.networks.classifiers import TextClassifier
-from XRM.networks import stacked_bert
+from XRM.networks import per_run_ops, stacked_bert
 from XRM.networks.jagged_attention import jagged_attention_runs
-from XRM.networks.stacked_bert import StackedBert, grouped_products_run
+from XRM.networks.per_run_ops import grouped_products_run
+from XRM.networks.stacked_bert import StackedBert
 from XRM.networks.stacked_tokens import GROUP_ALIGNMENT, StackedTokens
 from XRM.networks.token_batches import TokenBatch
 
@@ -132,8 +133,8 @@ def test_in_autocast_the_linear_weights_are_cast_together_with_the_arithmetic_of
     batches = [token_batch(lengths, seed) for seed, lengths in enumerate(RUN_LENGTHS)]
     labels = [labels_of(len(lengths), seed) for seed, lengths in enumerate(RUN_LENGTHS)]
     casts = []
-    original = stacked_bert._CastTogether.apply
-    monkeypatch.setattr(stacked_bert._CastTogether, "apply", lambda *args: casts.append(len(args) - 1) or original(*args))
+    original = per_run_ops.CastTogether.apply
+    monkeypatch.setattr(per_run_ops.CastTogether, "apply", lambda *args: casts.append(len(args) - 1) or original(*args))
 
     def logits_and_gradients(stack: StackedBert) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.autocast("cpu", dtype=torch.bfloat16):

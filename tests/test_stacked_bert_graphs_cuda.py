@@ -7,7 +7,7 @@ import torch
 from stacked_bert_fixtures import STEP_LENGTHS, labels, stacked_loss, tiny_classifier, token_batch
 from XRM.engine.text_stack import TextStack
 from XRM.networks import stacked_bert_graphs
-from XRM.networks.stacked_bert import grouped_products_run
+from XRM.networks.per_run_ops import grouped_products_run
 from XRM.networks.token_batches import TokenBatch
 
 CUDA = torch.device("cuda")

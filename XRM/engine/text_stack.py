@@ -20,7 +20,8 @@ from XRM.engine.fused_adamw import fused_adamw_step
 from XRM.engine.model_stacks import BACKBONE_EVALUATION_BATCH
 from XRM.engine.optimizers import SGD_MOMENTUM, build_lr_scheduler, decay_groups, optimizer_of_groups
 from XRM.networks.classifiers import TextClassifier, bf16_on_cuda
-from XRM.networks.stacked_bert import StackedBert, grouped_products_run
+from XRM.networks.per_run_ops import grouped_products_run
+from XRM.networks.stacked_bert import StackedBert
 from XRM.networks.stacked_bert_graphs import StackedGraphs
 from XRM.networks.stacked_tokens import StackedTokens
 from XRM.networks.token_batches import TokenBatch

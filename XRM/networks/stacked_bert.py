@@ -31,7 +31,6 @@ its parameter's layout.
 
 Built from, and back to, each run's own state_dict: checkpoints keep one run's layout.
 """
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,13 +41,8 @@ from torch import nn
 
 from XRM.networks.jagged_attention import jagged_attention, jagged_attention_runs
 from XRM.networks.packed_bert import supports_packing
+from XRM.networks.per_run_ops import cast_together, compute_dtype, each_rows_run, grouped_linear
 from XRM.networks.stacked_tokens import RowGroups, StackedTokens
-
-#: the dtypes torch._grouped_mm multiplies on the CPU and on CUDA (compute capability 9.0 and later:
-#: H100, H200), for rows of a multiple of 16 bytes; other cases (float64, a head of 2 classes, a torch or
-#: GPU where a trial product fails: grouped_products_run) take one product per run
-GROUPED_DTYPES = {"cpu": (torch.bfloat16, torch.float16, torch.float32), "cuda": (torch.bfloat16,)}
-
 
 @contextmanager
 def _drawing_from(generator: torch.Generator) -> Iterator[None]:
@@ -73,109 +67,6 @@ def _each_run_drawing(generators: list[torch.Generator], attend: Callable[[int],
         with _drawing_from(generator):
             parts.append(attend(run))
     return torch.cat(parts)
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a matrix product of ``x`` runs in: autocast's where it is on, else ``x``'s."""
-    kind = x.device.type
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
-
-
-@functools.cache
-def grouped_products_run(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether this torch multiplies ``dtype`` rows by grouped weights on ``device`` (a trial product of two
-    groups): torch._grouped_mm is private, absent from older releases, and takes a GPU of compute capability
-    9.0 or later and, on the CPU, a newer torch."""
-    if dtype not in GROUPED_DTYPES.get(device.type, ()) or not hasattr(torch, "_grouped_mm"):
-        return False
-    try:
-        rows = torch.ones(32, 16, dtype=dtype, device=device)
-        weights = torch.ones(2, 16, 16, dtype=dtype, device=device)
-        offsets = torch.tensor([16, 32], dtype=torch.int32, device=device)
-        return bool((torch._grouped_mm(rows, weights, offs=offsets) == 16).all())
-    except (RuntimeError, NotImplementedError, TypeError):
-        return False
-
-
-def _grouped_products_known(device: torch.device, dtype: torch.dtype) -> bool:
-    """grouped_products_run's answer, which torch.compile takes as a constant (its trial product is not traced)."""
-    return grouped_products_run(device, dtype)
-
-
-if hasattr(torch, "compiler") and hasattr(torch.compiler, "assume_constant_result"):
-    _grouped_products_known = torch.compiler.assume_constant_result(_grouped_products_known)
-
-
-def _groupable(rows: torch.Tensor, weights: torch.Tensor) -> bool:
-    """Whether torch._grouped_mm multiplies ``rows`` by ``weights`` here (see grouped_products_run)."""
-    aligned = all(size * rows.element_size() % 16 == 0 for size in weights.shape[1:])
-    return aligned and _grouped_products_known(rows.device, rows.dtype)
-
-
-class _EachRowsRun(torch.autograd.Function):
-    """Each row's run's entry of a per-run table: a gather forward; backward, each run's rows summed by one
-    matrix product with the runs' one-hot rows (the gather's own backward adds every row into its run's entry
-    atomically: thousands of rows into a few entries contend, and bf16 atomics round at every addition)."""
-
-    @staticmethod
-    def forward(ctx, table: torch.Tensor, run_of_row: torch.Tensor, one_hot: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(one_hot)
-        return table.index_select(0, run_of_row)
-
-    @staticmethod
-    def backward(ctx, gradient: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (one_hot,) = ctx.saved_tensors
-        return one_hot.to(gradient.dtype) @ gradient, None, None
-
-
-def each_rows_run(table: torch.Tensor, groups: RowGroups) -> torch.Tensor:
-    """Rows [N, ...] of a per-run table [H, ...]: row i is the entry of row i's run (``groups``)."""
-    needed = table.requires_grad and torch.is_grad_enabled()  # the one-hot rows serve the backward pass only
-    return _EachRowsRun.apply(table, groups.run_of_row, groups.one_hot(table.dtype) if needed else None)
-
-
-def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: RowGroups,
-                   grouped: bool = True) -> torch.Tensor:
-    """Each run's linear layer on its own rows: x [N, in] (run h's rows as ``groups`` says), weight
-    [H, out, in], bias [H, out] -> [N, out], in autocast's dtype where it is on. One grouped product
-    where it can (``grouped``), else one product per run."""
-    dtype = _compute_dtype(x)
-    rows, weights = x.to(dtype), weight.to(dtype).transpose(1, 2)
-    if grouped and _groupable(rows, weights):
-        product = torch._grouped_mm(rows, weights, offs=groups.offsets)
-    else:
-        product = torch.cat([rows[part] @ weights[run] for run, part in enumerate(groups.slices())])
-    return product + each_rows_run(bias.to(dtype), groups)
-
-
-class _CastTogether(torch.autograd.Function):
-    """Tensors cast to ``dtype`` by one multi-tensor copy; backward, their gradients cast back the same way
-    (cast one by one, every weight of a stack costs a kernel launch forward and another back)."""
-
-    @staticmethod
-    def forward(ctx, dtype: torch.dtype, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        ctx.dtypes = [tensor.dtype for tensor in tensors]
-        casts = [torch.empty_like(tensor, dtype=dtype, memory_format=torch.contiguous_format) for tensor in tensors]
-        torch._foreach_copy_(casts, [tensor.contiguous() for tensor in tensors])
-        return tuple(casts)
-
-    @staticmethod
-    def backward(ctx, *gradients: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-        # contiguous gradients in one copy; others (a weight's, transposed by its product) each by its own,
-        # straight into the contiguous layout its parameter's gradient keeps (no second copy to reorder it)
-        casts: list[torch.Tensor | None] = [None] * len(gradients)
-        together = []
-        for index, gradient in enumerate(gradients):
-            if gradient is not None and gradient.is_contiguous():
-                together.append(index)
-            elif gradient is not None:
-                casts[index] = gradient.to(ctx.dtypes[index], memory_format=torch.contiguous_format)
-        if together:
-            copies = [torch.empty_like(gradients[index], dtype=ctx.dtypes[index]) for index in together]
-            torch._foreach_copy_(copies, [gradients[index] for index in together])
-            for index, copy in zip(together, copies):
-                casts[index] = copy
-        return None, *casts
 
 
 @dataclass
@@ -257,7 +148,7 @@ class StackedBert:
         """The linear layers' weights and biases ``names`` in ``dtype``, the dtype their products run in
         (autocast's), cast together; {} where they already are."""
         names = [name for name in names if self.parameters[name].dtype != dtype]
-        return dict(zip(names, _CastTogether.apply(dtype, *[self.parameters[name] for name in names]))) if names else {}
+        return dict(zip(names, cast_together(dtype, [self.parameters[name] for name in names]))) if names else {}
 
     def _dense(self, x: torch.Tensor, prefix: str, groups: RowGroups) -> torch.Tensor:
         return grouped_linear(x, self._p(prefix + ".weight"), self._p(prefix + ".bias"), groups, self.grouped_products)
@@ -292,7 +183,7 @@ class StackedBert:
     def _qkv(self, hidden: torch.Tensor, layer: int, groups: RowGroups) -> torch.Tensor:
         """Layer ``layer``'s queries, keys and values of every token, [T, 3 x hidden], by one product."""
         prefix = f"encoder.encoder.layer.{layer}.attention.self"
-        dtype = _compute_dtype(hidden)  # cast before joining: a third of the copy in bf16
+        dtype = compute_dtype(hidden)  # cast before joining: a third of the copy in bf16
         weight = torch.cat([self._p(f"{prefix}.{part}.weight").to(dtype) for part in ("query", "key", "value")], 1)
         bias = torch.cat([self._p(f"{prefix}.{part}.bias").to(dtype) for part in ("query", "key", "value")], 1)
         return grouped_linear(hidden, weight, bias, groups, self.grouped_products)
@@ -361,7 +252,7 @@ class StackedBert:
         (0 < l < layers) takes layer l - 1's attention context and its hidden states in, and gives layer l's
         hidden states and queries, keys and values; the last stage ends the last layer and gives the logits
         [H, B, classes]. ``rows`` says whose each row is and holds the dropout masks."""
-        self._compute_weights = self._cast_weights(_compute_dtype(self.parameters["head.weight"]),
+        self._compute_weights = self._cast_weights(compute_dtype(self.parameters["head.weight"]),
                                                    self._stage_linear_names[stage])
         try:
             if stage == 0:
