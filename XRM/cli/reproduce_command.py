@@ -48,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def protocol_from_args(args: argparse.Namespace):
     """The Protocol the arguments describe (each dataset and algorithm once)."""
-    from XRM.cli.reproduction import Protocol
+    from XRM.cli.protocol import Protocol
 
     run_options = {option.name: getattr(args, option.name) for option in command_line_options()}
     return Protocol(list(dict.fromkeys(args.datasets)), list(dict.fromkeys(args.algorithms)), args.num_hparams_combs,

@@ -38,7 +38,7 @@ class SweepSpec(TrainingOptions):
     command_algorithms: list[str] | None = None
     # runs given true group labels also read phase 1's best file for its inferred validation groups, so that
     # they record va_gi_wga and their folder serves both of Table 1's settings (reproduce.py, for algorithms
-    # that train with no groups: XRM.cli.reproduction.Protocol.gives_yes_runs_phase_1)
+    # that train with no groups: XRM.cli.protocol.Protocol.gives_yes_runs_phase_1)
     inferred_validation_groups: bool = False
 
 
