@@ -73,8 +73,8 @@ def _text_stack(members: list[Member], data: StackData, device: torch.device) ->
 def stack_model(members: list[Member], data: StackData, device: torch.device,
                 dtype: torch.dtype) -> ParameterStack | TextStack | ModuleStack:
     """The model a group of ``members`` (stack_groups') trains: small models as one ParameterStack, text runs with
-    --stack_text_runs as one TextStack, a backbone run alone as a ModuleStack (on a GPU its image passes captured
-    now, before any loader thread runs; the global generators, which its dropout draws from, seeded from its seed)."""
+    --stack_text_runs as one TextStack, a backbone run alone as a ModuleStack (on a GPU its passes replayed from CUDA
+    graphs; the global generators, which its dropout draws from, seeded from its seed)."""
     hparams = [member.setup.hparams for member in members]
     if data.small_model:
         head = get_algorithm_class(members[0].spec.algorithm).head  # one per group (stack_groups)
@@ -84,7 +84,7 @@ def stack_model(members: list[Member], data: StackData, device: torch.device,
     networks = networks_of(members[0], data)
     network = TwinNetwork(*networks) if len(networks) == 2 else networks[0]
     model = ModuleStack(network, hparams[0], device, members[0].spec.num_workers)
-    if device.type == "cuda" and members[0].spec.cuda_graphs:
+    if device.type == "cuda" and members[0].spec.cuda_graphs:  # images: captured now, before any loader thread runs
         images = None
         if data.family == "image":
             images = (hparams[0]["batch_size"], *input_shape(data.splits["tr"].x))
