@@ -7,35 +7,18 @@ AdamW divides a gradient by its own size: a nearly cancelling one (GroupDRO's he
 by about lr whatever its rounding. A resumed stack is bitwise its unbroken self.
 """
 import dataclasses
-from pathlib import Path
 
 import backbone_fixtures as fx
 import pytest
 from conftest import comparable, train_until_stopped
-from text_sweep_fixtures import assert_records_close, comments, records_by_file, text_sweep, train_sweep
+from text_sweep_fixtures import (LOSS_TOLERANCE, TOLERANCE, TOLERANCES, assert_records_close, records_by_file,
+                                 text_data, text_sweep, train_sweep)  # noqa: F401 (text_data: a fixture)
 
 from XRM.common.errors import UserError
 from XRM.engine import memory_budget
 from XRM.results.records import read_results
 from XRM.runs.sweep import make_runs
 from XRM.runs.train import train_stack
-
-#: float32 rounding of a 1-layer BERT's accuracies and learning rates (measured: equal)
-TOLERANCE = 1e-6
-#: training losses, AdamW's steps on nearly cancelling gradients included (measured: at most 5.1e-6)
-LOSS_TOLERANCE = 2e-5
-#: what every comparison of records allows
-TOLERANCES = {"train_loss": LOSS_TOLERANCE}
-
-
-@pytest.fixture(scope="module")
-def text_data(tmp_path_factory):
-    """A CivilComments of 120 comments (72 to train on) and two tiny BERTs: without dropout, and with BERT's 0.1."""
-    root = tmp_path_factory.mktemp("text")
-    fx.write_civilcomments(root / "data", *comments(120))
-    return (root / "data", fx.write_tiny_bert(root / "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
-            fx.write_tiny_bert(root / "bert-dropout"))
-
 
 def test_stacked_text_runs_write_the_records_of_each_run_alone(text_data, tmp_path):
     """No dropout (the head's too): each run's records, stacked (ERM's and GroupDRO's runs in one stack, each

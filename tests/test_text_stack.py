@@ -123,3 +123,68 @@ def test_fused_adamw_updates_with_handed_over_gradients_as_its_own_step_does(mon
         assert saved["lr_scheduler"] == expected["lr_scheduler"]
         for index, state in expected["optimizer"]["state"].items():
             assert all(torch.equal(saved["optimizer"]["state"][index][key], value) for key, value in state.items())
+
+
+def _twin_loss(logits: torch.Tensor, y: list[torch.Tensor]) -> torch.Tensor:
+    """Both twins' mean cross-entropies of each run (logits [H, B, classes, 2])."""
+    return sum(stacked_loss(logits[..., twin], y) for twin in range(2))
+
+
+def test_a_twin_run_trains_its_two_networks_as_two_runs_of_their_own_with_dropout():
+    """XRM's twins: two runs of two networks each pass each run's batch through both twins, with the logits of
+    a stack of four one-network runs holding the same classifiers on the runs' batches twice over (twin t of
+    the run of seed s drawing its dropout from seed s + t x 2^32), bitwise; after three steps of AdamW their
+    weights are those runs' (the run's one optimiser over both twins updates each parameter as theirs do)."""
+    from XRM.engine.text_stack import TWIN_SEED_STRIDE
+
+    classifiers = lambda: [tiny_classifier(seed, dropout=0.2) for seed in range(4)]  # noqa: E731
+    twins = TextStack(classifiers(), HPARAMS[:2], [5, 6], CPU, networks_per_run=2)
+    singles = TextStack(classifiers(), [HPARAMS[0], HPARAMS[0], HPARAMS[1], HPARAMS[1]],
+                        [5, 5 + TWIN_SEED_STRIDE, 6, 6 + TWIN_SEED_STRIDE], CPU)
+    for step in range(3):
+        batches, y = _step_batches(step, [0, 1])
+        paired, alone = twins.forward(batches), singles.forward([batch for batch in batches for _ in range(2)])
+        assert paired.shape == (2, 7, 3, 2)
+        for network in range(4):
+            assert torch.equal(paired[network // 2, ..., network % 2], alone[network])
+        twins.step(_twin_loss(paired, y))
+        singles.step(stacked_loss(alone, [labels for labels in y for _ in range(2)]))
+    assert twins.learning_rates() == singles.learning_rates()[::2]
+    for run in range(2):
+        state = twins.model_state(run)
+        for twin in range(2):
+            theirs = singles.model_state(2 * run + twin)
+            assert max((state[f"twins.{twin}.{name}"] - value).abs().max() for name, value in theirs.items()) < 1e-12
+        assert len(state) == 2 * len(singles.model_state(0))
+
+
+def test_a_twin_run_keeps_a_twin_network_alones_checkpoint_layout():
+    """Without dropout a twin run trains as a TwinNetwork in a ModuleStack (to float32's precision: a classifier
+    alone gives float32 logits), and each reads the other's checkpoint: the same model keys, and an optimiser
+    state_dict of the same groups over the same parameters' order; predictions are [H, n, classes, 2]."""
+    from XRM.networks.classifiers import TwinNetwork
+
+    twins = TextStack([tiny_classifier(seed) for seed in (0, 1)], HPARAMS[:1], [5], CPU, networks_per_run=2)
+    alone = ModuleStack(TwinNetwork(tiny_classifier(0), tiny_classifier(1)), HPARAMS[0], CPU, 0)
+    for step in range(3):
+        batches, y = _step_batches(step, [0])
+        twins.step(_twin_loss(twins.forward(batches), y))
+        logits = alone.forward(batches[0])
+        alone.step(sum(F.cross_entropy(logits[0, ..., twin], y[0]) for twin in range(2)))
+    mine, theirs = twins.model_state(0), alone.model_state(0)
+    assert list(mine) == list(theirs) and all((mine[name] - theirs[name]).abs().max() < 1e-6 for name in theirs)
+    initial = tiny_classifier(1).state_dict()  # twin 1 moved, so the agreement says something
+    assert max((theirs[f"twins.1.{name}"] - value).abs().max() for name, value in initial.items()) > 1e-4
+    saved, expected = twins.optimizer_state(0), alone.optimizer_state(0)
+    assert [group["params"] for group in saved["optimizer"]["param_groups"]] == [
+        group["params"] for group in expected["optimizer"]["param_groups"]]
+    assert len(saved["dropout_generator"]) == 2  # one state per twin
+    resumed = TextStack([tiny_classifier(9) for _ in (0, 1)], HPARAMS[:1], [7], CPU, networks_per_run=2)
+    resumed.load_member(0, theirs, expected, None)  # the ModuleStack's checkpoint
+    assert all(torch.equal(value, theirs[name]) for name, value in resumed.model_state(0).items())
+    back = ModuleStack(TwinNetwork(tiny_classifier(9), tiny_classifier(9)), HPARAMS[0], CPU, 0)
+    back.load_member(0, mine, {key: value for key, value in saved.items() if key != "dropout_generator"}, None)
+    assert all(torch.equal(value, mine[name]) for name, value in back.model_state(0).items())
+    texts = torch.cat([token_batch([4, 9, 30], 0).tokens, token_batch([12, 1], 1).tokens])
+    predicted, reference = twins.predict(texts), alone.predict(texts)
+    assert predicted.shape == reference.shape == (1, 5, 3, 2) and (predicted - reference).abs().max() < 1e-5

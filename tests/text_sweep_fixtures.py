@@ -15,6 +15,23 @@ from XRM.runs.train import train_stack
 STEPS = {"num_steps": 9, "eval_every": 4, "lr": 1e-3}
 
 
+#: float32 rounding of a 1-layer BERT's accuracies and learning rates, alone and stacked (measured: equal)
+TOLERANCE = 1e-6
+#: training losses, AdamW's steps on nearly cancelling gradients included (measured: at most 5.1e-6)
+LOSS_TOLERANCE = 2e-5
+#: what every comparison of a stacked sweep's records with its runs alone allows
+TOLERANCES = {"train_loss": LOSS_TOLERANCE}
+
+
+@pytest.fixture(scope="module")
+def text_data(tmp_path_factory):
+    """A CivilComments of 120 comments (72 to train on) and two tiny BERTs: without dropout, and with BERT's 0.1."""
+    root = tmp_path_factory.mktemp("text")
+    fx.write_civilcomments(root / "data", *comments(120))
+    return (root / "data", fx.write_tiny_bert(root / "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+            fx.write_tiny_bert(root / "bert-dropout"))
+
+
 def comments(count: int) -> tuple[list[str], list[tuple[int, int, int]]]:
     """``count`` comments of 1 to 12 of the tiny vocabulary's words, and their (split, y, a): 60% training,
     20% validation, 20% test; toxic (y) when they hold 'awful', 'bad' or 'hate', the attribute a word's."""
@@ -29,10 +46,13 @@ def comments(count: int) -> tuple[list[str], list[tuple[int, int, int]]]:
 
 
 def text_sweep(data: Path, bert: Path, out: Path, stack_text_runs: bool, device: str = "cpu",
-               test_every_evaluation: bool = False, algorithms: tuple[str, ...] = ("ERM",), **hparams) -> SweepSpec:
-    """Three phase-2 runs of each of ``algorithms`` on the CivilComments in ``data``, each with its own drawn
-    batch size and weight decay (``hparams``: other hyper-parameters)."""
-    return SweepSpec(phase=2, datasets=["CivilComments"], algorithms=list(algorithms), group_labels="yes",
+               test_every_evaluation: bool = False, algorithms: tuple[str, ...] = ("ERM",), phase: int = 2,
+               **hparams) -> SweepSpec:
+    """Three runs of each of ``algorithms`` (of ``phase``: 1, XRM's, without group labels; 2 with them) on the
+    CivilComments in ``data``, each with its own drawn batch size and weight decay (``hparams``: other
+    hyper-parameters)."""
+    return SweepSpec(phase=phase, datasets=["CivilComments"], algorithms=list(algorithms),
+                     group_labels="yes" if phase == 2 else "no",
                      data_path=str(data),
                      out_dir=str(out), num_hparams_combs=3, device=device, num_workers=0, text_model=str(bert),
                      stack_text_runs=stack_text_runs, checkpoint_seconds=0.0, test_every_evaluation=test_every_evaluation,
@@ -53,14 +73,15 @@ def records_by_file(out: Path) -> dict[str, list[dict]]:
 
 
 def assert_records_close(found: dict[str, list[dict]], expected: dict[str, list[dict]], tolerances: dict[str, float],
-                         default: float | None) -> None:
-    """The same runs, steps 0, 4, 8 and keys; each key's values within ``tolerances[key]``, the other keys' within
-    ``default`` (None: not compared; null test metrics: null in both); timings left out."""
+                         default: float | None, steps: list[int] | None = [0, 4, 8]) -> None:
+    """The same runs, ``steps`` (None: any, the same in both) and keys; each key's values within
+    ``tolerances[key]``, the other keys' within ``default`` (None: not compared; null test metrics: null in both);
+    timings left out."""
     assert list(found) == list(expected) and len(found) >= 3
     for name in expected:
         ours, theirs = comparable(found[name]), comparable(expected[name])
         assert [list(record) for record in ours] == [list(record) for record in theirs]
-        assert [record["step"] for record in ours] == [0, 4, 8]
+        assert [record["step"] for record in ours] == (steps or [record["step"] for record in theirs])
         for mine, record in zip(ours, theirs):
             for key, value in record.items():
                 tolerance = tolerances.get(key, default)

@@ -78,10 +78,11 @@ class TrainingOptions:
                                        "<run folder>/tensorboard/hpcomb_<k>_seed<s>/ (needs the tensorboard package)",
                                 action="store_true")
     stack_text_runs: bool = _option(False, "experimental, no faster yet on an H100 than runs alone: train the "
-                                           "phase-2 BERT runs of one text dataset (one network per run) together as "
-                                           "one stack, each with its own hyper-parameters, batches and dropout "
-                                           "generator (split by --stack_size and memory); by default each text run "
-                                           "trains alone", action="store_true")
+                                           "BERT runs of one text dataset and algorithm kind together as one stack "
+                                           "(one network per run, or XRM's twins; not the two-network algorithms "
+                                           "that freeze one network), each with its own hyper-parameters, batches "
+                                           "and dropout generators (split by --stack_size and memory); by default "
+                                           "each text run trains alone", action="store_true")
     # the command line's --hparams JSON object, parsed (XRM.cli.entry_point.parse_hparams)
     hparams_overrides: dict[str, Any] = field(default_factory=dict, hash=False)
     resume: bool = False  # main.py --resume; reproduce.py always resumes

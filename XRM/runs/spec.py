@@ -101,10 +101,13 @@ class RunSpec(TrainingOptions):
 
     def trains_in_text_stack(self, family: str) -> bool:
         """Whether this run, on a dataset of network ``family``, trains in a TextStack with the other text runs
-        of its stack (``--stack_text_runs``: phase 2, a BERT classifier fine-tuned, one network per run)."""
+        of its stack (``--stack_text_runs``: BERT classifiers fine-tuned, one per run or XRM's twins; not the
+        two-network algorithms that freeze one network while the other trains, JTT's, uLA's, LfF's, BAM's)."""
         from XRM.algorithms import get_algorithm_class
+        from XRM.algorithms.base import Algorithm
         from XRM.runs.last_layer_inputs import training_family
 
         cls = get_algorithm_class(self.algorithm)
-        return (self.stack_text_runs and self.phase == 2 and cls.networks_per_run == 1
-                and training_family(cls, family) == "text")
+        every_network_trains = cls.networks_per_run == 1 or (cls.networks_per_run == 2
+                                                              and cls.network_updates is Algorithm.network_updates)
+        return self.stack_text_runs and every_network_trains and training_family(cls, family) == "text"

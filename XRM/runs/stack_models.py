@@ -1,6 +1,6 @@
 """Which runs share a stack, and the model each stack trains: small models stacked as many as fit the device's
-memory, phase-2 BERT runs with --stack_text_runs as a TextStack, other backbone runs one at a time; each run's
-networks drawn from its seed as a run alone draws them."""
+memory, BERT runs with --stack_text_runs as a TextStack (one network a run, or twins), other backbone runs one
+at a time; each run's networks drawn from its seed as a run alone draws them."""
 import torch
 
 from XRM.algorithms import get_algorithm_class
@@ -61,13 +61,15 @@ def networks_of(member: Member, data: StackData) -> list[torch.nn.Module]:
 
 
 def _text_stack(members: list[Member], data: StackData, device: torch.device) -> TextStack:
-    """The members' BERT classifiers, each drawn as its run alone draws it, trained as one TextStack."""
-    classifiers = [networks_of(member, data)[0] for member in members]
+    """The members' BERT classifiers (a twin run's two), each drawn as its run alone draws it, trained as one
+    TextStack."""
+    classifiers = [network for member in members for network in networks_of(member, data)]
     if not supports_packing(classifiers[0].encoder):
         raise UserError(f"--stack_text_runs stacks plain BERT encoders only (absolute positions, a pooler); "
                         f"{data.backbone.name} is not one: train its runs without --stack_text_runs")
     # eager passes: the stack's graphed pass (TextStack's cuda_graphs) has not yet run on a GPU
-    return TextStack(classifiers, [m.setup.hparams for m in members], [m.spec.seed for m in members], device)
+    return TextStack(classifiers, [m.setup.hparams for m in members], [m.spec.seed for m in members], device,
+                     networks_per_run=get_algorithm_class(members[0].spec.algorithm).networks_per_run)
 
 
 def stack_model(members: list[Member], data: StackData, device: torch.device,

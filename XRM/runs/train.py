@@ -3,7 +3,7 @@
 ``train_stack(specs)`` trains the unfinished runs among ``specs`` (runs that share a
 ``RunSpec.stack_key``). Small models (heads on features, the Synthetic data, the
 ColorMNIST MLP) are trained as stacks of as many runs as fit the device's memory (at most
-``stack_size``), and so are phase-2 BERT runs with ``--stack_text_runs`` (a TextStack,
+``stack_size``), and so are BERT runs with ``--stack_text_runs`` (a TextStack,
 XRM/engine/text_stack.py); other backbones one run at a time. A single run is a stack of one. Each run
 keeps its own hyper-parameters, batch stream (a pure function of (seed, step)), algorithm
 state and files. Idempotent and resumable: a finished run is skipped, and with ``resume``
