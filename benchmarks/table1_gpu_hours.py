@@ -142,7 +142,8 @@ def run_hours(protocol: DatasetProtocol, phase: int, throughputs: Throughputs, t
     """GPU-hours of one run:
 
     training = S x m x E[t(B)] (S steps, m networks: 2 for XRM's twins, t from :func:`mean_step_seconds`;
-    after, phase 1: ``phase_1_after`` where the "after" measurement does not stack twins);
+    after, phase 1: ``phase_1_after`` where recorded throughputs say the twins trained otherwise than the other
+    runs: the stacked measurements of an earlier version, which stacked no twins);
     evaluation, phase 2 = :func:`benchmarks.evaluation_speed.run_evaluation_seconds`: before
     E x (V + T) / r_streamed; after (V + T) x p + (E x V + tested x T) / r_prepared (E evaluations, V and T
     the validation and test sizes, p the preparation's seconds per example); phase 1 = one pass of the
@@ -192,8 +193,6 @@ FULL, QUICK = Effort(30, 10), Effort(2, 1)
 #: name -> (network factory, a batch on the device, optimiser, device, effort) -> seconds per step of ONE run
 TrainingMeasurement = Callable[[Callable[[], torch.nn.Module], torch.Tensor, str, torch.device, Effort], float]
 TRAINING_MEASUREMENTS: dict[str, TrainingMeasurement] = {}
-#: measurements that stack runs of one network only: XRM's twins (phase 1) keep today's step under them
-SINGLE_NETWORK_RUNS = {"stacked-text", "stacked-text-graphs"}
 
 
 def training_measurement(name: str) -> Callable[[TrainingMeasurement], TrainingMeasurement]:
@@ -319,8 +318,8 @@ def measure_kind(kind: Kind, exponents: tuple[int, int], after: str, device: tor
     before = {b: single_run_step(kind.network, kind.batch(b), kind.optimizer, device, effort) for b in sizes}
     measured = before if after == "single-run" else {
         b: TRAINING_MEASUREMENTS[after](kind.network, kind.batch(b), kind.optimizer, device, effort) for b in sizes}
-    twins = before if after in SINGLE_NETWORK_RUNS else None
-    return Throughputs(before, measured, kind.evaluation(), twins)
+    # XRM's twins train as the measurement trains a run's networks (--stack_text_runs stacks twins too)
+    return Throughputs(before, measured, kind.evaluation())
 
 
 # ---------------------------------------------------------------- recorded throughputs

@@ -89,11 +89,23 @@ def test_quantile_batches_and_token_rows():
     assert (rows[..., 0] == 0).tolist() == (rows[..., 1] == 0).tolist()  # ids only on real tokens
 
 
-def test_xrm_twins_keep_todays_step_where_the_after_measurement_stacks_single_networks():
+def test_xrm_twins_train_as_the_after_measurement_trains_runs_unless_a_record_says_otherwise(monkeypatch):
+    """A stacked measurement's per-network step serves XRM's twins too (--stack_text_runs stacks them); a record of
+    an earlier measurement whose twins kept today's step (``phase_1_after``) gives phase 1 that step."""
+    from benchmarks import table1_gpu_hours as benchmark
+
     halved = {b: s / 2 for b, s in LINEAR.items()}
-    stacked = Throughputs(LINEAR, halved, RATES, phase_1_after=LINEAR)
-    phase_1, phase_2 = run_hours(PROTOCOL, 1, stacked, tested=2), run_hours(PROTOCOL, 2, stacked, tested=2)
-    assert phase_1.train_after == pytest.approx(phase_1.train_before)  # the twins are not stacked: no saving
+    monkeypatch.setattr(benchmark, "single_run_step", lambda network, x, *args: LINEAR[len(x)])
+    monkeypatch.setitem(benchmark.TRAINING_MEASUREMENTS, "stacked-text", lambda network, x, *args: halved[len(x)])
+    kind = benchmark.Kind(lambda: None, "adamw", lambda b: [0] * b, lambda: RATES)
+    measured = benchmark.measure_kind(kind, (4, 6), "stacked-text", None, None)
+    assert measured.phase_1_after is None and measured.step_after == halved
+    phase_1, phase_2 = run_hours(PROTOCOL, 1, measured, tested=2), run_hours(PROTOCOL, 2, measured, tested=2)
+    assert phase_1.train_after == pytest.approx(phase_1.train_before / 2)  # twins stacked: the same saving
+    assert phase_2.train_after == pytest.approx(phase_2.train_before / 2)
+    recorded = Throughputs(LINEAR, halved, RATES, phase_1_after=LINEAR)
+    phase_1, phase_2 = run_hours(PROTOCOL, 1, recorded, tested=2), run_hours(PROTOCOL, 2, recorded, tested=2)
+    assert phase_1.train_after == pytest.approx(phase_1.train_before)  # the twins were not stacked: no saving
     assert phase_2.train_after == pytest.approx(phase_2.train_before / 2)
 
 
