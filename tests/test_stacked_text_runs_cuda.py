@@ -42,7 +42,7 @@ def test_a_run_on_the_gpu_draws_its_own_dropout_in_any_stack(gpu_text_data, tmp_
 
 def test_stacked_xrm_twins_on_the_gpu_record_what_they_record_alone(gpu_text_data, tmp_path):
     """Phase 1: three XRM runs (six networks) stacked record the flip rates and losses they record alone, within
-    bf16's rounding (a flip is one of 600 examples), at every training evaluation (the phase's last record, which
+    bf16's rounding (6 flips of 600 examples), at every training evaluation (the phase's last record, which
     says whether the inferred groups are degenerate, left out: a near tie may tip it)."""
     data, bert, _ = gpu_text_data
     common = {"device": "cuda", "last_layer_dropout": 0.0, "algorithms": ("XRM",), "phase": 1, "num_steps": 40,
@@ -51,6 +51,7 @@ def test_stacked_xrm_twins_on_the_gpu_record_what_they_record_alone(gpu_text_dat
     assert train_sweep(text_sweep(data, bert, tmp_path / "stacked", True, **common)) == [3]
     training = {kind: {name: [record for record in records if record["step"] < 40]
                        for name, records in records_by_file(tmp_path / kind).items()} for kind in ("alone", "stacked")}
-    assert_records_close(training["stacked"], training["alone"], {**TOLERANCES, "flip_rate": 0.02}, None,
+    assert_records_close(training["stacked"], training["alone"], {**TOLERANCES, "flip_rate": 0.01}, None,
                          steps=[0, 20, 39])
-    assert max(record["flip_rate"] for records in training["alone"].values() for record in records) > 0.02  # they flip
+    # they flip (on the CPU at most 10 of the 600 examples: 0.0167), more than the tolerance allows to differ
+    assert max(record["flip_rate"] for records in training["alone"].values() for record in records) > 0.01
