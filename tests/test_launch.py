@@ -9,6 +9,7 @@ from launch_toy import (SUBMISSION_FAILED, ToyPreemption, make_runs, offline_slu
 
 from XRM.common.errors import UserError
 from XRM.launch import launchers as launch_module
+from XRM.launch import slurm_launcher
 from XRM.launch import slurm_resources, status
 from XRM.launch.launchers import (LaunchOptions, LaunchReport, format_report, get_launcher, launch, register_launcher,
                                   spread_over)
@@ -187,7 +188,7 @@ def test_a_failed_stack_fails_its_unfinished_runs_only(tmp_path):
 
 
 def test_slurm_without_sbatch_is_a_user_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(launch_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(slurm_launcher.shutil, "which", lambda name: None)
     runs = make_runs(tmp_path / "out", 1)
     with pytest.raises(launch_module.UserError, match="sbatch not found"):
         launch(singles(runs), toy_stack, "slurm", LaunchOptions(slurm_dir=str(tmp_path / "submitit")))
@@ -279,7 +280,7 @@ def test_a_request_split_between_two_kinds_of_node_is_refused():
 
 
 def test_slurm_refuses_a_job_no_node_can_run_before_submitting_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(launch_module.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm_launcher.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(slurm_resources, "read_partitions", lambda: slurm_resources.parse_sinfo(SINFO_NO_GPU))
     options = LaunchOptions(slurm_partition="debug", slurm_dir=str(tmp_path / "submitit"), slurm_gpus_per_node=0)
     with pytest.raises(UserError, match="^--slurm_cpus_per_task 8 is more than any node of partition 'debug' has"):
@@ -319,7 +320,7 @@ def test_status_shows_why_a_pending_slurm_job_waits(tmp_path, monkeypatch):
 
 
 def test_sbatch_without_srun_is_a_user_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(launch_module.shutil, "which", lambda name: None if name == "srun" else f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm_launcher.shutil, "which", lambda name: None if name == "srun" else f"/usr/bin/{name}")
     with pytest.raises(launch_module.UserError, match="^srun not found: launch SLURM sweeps from a cluster's login node"):
         launch(singles(make_runs(tmp_path / "out", 1)), toy_stack, "slurm", LaunchOptions(slurm_dir=str(tmp_path / "s")))
     assert not (tmp_path / "s").exists()

@@ -1,4 +1,5 @@
-"""Launchers: hand a sweep's stacks of runs to this process, this machine's GPUs, or SLURM.
+"""Launchers: hand a sweep's stacks of runs to this process, this machine's GPUs, or SLURM (the last in
+XRM/launch/slurm_launcher.py, registered here through ``register_launcher``).
 
 A run is a picklable dataclass (a RunSpec) with three fields the launchers read:
 ``run_name`` (short, unique), ``done_path`` (a file that exists iff the run finished) and
@@ -7,11 +8,8 @@ A run is a picklable dataclass (a RunSpec) with three fields the launchers read:
 finished runs and resumes interrupted ones from their checkpoints, so every launcher may
 simply call it again: after a failure, a preemption or a time-out.
 """
-import contextlib
 import dataclasses
-import io
 import shlex
-import shutil
 import sys
 import time
 import traceback
@@ -21,7 +19,7 @@ from typing import Any, Callable
 from XRM.common.errors import RunsFailed, UserError
 from XRM.common.registry import Registry
 from XRM.common.worker_counts import auto_workers
-from XRM.launch import slurm_resources, status
+from XRM.launch import status
 
 Run = Any  # a dataclass with run_name, done_path and resume (a RunSpec)
 Stack = list[Run]
@@ -113,7 +111,8 @@ def _is_done(run: Run) -> bool:
     return Path(run.done_path).exists()
 
 
-def _names(stacks: list[Stack]) -> list[str]:
+def run_names(stacks: list[Stack]) -> list[str]:
+    """The names of the stacks' runs, stack after stack."""
     return [run.run_name for stack in stacks for run in stack]
 
 
@@ -132,7 +131,7 @@ def _check_runs(runs: list[Run]) -> None:
         raise ValueError(f"run names must be unique; repeated: {', '.join(repeated)}")
 
 
-def _import_path_setup(run_fn: RunFn) -> list[str]:
+def import_path_setup(run_fn: RunFn) -> list[str]:
     """A shell line that lets a job's fresh Python import ``run_fn`` as this process did.
 
     Jobs start in a new interpreter (on SLURM, maybe in another folder): put the folder
@@ -173,7 +172,7 @@ def _run_in_this_process(stacks: list[Stack], run_fn: RunFn, options: LaunchOpti
                 running.append(run.run_name)
             else:
                 failures.append(status.RunState(run.run_name, status.FAILED, status.NO_DONE_FILE))
-    return LaunchReport("local", _names(stacks), failures=failures, skipped_running=running)
+    return LaunchReport("local", run_names(stacks), failures=failures, skipped_running=running)
 
 
 def visible_gpu_count() -> int:
@@ -216,7 +215,7 @@ def _run_on_local_gpus(stacks: list[Stack], run_fn: RunFn, options: LaunchOption
     folder = Path(options.slurm_dir).resolve() / "%j"
     executor = submitit.LocalExecutor(folder=folder)
     executor.update_parameters(timeout_min=options.slurm_time, gpus_per_node=1,
-                               setup=_import_path_setup(run_fn))
+                               setup=import_path_setup(run_fn))
     free_gpus, running, jobs = list(range(gpus)), {}, []
     queue = spread_over(stacks, gpus)
     try:
@@ -241,7 +240,7 @@ def _run_on_local_gpus(stacks: list[Stack], run_fn: RunFn, options: LaunchOption
             job.cancel()
         raise
     job_ids = list(dict.fromkeys(job.job_id for _, job in jobs))
-    report = LaunchReport("local_gpus", _names(stacks), job_ids=job_ids, log_dir=str(folder.parent), jobs=jobs)
+    report = LaunchReport("local_gpus", run_names(stacks), job_ids=job_ids, log_dir=str(folder.parent), jobs=jobs)
     return wait_for(report)
 
 
@@ -253,107 +252,10 @@ def _sharing_cores(stack: Stack, processes: int) -> Stack:
             for run in stack]
 
 
-def _slurm_executor(options: LaunchOptions, run_fn: RunFn):
-    import submitit
-
-    for command in ("sbatch", "srun"):  # submitit submits with the one, and its jobs run through the other
-        if shutil.which(command) is None:
-            raise UserError(f"{command} not found: launch SLURM sweeps from a cluster's login node, "
-                            "or use the local or local_gpus launcher")
-    executor = submitit.AutoExecutor(folder=Path(options.slurm_dir).resolve() / "%j", cluster="slurm")
-    optional = {
-        "slurm_partition": options.slurm_partition,
-        "slurm_constraint": options.constraint,
-        "slurm_account": options.slurm_account,
-        "slurm_qos": options.slurm_qos,
-        "mem_gb": options.slurm_mem_gb,
-        # --gpus-per-node=0 is refused by clusters without GPUs: ask for none by omitting it.
-        "gpus_per_node": options.slurm_gpus_per_node or None,
-    }
-    executor.update_parameters(
-        name="xrm",
-        timeout_min=options.slurm_time,
-        cpus_per_task=options.slurm_cpus_per_task,
-        slurm_array_parallelism=options.array_parallelism,
-        slurm_setup=_import_path_setup(run_fn),
-        **{key: value for key, value in optional.items() if value is not None},
-    )
-    return executor
-
-
-@register_launcher("slurm")
-def _submit_to_slurm(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
-    """Submit the stacks as one SLURM job array (a task per stack); runs whose job is still
-    queued are not resubmitted. A request no node of the partition can meet is refused
-    before anything is submitted."""
-    from XRM.launch.stack_job import StackJob
-
-    live = {status.PENDING, status.RUNNING}
-    runs = [run for stack in stacks for run in stack]
-    queued_names = {state.run_name for state in status.sweep_status(runs, options.slurm_dir)
-                    if state.state in live}
-    to_submit = [[run for run in stack if run.run_name not in queued_names] for stack in stacks]
-    to_submit = [stack for stack in to_submit if stack]
-    executor = _slurm_executor(options, run_fn)
-    notes = _check_slurm_request(options) if to_submit else []
-    array = _submit_array(executor, [StackJob(run_fn, stack) for stack in to_submit], options) if to_submit else []
-    folder = str(executor.folder)
-    jobs = [(run, job) for stack, job in zip(to_submit, array) for run in stack]
-    status.record_jobs(options.slurm_dir, {
-        run.run_name: status.JobEntry("slurm", job.job_id, folder) for run, job in jobs})
-    return LaunchReport("slurm", _names(to_submit),
-                        skipped_queued=[run.run_name for run in runs if run.run_name in queued_names],
-                        job_ids=[job.job_id for job in array], log_dir=str(Path(folder).parent), jobs=jobs,
-                        notes=notes)
-
-
-def _submit_array(executor, jobs: list, options: LaunchOptions) -> list:
-    """``jobs`` submitted as one SLURM job array. When sbatch fails: one line (a UserError) saying so, that
-    no job was submitted and what to check; sbatch's own lines held back; and none of the files the
-    submission wrote (pickled jobs, the sbatch script) left in --slurm_dir."""
-    import submitit
-
-    folder = submitit.core.utils.JobPaths.get_first_id_independent_folder(executor.folder)
-    before = set(folder.iterdir()) if folder.is_dir() else set()
-    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(printed):  # submitit prints sbatch's error lines itself
-            array = executor.submit_array(jobs)
-    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as error:
-        _remove_new_files(folder, before, made)
-        reason = status.last_line(str(error)) or "no message"
-        raise UserError(f"sbatch could not submit the runs ({reason}): no job was submitted; check that the cluster "
-                        f"answers from this machine (sinfo, squeue) and that --slurm_partition "
-                        f"{options.slurm_partition} exists") from None
-    sys.stderr.write(printed.getvalue())
-    return array
-
-
-def _remove_new_files(folder: Path, before: set[Path], made: list[Path]) -> None:
-    """Remove what appeared in ``folder`` since it held ``before``, then the folders of ``made`` (they did
-    not exist; deepest first) that are empty."""
-    for path in set(folder.iterdir()) - before if folder.is_dir() else ():
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    for path in made:
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-
-
-def _check_slurm_request(options: LaunchOptions) -> list[str]:
-    """A UserError if no node of the partition can run one job (it would pend for ever);
-    else the notes for the report (sinfo unreadable: nothing was checked)."""
-    request = slurm_resources.Request(options.slurm_cpus_per_task, options.slurm_gpus_per_node, options.slurm_mem_gb)
-    return slurm_resources.check_request(request, options.slurm_partition)
-
-
 @register_launcher("dry_run")
 def _list_runs(stacks: list[Stack], run_fn: RunFn, options: LaunchOptions) -> LaunchReport:
     """Submit nothing; report the runs that would be launched."""
-    return LaunchReport("dry_run", _names(stacks), dry_run=True, failures=[])
+    return LaunchReport("dry_run", run_names(stacks), dry_run=True, failures=[])
 
 
 def format_report(report: LaunchReport, max_listed: int = 20) -> str:
