@@ -1,6 +1,6 @@
 """--stack_text_runs with XRM's twins (phase 1): a sweep's XRM runs on a text dataset trained as one TextStack, two
 networks a run, write the records and phase-1 files each run writes alone; so do LfF's runs (two networks trained
-together); the two-stage algorithms, which freeze one network while the other trains (JTT, uLA, BAM), still train
+together) and EIIL's (phase 1, one network); the two-stage algorithms, which freeze one network while the other trains (JTT, uLA, BAM), still train
 alone.
 
 Tolerances: tests/text_sweep_fixtures.py's (float32 rounding: the stacked pass sums in another order)."""
@@ -15,7 +15,8 @@ from XRM.results.records import read_results
 from XRM.runs.sweep import make_runs
 from XRM.runs.train import train_stack
 
-#: long enough, and fast enough, for XRM's twins to flip labels and write a phase-1 file in some runs
+#: long enough, and fast enough, for XRM's twins to flip labels and write a phase-1 file in some runs (EIIL's
+#: runs too train this long)
 XRM_STEPS = {"num_steps": 40, "eval_every": 20, "lr": 3e-3}
 #: held-out logits (float32 rounding of a 1-layer BERT, summed in another order)
 LOGITS_TOLERANCE = 1e-5
@@ -79,6 +80,19 @@ def test_lff_runs_stacked_write_the_records_of_each_run_alone(text_data, tmp_pat
     assert_records_close(records_by_file(tmp_path / "stacked"), alone, TOLERANCES, TOLERANCE)
     losses = [record["train_loss"] for records in alone.values() for record in records if "train_loss" in record]
     assert max(losses) - min(losses) > 1e-3  # they train
+
+
+def test_stacked_eiil_runs_write_the_records_of_each_run_alone(text_data, tmp_path):
+    """Phase 1 with one network a run (EIIL's reference model): stacked, each run records what it records alone,
+    its group inference's last record (its penalty, whether the groups are degenerate) included."""
+    data, bert, _ = text_data
+    sweeps = {kind: text_sweep(data, bert, tmp_path / kind, kind == "stacked", algorithms=("EIIL",), phase=1,
+                               last_layer_dropout=0.0, **XRM_STEPS) for kind in ("alone", "stacked")}
+    assert train_sweep(sweeps["alone"]) == [1, 1, 1] and train_sweep(sweeps["stacked"]) == [3]
+    alone = records_by_file(tmp_path / "alone")
+    assert_records_close(records_by_file(tmp_path / "stacked"), alone, TOLERANCES, TOLERANCE, steps=None)
+    assert all(records[-1]["step"] == XRM_STEPS["num_steps"] and "eiil_penalty" in records[-1]
+               for records in alone.values())
 
 
 def test_only_algorithms_whose_networks_all_train_at_every_step_stack(text_data, tmp_path):
