@@ -73,7 +73,7 @@ def records_by_file(out: Path) -> dict[str, list[dict]]:
 
 
 def assert_records_close(found: dict[str, list[dict]], expected: dict[str, list[dict]], tolerances: dict[str, float],
-                         default: float | None, steps: list[int] | None = [0, 4, 8]) -> None:
+                         default: float | None, steps: tuple[int, ...] | None = (0, 4, 8)) -> None:
     """The same runs, ``steps`` (None: any, the same in both) and keys; each key's values within
     ``tolerances[key]``, the other keys' within ``default`` (None: not compared; null test metrics: null in both);
     timings left out."""
@@ -81,7 +81,8 @@ def assert_records_close(found: dict[str, list[dict]], expected: dict[str, list[
     for name in expected:
         ours, theirs = comparable(found[name]), comparable(expected[name])
         assert [list(record) for record in ours] == [list(record) for record in theirs]
-        assert [record["step"] for record in ours] == (steps or [record["step"] for record in theirs])
+        assert [record["step"] for record in ours] == [record["step"] for record in theirs]
+        assert steps is None or [record["step"] for record in ours] == list(steps)
         for mine, record in zip(ours, theirs):
             for key, value in record.items():
                 tolerance = tolerances.get(key, default)
