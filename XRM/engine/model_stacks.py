@@ -20,7 +20,7 @@ from torch import nn
 from XRM.common.errors import UserError
 from XRM.engine.evaluation_inputs import EvaluationInputs
 from XRM.engine.optimizers import SGD_MOMENTUM, StackedOptimizer, build_lr_scheduler, build_optimizer
-from XRM.networks.classifiers import MLP, TwinNetwork
+from XRM.networks.classifiers import MLP, TwinNetwork, network_prefixes
 from XRM.networks.token_batches import TokenBatch
 
 #: evaluation computes at most this many hidden activations at once (elements)
@@ -57,7 +57,7 @@ class ParameterStack:
         self.head = head
         template = networks[0][0]
         self.layer_names = [prefix for prefix, _ in _linear_layers(template)]
-        self.twin_prefixes = [f"twins.{j}." for j in range(self.per_run)] if self.per_run > 1 else [""]
+        self.twin_prefixes = network_prefixes(self.per_run)
         self.weights, self.biases = [], []
         for layer in range(len(self.layer_names)):
             modules = [[_linear_layers(net)[layer][1] for net in run] for run in networks]

@@ -21,7 +21,7 @@ from XRM.engine.evaluation_inputs import EvaluationInputs, TokenNetwork
 from XRM.engine.fused_adamw import fused_adamw_step
 from XRM.engine.model_stacks import BACKBONE_EVALUATION_BATCH
 from XRM.engine.optimizers import SGD_MOMENTUM, build_lr_scheduler, decay_groups, optimizer_of_groups
-from XRM.networks.classifiers import TextClassifier, bf16_on_cuda
+from XRM.networks.classifiers import TextClassifier, bf16_on_cuda, network_prefixes
 from XRM.networks.per_run_ops import grouped_products_run
 from XRM.networks.stacked_bert import StackedBert
 from XRM.networks.stacked_bert_graphs import StackedGraphs
@@ -74,6 +74,7 @@ class TextStack:
             raise ValueError(f"{len(hparams)} runs of {networks_per_run} networks take as many classifiers, hparams "
                              f"and seeds; given {len(classifiers)}, {len(hparams)} and {len(seeds)}")
         self.per_run = networks_per_run
+        self.prefixes = network_prefixes(networks_per_run)  # each network's keys in its run's state_dict
         self.model = StackedBert([classifier.to(device) for classifier in classifiers], grouped_products)
         # graphs replay the layout's group ends from the device: only where grouped products take them from there
         graphed = cuda_graphs and device.type == "cuda" and grouped_products and grouped_products_run(device, torch.bfloat16)
@@ -158,9 +159,7 @@ class TextStack:
 
     def model_state(self, member: int) -> dict[str, torch.Tensor]:
         """Run ``member``'s classifier as its own state_dict, or its twins' as a TwinNetwork's (CPU copies)."""
-        if self.per_run == 1:
-            return {name: value.cpu() for name, value in self.model.run_state(member).items()}
-        return {f"twins.{twin}.{name}": value.cpu() for twin, network in enumerate(self._networks(member))
+        return {prefix + name: value.cpu() for prefix, network in zip(self.prefixes, self._networks(member))
                 for name, value in self.model.run_state(network).items()}
 
     def best_model_state(self, member: int) -> dict[str, torch.Tensor]:
@@ -182,13 +181,9 @@ class TextStack:
         """Restore run ``member`` from its checkpoint (and its best classifier); ``optimizer`` is
         :meth:`optimizer_state`'s dict."""
         networks = self._networks(member)
-        if self.per_run == 1:
-            self.model.load_run(member, model)
-        else:
-            for twin, network in enumerate(networks):
-                prefix = f"twins.{twin}."
-                self.model.load_run(network, {name[len(prefix):]: value for name, value in model.items()
-                                              if name.startswith(prefix)})
+        for prefix, network in zip(self.prefixes, networks):
+            self.model.load_run(network, {name[len(prefix):]: value for name, value in model.items()
+                                          if name.startswith(prefix)})
         self.optimizers[member].load_state_dict(optimizer["optimizer"])
         self.schedulers[member].load_state_dict(optimizer["lr_scheduler"])
         if DROPOUT_GENERATOR in optimizer:

@@ -209,6 +209,12 @@ class TwinNetwork(nn.Module):
         return torch.stack([twin(x) for twin in self.twins], dim=-1)
 
 
+def network_prefixes(networks_per_run: int) -> list[str]:
+    """Where each network of a run keeps its keys in the run's state_dict: "" for a run of one network, its
+    TwinNetwork's ``twins.<j>.`` for each of several."""
+    return [f"twins.{j}." for j in range(networks_per_run)] if networks_per_run > 1 else [""]
+
+
 def build_network(family: str, input_shape: tuple[int, ...], num_classes: int, hparams: dict | None = None,
                   backbone: BackboneSpec | None = None) -> nn.Module:
     """The classifier for a dataset family, sized for inputs of ``input_shape`` (one example).
