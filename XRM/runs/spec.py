@@ -101,8 +101,9 @@ class RunSpec(TrainingOptions):
 
     def trains_in_text_stack(self, family: str) -> bool:
         """Whether this run, on a dataset of network ``family``, trains in a TextStack with the other text runs
-        of its stack (``--stack_text_runs``: BERT classifiers fine-tuned, one per run or XRM's twins; not the
-        two-network algorithms that freeze one network while the other trains, JTT's, uLA's, LfF's, BAM's)."""
+        of its stack (``--stack_text_runs``: BERT classifiers fine-tuned, one per run, or two trained together at
+        every step, XRM's twins and LfF's networks; not the two-stage algorithms that freeze one network while the
+        other trains, JTT, uLA, BAM)."""
         from XRM.algorithms import get_algorithm_class
         from XRM.algorithms.base import Algorithm
         from XRM.runs.last_layer_inputs import training_family
